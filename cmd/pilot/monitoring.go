@@ -1,0 +1,44 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/skiffmesh/skiff/pkg/xds"
+)
+
+// monitoringMux serves the monitoring and debug endpoints on one HTTP port, like istiod's 15014.
+func monitoringMux(reg *prometheus.Registry, server *xds.Server, source *folderSource, ready *atomic.Bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready: first configuration load not finished", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("GET /debug/syncz", server.SynczHandler)
+	mux.HandleFunc("GET /debug/config_dump", server.ConfigDumpHandler)
+	mux.HandleFunc("GET /debug/config_errors", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(source.view())
+	})
+	mux.HandleFunc("GET /debug", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `Skiff pilot debug endpoints:
+  /debug/syncz                    connected proxies: per type, version sent, ACKed, last NACK
+  /debug/config_dump?proxy=ID     what pilot serves a proxy (node ID or POD.NAMESPACE), Envoy-style JSON
+  /debug/config_errors            configuration documents currently rejected
+  /metrics                        Prometheus metrics
+  /ready                          200 once the first configuration is loaded
+`)
+	})
+	return mux
+}

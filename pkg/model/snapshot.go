@@ -1,0 +1,215 @@
+package model
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+
+	networking "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+
+	"github.com/skiffmesh/skiff/pkg/config"
+)
+
+// MeshGateway is the reserved gateway name meaning "the sidecars".
+const MeshGateway = "mesh"
+
+// Snapshot is the immutable mesh model for one configuration version.
+type Snapshot struct {
+	// Services are sorted by hostname, then namespace.
+	Services         []*Service
+	VirtualServices  []*networkingv1.VirtualService
+	DestinationRules []*networkingv1.DestinationRule
+	// Config is the validated input the snapshot was built from.
+	Config *config.Set
+
+	servicesByHost map[string][]*Service
+	workloads      map[string]*networkingv1.WorkloadEntry
+}
+
+// Build indexes a validated configuration set. It never fails: the loader has rejected
+// anything malformed, and references to things that do not exist simply match nothing, as in Istio.
+func Build(set *config.Set) *Snapshot {
+	if set == nil {
+		set = &config.Set{}
+	}
+	s := &Snapshot{
+		VirtualServices:  set.VirtualServices,
+		DestinationRules: set.DestinationRules,
+		Config:           set,
+		servicesByHost:   map[string][]*Service{},
+		workloads:        map[string]*networkingv1.WorkloadEntry{},
+	}
+	for _, we := range set.WorkloadEntries {
+		s.workloads[we.Namespace+"/"+we.Name] = we
+	}
+	for _, se := range set.ServiceEntries {
+		s.Services = append(s.Services, servicesFromServiceEntry(se, set.WorkloadEntries)...)
+	}
+	slices.SortStableFunc(s.Services, func(a, b *Service) int {
+		return cmp.Or(cmp.Compare(a.Hostname, b.Hostname), cmp.Compare(a.Namespace, b.Namespace))
+	})
+	for _, svc := range s.Services {
+		s.servicesByHost[svc.Hostname] = append(s.servicesByHost[svc.Hostname], svc)
+	}
+	return s
+}
+
+// servicesFromServiceEntry makes one Service per host of the entry.
+func servicesFromServiceEntry(se *networkingv1.ServiceEntry, workloads []*networkingv1.WorkloadEntry) []*Service {
+	spec := &se.Spec
+	ports := make([]Port, 0, len(spec.Ports))
+	for _, p := range spec.Ports {
+		ports = append(ports, Port{Name: p.Name, Number: p.Number, Protocol: ParseProtocol(p.Protocol), TargetPort: p.TargetPort})
+	}
+	source := fmt.Sprintf("ServiceEntry/%s/%s", se.Namespace, se.Name)
+	var endpoints []*Endpoint
+	for i, we := range spec.Endpoints {
+		endpoints = append(endpoints, endpointFromWorkloadEntry(we, fmt.Sprintf("%s endpoints[%d]", source, i)))
+	}
+	if sel := spec.WorkloadSelector; sel != nil {
+		// A workloadSelector picks WorkloadEntries of the entry's own namespace.
+		for _, we := range workloads {
+			if we.Namespace == se.Namespace && labelsMatch(we.Spec.Labels, sel.Labels) {
+				endpoints = append(endpoints, endpointFromWorkloadEntry(&we.Spec, fmt.Sprintf("WorkloadEntry/%s/%s", we.Namespace, we.Name)))
+			}
+		}
+	}
+	visibility := ParseVisibility(se.Namespace, spec.ExportTo)
+	services := make([]*Service, 0, len(spec.Hosts))
+	for _, host := range spec.Hosts {
+		services = append(services, &Service{
+			Hostname:   ResolveHost(host, se.Namespace),
+			Namespace:  se.Namespace,
+			Addresses:  spec.Addresses,
+			Ports:      ports,
+			Resolution: spec.Resolution,
+			ExportTo:   visibility,
+			Endpoints:  endpoints,
+			Source:     source,
+		})
+	}
+	return services
+}
+
+func endpointFromWorkloadEntry(we *networking.WorkloadEntry, source string) *Endpoint {
+	return &Endpoint{
+		Address:        we.Address,
+		Ports:          we.Ports,
+		Labels:         we.Labels,
+		ServiceAccount: we.ServiceAccount,
+		Network:        we.Network,
+		Locality:       we.Locality,
+		Weight:         we.Weight,
+		Source:         source,
+	}
+}
+
+// WorkloadEntry returns the WorkloadEntry NAMESPACE/NAME, if any.
+func (s *Snapshot) WorkloadEntry(namespace, name string) *networkingv1.WorkloadEntry {
+	return s.workloads[namespace+"/"+name]
+}
+
+// VisibleServices lists the services a proxy in namespace ns can see, one per hostname: when
+// several namespaces declare one host, the proxy's own namespace wins, then the first by name.
+func (s *Snapshot) VisibleServices(ns string) []*Service {
+	out := make([]*Service, 0, len(s.Services))
+	for i := 0; i < len(s.Services); {
+		host := s.Services[i].Hostname
+		j := i
+		for j < len(s.Services) && s.Services[j].Hostname == host {
+			j++
+		}
+		if svc := pickService(s.Services[i:j], ns); svc != nil {
+			out = append(out, svc)
+		}
+		i = j
+	}
+	return out
+}
+
+// Service returns the service with the given hostname as a proxy in namespace ns sees it.
+func (s *Snapshot) Service(hostname, ns string) *Service {
+	return pickService(s.servicesByHost[hostname], ns)
+}
+
+func pickService(candidates []*Service, ns string) *Service {
+	var first *Service
+	for _, svc := range candidates {
+		if !svc.ExportTo.VisibleTo(ns) {
+			continue
+		}
+		if svc.Namespace == ns {
+			return svc
+		}
+		if first == nil {
+			first = svc
+		}
+	}
+	return first
+}
+
+// VirtualServiceFor returns the VirtualService that routes hostname for proxies in namespace ns
+// attached to gateway (MeshGateway for sidecars). Istio uses the oldest one when several claim a
+// host; without creation times the order is namespace/name. An exact host beats a wildcard.
+func (s *Snapshot) VirtualServiceFor(hostname, ns, gateway string) *networkingv1.VirtualService {
+	var best *networkingv1.VirtualService
+	bestExact := false
+	for _, vs := range s.VirtualServices {
+		if !ParseVisibility(vs.Namespace, vs.Spec.ExportTo).VisibleTo(ns) || !boundTo(vs, gateway) {
+			continue
+		}
+		for _, h := range vs.Spec.Hosts {
+			resolved := ResolveHost(h, vs.Namespace)
+			if !HostMatches(resolved, hostname) {
+				continue
+			}
+			exact := resolved == hostname
+			if best == nil || (exact && !bestExact) {
+				best, bestExact = vs, exact
+			}
+		}
+	}
+	return best
+}
+
+// boundTo reports whether the VirtualService applies to the gateway: no gateways means the mesh.
+func boundTo(vs *networkingv1.VirtualService, gateway string) bool {
+	if len(vs.Spec.Gateways) == 0 {
+		return gateway == MeshGateway
+	}
+	for _, g := range vs.Spec.Gateways {
+		if g == gateway || (!strings.Contains(g, "/") && vs.Namespace+"/"+g == gateway) {
+			return true
+		}
+	}
+	return false
+}
+
+// DestinationRuleFor returns the DestinationRule for hostname as seen from namespace ns: the
+// most specific host wins, and among equals the proxy's own namespace, then the service's.
+func (s *Snapshot) DestinationRuleFor(hostname, ns string) *networkingv1.DestinationRule {
+	var best *networkingv1.DestinationRule
+	bestScore := -1
+	for _, dr := range s.DestinationRules {
+		if !ParseVisibility(dr.Namespace, dr.Spec.ExportTo).VisibleTo(ns) {
+			continue
+		}
+		host := ResolveHost(dr.Spec.Host, dr.Namespace)
+		if !HostMatches(host, hostname) {
+			continue
+		}
+		score := len(host) * 2
+		if host == hostname {
+			score += 1 << 20
+		}
+		if dr.Namespace == ns {
+			score++
+		}
+		if score > bestScore {
+			best, bestScore = dr, score
+		}
+	}
+	return best
+}

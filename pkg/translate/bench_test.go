@@ -1,0 +1,92 @@
+package translate_test
+
+import (
+	"fmt"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	networking "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiffmesh/skiff/pkg/config"
+	"github.com/skiffmesh/skiff/pkg/model"
+	"github.com/skiffmesh/skiff/pkg/translate"
+)
+
+// httpMesh is n HTTP ServiceEntries on port 80, each with two endpoints and a VirtualService
+// that matches a prefix and splits traffic by weight: the shape of istiod's own benchmark mesh.
+func httpMesh(n int) *model.Snapshot {
+	set := &config.Set{}
+	for i := range n {
+		host := fmt.Sprintf("svc-%d.bench.svc.cluster.local", i)
+		meta := metav1.ObjectMeta{Name: fmt.Sprintf("svc-%d", i), Namespace: "bench"}
+		set.ServiceEntries = append(set.ServiceEntries, &networkingv1.ServiceEntry{ObjectMeta: meta, Spec: networking.ServiceEntry{
+			Hosts:      []string{host},
+			Addresses:  []string{fmt.Sprintf("240.240.%d.%d", i/250, i%250+1)},
+			Ports:      []*networking.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP"}},
+			Resolution: networking.ServiceEntry_STATIC,
+			Endpoints: []*networking.WorkloadEntry{
+				{Address: fmt.Sprintf("10.1.%d.%d", i/250, i%250+1), Labels: map[string]string{"version": "v1"}},
+				{Address: fmt.Sprintf("10.2.%d.%d", i/250, i%250+1), Labels: map[string]string{"version": "v2"}},
+			},
+		}})
+		set.VirtualServices = append(set.VirtualServices, &networkingv1.VirtualService{ObjectMeta: meta, Spec: networking.VirtualService{
+			Hosts: []string{host},
+			Http: []*networking.HTTPRoute{
+				{
+					Match: []*networking.HTTPMatchRequest{{Uri: &networking.StringMatch{MatchType: &networking.StringMatch_Prefix{Prefix: "/api"}}}},
+					Route: []*networking.HTTPRouteDestination{{Destination: &networking.Destination{Host: host}}},
+				},
+				{Route: []*networking.HTTPRouteDestination{
+					{Destination: &networking.Destination{Host: host}, Weight: 90},
+					{Destination: &networking.Destination{Host: host}, Weight: 10},
+				}},
+			},
+		}})
+	}
+	return model.Build(set)
+}
+
+// BenchmarkGenerate measures one sidecar's generation per type, translating and marshalling
+// every resource to Any: what a push costs pilot for one proxy class. The type split matches
+// istiod's benchmark so the numbers compare.
+func BenchmarkGenerate(b *testing.B) {
+	proxy, err := model.ParseNodeID("sidecar~10.0.0.1~app-1.bench~bench.svc.cluster.local")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{100, 1000} {
+		snap := httpMesh(n)
+		types := []struct {
+			name     string
+			generate func() []proto.Message
+		}{
+			{"listeners", func() []proto.Message { return messages(translate.Listeners(snap, proxy)) }},
+			{"routes", func() []proto.Message { return messages(translate.Routes(snap, proxy)) }},
+			{"clusters", func() []proto.Message { return messages(translate.Clusters(snap, proxy)) }},
+			{"endpoints", func() []proto.Message { return messages(translate.Endpoints(snap)) }},
+		}
+		for _, typ := range types {
+			b.Run(fmt.Sprintf("services=%d/%s", n, typ.name), func(b *testing.B) {
+				for b.Loop() {
+					for _, m := range typ.generate() {
+						if _, err := anypb.New(m); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+func messages[M proto.Message](in []M) []proto.Message {
+	out := make([]proto.Message, len(in))
+	for i, m := range in {
+		out[i] = m
+	}
+	return out
+}

@@ -1,0 +1,127 @@
+package translate
+
+import (
+	"math"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// Istio's defaults for outbound clusters when no DestinationRule says otherwise.
+const (
+	defaultConnectTimeout  = 10 * time.Second
+	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+)
+
+// outboundClusters builds `outbound|PORT|SUBSET|HOST` for every port of every service the proxy
+// sees, one more per DestinationRule subset, and the two fixed clusters.
+func outboundClusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Cluster {
+	var out []*clusterv3.Cluster
+	for _, svc := range snap.VisibleServices(proxy.Namespace) {
+		dr := snap.DestinationRuleFor(svc.Hostname, proxy.Namespace)
+		for _, port := range svc.Ports {
+			if port.Protocol == model.UDP {
+				continue // Envoy sidecars do not proxy UDP; neither does Istio.
+			}
+			out = append(out, outboundCluster(svc, port, nil))
+			if dr == nil {
+				continue
+			}
+			for _, subset := range dr.Spec.Subsets {
+				out = append(out, outboundCluster(svc, port, subset))
+			}
+		}
+	}
+	return append(out, passthroughCluster(), blackHoleCluster())
+}
+
+// outboundCluster builds the cluster of one service port, or of one subset of it.
+func outboundCluster(svc *model.Service, port model.Port, subset *networking.Subset) *clusterv3.Cluster {
+	name := OutboundClusterName(port.Number, subset.GetName(), svc.Hostname)
+	c := &clusterv3.Cluster{
+		Name:            name,
+		ConnectTimeout:  Duration(defaultConnectTimeout),
+		LbPolicy:        clusterv3.Cluster_LEAST_REQUEST, // Istio's default since 1.14
+		CircuitBreakers: defaultCircuitBreakers(),
+		Metadata: IstioMetadata(map[string]string{
+			"services": svc.Hostname,
+			"config":   svc.Source,
+		}),
+	}
+	switch svc.Resolution {
+	case networking.ServiceEntry_STATIC:
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+		c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ADSConfigSource(), ServiceName: name}
+	case networking.ServiceEntry_DNS, networking.ServiceEntry_DNS_ROUND_ROBIN, networking.ServiceEntry_DYNAMIC_DNS:
+		// DNS names are resolved by Envoy, so the endpoints travel inside the cluster.
+		typ := clusterv3.Cluster_STRICT_DNS
+		if svc.Resolution == networking.ServiceEntry_DNS_ROUND_ROBIN {
+			typ = clusterv3.Cluster_LOGICAL_DNS
+		}
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: typ}
+		c.DnsLookupFamily = clusterv3.Cluster_V4_ONLY
+		c.LoadAssignment = dnsLoadAssignment(name, svc, port, subset)
+	default: // NONE: forward to wherever the application was connecting.
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+		c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+	}
+	if port.Protocol.IsHTTP2() {
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: MustAny(&upstreamhttpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+			}},
+		})}
+	}
+	return c
+}
+
+// dnsLoadAssignment lists the hostnames Envoy resolves: the entry's endpoints, or the host itself.
+func dnsLoadAssignment(name string, svc *model.Service, port model.Port, subset *networking.Subset) *endpointv3.ClusterLoadAssignment {
+	cla := loadAssignment(name, svc, port, subset.GetLabels())
+	if len(svc.Endpoints) == 0 {
+		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(svc.Hostname, port.Number, 0)}}}
+	}
+	return cla
+}
+
+// defaultCircuitBreakers lifts Envoy's small built-in limits (1024) to the maximum, as Istio
+// does, so that limits only apply where a DestinationRule asks for them.
+func defaultCircuitBreakers() *clusterv3.CircuitBreakers {
+	max := wrapperspb.UInt32(math.MaxUint32)
+	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		MaxConnections:     max,
+		MaxPendingRequests: max,
+		MaxRequests:        max,
+		MaxRetries:         max,
+		TrackRemaining:     true,
+	}}}
+}
+
+// passthroughCluster forwards to the original destination: the exit for unknown hosts under
+// ALLOW_ANY.
+func passthroughCluster() *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 PassthroughCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		ConnectTimeout:       Duration(defaultConnectTimeout),
+		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+		CircuitBreakers:      defaultCircuitBreakers(),
+	}
+}
+
+// blackHoleCluster has no endpoints: whatever is sent there fails.
+func blackHoleCluster() *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 BlackHoleCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       Duration(defaultConnectTimeout),
+	}
+}

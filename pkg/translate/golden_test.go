@@ -1,0 +1,190 @@
+package translate_test
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+
+	"github.com/skiffmesh/skiff/pkg/config"
+	"github.com/skiffmesh/skiff/pkg/model"
+	"github.com/skiffmesh/skiff/pkg/translate"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/out from the current translation and delete orphaned outputs")
+
+// defaultProxy is the proxy a case is translated for unless its first line says
+// `# proxy: NODE_ID [none|redirect]`.
+const defaultProxy = "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local"
+
+// TestGolden translates every testdata/*.yaml for one proxy and compares each resource type
+// with testdata/out/CASE.TYPE.yaml. Every generated resource must pass its proto Validate().
+func TestGolden(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/*.yaml")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no golden inputs in testdata/: %v", err)
+	}
+	produced := map[string]bool{}
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			proxy := caseProxy(t, in)
+			snap := loadCase(t, in)
+			res := translate.ForProxy(snap, proxy)
+			outputs := map[string][]proto.Message{}
+			for _, l := range res.Listeners {
+				outputs["listeners"] = append(outputs["listeners"], l)
+			}
+			for _, r := range res.Routes {
+				outputs["routes"] = append(outputs["routes"], r)
+			}
+			for _, c := range res.Clusters {
+				outputs["clusters"] = append(outputs["clusters"], c)
+			}
+			for _, e := range translate.Endpoints(snap) {
+				outputs["endpoints"] = append(outputs["endpoints"], e)
+			}
+			for _, kind := range []string{"listeners", "routes", "clusters", "endpoints"} {
+				for _, m := range outputs[kind] {
+					if v, ok := m.(interface{ ValidateAll() error }); ok {
+						if err := v.ValidateAll(); err != nil {
+							t.Errorf("%s: generated resource fails Validate(): %v", kind, err)
+						}
+					}
+				}
+				file := filepath.Join("testdata", "out", name+"."+kind+".yaml")
+				produced[file] = true
+				compareGolden(t, file, renderYAML(t, outputs[kind]))
+			}
+		})
+	}
+	if *update {
+		removeOrphans(t, produced)
+	}
+}
+
+// caseProxy reads the `# proxy:` header of a case.
+func caseProxy(t *testing.T, file string) *model.Proxy {
+	t.Helper()
+	id, mode := defaultProxy, "redirect"
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	if sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "# proxy:"); ok {
+			fields := strings.Fields(rest)
+			id = fields[0]
+			if len(fields) > 1 {
+				mode = fields[1]
+			}
+		}
+	}
+	p, err := model.ParseNodeID(id)
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	p.SetInterceptionMode(mode)
+	return p
+}
+
+// loadCase loads one input file through the same loader pilot uses.
+func loadCase(t *testing.T, file string) *model.Snapshot {
+	t.Helper()
+	dir := t.TempDir()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, filepath.Base(file)), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set, errs := config.NewLoader(dir).Load()
+	for _, e := range errs {
+		t.Errorf("%s: %v", file, e)
+	}
+	return model.Build(set)
+}
+
+// renderYAML writes resources as a YAML list in Envoy's JSON field names.
+func renderYAML(t *testing.T, msgs []proto.Message) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if len(msgs) == 0 {
+		return []byte("[]\n")
+	}
+	for _, m := range msgs {
+		js, err := protojson.MarshalOptions{UseProtoNames: false}.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := yaml.JSONToYAML(js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf.WriteString("- ")
+		buf.WriteString(strings.ReplaceAll(strings.TrimRight(string(y), "\n"), "\n", "\n  "))
+		buf.WriteString("\n")
+	}
+	return buf.Bytes()
+}
+
+func compareGolden(t *testing.T, file string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(file, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (run `go test ./pkg/translate -update` to create it)", err)
+	}
+	if !bytes.Equal(want, got) {
+		t.Errorf("%s differs from the translation (run `go test ./pkg/translate -update` and review the diff):\n%s", file, lineDiff(string(want), string(got)))
+	}
+}
+
+func removeOrphans(t *testing.T, produced map[string]bool) {
+	t.Helper()
+	existing, _ := filepath.Glob(filepath.Join("testdata", "out", "*.yaml"))
+	for _, f := range existing {
+		if !produced[f] {
+			if err := os.Remove(f); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+}
+
+// lineDiff shows the first differing lines, enough to see what changed.
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	var out strings.Builder
+	shown := 0
+	for i := 0; i < max(len(w), len(g)) && shown < 20; i++ {
+		var a, b string
+		if i < len(w) {
+			a = w[i]
+		}
+		if i < len(g) {
+			b = g[i]
+		}
+		if a != b {
+			out.WriteString("line " + strconv.Itoa(i+1) + ":\n  want: " + a + "\n  got:  " + b + "\n")
+			shown++
+		}
+	}
+	return out.String()
+}

@@ -1,0 +1,136 @@
+package translate
+
+import (
+	"slices"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// outboundListeners builds the sidecar's outbound side: `0.0.0.0_PORT` per HTTP port (an HTTP
+// connection manager on route configuration "PORT"), a TCP proxy listener per TCP service port,
+// and, when traffic is captured, virtualOutbound on 15001 that hands each connection to the
+// listener of its original destination.
+func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener {
+	captured := proxy.InterceptionMode == model.InterceptionRedirect
+	byName := map[string]*listenerv3.Listener{}
+	var names []string
+	add := func(l *listenerv3.Listener) {
+		// The first service to claim an address and port keeps it; HTTP ports are added
+		// first, so an HTTP listener is never replaced by a TCP one.
+		if _, taken := byName[l.Name]; taken {
+			return
+		}
+		if !captured {
+			l.BindToPort = nil // bind: applications connect to the listener directly
+		} else {
+			l.BindToPort = falseValue() // reached only through virtualOutbound
+		}
+		byName[l.Name] = l
+		names = append(names, l.Name)
+	}
+
+	services := snap.VisibleServices(proxy.Namespace)
+	for _, svc := range services {
+		for _, port := range svc.Ports {
+			if port.Protocol.IsHTTP() {
+				add(httpOutboundListener(port.Number))
+			}
+		}
+	}
+	for _, svc := range services {
+		for _, port := range svc.Ports {
+			if port.Protocol.IsHTTP() || port.Protocol == model.UDP {
+				continue
+			}
+			address := wildcardAddress
+			// A service address is only useful when traffic is captured: nothing else can
+			// make a connection to a virtual IP arrive here.
+			if captured && len(svc.Addresses) > 0 {
+				address = svc.Addresses[0]
+			}
+			add(tcpOutboundListener(address, port.Number, OutboundClusterName(port.Number, "", svc.Hostname)))
+		}
+	}
+	slices.Sort(names)
+	out := make([]*listenerv3.Listener, 0, len(names)+1)
+	for _, n := range names {
+		out = append(out, byName[n])
+	}
+	if captured {
+		out = append(out, virtualOutboundListener())
+	}
+	return out
+}
+
+func httpOutboundListener(port uint32) *listenerv3.Listener {
+	name := ListenerName(wildcardAddress, port)
+	return &listenerv3.Listener{
+		Name:             name,
+		Address:          SocketAddress(wildcardAddress, port),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{httpConnectionManager("outbound_"+name, RouteConfigName(port))},
+		}},
+	}
+}
+
+func tcpOutboundListener(address string, port uint32, cluster string) *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name:             ListenerName(address, port),
+		Address:          SocketAddress(address, port),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{TCPProxy(cluster, cluster)}}},
+	}
+}
+
+// virtualOutboundListener receives every captured outbound connection. use_original_dst hands
+// it to the listener for its original address and port; what no listener claims goes to
+// PassthroughCluster (ALLOW_ANY). A connection to 15001 itself would loop, so it is dropped.
+func virtualOutboundListener() *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name:             VirtualOutbound,
+		Address:          SocketAddress(wildcardAddress, VirtualOutboundPort),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		UseOriginalDst:   trueValue(),
+		FilterChains: []*listenerv3.FilterChain{{
+			Name: VirtualOutbound + "-blackhole",
+			FilterChainMatch: &listenerv3.FilterChainMatch{
+				DestinationPort: uint32Value(VirtualOutboundPort),
+			},
+			Filters: []*listenerv3.Filter{TCPProxy(BlackHoleCluster, BlackHoleCluster)},
+		}},
+		DefaultFilterChain: &listenerv3.FilterChain{
+			Name:    PassthroughCluster,
+			Filters: []*listenerv3.Filter{TCPProxy(PassthroughCluster, PassthroughCluster)},
+		},
+	}
+}
+
+// httpConnectionManager terminates HTTP and routes by the named route configuration, fetched
+// over ADS.
+func httpConnectionManager(statPrefix, routeConfig string) *listenerv3.Filter {
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: statPrefix,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    ADSConfigSource(),
+			RouteConfigName: routeConfig,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{
+			Name:       wellknown.Router,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: MustAny(&routerv3.Router{})},
+		}},
+		// Istio's defaults: normalise paths before matching, and allow WebSocket upgrades.
+		NormalizePath:  trueValue(),
+		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
+	}
+	return &listenerv3.Filter{
+		Name:       wellknown.HTTPConnectionManager,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: MustAny(hcm)},
+	}
+}

@@ -1,0 +1,34 @@
+package translate
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// Names Istio gives to generated resources. Keeping them means Istio's documentation and
+// tooling habits apply to Skiff's config dumps.
+const (
+	PassthroughCluster = "PassthroughCluster"
+	BlackHoleCluster   = "BlackHoleCluster"
+	VirtualOutbound    = "virtualOutbound"
+	// VirtualOutboundPort is where captured outbound traffic arrives.
+	VirtualOutboundPort = 15001
+	// AllowAnyVirtualHost is the catch-all virtual host that passes unknown hosts through.
+	AllowAnyVirtualHost = "allow_any"
+	// BlockAllVirtualHost replaces it under REGISTRY_ONLY.
+	BlockAllVirtualHost = "block_all"
+	wildcardAddress     = "0.0.0.0"
+)
+
+// OutboundClusterName is `outbound|PORT|SUBSET|HOST`.
+func OutboundClusterName(port uint32, subset, host string) string {
+	return fmt.Sprintf("outbound|%d|%s|%s", port, subset, host)
+}
+
+// ListenerName is Istio's `ADDRESS_PORT`.
+func ListenerName(address string, port uint32) string {
+	return address + "_" + strconv.FormatUint(uint64(port), 10)
+}
+
+// RouteConfigName is the sidecar route configuration for a port: just the number.
+func RouteConfigName(port uint32) string { return strconv.FormatUint(uint64(port), 10) }

@@ -1,0 +1,90 @@
+package translate
+
+import (
+	"maps"
+	"slices"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// Small constructors for the protos every file here needs. Tests use them too, so expected
+// values read the same way as the code that builds them.
+
+// MustAny packs a message into an Any. Packing a message we built ourselves cannot fail, so a
+// failure is a programming error.
+func MustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic("translate: packing " + string(proto.MessageName(m)) + ": " + err.Error())
+	}
+	return a
+}
+
+// Duration converts a Go duration to its proto form.
+func Duration(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
+
+// ADSConfigSource says "fetch this resource over the same ADS stream".
+func ADSConfigSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+}
+
+// SocketAddress is an Envoy TCP address.
+func SocketAddress(address string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Protocol:      corev3.SocketAddress_TCP,
+		Address:       address,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+// TCPProxy is a network filter that sends the connection to one cluster.
+func TCPProxy(statPrefix, cluster string) *listenerv3.Filter {
+	return &listenerv3.Filter{
+		Name: wellknown.TCPProxy,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: MustAny(&tcpproxyv3.TcpProxy{
+			StatPrefix:       statPrefix,
+			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+		})},
+	}
+}
+
+// IstioMetadata is the filter metadata Istio attaches to generated resources, naming the
+// configuration object they came from, so a config dump leads back to the YAML.
+func IstioMetadata(fields map[string]string) *corev3.Metadata {
+	s := &structpb.Struct{Fields: map[string]*structpb.Value{}}
+	for k, v := range fields {
+		s.Fields[k] = structpb.NewStringValue(v)
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": s}}
+}
+
+func falseValue() *wrapperspb.BoolValue { return wrapperspb.Bool(false) }
+
+func uint32Value(v uint32) *wrapperspb.UInt32Value { return wrapperspb.UInt32(v) }
+
+// sortedKeys gives map-driven output a stable order, so goldens and versions do not churn.
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+
+// previousHostsPredicate makes a retry pick a host it has not tried yet.
+func previousHostsPredicate() *routev3.RetryPolicy_RetryHostPredicate {
+	return &routev3.RetryPolicy_RetryHostPredicate{
+		Name:       "envoy.retry_host_predicates.previous_hosts",
+		ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: MustAny(&previoushostsv3.PreviousHostsPredicate{})},
+	}
+}
+
+func trueValue() *wrapperspb.BoolValue { return wrapperspb.Bool(true) }

@@ -1,0 +1,131 @@
+package translate
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// outboundRouteConfigs builds one route configuration per HTTP port number the proxy sees, named
+// by the number ("80"), with a virtual host per service on that port and the catch-all last.
+func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.RouteConfiguration {
+	byPort := map[uint32][]*model.Service{}
+	for _, svc := range snap.VisibleServices(proxy.Namespace) {
+		for _, port := range svc.Ports {
+			if port.Protocol.IsHTTP() {
+				byPort[port.Number] = append(byPort[port.Number], svc)
+			}
+		}
+	}
+	numbers := make([]uint32, 0, len(byPort))
+	for n := range byPort {
+		numbers = append(numbers, n)
+	}
+	slices.Sort(numbers)
+
+	out := make([]*routev3.RouteConfiguration, 0, len(numbers))
+	for _, n := range numbers {
+		rc := &routev3.RouteConfiguration{
+			Name: RouteConfigName(n),
+			// A route may name a cluster this proxy does not know (a typo in a destination);
+			// Envoy should answer 503 for that route, not reject the whole configuration.
+			ValidateClusters: falseValue(),
+		}
+		claimed := map[string]bool{}
+		for _, svc := range byPort[n] {
+			port, _ := svc.Port(n)
+			if vh := serviceVirtualHost(snap, proxy, svc, port, claimed); len(vh.Domains) > 0 {
+				rc.VirtualHosts = append(rc.VirtualHosts, vh)
+			}
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, allowAnyVirtualHost())
+		out = append(out, rc)
+	}
+	return out
+}
+
+// serviceVirtualHost routes one service port: by its VirtualService if one applies, else
+// straight to the service's cluster.
+func serviceVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Service, port model.Port, claimed map[string]bool) *routev3.VirtualHost {
+	vh := &routev3.VirtualHost{
+		Name:                       svc.Hostname + ":" + strconv.FormatUint(uint64(port.Number), 10),
+		Domains:                    unclaimed(serviceDomains(svc, port, proxy), claimed),
+		IncludeRequestAttemptCount: true,
+	}
+	if vs := snap.VirtualServiceFor(svc.Hostname, proxy.Namespace, model.MeshGateway); vs != nil {
+		vh.Routes = virtualServiceRoutes(snap, proxy, vs, svc, port)
+	} else {
+		vh.Routes = []*routev3.Route{defaultRoute(OutboundClusterName(port.Number, "", svc.Hostname))}
+	}
+	return vh
+}
+
+// defaultRoute sends everything to one cluster with Istio's defaults: no timeout, and the
+// default retry policy.
+func defaultRoute(cluster string) *routev3.Route {
+	return &routev3.Route{
+		Name:  "default",
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
+			Timeout:          Duration(0),
+			RetryPolicy:      defaultRetryPolicy(),
+		}},
+	}
+}
+
+// allowAnyVirtualHost passes requests for hosts the mesh does not know to their original
+// destination (outboundTrafficPolicy ALLOW_ANY, Istio's default).
+func allowAnyVirtualHost() *routev3.VirtualHost {
+	return &routev3.VirtualHost{
+		Name:    AllowAnyVirtualHost,
+		Domains: []string{"*"},
+		Routes: []*routev3.Route{{
+			Name:  AllowAnyVirtualHost,
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: PassthroughCluster},
+				Timeout:          Duration(0),
+			}},
+		}},
+	}
+}
+
+// serviceDomains are the Host header values that reach a service port, as Istio builds them:
+// the full name, the short forms a client in the proxy's namespace (or the cluster) may use,
+// the service addresses, each with and without ":PORT".
+func serviceDomains(svc *model.Service, port model.Port, proxy *model.Proxy) []string {
+	hosts := []string{svc.Hostname}
+	if nameNS, ok := strings.CutSuffix(svc.Hostname, "."+model.DefaultDomainSuffix); ok {
+		if name, ns, found := strings.Cut(nameNS, "."); found && !strings.Contains(ns, ".") {
+			if ns == proxy.Namespace {
+				hosts = append(hosts, name)
+			}
+			hosts = append(hosts, nameNS, nameNS+".svc")
+		}
+	}
+	hosts = append(hosts, svc.Addresses...)
+	out := make([]string, 0, 2*len(hosts))
+	for _, h := range hosts {
+		out = append(out, h, fmt.Sprintf("%s:%d", h, port.Number))
+	}
+	return out
+}
+
+// unclaimed drops domains an earlier virtual host of the same route configuration already
+// has: Envoy rejects a route configuration in which two virtual hosts share a domain.
+func unclaimed(domains []string, claimed map[string]bool) []string {
+	out := domains[:0]
+	for _, d := range domains {
+		if !claimed[d] {
+			claimed[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}

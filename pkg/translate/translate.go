@@ -1,0 +1,52 @@
+// Package translate turns the mesh model into Envoy configuration. It is pure: the same
+// snapshot and proxy always give the same resources, with no I/O, clocks or globals, so it is
+// tested with golden files and shared between every proxy of one class. One file per concern:
+// clusters, endpoints, listeners, routes, VirtualService rules, matches, retries.
+package translate
+
+import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// Resources is the per-proxy-class part of a proxy's configuration. Endpoints are shared by the
+// whole mesh and built by Endpoints.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+}
+
+// ForProxy builds the listeners, route configurations and clusters of one proxy.
+func ForProxy(snap *model.Snapshot, proxy *model.Proxy) *Resources {
+	return &Resources{
+		Listeners: Listeners(snap, proxy),
+		Routes:    Routes(snap, proxy),
+		Clusters:  Clusters(snap, proxy),
+	}
+}
+
+// Clusters builds the proxy's clusters.
+func Clusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Cluster {
+	return outboundClusters(snap, proxy)
+}
+
+// Listeners builds the proxy's listeners. Gateway listeners come from Gateway objects, which a
+// later stage translates; until then a router gets no listeners.
+func Listeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener {
+	if proxy.Type != model.SidecarProxy {
+		return nil
+	}
+	return outboundListeners(snap, proxy)
+}
+
+// Routes builds the proxy's route configurations.
+func Routes(snap *model.Snapshot, proxy *model.Proxy) []*routev3.RouteConfiguration {
+	if proxy.Type != model.SidecarProxy {
+		return nil
+	}
+	return outboundRouteConfigs(snap, proxy)
+}

@@ -1,0 +1,245 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// classTypes are the types translated per proxy class; endpoints are shared by the whole mesh.
+var classTypes = []string{resourcev3.ClusterType, resourcev3.ListenerType, resourcev3.RouteType}
+
+// classCache is the go-control-plane cache behind the ADS server. It keeps one LinearCache per
+// proxy class and type for listeners, routes and clusters, and one LinearCache for all
+// endpoints. A LinearCache serialises each resource once per version however many streams
+// watch it, and re-sends only what changed where the protocol allows (RDS, EDS, and every type
+// in delta), which is what makes a push to thousands of proxies cheap.
+//
+// A class appears when its first proxy asks for something. Its resources are translated by the
+// push loop, never on the stream's goroutine; until then the watches of that class are parked
+// and replayed against the class's caches once they are filled.
+type classCache struct {
+	endpoints *cachev3.LinearCache
+	// versionPrefix makes versions from an earlier pilot process look foreign, so a
+	// reconnecting Envoy is always answered in full.
+	versionPrefix string
+	// onNewClass asks the push loop to translate a class that has no resources yet.
+	onNewClass func(class string, proxy *model.Proxy)
+
+	mu      sync.Mutex
+	classes map[string]*proxyClass
+}
+
+// proxyClass holds the caches of one class, and the watches that arrived before they were filled.
+type proxyClass struct {
+	proxy  *model.Proxy // a representative: every member translates identically
+	ready  bool
+	caches map[string]*cachev3.LinearCache
+	parked map[*parkedWatch]struct{}
+}
+
+// parkedWatch is a SotW or delta watch waiting for its class's first translation.
+type parkedWatch struct {
+	request      *cachev3.Request
+	deltaRequest *cachev3.DeltaRequest
+	sub          cachev3.Subscription
+	value        chan cachev3.Response
+	deltaValue   chan cachev3.DeltaResponse
+	// cancel is the real watch's cancel once the watch is replayed.
+	cancel func()
+}
+
+var _ cachev3.Cache = (*classCache)(nil)
+
+func newClassCache(versionPrefix string, onNewClass func(string, *model.Proxy)) *classCache {
+	return &classCache{
+		endpoints:     cachev3.NewLinearCache(resourcev3.EndpointType, cachev3.WithVersionPrefix(versionPrefix)),
+		versionPrefix: versionPrefix,
+		onNewClass:    onNewClass,
+		classes:       map[string]*proxyClass{},
+	}
+}
+
+// CreateWatch implements cachev3.ConfigWatcher for state-of-the-world streams.
+func (c *classCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, value chan cachev3.Response) (func(), error) {
+	if req.GetTypeUrl() == resourcev3.EndpointType {
+		return c.endpoints.CreateWatch(req, sub, value)
+	}
+	return c.watch(&parkedWatch{request: req, sub: sub, value: value})
+}
+
+// CreateDeltaWatch implements cachev3.ConfigWatcher for delta streams.
+func (c *classCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, value chan cachev3.DeltaResponse) (func(), error) {
+	if req.GetTypeUrl() == resourcev3.EndpointType {
+		return c.endpoints.CreateDeltaWatch(req, sub, value)
+	}
+	return c.watch(&parkedWatch{deltaRequest: req, sub: sub, deltaValue: value})
+}
+
+// Fetch is the REST (polling) API, which Skiff does not serve.
+func (c *classCache) Fetch(context.Context, *cachev3.Request) (cachev3.Response, error) {
+	return nil, errors.New("fetch is not supported: use ADS")
+}
+
+// watch opens w on its class's cache, or parks it until the class has been translated.
+func (c *classCache) watch(w *parkedWatch) (func(), error) {
+	typeURL := w.typeURL()
+	if !slices.Contains(classTypes, typeURL) {
+		return nil, status.Errorf(codes.Unimplemented, "type %s is not served", typeURL)
+	}
+	proxy, err := proxyFromNode(w.node())
+	if err != nil {
+		return nil, err
+	}
+	class := proxy.Class()
+
+	c.mu.Lock()
+	pc, ok := c.classes[class]
+	if !ok {
+		pc = &proxyClass{proxy: proxy, parked: map[*parkedWatch]struct{}{}}
+		c.classes[class] = pc
+	}
+	if pc.ready {
+		lc := pc.caches[typeURL]
+		c.mu.Unlock()
+		return w.start(lc)
+	}
+	pc.parked[w] = struct{}{}
+	c.mu.Unlock()
+	if !ok {
+		c.onNewClass(class, proxy)
+	}
+	return func() { c.cancelParked(class, w) }, nil
+}
+
+func (w *parkedWatch) node() *corev3.Node {
+	if w.request != nil {
+		return w.request.GetNode()
+	}
+	return w.deltaRequest.GetNode()
+}
+
+// start opens the watch on the class's cache for its type.
+func (w *parkedWatch) start(lc *cachev3.LinearCache) (func(), error) {
+	if w.request != nil {
+		return lc.CreateWatch(w.request, w.sub, w.value)
+	}
+	return lc.CreateDeltaWatch(w.deltaRequest, w.sub, w.deltaValue)
+}
+
+func (c *classCache) cancelParked(class string, w *parkedWatch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if pc, ok := c.classes[class]; ok {
+		delete(pc.parked, w)
+	}
+	if w.cancel != nil {
+		w.cancel()
+	}
+}
+
+// Classes returns the classes that have watchers, with a representative proxy each.
+func (c *classCache) Classes() map[string]*model.Proxy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]*model.Proxy, len(c.classes))
+	for k, pc := range c.classes {
+		out[k] = pc.proxy
+	}
+	return out
+}
+
+// Update replaces the resources of one class: only resources whose content changed get a new
+// version, so watchers are woken only for real changes. The first update of a class makes it
+// ready and replays its parked watches.
+func (c *classCache) Update(class string, byType map[string]map[string]types.Resource) error {
+	c.mu.Lock()
+	pc, ok := c.classes[class]
+	if !ok {
+		c.mu.Unlock()
+		return nil // the last proxy of the class left while it was being translated
+	}
+	if pc.caches == nil {
+		pc.caches = map[string]*cachev3.LinearCache{}
+		for _, t := range classTypes {
+			pc.caches[t] = cachev3.NewLinearCache(t, cachev3.WithVersionPrefix(c.versionPrefix))
+		}
+	}
+	caches := pc.caches
+	c.mu.Unlock()
+
+	var errs []error
+	for _, t := range classTypes {
+		if err := updateLinear(caches[t], byType[t]); err != nil {
+			errs = append(errs, fmt.Errorf("class %s type %s: %w", class, t, err))
+		}
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if pc.ready {
+		return errors.Join(errs...)
+	}
+	pc.ready = true
+	for w := range pc.parked {
+		cancel, err := w.start(caches[w.typeURL()])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		w.cancel = cancel
+	}
+	pc.parked = nil
+	return errors.Join(errs...)
+}
+
+func (w *parkedWatch) typeURL() string {
+	if w.request != nil {
+		return w.request.GetTypeUrl()
+	}
+	return w.deltaRequest.GetTypeUrl()
+}
+
+// UpdateEndpoints replaces the mesh's ClusterLoadAssignments, re-sending only changed ones.
+func (c *classCache) UpdateEndpoints(resources map[string]types.Resource) error {
+	return updateLinear(c.endpoints, resources)
+}
+
+// Resources returns what a class's proxies are served, by type, including the endpoints of its
+// clusters. ok is false when the class has no translated resources.
+func (c *classCache) Resources(class string) (map[string]map[string]types.Resource, bool) {
+	c.mu.Lock()
+	pc, ok := c.classes[class]
+	var caches map[string]*cachev3.LinearCache
+	if ok && pc.ready {
+		caches = pc.caches
+	}
+	c.mu.Unlock()
+	if caches == nil {
+		return nil, false
+	}
+	out := map[string]map[string]types.Resource{}
+	for t, lc := range caches {
+		out[t] = lc.GetResources()
+	}
+	out[resourcev3.EndpointType] = c.endpoints.GetResources()
+	return out, true
+}
+
+// Forget drops a class whose last proxy disconnected.
+func (c *classCache) Forget(class string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.classes, class)
+}

@@ -1,0 +1,62 @@
+package xds
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics keeps Istio's metric names where Istio has one, so existing dashboards and habits
+// carry over; the type label uses Istio's short names (cds, eds, lds, rds, sds).
+type metrics struct {
+	connected   prometheus.Gauge
+	pushes      *prometheus.CounterVec
+	rejects     *prometheus.CounterVec
+	convergence *prometheus.HistogramVec
+	badNodes    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pilot_xds",
+			Help: "Number of proxies connected to this pilot over ADS.",
+		}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pilot_xds_pushes",
+			Help: "xDS responses sent, by type.",
+		}, []string{"type"}),
+		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pilot_total_xds_rejects",
+			Help: "xDS responses proxies rejected (NACKed), by type.",
+		}, []string{"type"}),
+		convergence: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pilot_proxy_convergence_time",
+			Help:    "Seconds from a configuration change reaching pilot to the resulting xDS response being sent, by type.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"type"}),
+		badNodes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "skiff_xds_rejected_streams_total",
+			Help: "ADS streams refused because of a missing or malformed node ID.",
+		}),
+	}
+	reg.MustRegister(m.connected, m.pushes, m.rejects, m.convergence, m.badNodes)
+	return m
+}
+
+// shortType turns a type URL into Istio's short name: cds, eds, lds, rds, sds.
+func shortType(typeURL string) string {
+	switch {
+	case strings.HasSuffix(typeURL, ".Cluster"):
+		return "cds"
+	case strings.HasSuffix(typeURL, ".ClusterLoadAssignment"):
+		return "eds"
+	case strings.HasSuffix(typeURL, ".Listener"):
+		return "lds"
+	case strings.HasSuffix(typeURL, ".RouteConfiguration"):
+		return "rds"
+	case strings.HasSuffix(typeURL, ".Secret"):
+		return "sds"
+	}
+	return typeURL
+}

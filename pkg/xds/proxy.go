@@ -1,0 +1,27 @@
+package xds
+
+import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// interceptionModeKey is the node metadata field Istio proxies use to say whether their traffic
+// is captured.
+const interceptionModeKey = "INTERCEPTION_MODE"
+
+// proxyFromNode parses the node of a request. A missing or malformed node ID is the client's
+// mistake, so it is an InvalidArgument status that explains the expected form.
+func proxyFromNode(node *corev3.Node) (*model.Proxy, error) {
+	if node.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "node.id is empty: want TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local")
+	}
+	proxy, err := model.ParseNodeID(node.GetId())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	proxy.SetInterceptionMode(node.GetMetadata().GetFields()[interceptionModeKey].GetStringValue())
+	return proxy, nil
+}

@@ -1,0 +1,251 @@
+package xds
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/peer"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// ProxyStatus is one connected proxy as /debug/syncz shows it.
+type ProxyStatus struct {
+	NodeID    string                 `json:"proxy"`
+	Class     string                 `json:"class"`
+	Protocol  string                 `json:"protocol"` // sotw or delta
+	Address   string                 `json:"address,omitempty"`
+	Connected time.Time              `json:"connected"`
+	Types     map[string]*TypeStatus `json:"types"`
+}
+
+// TypeStatus says what was sent to a proxy for one type and what the proxy made of it.
+type TypeStatus struct {
+	Sent      string    `json:"sent,omitempty"`
+	SentNonce string    `json:"sent_nonce,omitempty"`
+	SentAt    time.Time `json:"sent_at,omitzero"`
+	Acked     string    `json:"acked,omitempty"`
+	LastNack  *Nack     `json:"last_nack,omitempty"`
+	// nonces maps recent delta nonces to the version they carried, to name what an ACK acks.
+	nonces map[string]string
+}
+
+// Nack is the last rejection, with Envoy's own explanation.
+type Nack struct {
+	Version string    `json:"version"`
+	Nonce   string    `json:"nonce"`
+	Error   string    `json:"error"`
+	At      time.Time `json:"at"`
+}
+
+// tracker follows every ADS stream through go-control-plane's callbacks: who is connected,
+// which class each proxy belongs to, and the sent/ACKed/NACKed state per type.
+type tracker struct {
+	metrics *metrics
+	log     *slog.Logger
+	// onClassEmpty is called when the last proxy of a class disconnects.
+	onClassEmpty func(class string)
+	// lastChange is when the configuration change being pushed reached pilot.
+	lastChange func() time.Time
+
+	mu      sync.Mutex
+	streams map[int64]*ProxyStatus
+	members map[string]int
+}
+
+var _ serverv3.Callbacks = (*tracker)(nil)
+
+func newTracker(m *metrics, log *slog.Logger, onClassEmpty func(string), lastChange func() time.Time) *tracker {
+	return &tracker{metrics: m, log: log, onClassEmpty: onClassEmpty, lastChange: lastChange,
+		streams: map[int64]*ProxyStatus{}, members: map[string]int{}}
+}
+
+func (t *tracker) open(ctx context.Context, id int64, protocol string) error {
+	st := &ProxyStatus{Protocol: protocol, Connected: time.Now(), Types: map[string]*TypeStatus{}}
+	if p, ok := peer.FromContext(ctx); ok {
+		if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+			st.Address = host
+		}
+	}
+	t.mu.Lock()
+	t.streams[id] = st
+	t.mu.Unlock()
+	return nil
+}
+
+// request records a request; the first one with a node joins the stream to its class. ACK and
+// NACK are told apart by error_detail, as the xDS protocol defines.
+func (t *tracker) request(id int64, node *corev3.Node, typeURL, version, nonce string, errorDetail string, nack bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st, ok := t.streams[id]
+	if !ok {
+		return nil
+	}
+	if st.NodeID == "" {
+		proxy, err := proxyFromNode(node)
+		if err != nil {
+			t.metrics.badNodes.Inc()
+			t.log.Warn("refusing ADS stream", "address", st.Address, "error", err)
+			return err
+		}
+		st.NodeID, st.Class = proxy.NodeID, proxy.Class()
+		t.members[st.Class]++
+		t.metrics.connected.Inc()
+		t.log.Info("proxy connected", "proxy", st.NodeID, "class", st.Class, "protocol", st.Protocol, "address", st.Address)
+	}
+	ts := st.typeStatus(typeURL)
+	if nonce == "" {
+		return nil // a new subscription, not a reply to anything we sent
+	}
+	if st.Protocol == "delta" {
+		version = ts.nonces[nonce]
+	}
+	if nack {
+		ts.LastNack = &Nack{Version: version, Nonce: nonce, Error: errorDetail, At: time.Now()}
+		t.metrics.rejects.WithLabelValues(shortType(typeURL)).Inc()
+		t.log.Warn("proxy rejected config", "proxy", st.NodeID, "type", shortType(typeURL), "version", version, "error", errorDetail)
+		return nil
+	}
+	ts.Acked = version
+	return nil
+}
+
+func (st *ProxyStatus) typeStatus(typeURL string) *TypeStatus {
+	short := shortType(typeURL)
+	ts, ok := st.Types[short]
+	if !ok {
+		ts = &TypeStatus{nonces: map[string]string{}}
+		st.Types[short] = ts
+	}
+	return ts
+}
+
+// response records a response about to be sent. isUpdate is false for the answer to a new
+// subscription, which is not part of a push and so not a convergence sample.
+func (t *tracker) response(id int64, typeURL, version, nonce string, isUpdate bool) {
+	short := shortType(typeURL)
+	t.metrics.pushes.WithLabelValues(short).Inc()
+	if isUpdate {
+		t.metrics.convergence.WithLabelValues(short).Observe(time.Since(t.lastChange()).Seconds())
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st, ok := t.streams[id]
+	if !ok {
+		return
+	}
+	ts := st.typeStatus(typeURL)
+	ts.Sent, ts.SentNonce, ts.SentAt = version, nonce, time.Now()
+	if st.Protocol == "delta" {
+		// Envoy acks each nonce at most once and in order; keep only a few.
+		if len(ts.nonces) > 16 {
+			clear(ts.nonces)
+		}
+		ts.nonces[nonce] = version
+	}
+}
+
+func (t *tracker) closed(id int64) {
+	t.mu.Lock()
+	st, ok := t.streams[id]
+	delete(t.streams, id)
+	empty := ""
+	if ok && st.Class != "" {
+		t.metrics.connected.Dec()
+		t.members[st.Class]--
+		if t.members[st.Class] <= 0 {
+			delete(t.members, st.Class)
+			empty = st.Class
+		}
+		t.log.Info("proxy disconnected", "proxy", st.NodeID)
+	}
+	t.mu.Unlock()
+	if empty != "" {
+		t.onClassEmpty(empty)
+	}
+}
+
+// Statuses returns a copy of every connected proxy's status, sorted by node ID.
+func (t *tracker) Statuses() []ProxyStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]ProxyStatus, 0, len(t.streams))
+	for _, st := range t.streams {
+		if st.NodeID == "" {
+			continue
+		}
+		cp := *st
+		cp.Types = map[string]*TypeStatus{}
+		for k, v := range st.Types {
+			tv := *v
+			if v.LastNack != nil {
+				n := *v.LastNack
+				tv.LastNack = &n
+			}
+			tv.nonces = nil
+			cp.Types[k] = &tv
+		}
+		out = append(out, cp)
+	}
+	slices.SortFunc(out, func(a, b ProxyStatus) int { return strings.Compare(a.NodeID, b.NodeID) })
+	return out
+}
+
+// ClassOf returns the class of a connected proxy, by full node ID or by its POD.NAMESPACE part.
+func (t *tracker) ClassOf(proxyID string) (nodeID, class string, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, st := range t.streams {
+		if st.NodeID == "" {
+			continue
+		}
+		if st.NodeID == proxyID {
+			return st.NodeID, st.Class, true
+		}
+		if p, err := model.ParseNodeID(st.NodeID); err == nil && p.ID == proxyID {
+			return st.NodeID, st.Class, true
+		}
+	}
+	return "", "", false
+}
+
+// The go-control-plane callbacks.
+
+func (t *tracker) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	return t.open(ctx, id, "sotw")
+}
+func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+func (t *tracker) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	return t.open(ctx, id, "delta")
+}
+func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+
+func (t *tracker) OnStreamRequest(id int64, r *discoveryv3.DiscoveryRequest) error {
+	return t.request(id, r.GetNode(), r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+}
+
+func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	t.response(id, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), req.GetResponseNonce() != "")
+}
+
+func (t *tracker) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+	return t.request(id, r.GetNode(), r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+}
+
+func (t *tracker) OnStreamDeltaResponse(id int64, req *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	t.response(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), req.GetResponseNonce() != "")
+}
+
+// Skiff serves no REST (polling) xDS.
+func (t *tracker) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error { return nil }
+func (t *tracker) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {
+}
