@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	"github.com/skiffmesh/skiff/pkg/bootstrap"
@@ -8,14 +10,28 @@ import (
 
 func newBootstrapCommand() *cobra.Command {
 	var opts bootstrap.Options
+	var output string
 	cmd := &cobra.Command{
 		Use:   "bootstrap --node ID --xds-address HOST:PORT",
-		Short: "Print an Envoy bootstrap (YAML) that joins pilot over ADS",
+		Short: "Print an Envoy bootstrap that joins pilot over ADS",
+		Long: `Print an Envoy bootstrap that joins pilot over ADS.
+
+The default output is JSON, which is also YAML: Envoy parses a config path without a .yaml
+extension as JSON, so this is the form that works with envoy -c <(pilot bootstrap ...).
+Use --output yaml for block-style YAML to save as a .yaml file.`,
 		Example: `  envoy -c <(pilot bootstrap --node sidecar~127.0.0.2~app-1.default~default.svc.cluster.local \
       --xds-address 127.0.0.1:15010)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			out, err := bootstrap.YAML(opts)
+			render := bootstrap.JSON
+			switch output {
+			case "json":
+			case "yaml":
+				render = bootstrap.YAML
+			default:
+				return fmt.Errorf("--output %q: want json or yaml", output)
+			}
+			out, err := render(opts)
 			if err != nil {
 				return err
 			}
@@ -29,6 +45,7 @@ func newBootstrapCommand() *cobra.Command {
 	f.BoolVar(&opts.Delta, "delta", false, "use delta (incremental) xDS instead of state of the world")
 	f.StringVar(&opts.Interception, "interception", "none", "none (listeners bind; call them directly) or redirect (traffic captured by iptables)")
 	f.StringVar(&opts.AdminAddress, "admin-address", "127.0.0.1:15000", "Envoy admin address")
+	f.StringVarP(&output, "output", "o", "json", "json (works with envoy -c <(...)) or yaml")
 	_ = cmd.MarkFlagRequired("node")
 	return cmd
 }

@@ -10,12 +10,11 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"sigs.k8s.io/yaml"
 
 	"github.com/skiffmesh/skiff/pkg/config"
 	"github.com/skiffmesh/skiff/pkg/model"
+	"github.com/skiffmesh/skiff/pkg/render"
 	"github.com/skiffmesh/skiff/pkg/translate"
 )
 
@@ -124,11 +123,7 @@ func renderYAML(t *testing.T, msgs []proto.Message) []byte {
 		return []byte("[]\n")
 	}
 	for _, m := range msgs {
-		js, err := protojson.MarshalOptions{UseProtoNames: false}.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		y, err := yaml.JSONToYAML(js)
+		y, err := render.YAML(m)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -58,14 +58,15 @@ func routeAction(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Virt
 	if rule.Timeout != nil {
 		action.Timeout = rule.Timeout
 	}
-	action.ClusterSpecifier = clusterSpecifier(snap, proxy, vs.Namespace, rule.Route, port)
+	setClusters(action, snap, proxy, vs.Namespace, rule.Route, port)
 	return &routev3.Route_Route{Route: action}
 }
 
-// clusterSpecifier names one cluster, or weighted clusters when the rule splits traffic.
-func clusterSpecifier(snap *model.Snapshot, proxy *model.Proxy, ns string, dests []*networking.HTTPRouteDestination, port model.Port) routev3.RouteAction_ClusterSpecifier {
+// setClusters names one cluster, or weighted clusters when the rule splits traffic.
+func setClusters(action *routev3.RouteAction, snap *model.Snapshot, proxy *model.Proxy, ns string, dests []*networking.HTTPRouteDestination, port model.Port) {
 	if len(dests) == 1 {
-		return &routev3.RouteAction_Cluster{Cluster: destinationCluster(snap, proxy, ns, dests[0].Destination, port)}
+		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: destinationCluster(snap, proxy, ns, dests[0].Destination, port)}
+		return
 	}
 	weighted := &routev3.WeightedCluster{}
 	for _, d := range dests {
@@ -86,7 +87,7 @@ func clusterSpecifier(snap *model.Snapshot, proxy *model.Proxy, ns string, dests
 			})
 		}
 	}
-	return &routev3.RouteAction_WeightedClusters{WeightedClusters: weighted}
+	action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: weighted}
 }
 
 // destinationCluster names the cluster of a destination: its host expanded in the

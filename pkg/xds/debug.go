@@ -11,12 +11,11 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/skiffmesh/skiff/pkg/model"
-	"github.com/skiffmesh/skiff/pkg/translate"
+	"github.com/skiffmesh/skiff/pkg/render"
 )
 
 // ConfigDump returns what pilot serves the proxy, in the shape of Envoy's own /config_dump so
@@ -141,7 +140,7 @@ func (s *Server) ConfigDumpHandler(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return
 	}
-	out, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(dump)
+	out, err := render.JSON(dump)
 	if err != nil {
 		http.Error(w, "marshalling config dump: "+err.Error(), http.StatusInternalServerError)
 		return

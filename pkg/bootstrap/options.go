@@ -1,0 +1,191 @@
+package bootstrap
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Options says which proxy is joining and where pilot is. Only NodeID and XDSAddress are
+// required; everything else has a default that suits a sidecar on a developer machine.
+type Options struct {
+	// NodeID is the Istio node ID, TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local with TYPE
+	// sidecar or router. Pilot derives everything it knows about the proxy from it.
+	NodeID string
+	// XDSAddress is HOST:PORT of pilot's ADS gRPC port. HOST may be an IP or a DNS name.
+	XDSAddress string
+	// Delta selects the incremental protocol (DELTA_GRPC) instead of state of the world (GRPC).
+	Delta bool
+	// Interception is "none" (the default) or "redirect", in any case, sent as node metadata
+	// INTERCEPTION_MODE = NONE / REDIRECT, as Istio's agent does.
+	Interception string
+	// AdminAddress is IP:PORT of Envoy's admin interface; default 127.0.0.1:15000. Port 0 lets
+	// the kernel pick one, which is handy when several Envoys share a host.
+	AdminAddress string
+	// Cluster is node.cluster. Default: the workload name "." namespace, as Istio derives its
+	// service cluster; see defaultCluster.
+	Cluster string
+}
+
+const (
+	// DefaultAdminAddress is Istio's admin port, bound to loopback only: the admin interface can
+	// shut Envoy down and dump its configuration, so it must not be reachable from the network.
+	DefaultAdminAddress = "127.0.0.1:15000"
+
+	// InterceptionNone and InterceptionRedirect are the accepted Options.Interception values.
+	InterceptionNone     = "none"
+	InterceptionRedirect = "redirect"
+)
+
+// resolved is Options after validation and defaulting, in the shapes Build needs.
+type resolved struct {
+	nodeID       string
+	cluster      string
+	interception string // NONE or REDIRECT
+	xdsHost      string
+	xdsIsIP      bool
+	xdsPort      uint32
+	adminIP      string
+	adminPort    uint32
+	delta        bool
+}
+
+// resolve validates o and fills in defaults. Every error starts with the Options field it is
+// about, because these options usually come straight from command-line flags.
+func (o Options) resolve() (*resolved, error) {
+	r := &resolved{nodeID: o.NodeID, delta: o.Delta}
+
+	name, namespace, err := parseNodeID(o.NodeID)
+	if err != nil {
+		return nil, err
+	}
+
+	switch strings.ToLower(o.Interception) {
+	case "", InterceptionNone:
+		r.interception = "NONE"
+	case InterceptionRedirect:
+		r.interception = "REDIRECT"
+	default:
+		return nil, fmt.Errorf("Interception %q: want %q or %q", o.Interception, InterceptionNone, InterceptionRedirect)
+	}
+
+	if o.XDSAddress == "" {
+		return nil, fmt.Errorf("XDSAddress is empty: want HOST:PORT of pilot's gRPC port, e.g. 127.0.0.1:15010")
+	}
+	host, port, err := splitHostPort(o.XDSAddress, 1)
+	if err != nil {
+		return nil, fmt.Errorf("XDSAddress %q: %w", o.XDSAddress, err)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Zone() != "" {
+			// Envoy's SocketAddress has no field for an IPv6 zone.
+			return nil, fmt.Errorf("XDSAddress %q: IPv6 zones are not supported", o.XDSAddress)
+		}
+		r.xdsHost, r.xdsIsIP = ip.String(), true
+	} else if dnsName.MatchString(host) {
+		// A trailing dot is dropped: Envoy's resolver (c-ares) does not match "name." against
+		// /etc/hosts, so "localhost." never resolves, while without the dot a DNS name is still
+		// found, at worst after the search domains are tried.
+		r.xdsHost = strings.TrimSuffix(host, ".")
+	} else {
+		return nil, fmt.Errorf("XDSAddress %q: host %q is neither an IP address nor a DNS name", o.XDSAddress, host)
+	}
+	r.xdsPort = port
+
+	admin := o.AdminAddress
+	if admin == "" {
+		admin = DefaultAdminAddress
+	}
+	host, port, err = splitHostPort(admin, 0)
+	if err != nil {
+		return nil, fmt.Errorf("AdminAddress %q: %w", admin, err)
+	}
+	// Envoy binds the admin address and never resolves it, so it must be an IP.
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Zone() != "" {
+		return nil, fmt.Errorf("AdminAddress %q: host %q is not an IP address (Envoy binds it without resolving)", admin, host)
+	}
+	r.adminIP, r.adminPort = ip.String(), port
+
+	r.cluster = o.Cluster
+	if r.cluster == "" {
+		r.cluster = defaultCluster(name, namespace)
+	}
+	return r, nil
+}
+
+// parseNodeID checks the Istio node ID shape TYPE~IP~POD.NAMESPACE~DOMAIN by the same rules as
+// pilot's model.ParseNodeID, so a bootstrap that builds is one pilot accepts, and returns the pod
+// and namespace. It is repeated here rather than imported so that this package stays a leaf
+// that does not pull pilot's configuration model into tools that only write a bootstrap. Each
+// error names the part that is wrong, as a hand-written ID is the usual culprit.
+func parseNodeID(id string) (name, namespace string, err error) {
+	const want = "TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local"
+	if id == "" {
+		return "", "", fmt.Errorf("NodeID is empty: want %s with TYPE sidecar or router", want)
+	}
+	parts := strings.Split(id, "~")
+	if len(parts) != 4 {
+		return "", "", fmt.Errorf("NodeID %q: want 4 parts %s separated by '~', got %d", id, want, len(parts))
+	}
+	if parts[0] != "sidecar" && parts[0] != "router" {
+		return "", "", fmt.Errorf("NodeID %q: type %q: want \"sidecar\" or \"router\"", id, parts[0])
+	}
+	if _, err := netip.ParseAddr(parts[1]); err != nil {
+		return "", "", fmt.Errorf("NodeID %q: IP %q is not an IP address", id, parts[1])
+	}
+	// Namespaces are DNS labels and cannot contain dots; pod names can, so split at the last one.
+	dot := strings.LastIndexByte(parts[2], '.')
+	if dot <= 0 || dot == len(parts[2])-1 {
+		return "", "", fmt.Errorf("NodeID %q: ID %q: want POD.NAMESPACE", id, parts[2])
+	}
+	if parts[3] == "" {
+		return "", "", fmt.Errorf("NodeID %q: DNS domain is empty: want NAMESPACE.svc.cluster.local", id)
+	}
+	return parts[2][:dot], parts[2][dot+1:], nil
+}
+
+// splitHostPort splits HOST:PORT (with [v6]:PORT for IPv6) and checks the port lies in
+// minPort..65535.
+func splitHostPort(addr string, minPort uint64) (string, uint32, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("want HOST:PORT: %w", err)
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("host is empty: want HOST:PORT")
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port < minPort {
+		return "", 0, fmt.Errorf("port %q: want a number in %d..65535", portStr, minPort)
+	}
+	return host, uint32(port), nil
+}
+
+// dnsName accepts what a resolver can look up: dot-separated labels of letters, digits and
+// hyphens (underscores too, as they occur in SRV-style and some internal names), with an
+// optional trailing dot. It exists to turn typos such as "http://pilot" into a clear error here
+// instead of a DNS failure Envoy only logs.
+var dnsName = regexp.MustCompile(`^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$`)
+
+// deploymentPod matches the names Kubernetes gives Deployment pods:
+// NAME-<pod-template-hash>-<5 random>. Both suffixes are drawn from the alphabet of
+// k8s.io/apimachinery's rand.SafeEncodeString, which has no vowels, so ordinary words in a
+// workload name are not mistaken for them.
+var deploymentPod = regexp.MustCompile(`^(.+)-[bcdfghjklmnpqrstvwxz2456789]{6,10}-[bcdfghjklmnpqrstvwxz2456789]{5}$`)
+
+// defaultCluster is the node.cluster a proxy gets when Options.Cluster is empty. Istio's agent
+// sets it to the canonical service name "." namespace, so stats and the admin page group
+// replicas of one workload together. Without the pod's labels we approximate the workload name
+// from the pod name: a Deployment's generated suffixes are dropped (reviews-v1-7f99b6d4c5-x2lqp
+// becomes reviews-v1); any other name is kept whole. Pilot does not read node.cluster, so a
+// wrong guess only changes how the proxy labels itself.
+func defaultCluster(name, namespace string) string {
+	if m := deploymentPod.FindStringSubmatch(name); m != nil {
+		name = m[1]
+	}
+	return name + "." + namespace
+}

@@ -1,0 +1,273 @@
+package framework
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// EnvoyOptions configures StartEnvoy.
+type EnvoyOptions struct {
+	// NodeID is the proxy's node ID, e.g.
+	// "sidecar~127.0.0.2~app-1.default~default.svc.cluster.local". By default
+	// a unique sidecar ID on 127.0.0.1 is made up.
+	NodeID string
+	// Delta asks `pilot bootstrap` for delta xDS (--delta).
+	Delta bool
+	// Interception is passed as `pilot bootstrap --interception` if set.
+	Interception string
+	// BootstrapArgs are extra `pilot bootstrap` flags.
+	BootstrapArgs []string
+	// EnvoyArgs are extra Envoy flags, e.g. "--component-log-level",
+	// "upstream:debug".
+	EnvoyArgs []string
+	// AllowRejections turns off the check, when the test ends, that Envoy
+	// rejected no xDS update; only for tests that feed Envoy bad config on
+	// purpose.
+	AllowRejections bool
+	// ReadyTimeout bounds the wait for Envoy's /ready; 30s by default.
+	ReadyTimeout time.Duration
+}
+
+// Envoy is a running Envoy process.
+type Envoy struct {
+	AdminAddress  string // host:port of the admin interface
+	NodeID        string
+	BootstrapPath string
+
+	opts EnvoyOptions
+	log  logBuffer
+	proc *process
+}
+
+var envoyCount atomic.Int64
+
+// StartEnvoy starts an Envoy bootstrapped by `pilot bootstrap` to fetch its
+// config from p, with the admin interface on a free port of 127.0.0.1, and
+// waits until it is LIVE (admin /ready answers 200) and has had CDS and LDS
+// from the pilot. Envoy goes LIVE anyway when its initial fetch times out
+// (15s by default); the second check makes that a failure instead of a slow
+// pass.
+//
+// When the test ends, Envoy is checked for rejected xDS updates (see
+// AssertNoRejections), then stopped; its log is printed if the test failed.
+// An Envoy that exits on its own before then fails the test.
+func StartEnvoy(tb testing.TB, p *Pilot, opts EnvoyOptions) *Envoy {
+	tb.Helper()
+	if opts.NodeID == "" {
+		opts.NodeID = fmt.Sprintf("sidecar~127.0.0.1~envoy-%d.default~default.svc.cluster.local", envoyCount.Add(1))
+	}
+	var e *Envoy
+	for attempt := 1; ; attempt++ {
+		// The pilot's bootstrap holds a fixed admin port, so the harness
+		// picks a free one for it. AdminAddress is what Envoy reports having
+		// bound (--admin-address-path), right whatever the bootstrap holds.
+		args := []string{"--admin-address", FreeAddress(tb, "127.0.0.1")}
+		if opts.Delta {
+			args = append(args, "--delta")
+		}
+		if opts.Interception != "" {
+			args = append(args, "--interception", opts.Interception)
+		}
+		args = append(args, opts.BootstrapArgs...)
+		var err error
+		var portRace bool
+		e, portRace, err = launchEnvoy(tb, p.Bootstrap(tb, opts.NodeID, args...), opts)
+		if err == nil {
+			break
+		}
+		if attempt < 3 && portRace {
+			continue
+		}
+		tb.Fatalf("framework: starting Envoy %s: %v", opts.NodeID, err)
+	}
+	if err := e.proc.waitFor(5*time.Second, e.initialXDSCheck); err != nil {
+		tb.Fatalf("framework: Envoy %s is LIVE but did not get its initial config from the pilot at %s: %v",
+			e.NodeID, p.XDSAddress, err)
+	}
+	return e
+}
+
+// initialXDSCheck passes once CDS and LDS have each been accepted at least
+// once.
+func (e *Envoy) initialXDSCheck() error {
+	stats, err := e.stats(`^(cluster_manager\.cds|listener_manager\.lds)\.|^control_plane\.connected_state$`)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, name := range []string{"cluster_manager.cds.update_success", "listener_manager.lds.update_success"} {
+		if stats[name] == 0 {
+			missing = append(missing, name+" = 0")
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	var seen []string
+	for _, name := range []string{
+		"control_plane.connected_state",
+		"cluster_manager.cds.init_fetch_timeout", "listener_manager.lds.init_fetch_timeout",
+		"cluster_manager.cds.update_rejected", "listener_manager.lds.update_rejected",
+	} {
+		seen = append(seen, fmt.Sprintf("%s = %d", name, stats[name]))
+	}
+	return fmt.Errorf("%s (%s)", strings.Join(missing, ", "), strings.Join(seen, ", "))
+}
+
+// startEnvoyWithBootstrap starts Envoy with a bootstrap given inline, for
+// tests of the harness itself and of config the pilot does not make. The
+// bootstrap must configure an admin listener; port 0 is best (Envoy picks
+// one and the harness reads it back).
+func startEnvoyWithBootstrap(tb testing.TB, bootstrap string, opts EnvoyOptions) *Envoy {
+	tb.Helper()
+	e, _, err := launchEnvoy(tb, bootstrap, opts)
+	if err != nil {
+		tb.Fatalf("framework: starting Envoy %s: %v", opts.NodeID, err)
+	}
+	return e
+}
+
+// launchEnvoy runs Envoy on bootstrap and waits for admin /ready. On failure
+// it says whether the cause looks like a lost race for a port.
+func launchEnvoy(tb testing.TB, bootstrap string, opts EnvoyOptions) (*Envoy, bool, error) {
+	tb.Helper()
+	dir := tb.TempDir()
+	e := &Envoy{NodeID: opts.NodeID, BootstrapPath: filepath.Join(dir, "bootstrap.yaml"), opts: opts}
+	if err := os.WriteFile(e.BootstrapPath, []byte(bootstrap), 0o644); err != nil {
+		return nil, false, err
+	}
+	name := "envoy"
+	if e.NodeID != "" {
+		name += " " + e.NodeID
+	}
+	logOnFailure(tb, name, &e.log)
+	fmt.Fprintf(&e.log, "---- bootstrap ----\n%s\n---- end of bootstrap ----\n", strings.TrimRight(bootstrap, "\n"))
+
+	level := os.Getenv("SKIFF_ENVOY_LOG_LEVEL")
+	if level == "" {
+		level = "warn"
+	}
+	adminPath := filepath.Join(dir, "admin-address")
+	args := append([]string{
+		"-c", e.BootstrapPath,
+		"--admin-address-path", adminPath,
+		// No shared memory or domain socket between Envoys, so any number
+		// can run at once.
+		"--disable-hot-restart",
+		"--concurrency", "1",
+		"--log-level", level,
+	}, opts.EnvoyArgs...)
+	proc, err := startProcess(name, EnvoyBinary(tb), args, &e.log)
+	if err != nil {
+		return nil, false, err
+	}
+	e.proc = proc
+	tb.Cleanup(func() { e.cleanup(tb) })
+
+	timeout := opts.ReadyTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	err = proc.waitFor(timeout, func() error {
+		b, err := os.ReadFile(adminPath)
+		if err != nil || len(strings.TrimSpace(string(b))) == 0 {
+			return fmt.Errorf("admin address not yet written to %s", adminPath)
+		}
+		e.AdminAddress = strings.TrimSpace(string(b))
+		return nil
+	})
+	if err == nil {
+		err = proc.waitFor(time.Until(deadline), readyCheck(e.AdminAddress, "/ready"))
+	}
+	if err != nil {
+		proc.stop(&e.log)
+		return nil, addressInUse(e.log.String()), err
+	}
+	return e, false, nil
+}
+
+// cleanup runs when the test ends: an Envoy still running is checked for
+// rejected updates and stopped.
+func (e *Envoy) cleanup(tb testing.TB) {
+	tb.Helper()
+	if err := e.proc.unexpectedExit(); err != nil {
+		e.proc.stopping.Store(true) // reported once
+		tb.Errorf("framework: %v", err)
+		return
+	}
+	if gone, _ := e.proc.exited(); !gone && !e.opts.AllowRejections && e.AdminAddress != "" {
+		if err := e.checkNoRejections(); err != nil {
+			tb.Errorf("framework: Envoy %s: %v", e.NodeID, err)
+		}
+	}
+	e.proc.stop(&e.log)
+}
+
+// Stop stops Envoy (SIGTERM, then SIGKILL after 10s), after the same checks
+// as at the end of the test: that it did not exit on its own, and that it
+// rejected no update. Stopping a stopped Envoy does nothing.
+func (e *Envoy) Stop(tb testing.TB) {
+	tb.Helper()
+	e.cleanup(tb)
+}
+
+// Log returns what Envoy has written to stdout and stderr so far.
+func (e *Envoy) Log() string { return e.log.String() }
+
+// Get makes a GET request to the admin interface and returns the status and
+// body; it fails the test only if no response came back.
+func (e *Envoy) Get(tb testing.TB, path string) (int, []byte) {
+	tb.Helper()
+	status, body, err := httpGet(e.AdminAddress, path)
+	if err != nil {
+		tb.Fatalf("framework: Envoy %s admin GET %s: %v", e.NodeID, path, err)
+	}
+	return status, body
+}
+
+// Post makes a POST request to the admin interface (endpoints that change
+// state, e.g. /healthcheck/fail, only take POST).
+func (e *Envoy) Post(tb testing.TB, path string) (int, []byte) {
+	tb.Helper()
+	status, body, err := adminRequest(http.MethodPost, e.AdminAddress, path)
+	if err != nil {
+		tb.Fatalf("framework: Envoy %s admin POST %s: %v", e.NodeID, path, err)
+	}
+	return status, body
+}
+
+// ConfigDump returns the raw JSON of /config_dump?include_eds.
+func (e *Envoy) ConfigDump(tb testing.TB) []byte {
+	tb.Helper()
+	status, body := e.Get(tb, "/config_dump?include_eds")
+	if status != http.StatusOK {
+		tb.Fatalf("framework: Envoy %s /config_dump: status %d: %s", e.NodeID, status, body)
+	}
+	if !json.Valid(body) {
+		tb.Fatalf("framework: Envoy %s /config_dump is not JSON: %.200s", e.NodeID, body)
+	}
+	return body
+}
+
+// WaitFor polls cond until it is true and fails the test if that does not
+// happen within timeout, or at once if Envoy exits meanwhile.
+func (e *Envoy) WaitFor(tb testing.TB, what string, cond func() bool, timeout time.Duration) {
+	tb.Helper()
+	err := e.proc.waitFor(timeout, func() error {
+		if cond() {
+			return nil
+		}
+		return fmt.Errorf("still waiting for %s", what)
+	})
+	if err != nil {
+		tb.Fatalf("framework: Envoy %s: %v", e.NodeID, err)
+	}
+}
