@@ -12,12 +12,21 @@ import (
 	"github.com/skiffmesh/skiff/pkg/model"
 )
 
-// outboundListeners builds the sidecar's outbound side: `0.0.0.0_PORT` per HTTP port (an HTTP
+// outboundListeners builds the sidecar's outbound side: one listener per HTTP port (an HTTP
 // connection manager on route configuration "PORT"), a TCP proxy listener per TCP service port,
 // and, when traffic is captured, virtualOutbound on 15001 that hands each connection to the
 // listener of its original destination.
+//
+// Captured listeners are `0.0.0.0_PORT` and do not bind: connections arrive through
+// virtualOutbound. Without capture they bind, on 127.0.0.1 as Istio's Sidecar egress listeners
+// do for captureMode NONE: the application calls its sidecar on localhost, and the sidecar is
+// not an open proxy for the rest of the network.
 func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener {
 	captured := proxy.InterceptionMode == model.InterceptionRedirect
+	bindAddress := wildcardAddress
+	if !captured {
+		bindAddress = localhostAddress
+	}
 	byName := map[string]*listenerv3.Listener{}
 	var names []string
 	add := func(l *listenerv3.Listener) {
@@ -39,7 +48,7 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 	for _, svc := range services {
 		for _, port := range svc.Ports {
 			if port.Protocol.IsHTTP() {
-				add(httpOutboundListener(port.Number))
+				add(httpOutboundListener(bindAddress, port.Number))
 			}
 		}
 	}
@@ -48,7 +57,7 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 			if port.Protocol.IsHTTP() || port.Protocol == model.UDP {
 				continue
 			}
-			address := wildcardAddress
+			address := bindAddress
 			// A service address is only useful when traffic is captured: nothing else can
 			// make a connection to a virtual IP arrive here.
 			if captured && len(svc.Addresses) > 0 {
@@ -68,11 +77,11 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 	return out
 }
 
-func httpOutboundListener(port uint32) *listenerv3.Listener {
-	name := ListenerName(wildcardAddress, port)
+func httpOutboundListener(address string, port uint32) *listenerv3.Listener {
+	name := ListenerName(address, port)
 	return &listenerv3.Listener{
 		Name:             name,
-		Address:          SocketAddress(wildcardAddress, port),
+		Address:          SocketAddress(address, port),
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters: []*listenerv3.Filter{httpConnectionManager("outbound_"+name, RouteConfigName(port))},

@@ -18,6 +18,7 @@ const (
 	// BlockAllVirtualHost replaces it under REGISTRY_ONLY.
 	BlockAllVirtualHost = "block_all"
 	wildcardAddress     = "0.0.0.0"
+	localhostAddress    = "127.0.0.1"
 )
 
 // OutboundClusterName is `outbound|PORT|SUBSET|HOST`.

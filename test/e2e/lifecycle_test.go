@@ -1,0 +1,68 @@
+package e2e
+
+import (
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skiffmesh/skiff/test/framework"
+)
+
+// TestRedirectModeIsAccepted: a captured sidecar (INTERCEPTION_MODE REDIRECT) gets
+// virtualOutbound on 15001 and non-binding service listeners, and Envoy accepts them. A
+// connection made straight to 15001 has no other original destination, so it lands on the
+// blackhole chain and is closed rather than looping.
+func TestRedirectModeIsAccepted(t *testing.T) {
+	up := framework.StartUpstream(t, "127.0.0.11", "reviews")
+	port := framework.FreePort(t, "127.0.0.1")
+	p := framework.StartPilot(t, framework.PilotOptions{})
+	p.WriteConfig(t, "mesh.yaml", serviceEntry("reviews", port, endpoint{upstream: up}))
+	envoy := framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: sidecarNode("captured-1"), Interception: "redirect"})
+
+	dump := string(envoy.ConfigDump(t))
+	for _, want := range []string{`"name": "virtualOutbound"`, `"use_original_dst": true`, `"bind_to_port": false`} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("config_dump lacks %s", want)
+		}
+	}
+	envoy.WaitStat(t, "listener_manager.lds.update_success", atLeast(1), 10*time.Second)
+
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:15001", 5*time.Second)
+	if err != nil {
+		t.Fatalf("virtualOutbound is not listening: %v", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, err := conn.Read(make([]byte, 1)); err != io.EOF && !isReset(err) {
+		t.Errorf("a connection to 15001 itself: read %d bytes, %v; want it closed", n, err)
+	}
+	envoy.WaitStat(t, "tcp.BlackHoleCluster.downstream_cx_total", atLeast(1), 5*time.Second)
+}
+
+func isReset(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "connection reset")
+}
+
+// TestEnvoySurvivesPilotRestart: Envoy keeps routing on its last configuration while pilot is
+// down, and reconnects to a restarted pilot, which serves it again.
+func TestEnvoySurvivesPilotRestart(t *testing.T) {
+	up := framework.StartUpstream(t, "127.0.0.12", "reviews")
+	port := framework.FreePort(t, "127.0.0.1")
+	p := framework.StartPilot(t, framework.PilotOptions{})
+	p.WriteConfig(t, "mesh.yaml", serviceEntry("reviews", port, endpoint{upstream: up}))
+	node := sidecarNode("app-1")
+	envoy := framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: node})
+	eventuallyAnswers(t, port, "reviews", "reviews")
+
+	p.Stop(t)
+	envoy.WaitStat(t, "control_plane.connected_state", func(v uint64) bool { return v == 0 }, 10*time.Second)
+	if got, err := get(port, "reviews"); err != nil || got != "reviews" {
+		t.Errorf("with pilot down: %q, %v", got, err)
+	}
+	p.Restart(t)
+	envoy.WaitStat(t, "control_plane.connected_state", func(v uint64) bool { return v == 1 }, 30*time.Second)
+	framework.Eventually(t, 15*time.Second, func() error { return allAcked(p.Syncz(t), node, false) })
+	eventuallyAnswers(t, port, "reviews", "reviews")
+}
