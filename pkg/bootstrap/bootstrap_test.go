@@ -38,7 +38,7 @@ func TestBuildOptions(t *testing.T) {
 		{name: "admin port 0", opts: Options{NodeID: testNodeID, XDSAddress: testXDS, AdminAddress: "127.0.0.1:0"}},
 		{name: "delta", opts: Options{NodeID: testNodeID, XDSAddress: testXDS, Delta: true}},
 
-		{name: "empty node ID", opts: Options{XDSAddress: testXDS}, wantErr: "NodeID is empty"},
+		{name: "empty node ID", opts: Options{XDSAddress: testXDS}, wantErr: "node ID is empty"},
 		{name: "node ID too few parts", opts: Options{NodeID: "sidecar~10.0.0.5~a.ns", XDSAddress: testXDS}, wantErr: "want 4 parts"},
 		{name: "node ID bad type", opts: Options{NodeID: "gateway~10.0.0.5~a.ns~ns.svc.cluster.local", XDSAddress: testXDS}, wantErr: `type "gateway"`},
 		{name: "node ID bad IP", opts: Options{NodeID: "sidecar~10.0.0~a.ns~ns.svc.cluster.local", XDSAddress: testXDS}, wantErr: `IP "10.0.0"`},

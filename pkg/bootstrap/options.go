@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/skiffmesh/skiff/pkg/model"
 )
 
 // Options says which proxy is joining and where pilot is. Only NodeID and XDSAddress are
@@ -58,10 +60,12 @@ type resolved struct {
 func (o Options) resolve() (*resolved, error) {
 	r := &resolved{nodeID: o.NodeID, delta: o.Delta}
 
-	name, namespace, err := parseNodeID(o.NodeID)
+	// The same parser pilot uses, so a bootstrap that builds carries an ID pilot accepts.
+	proxy, err := model.ParseNodeID(o.NodeID)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("NodeID: %w", err)
 	}
+	name, namespace := proxy.Name, proxy.Namespace
 
 	switch strings.ToLower(o.Interception) {
 	case "", InterceptionNone:
@@ -115,37 +119,6 @@ func (o Options) resolve() (*resolved, error) {
 		r.cluster = defaultCluster(name, namespace)
 	}
 	return r, nil
-}
-
-// parseNodeID checks the Istio node ID shape TYPE~IP~POD.NAMESPACE~DOMAIN by the same rules as
-// pilot's model.ParseNodeID, so a bootstrap that builds is one pilot accepts, and returns the pod
-// and namespace. It is repeated here rather than imported so that this package stays a leaf
-// that does not pull pilot's configuration model into tools that only write a bootstrap. Each
-// error names the part that is wrong, as a hand-written ID is the usual culprit.
-func parseNodeID(id string) (name, namespace string, err error) {
-	const want = "TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local"
-	if id == "" {
-		return "", "", fmt.Errorf("NodeID is empty: want %s with TYPE sidecar or router", want)
-	}
-	parts := strings.Split(id, "~")
-	if len(parts) != 4 {
-		return "", "", fmt.Errorf("NodeID %q: want 4 parts %s separated by '~', got %d", id, want, len(parts))
-	}
-	if parts[0] != "sidecar" && parts[0] != "router" {
-		return "", "", fmt.Errorf("NodeID %q: type %q: want \"sidecar\" or \"router\"", id, parts[0])
-	}
-	if _, err := netip.ParseAddr(parts[1]); err != nil {
-		return "", "", fmt.Errorf("NodeID %q: IP %q is not an IP address", id, parts[1])
-	}
-	// Namespaces are DNS labels and cannot contain dots; pod names can, so split at the last one.
-	dot := strings.LastIndexByte(parts[2], '.')
-	if dot <= 0 || dot == len(parts[2])-1 {
-		return "", "", fmt.Errorf("NodeID %q: ID %q: want POD.NAMESPACE", id, parts[2])
-	}
-	if parts[3] == "" {
-		return "", "", fmt.Errorf("NodeID %q: DNS domain is empty: want NAMESPACE.svc.cluster.local", id)
-	}
-	return parts[2][:dot], parts[2][dot+1:], nil
 }
 
 // splitHostPort splits HOST:PORT (with [v6]:PORT for IPv6) and checks the port lies in

@@ -175,7 +175,11 @@ func strictUnmarshal(data []byte, v any) *Error {
 		return &Error{Err: err}
 	}
 	if len(strict) > 0 {
-		return &Error{Err: errors.Join(strict...)}
+		msgs := make([]string, len(strict))
+		for i, e := range strict {
+			msgs[i] = e.Error()
+		}
+		return &Error{Err: errors.New(strings.Join(msgs, "; "))}
 	}
 	return nil
 }

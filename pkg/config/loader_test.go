@@ -201,4 +201,12 @@ func TestLoaderUnreadable(t *testing.T) {
 	if addresses(set) != "a=10.0.0.1,b=10.0.0.2" || !slices.Equal(errorFiles(errs), []string{sub}) {
 		t.Fatalf("unreadable folder: %s %v", addresses(set), errs)
 	}
+	b := filepath.Join(dir, "b.yaml")
+	if err := os.Chmod(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	set, errs = l.Load()
+	if addresses(set) != "a=10.0.0.1,b=10.0.0.2" || !slices.Equal(errorFiles(errs), []string{sub, b}) {
+		t.Fatalf("unreadable file: %s %v", addresses(set), errs)
+	}
 }

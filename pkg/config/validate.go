@@ -209,7 +209,7 @@ func checkIPOrCIDR(s string) error {
 	return nil
 }
 
-// checkExportTo checks an exportTo list: "*" (everywhere), "." (own namespace), "~" (nowhere) or
+// validateExportTo checks an exportTo list: "*" (everywhere), "." (own namespace), "~" (nowhere) or
 // namespace names; "*" and "~" make no sense with anything else.
 func validateExportTo(v *validator, field string, exportTo []string) {
 	seen := map[string]bool{}

@@ -59,7 +59,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	defer fw.Close()
 
-	s := &watchState{fw: fw, dirs: map[string]bool{}}
+	s := &watchState{fw: fw, root: filepath.Clean(w.Dir), dirs: map[string]bool{}}
 	if err := s.addTree(w.Dir); err != nil {
 		return fmt.Errorf("watching %s: %w", w.Dir, err)
 	}
@@ -120,6 +120,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 // watchState tracks the watched folders.
 type watchState struct {
 	fw   *fsnotify.Watcher
+	root string
 	dirs map[string]bool
 }
 
@@ -166,6 +167,11 @@ func (s *watchState) handle(ev fsnotify.Event, log *slog.Logger) bool {
 	wasDir := s.dirs[ev.Name]
 	if wasDir && (ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)) {
 		s.forget(ev.Name)
+		if ev.Name == s.root {
+			// Nothing is watched any more. The reload this event triggers reports the
+			// missing folder and keeps serving the last good configuration.
+			log.Warn("config folder removed or renamed; changes to it are no longer watched", "dir", s.root)
+		}
 	}
 	hidden := strings.HasPrefix(base, ".")
 	if ev.Has(fsnotify.Create) && !hidden {

@@ -29,7 +29,7 @@ func TestParseNodeID(t *testing.T) {
 		}
 	}
 	bad := map[string]string{
-		"":                                  "want 4 parts",
+		"":                                  "node ID is empty",
 		"sidecar~10.0.0.1~a.b":              "got 3",
 		"gateway~10.0.0.1~a.b~b.svc":        `type "gateway"`,
 		"sidecar~ten~a.b~b.svc":             `IP "ten"`,

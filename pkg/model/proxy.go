@@ -49,6 +49,9 @@ type Proxy struct {
 // ParseNodeID parses an Istio node ID. The error names the part that is wrong, because a
 // malformed ID is the most common mistake when people bootstrap Envoy by hand.
 func ParseNodeID(nodeID string) (*Proxy, error) {
+	if nodeID == "" {
+		return nil, fmt.Errorf("node ID is empty: want TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local with TYPE %s or %s", SidecarProxy, Router)
+	}
 	parts := strings.Split(nodeID, "~")
 	if len(parts) != 4 {
 		return nil, fmt.Errorf("node ID %q: want 4 parts TYPE~IP~POD.NAMESPACE~DOMAIN separated by '~', got %d", nodeID, len(parts))

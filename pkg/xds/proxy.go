@@ -15,9 +15,6 @@ const interceptionModeKey = "INTERCEPTION_MODE"
 // proxyFromNode parses the node of a request. A missing or malformed node ID is the client's
 // mistake, so it is an InvalidArgument status that explains the expected form.
 func proxyFromNode(node *corev3.Node) (*model.Proxy, error) {
-	if node.GetId() == "" {
-		return nil, status.Error(codes.InvalidArgument, "node.id is empty: want TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local")
-	}
 	proxy, err := model.ParseNodeID(node.GetId())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
