@@ -26,6 +26,42 @@ type Snapshot struct {
 
 	servicesByHost map[string][]*Service
 	workloads      map[string]*networkingv1.WorkloadEntry
+	// Routing objects by the hosts they name, resolved once here rather than on every lookup:
+	// exact hosts in a map, wildcard hosts in a list, each in configuration order.
+	virtualServices  hostIndex[*networkingv1.VirtualService]
+	destinationRules hostIndex[*networkingv1.DestinationRule]
+}
+
+// hostIndex finds the objects that name a host, exactly or by wildcard.
+type hostIndex[T any] struct {
+	exact    map[string][]T
+	wildcard []wildcardEntry[T]
+}
+
+type wildcardEntry[T any] struct {
+	host   string
+	object T
+}
+
+func (ix *hostIndex[T]) add(host string, object T) {
+	if strings.HasPrefix(host, "*") {
+		ix.wildcard = append(ix.wildcard, wildcardEntry[T]{host, object})
+		return
+	}
+	if ix.exact == nil {
+		ix.exact = map[string][]T{}
+	}
+	ix.exact[host] = append(ix.exact[host], object)
+}
+
+// lookup returns the objects naming hostname exactly, then those whose wildcard covers it.
+func (ix *hostIndex[T]) lookup(hostname string) (exact []T, wildcard []wildcardEntry[T]) {
+	for _, w := range ix.wildcard {
+		if HostMatches(w.host, hostname) {
+			wildcard = append(wildcard, w)
+		}
+	}
+	return ix.exact[hostname], wildcard
 }
 
 // Build indexes a validated configuration set. It never fails: the loader has rejected
@@ -43,6 +79,14 @@ func Build(set *config.Set) *Snapshot {
 	}
 	for _, we := range set.WorkloadEntries {
 		s.workloads[we.Namespace+"/"+we.Name] = we
+	}
+	for _, vs := range set.VirtualServices {
+		for _, h := range vs.Spec.Hosts {
+			s.virtualServices.add(ResolveHost(h, vs.Namespace), vs)
+		}
+	}
+	for _, dr := range set.DestinationRules {
+		s.destinationRules.add(ResolveHost(dr.Spec.Host, dr.Namespace), dr)
 	}
 	for _, se := range set.ServiceEntries {
 		s.Services = append(s.Services, servicesFromServiceEntry(se, set.WorkloadEntries)...)
@@ -154,24 +198,21 @@ func pickService(candidates []*Service, ns string) *Service {
 // attached to gateway (MeshGateway for sidecars). Istio uses the oldest one when several claim a
 // host; without creation times the order is namespace/name. An exact host beats a wildcard.
 func (s *Snapshot) VirtualServiceFor(hostname, ns, gateway string) *networkingv1.VirtualService {
-	var best *networkingv1.VirtualService
-	bestExact := false
-	for _, vs := range s.VirtualServices {
-		if !ParseVisibility(vs.Namespace, vs.Spec.ExportTo).VisibleTo(ns) || !boundTo(vs, gateway) {
-			continue
-		}
-		for _, h := range vs.Spec.Hosts {
-			resolved := ResolveHost(h, vs.Namespace)
-			if !HostMatches(resolved, hostname) {
-				continue
-			}
-			exact := resolved == hostname
-			if best == nil || (exact && !bestExact) {
-				best, bestExact = vs, exact
-			}
+	applies := func(vs *networkingv1.VirtualService) bool {
+		return ParseVisibility(vs.Namespace, vs.Spec.ExportTo).VisibleTo(ns) && boundTo(vs, gateway)
+	}
+	exact, wildcard := s.virtualServices.lookup(hostname)
+	for _, vs := range exact {
+		if applies(vs) {
+			return vs
 		}
 	}
-	return best
+	for _, w := range wildcard {
+		if applies(w.object) {
+			return w.object
+		}
+	}
+	return nil
 }
 
 // boundTo reports whether the VirtualService applies to the gateway: no gateways means the mesh.
@@ -187,22 +228,16 @@ func boundTo(vs *networkingv1.VirtualService, gateway string) bool {
 	return false
 }
 
-// DestinationRuleFor returns the DestinationRule for hostname as seen from namespace ns: the
-// most specific host wins, and among equals the proxy's own namespace, then the service's.
+// DestinationRuleFor returns the DestinationRule for hostname as seen from namespace ns: an
+// exact host beats a wildcard and a longer wildcard a shorter one; among equals the proxy's own
+// namespace wins, then configuration order.
 func (s *Snapshot) DestinationRuleFor(hostname, ns string) *networkingv1.DestinationRule {
+	exact, wildcard := s.destinationRules.lookup(hostname)
 	var best *networkingv1.DestinationRule
 	bestScore := -1
-	for _, dr := range s.DestinationRules {
+	consider := func(dr *networkingv1.DestinationRule, score int) {
 		if !ParseVisibility(dr.Namespace, dr.Spec.ExportTo).VisibleTo(ns) {
-			continue
-		}
-		host := ResolveHost(dr.Spec.Host, dr.Namespace)
-		if !HostMatches(host, hostname) {
-			continue
-		}
-		score := len(host) * 2
-		if host == hostname {
-			score += 1 << 20
+			return
 		}
 		if dr.Namespace == ns {
 			score++
@@ -210,6 +245,12 @@ func (s *Snapshot) DestinationRuleFor(hostname, ns string) *networkingv1.Destina
 		if score > bestScore {
 			best, bestScore = dr, score
 		}
+	}
+	for _, dr := range exact {
+		consider(dr, 1<<20)
+	}
+	for _, w := range wildcard {
+		consider(w.object, 2*len(w.host))
 	}
 	return best
 }

@@ -29,26 +29,29 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 	}
 	byName := map[string]*listenerv3.Listener{}
 	var names []string
-	add := func(l *listenerv3.Listener) {
+	add := func(name string, build func() *listenerv3.Listener) {
 		// The first service to claim an address and port keeps it; HTTP ports are added
 		// first, so an HTTP listener is never replaced by a TCP one.
-		if _, taken := byName[l.Name]; taken {
+		if _, taken := byName[name]; taken {
 			return
 		}
+		l := build()
 		if !captured {
 			l.BindToPort = nil // bind: applications connect to the listener directly
 		} else {
 			l.BindToPort = falseValue() // reached only through virtualOutbound
 		}
-		byName[l.Name] = l
-		names = append(names, l.Name)
+		byName[name] = l
+		names = append(names, name)
 	}
 
 	services := snap.VisibleServices(proxy.Namespace)
 	for _, svc := range services {
 		for _, port := range svc.Ports {
 			if port.Protocol.IsHTTP() {
-				add(httpOutboundListener(bindAddress, port.Number))
+				add(ListenerName(bindAddress, port.Number), func() *listenerv3.Listener {
+					return httpOutboundListener(bindAddress, port.Number)
+				})
 			}
 		}
 	}
@@ -63,7 +66,9 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 			if captured && len(svc.Addresses) > 0 {
 				address = svc.Addresses[0]
 			}
-			add(tcpOutboundListener(address, port.Number, OutboundClusterName(port.Number, "", svc.Hostname)))
+			add(ListenerName(address, port.Number), func() *listenerv3.Listener {
+				return tcpOutboundListener(address, port.Number, OutboundClusterName(port.Number, "", svc.Hostname))
+			})
 		}
 	}
 	slices.Sort(names)

@@ -79,11 +79,16 @@ func uint32Value(v uint32) *wrapperspb.UInt32Value { return wrapperspb.UInt32(v)
 // sortedKeys gives map-driven output a stable order, so goldens and versions do not churn.
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
+// previousHostsAny is the packed (empty) previous_hosts predicate config. It is built once
+// because nearly every route carries it; generated protos are never modified after
+// construction, so sharing one immutable value between resources is safe.
+var previousHostsAny = MustAny(&previoushostsv3.PreviousHostsPredicate{})
+
 // previousHostsPredicate makes a retry pick a host it has not tried yet.
 func previousHostsPredicate() *routev3.RetryPolicy_RetryHostPredicate {
 	return &routev3.RetryPolicy_RetryHostPredicate{
 		Name:       "envoy.retry_host_predicates.previous_hosts",
-		ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: MustAny(&previoushostsv3.PreviousHostsPredicate{})},
+		ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: previousHostsAny},
 	}
 }
 
