@@ -66,13 +66,29 @@ func serve(ctx context.Context, opts serveOptions) error {
 		}
 	})
 
-	source.reload(time.Now())
+	// The first load happens once the folder is watched, so no edit falls between the two.
+	loaded := make(chan struct{})
+	watcher := &config.Watcher{
+		Dir:      opts.configDir,
+		OnChange: func() { source.reload(time.Now()) },
+		Ready:    func() { source.reload(time.Now()); close(loaded) },
+		Logger:   log,
+	}
 	wg.Go(func() {
-		if err := config.Watch(ctx, opts.configDir, func() { source.reload(time.Now()) }); err != nil {
-			errs <- fmt.Errorf("watching %s: %w", opts.configDir, err)
+		if err := watcher.Run(ctx); err != nil {
+			errs <- fmt.Errorf("config folder: %w", err)
 		}
 	})
-	ready.Store(true)
+	select {
+	case <-loaded:
+		ready.Store(true)
+	case err := <-errs:
+		cancel()
+		server.Stop()
+		_ = mon.Close()
+		wg.Wait()
+		return err
+	}
 	log.Info("pilot serving", "xds", xdsListener.Addr().String(), "monitoring", monListener.Addr().String(), "config-dir", opts.configDir)
 
 	var runErr error

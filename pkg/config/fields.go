@@ -122,7 +122,8 @@ func (w *specWalker) walk(md protoreflect.MessageDescriptor, obj map[string]any,
 // it, rewritten if it is a duration. Errors are *pathError, with the full path.
 func (w *specWalker) value(fd protoreflect.FieldDescriptor, v any, path string) (any, error) {
 	if v == nil {
-		return v, nil
+		// walk skips null fields; a null list element or map value is an error in protojson.
+		return v, errorAt(path, "must not be null")
 	}
 	switch fd.Kind() {
 	case protoreflect.MessageKind, protoreflect.GroupKind:

@@ -59,8 +59,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	defer fw.Close()
 
+	// fsnotify names events with cleaned paths; so must the folders we track.
 	s := &watchState{fw: fw, root: filepath.Clean(w.Dir), dirs: map[string]bool{}}
-	if err := s.addTree(w.Dir); err != nil {
+	if err := s.addTree(s.root); err != nil {
 		return fmt.Errorf("watching %s: %w", w.Dir, err)
 	}
 

@@ -2,6 +2,8 @@ package config
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -21,6 +23,7 @@ func startWatcher(t *testing.T, dir string) <-chan struct{} {
 		Quiet:    10 * time.Millisecond,
 		MaxDelay: 200 * time.Millisecond,
 		Ready:    func() { close(ready) },
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- w.Run(ctx) }()
@@ -120,6 +123,18 @@ func TestWatchIgnoresHiddenFiles(t *testing.T) {
 		t.Fatal("change reported for files that are not configuration")
 	case <-time.After(100 * time.Millisecond):
 	}
+}
+
+func TestWatchRootRemoved(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "config")
+	writeFile(t, filepath.Join(dir, "a.yaml"), workload("a", "10.0.0.1"))
+	changes := startWatcher(t, dir)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	// Reported, so that the Loader can say the folder is gone; Run keeps going until
+	// cancelled, which the cleanup checks.
+	waitChange(t, changes, "folder removed")
 }
 
 func TestWatchMissingFolder(t *testing.T) {
