@@ -14,7 +14,8 @@ run: build
 
 ## test: every test, end-to-end ones included (installs Envoy first).
 test: envoy vet
-	ENVOY=$(CURDIR)/.bin/envoy $(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 20m ./pkg/... ./cmd/... ./examples/...
+	ENVOY=$(CURDIR)/.bin/envoy $(GO) test -count=1 -timeout 30m ./test/...
 
 ## bench: Go benchmarks of per-proxy generation.
 bench:
@@ -24,7 +25,7 @@ build:
 	$(GO) build -o bin/ ./cmd/...
 
 vet:
-	@test -z "$$(gofmt -l cmd pkg test)" || { echo "gofmt needed:"; gofmt -l cmd pkg test; exit 1; }
+	@test -z "$$(gofmt -l cmd pkg test examples)" || { echo "gofmt needed:"; gofmt -l cmd pkg test examples; exit 1; }
 	$(GO) vet ./...
 
 ## goldens: rewrite pkg/translate/testdata/out from the inputs.

@@ -32,18 +32,7 @@ func TestFolderEditsApplyWithoutRestart(t *testing.T) {
 		return nil
 	})
 
-	// Subsets and a 50/50 split.
-	p.WriteConfig(t, "routing.yaml", subsets("reviews")+"---\n"+split("reviews", 50))
-	cluster := fmt.Sprintf("cluster.outbound|%d|v2|reviews.default.svc.cluster.local.update_success", port)
-	envoy.WaitStat(t, cluster, atLeast(1), 15*time.Second)
-	const n = 1000
-	got := count(t, port, "reviews", n)
-	// 50% of 1,000 has a standard deviation of 1.6 points; ±6 points is nearly four of them.
-	if share := 100 * float64(got["v1"]) / n; math.Abs(share-50) > 6 {
-		t.Errorf("v1 got %.1f%% of %d requests (%v), want 50±6", share, n, got)
-	}
-
-	// Then everything to v1.
+	// Subsets, everything to v1 first, then a 50/50 split.
 	p.WriteConfig(t, "routing.yaml", subsets("reviews")+"---\n"+split("reviews", 100))
 	framework.Eventually(t, 15*time.Second, func() error {
 		if got := count(t, port, "reviews", 50); got["v1"] != 50 {
@@ -51,6 +40,16 @@ func TestFolderEditsApplyWithoutRestart(t *testing.T) {
 		}
 		return nil
 	})
+	rds := fmt.Sprintf("http.outbound_127.0.0.1_%d.rds.%d.update_success", port, port)
+	routesBefore := envoy.Stat(t, rds)
+	p.WriteConfig(t, "routing.yaml", subsets("reviews")+"---\n"+split("reviews", 50))
+	envoy.WaitStat(t, rds, atLeast(routesBefore+1), 15*time.Second)
+	const n = 1000
+	got := count(t, port, "reviews", n)
+	// 50% of 1,000 has a standard deviation of 1.6 points; ±6 points is nearly four of them.
+	if share := 100 * float64(got["v1"]) / n; math.Abs(share-50) > 6 {
+		t.Errorf("v1 got %.1f%% of %d requests (%v), want 50±6", share, n, got)
+	}
 	if now := envoy.Stat(t, "server.uptime"); now < uptime {
 		t.Errorf("Envoy restarted: uptime went from %d to %d", uptime, now)
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -21,13 +22,16 @@ func TestRedirectModeIsAccepted(t *testing.T) {
 	p.WriteConfig(t, "mesh.yaml", serviceEntry("reviews", port, endpoint{upstream: up}))
 	envoy := framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: sidecarNode("captured-1"), Interception: "redirect"})
 
-	dump := string(envoy.ConfigDump(t))
-	for _, want := range []string{`"name": "virtualOutbound"`, `"use_original_dst": true`, `"bind_to_port": false`} {
-		if !strings.Contains(dump, want) {
-			t.Errorf("config_dump lacks %s", want)
+	// The service's listener arrives once pilot has read the file (debounced).
+	framework.Eventually(t, 10*time.Second, func() error {
+		dump := string(envoy.ConfigDump(t))
+		for _, want := range []string{`"name": "virtualOutbound"`, `"use_original_dst": true`, `"bind_to_port": false`} {
+			if !strings.Contains(dump, want) {
+				return fmt.Errorf("config_dump lacks %s", want)
+			}
 		}
-	}
-	envoy.WaitStat(t, "listener_manager.lds.update_success", atLeast(1), 10*time.Second)
+		return nil
+	})
 
 	conn, err := net.DialTimeout("tcp", "127.0.0.1:15001", 5*time.Second)
 	if err != nil {
