@@ -22,30 +22,42 @@ func TestFolderEditsApplyWithoutRestart(t *testing.T) {
 	eventuallyAnswers(t, port, "reviews", "v1")
 	uptime := envoy.Stat(t, "server.uptime")
 
-	// A second endpoint: round robin over both.
+	// A second endpoint: traffic spreads over both.
 	p.WriteConfig(t, "reviews.yaml", serviceEntry("reviews", port, endpoint{v1, "v1"}, endpoint{v2, "v2"}))
 	framework.Eventually(t, 15*time.Second, func() error {
-		got := count(t, port, "reviews", 20)
-		if got["v1"] == 0 || got["v2"] == 0 {
-			return fmt.Errorf("answers %v: want both endpoints", got)
+		got, err := count(port, "reviews", 20)
+		if err == nil && (got["v1"] == 0 || got["v2"] == 0) {
+			err = fmt.Errorf("answers %v: want both endpoints", got)
 		}
-		return nil
+		return err
 	})
 
-	// Subsets, everything to v1 first, then a 50/50 split.
-	p.WriteConfig(t, "routing.yaml", subsets("reviews")+"---\n"+split("reviews", 100))
+	// Make before break, as Istio's documentation asks: the subsets' clusters first, and the
+	// VirtualService that uses them once Envoy has them (a route to a cluster Envoy is still
+	// warming answers 503).
+	p.WriteConfig(t, "subsets.yaml", subsets("reviews"))
+	for _, subset := range []string{"v1", "v2"} {
+		envoy.WaitStat(t, fmt.Sprintf("cluster.outbound|%d|%s|reviews.default.svc.cluster.local.update_success", port, subset), atLeast(1), 15*time.Second)
+	}
+	p.WriteConfig(t, "routing.yaml", split("reviews", 100))
 	framework.Eventually(t, 15*time.Second, func() error {
-		if got := count(t, port, "reviews", 50); got["v1"] != 50 {
-			return fmt.Errorf("answers %v: want all v1", got)
+		got, err := count(port, "reviews", 50)
+		if err == nil && got["v1"] != 50 {
+			err = fmt.Errorf("answers %v: want all v1", got)
 		}
-		return nil
+		return err
 	})
+
+	// Then a 50/50 split, measured once Envoy has applied the new routes.
 	rds := fmt.Sprintf("http.outbound_127.0.0.1_%d.rds.%d.update_success", port, port)
 	routesBefore := envoy.Stat(t, rds)
-	p.WriteConfig(t, "routing.yaml", subsets("reviews")+"---\n"+split("reviews", 50))
+	p.WriteConfig(t, "routing.yaml", split("reviews", 50))
 	envoy.WaitStat(t, rds, atLeast(routesBefore+1), 15*time.Second)
 	const n = 1000
-	got := count(t, port, "reviews", n)
+	got, err := count(port, "reviews", n)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// 50% of 1,000 has a standard deviation of 1.6 points; ±6 points is nearly four of them.
 	if share := 100 * float64(got["v1"]) / n; math.Abs(share-50) > 6 {
 		t.Errorf("v1 got %.1f%% of %d requests (%v), want 50±6", share, n, got)
