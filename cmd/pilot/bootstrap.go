@@ -45,6 +45,7 @@ Use --output yaml for block-style YAML to save as a .yaml file.`,
 	f.BoolVar(&opts.Delta, "delta", false, "use delta (incremental) xDS instead of state of the world")
 	f.StringVar(&opts.Interception, "interception", "none", "none (listeners bind; call them directly) or redirect (traffic captured by iptables)")
 	f.StringVar(&opts.AdminAddress, "admin-address", "127.0.0.1:15000", "Envoy admin address")
+	f.StringToStringVar(&opts.Labels, "labels", nil, "workload labels, k=v,k2=v2 (select Gateways and Sidecars; not an identity)")
 	f.StringVarP(&output, "output", "o", "json", "json (works with envoy -c <(...)) or yaml")
 	_ = cmd.MarkFlagRequired("node")
 	return cmd

@@ -39,7 +39,9 @@ const (
 	// interceptionModeKey is the node metadata field pilot reads to decide whether service
 	// listeners bind (NONE) or traffic arrives through captured virtual listeners (REDIRECT).
 	interceptionModeKey = "INTERCEPTION_MODE"
-	versionKey          = "SKIFF_BOOTSTRAP_VERSION"
+	// labelsKey carries the workload's labels, as in Istio's node metadata.
+	labelsKey  = "LABELS"
+	versionKey = "SKIFF_BOOTSTRAP_VERSION"
 
 	// A refused or unroutable pilot should fail fast so Envoy retries soon; 1s is ample on a
 	// cluster network.
@@ -100,7 +102,7 @@ func JSON(o Options) ([]byte, error) {
 // node is who the proxy is. Pilot parses the ID (type, IP, pod, namespace) and reads
 // INTERCEPTION_MODE from the metadata; the cluster is only for humans and stats.
 func node(r *resolved) *corev3.Node {
-	return &corev3.Node{
+	n := &corev3.Node{
 		Id:      r.nodeID,
 		Cluster: r.cluster,
 		Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
@@ -108,6 +110,14 @@ func node(r *resolved) *corev3.Node {
 			versionKey:          structpb.NewStringValue(Version),
 		}},
 	}
+	if len(r.labels) > 0 {
+		labels := &structpb.Struct{Fields: map[string]*structpb.Value{}}
+		for k, v := range r.labels {
+			labels.Fields[k] = structpb.NewStringValue(v)
+		}
+		n.Metadata.Fields[labelsKey] = structpb.NewStructValue(labels)
+	}
+	return n
 }
 
 // admin is Envoy's admin interface: config_dump, clusters, stats. Debugging a proxy without it

@@ -30,6 +30,10 @@ type Options struct {
 	// Cluster is node.cluster. Default: the workload name "." namespace, as Istio derives its
 	// service cluster; see defaultCluster.
 	Cluster string
+	// Labels are the workload's labels, sent as node metadata LABELS as Istio proxies do. Pilot
+	// uses them to pick the Gateways and Sidecars that apply to the proxy (selection, not
+	// identity).
+	Labels map[string]string
 }
 
 const (
@@ -53,12 +57,13 @@ type resolved struct {
 	adminIP      string
 	adminPort    uint32
 	delta        bool
+	labels       map[string]string
 }
 
 // resolve validates o and fills in defaults. Every error starts with the Options field it is
 // about, because these options usually come straight from command-line flags.
 func (o Options) resolve() (*resolved, error) {
-	r := &resolved{nodeID: o.NodeID, delta: o.Delta}
+	r := &resolved{nodeID: o.NodeID, delta: o.Delta, labels: o.Labels}
 
 	// The same parser pilot uses, so a bootstrap that builds carries an ID pilot accepts.
 	proxy, err := model.ParseNodeID(o.NodeID)

@@ -56,6 +56,11 @@ func TestClassSeparatesWhatTranslationReads(t *testing.T) {
 	if a.Class() == b.Class() {
 		t.Errorf("interception mode must be part of the class")
 	}
+	b.SetInterceptionMode("redirect")
+	b.Labels = map[string]string{"istio": "ingressgateway"}
+	if a.Class() == b.Class() {
+		t.Errorf("labels must be part of the class")
+	}
 	c, _ := ParseNodeID("router~10.0.0.1~a-1.default~default.svc.cluster.local")
 	if a.Class() == c.Class() {
 		t.Errorf("node type must be part of the class")

@@ -44,6 +44,10 @@ type Proxy struct {
 	Namespace        string
 	DNSDomain        string // NAMESPACE.svc.cluster.local
 	InterceptionMode InterceptionMode
+	// Labels are the workload's labels, which select the Gateways, Sidecars and policies that
+	// apply to it. Like INTERCEPTION_MODE they choose configuration, not identity: what a
+	// proxy may prove about itself (its certificate) never comes from here.
+	Labels map[string]string
 }
 
 // ParseNodeID parses an Istio node ID. The error names the part that is wrong, because a
@@ -92,5 +96,10 @@ func (p *Proxy) SetInterceptionMode(v string) {
 // listeners, routes and clusters, so pilot translates once per class and shares the result. Every
 // input translation reads from the proxy must be part of this key.
 func (p *Proxy) Class() string {
-	return fmt.Sprintf("%s/%s/%s/%s", p.Type, p.Namespace, p.DNSDomain, p.InterceptionMode)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s/%s/%s/%s", p.Type, p.Namespace, p.DNSDomain, p.InterceptionMode)
+	for _, k := range sortedKeys(p.Labels) {
+		fmt.Fprintf(&b, "/%s=%s", k, p.Labels[k])
+	}
+	return b.String()
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
 	"github.com/skiffmesh/skiff/pkg/model"
 )
@@ -31,20 +32,21 @@ func outboundClusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Clu
 			if port.Protocol == model.UDP {
 				continue // Envoy sidecars do not proxy UDP; neither does Istio.
 			}
-			out = append(out, outboundCluster(svc, port, nil))
+			out = append(out, outboundCluster(svc, port, dr, nil))
 			if dr == nil {
 				continue
 			}
 			for _, subset := range dr.Spec.Subsets {
-				out = append(out, outboundCluster(svc, port, subset))
+				out = append(out, outboundCluster(svc, port, dr, subset))
 			}
 		}
 	}
 	return append(out, passthroughCluster(), blackHoleCluster())
 }
 
-// outboundCluster builds the cluster of one service port, or of one subset of it.
-func outboundCluster(svc *model.Service, port model.Port, subset *networking.Subset) *clusterv3.Cluster {
+// outboundCluster builds the cluster of one service port, or of one subset of it, with the
+// DestinationRule's traffic policy (dr may be nil).
+func outboundCluster(svc *model.Service, port model.Port, dr *networkingv1.DestinationRule, subset *networking.Subset) *clusterv3.Cluster {
 	name := OutboundClusterName(port.Number, subset.GetName(), svc.Hostname)
 	c := &clusterv3.Cluster{
 		Name:            name,
@@ -80,6 +82,7 @@ func outboundCluster(svc *model.Service, port model.Port, subset *networking.Sub
 			}},
 		})}
 	}
+	applyTrafficPolicy(c, dr, port, subset)
 	return c
 }
 

@@ -34,19 +34,19 @@ func Clusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Cluster {
 	return outboundClusters(snap, proxy)
 }
 
-// Listeners builds the proxy's listeners. Gateway listeners come from Gateway objects, which a
-// later stage translates; until then a router gets no listeners.
+// Listeners builds the proxy's listeners: a sidecar's from the services it sees, a gateway's
+// from the Gateways that select it.
 func Listeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener {
-	if proxy.Type != model.SidecarProxy {
-		return nil
+	if proxy.Type == model.Router {
+		return gatewayListeners(snap, proxy)
 	}
 	return outboundListeners(snap, proxy)
 }
 
 // Routes builds the proxy's route configurations.
 func Routes(snap *model.Snapshot, proxy *model.Proxy) []*routev3.RouteConfiguration {
-	if proxy.Type != model.SidecarProxy {
-		return nil
+	if proxy.Type == model.Router {
+		return gatewayRoutes(snap, proxy)
 	}
 	return outboundRouteConfigs(snap, proxy)
 }

@@ -12,6 +12,9 @@ import (
 // is captured.
 const interceptionModeKey = "INTERCEPTION_MODE"
 
+// labelsKey is the node metadata field with the workload's labels, as Istio proxies send it.
+const labelsKey = "LABELS"
+
 // proxyFromNode parses the node of a request. A missing or malformed node ID is the client's
 // mistake, so it is an InvalidArgument status that explains the expected form.
 func proxyFromNode(node *corev3.Node) (*model.Proxy, error) {
@@ -19,6 +22,13 @@ func proxyFromNode(node *corev3.Node) (*model.Proxy, error) {
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	proxy.SetInterceptionMode(node.GetMetadata().GetFields()[interceptionModeKey].GetStringValue())
+	fields := node.GetMetadata().GetFields()
+	proxy.SetInterceptionMode(fields[interceptionModeKey].GetStringValue())
+	for k, v := range fields[labelsKey].GetStructValue().GetFields() {
+		if proxy.Labels == nil {
+			proxy.Labels = map[string]string{}
+		}
+		proxy.Labels[k] = v.GetStringValue()
+	}
 	return proxy, nil
 }
