@@ -26,7 +26,7 @@ const (
 // sees, one more per DestinationRule subset, and the two fixed clusters.
 func outboundClusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Cluster {
 	var out []*clusterv3.Cluster
-	for _, svc := range snap.VisibleServices(proxy.Namespace) {
+	for _, svc := range snap.ServicesFor(proxy) {
 		dr := snap.DestinationRuleFor(svc.Hostname, proxy.Namespace)
 		for _, port := range svc.Ports {
 			if port.Protocol == model.UDP {

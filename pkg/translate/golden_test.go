@@ -21,7 +21,7 @@ import (
 var update = flag.Bool("update", false, "rewrite testdata/out from the current translation and delete orphaned outputs")
 
 // defaultProxy is the proxy a case is translated for unless its first line says
-// `# proxy: NODE_ID [none|redirect]`.
+// `# proxy: NODE_ID [none|redirect] [labels=k=v,k2=v2]`.
 const defaultProxy = "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local"
 
 // TestGolden translates every testdata/*.yaml for one proxy and compares each resource type
@@ -73,7 +73,7 @@ func TestGolden(t *testing.T) {
 // caseProxy reads the `# proxy:` header of a case.
 func caseProxy(t *testing.T, file string) *model.Proxy {
 	t.Helper()
-	id, mode := defaultProxy, "redirect"
+	id, mode, labels := defaultProxy, "redirect", map[string]string{}
 	f, err := os.Open(file)
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +87,13 @@ func caseProxy(t *testing.T, file string) *model.Proxy {
 			if len(fields) > 1 {
 				mode = fields[1]
 			}
+			if len(fields) > 2 {
+				spec, _ := strings.CutPrefix(fields[2], "labels=")
+				for _, kv := range strings.Split(spec, ",") {
+					k, v, _ := strings.Cut(kv, "=")
+					labels[k] = v
+				}
+			}
 		}
 	}
 	p, err := model.ParseNodeID(id)
@@ -94,6 +101,9 @@ func caseProxy(t *testing.T, file string) *model.Proxy {
 		t.Fatalf("%s: %v", file, err)
 	}
 	p.SetInterceptionMode(mode)
+	if len(labels) > 0 {
+		p.Labels = labels
+	}
 	return p
 }
 

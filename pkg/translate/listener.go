@@ -5,6 +5,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
@@ -45,9 +46,18 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 		names = append(names, name)
 	}
 
-	services := snap.VisibleServices(proxy.Namespace)
+	// Listeners a Sidecar declares for a port come first and claim that port.
+	claimed := map[uint32]bool{}
+	for _, l := range sidecarEgressListeners(snap, proxy, bindAddress) {
+		claimed[l.Address.GetSocketAddress().GetPortValue()] = true
+		add(l.Name, func() *listenerv3.Listener { return l })
+	}
+	services := snap.ServicesFor(proxy)
 	for _, svc := range services {
 		for _, port := range svc.Ports {
+			if claimed[port.Number] {
+				continue
+			}
 			if port.Protocol.IsHTTP() {
 				add(ListenerName(bindAddress, port.Number), func() *listenerv3.Listener {
 					return httpOutboundListener(bindAddress, port.Number)
@@ -57,7 +67,7 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 	}
 	for _, svc := range services {
 		for _, port := range svc.Ports {
-			if port.Protocol.IsHTTP() || port.Protocol == model.UDP {
+			if claimed[port.Number] || port.Protocol.IsHTTP() || port.Protocol == model.UDP {
 				continue
 			}
 			address := bindAddress
@@ -77,7 +87,7 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 		out = append(out, byName[n])
 	}
 	if captured {
-		out = append(out, virtualOutboundListener())
+		out = append(out, virtualOutboundListener(snap.RegistryOnly(proxy)))
 	}
 	return out
 }
@@ -105,8 +115,13 @@ func tcpOutboundListener(address string, port uint32, cluster string) *listenerv
 
 // virtualOutboundListener receives every captured outbound connection. use_original_dst hands
 // it to the listener for its original address and port; what no listener claims goes to
-// PassthroughCluster (ALLOW_ANY). A connection to 15001 itself would loop, so it is dropped.
-func virtualOutboundListener() *listenerv3.Listener {
+// PassthroughCluster (ALLOW_ANY), or BlackHoleCluster under REGISTRY_ONLY. A connection to
+// 15001 itself would loop, so it is dropped.
+func virtualOutboundListener(registryOnly bool) *listenerv3.Listener {
+	exit := PassthroughCluster
+	if registryOnly {
+		exit = BlackHoleCluster
+	}
 	return &listenerv3.Listener{
 		Name:             VirtualOutbound,
 		Address:          SocketAddress(wildcardAddress, VirtualOutboundPort),
@@ -120,8 +135,8 @@ func virtualOutboundListener() *listenerv3.Listener {
 			Filters: []*listenerv3.Filter{TCPProxy(BlackHoleCluster, BlackHoleCluster)},
 		}},
 		DefaultFilterChain: &listenerv3.FilterChain{
-			Name:    PassthroughCluster,
-			Filters: []*listenerv3.Filter{TCPProxy(PassthroughCluster, PassthroughCluster)},
+			Name:    exit,
+			Filters: []*listenerv3.Filter{TCPProxy(exit, exit)},
 		},
 	}
 }
@@ -129,12 +144,26 @@ func virtualOutboundListener() *listenerv3.Listener {
 // httpConnectionManager terminates HTTP and routes by the named route configuration, fetched
 // over ADS.
 func httpConnectionManager(statPrefix, routeConfig string) *listenerv3.Filter {
-	hcm := &hcmv3.HttpConnectionManager{
+	hcm := newHTTPConnectionManager(statPrefix)
+	hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+		ConfigSource:    ADSConfigSource(),
+		RouteConfigName: routeConfig,
+	}}
+	return hcmFilter(hcm)
+}
+
+// httpConnectionManagerFor terminates HTTP and routes by an inline route configuration.
+func httpConnectionManagerFor(statPrefix string, route *routev3.RouteConfiguration) *listenerv3.Filter {
+	hcm := newHTTPConnectionManager(statPrefix)
+	hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: route}
+	return hcmFilter(hcm)
+}
+
+// newHTTPConnectionManager is the connection manager every HTTP listener shares, without its
+// routes.
+func newHTTPConnectionManager(statPrefix string) *hcmv3.HttpConnectionManager {
+	return &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-			ConfigSource:    ADSConfigSource(),
-			RouteConfigName: routeConfig,
-		}},
 		HttpFilters: []*hcmv3.HttpFilter{{
 			Name:       wellknown.Router,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: MustAny(&routerv3.Router{})},
@@ -143,6 +172,9 @@ func httpConnectionManager(statPrefix, routeConfig string) *listenerv3.Filter {
 		NormalizePath:  trueValue(),
 		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 	}
+}
+
+func hcmFilter(hcm *hcmv3.HttpConnectionManager) *listenerv3.Filter {
 	return &listenerv3.Filter{
 		Name:       wellknown.HTTPConnectionManager,
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: MustAny(hcm)},

@@ -15,7 +15,7 @@ import (
 // by the number ("80"), with a virtual host per service on that port and the catch-all last.
 func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.RouteConfiguration {
 	byPort := map[uint32][]*model.Service{}
-	for _, svc := range snap.VisibleServices(proxy.Namespace) {
+	for _, svc := range snap.ServicesFor(proxy) {
 		for _, port := range svc.Ports {
 			if port.Protocol.IsHTTP() {
 				byPort[port.Number] = append(byPort[port.Number], svc)
@@ -43,7 +43,7 @@ func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.R
 				rc.VirtualHosts = append(rc.VirtualHosts, vh)
 			}
 		}
-		rc.VirtualHosts = append(rc.VirtualHosts, allowAnyVirtualHost())
+		rc.VirtualHosts = append(rc.VirtualHosts, catchAllVirtualHost(snap.RegistryOnly(proxy)))
 		out = append(out, rc)
 	}
 	return out
@@ -79,9 +79,21 @@ func defaultRoute(cluster string) *routev3.Route {
 	}
 }
 
-// allowAnyVirtualHost passes requests for hosts the mesh does not know to their original
-// destination (outboundTrafficPolicy ALLOW_ANY, Istio's default).
-func allowAnyVirtualHost() *routev3.VirtualHost {
+// catchAllVirtualHost handles requests for hosts the mesh does not know: under ALLOW_ANY
+// (Istio's default) they pass to their original destination; under REGISTRY_ONLY they get 502,
+// as in Istio.
+func catchAllVirtualHost(registryOnly bool) *routev3.VirtualHost {
+	if registryOnly {
+		return &routev3.VirtualHost{
+			Name:    BlockAllVirtualHost,
+			Domains: []string{"*"},
+			Routes: []*routev3.Route{{
+				Name:   BlockAllVirtualHost,
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 502}},
+			}},
+		}
+	}
 	return &routev3.VirtualHost{
 		Name:    AllowAnyVirtualHost,
 		Domains: []string{"*"},

@@ -29,9 +29,10 @@ func ForProxy(snap *model.Snapshot, proxy *model.Proxy) *Resources {
 	}
 }
 
-// Clusters builds the proxy's clusters.
+// Clusters builds the proxy's clusters: outbound ones for the services it sees, and inbound
+// ones for the application ports a Sidecar declares.
 func Clusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Cluster {
-	return outboundClusters(snap, proxy)
+	return append(outboundClusters(snap, proxy), inboundClusters(sidecarIngresses(snap, proxy))...)
 }
 
 // Listeners builds the proxy's listeners: a sidecar's from the services it sees, a gateway's
@@ -40,7 +41,7 @@ func Listeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener 
 	if proxy.Type == model.Router {
 		return gatewayListeners(snap, proxy)
 	}
-	return outboundListeners(snap, proxy)
+	return append(outboundListeners(snap, proxy), inboundListeners(sidecarIngresses(snap, proxy))...)
 }
 
 // Routes builds the proxy's route configurations.

@@ -1,0 +1,170 @@
+package translate
+
+import (
+	"net"
+	"strconv"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// The listeners a Sidecar resource declares explicitly. Without traffic capture they are how an
+// application reaches the mesh (egress: `bind` and `port`) and how the mesh reaches the
+// application (ingress: `port` forwarded to `defaultEndpoint`), as in Istio's captureMode NONE.
+
+// InboundClusterName is `inbound|PORT||`.
+func InboundClusterName(port uint32) string {
+	return "inbound|" + strconv.FormatUint(uint64(port), 10) + "||"
+}
+
+// sidecarEgressListeners builds a listener per Sidecar egress listener that names a port, bound
+// to its `bind` address (or the proxy's default) and serving the services it imports on that
+// port. It returns them with the ports they claim, which service listeners must not take.
+func sidecarEgressListeners(snap *model.Snapshot, proxy *model.Proxy, defaultBind string) []*listenerv3.Listener {
+	sc := snap.SidecarFor(proxy)
+	if sc == nil {
+		return nil
+	}
+	var out []*listenerv3.Listener
+	for _, eg := range sc.Spec.Egress {
+		port := eg.GetPort()
+		if port.GetNumber() == 0 {
+			continue // the catch-all egress listener only scopes which services are seen
+		}
+		bind := eg.Bind
+		if bind == "" {
+			bind = defaultBind
+		}
+		if model.ParseProtocol(port.Protocol).IsHTTP() {
+			out = append(out, httpOutboundListener(bind, port.Number))
+			continue
+		}
+		// A TCP egress listener forwards to the one service it imports on the port.
+		for _, svc := range snap.ServicesFor(proxy) {
+			if _, ok := svc.Port(port.Number); ok && model.EgressImports(eg, svc, proxy.Namespace) {
+				out = append(out, tcpOutboundListener(bind, port.Number, OutboundClusterName(port.Number, "", svc.Hostname)))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// sidecarIngress is one Sidecar ingress listener resolved for a proxy.
+type sidecarIngress struct {
+	listener *networking.IstioIngressListener
+	bind     string
+	endpoint *corev3.Address
+}
+
+// sidecarIngresses resolves the Sidecar's ingress listeners: the bind address defaults to the
+// proxy's own IP, and defaultEndpoint is `IP:PORT` or `unix://PATH`. Listeners whose endpoint
+// does not parse are left out (validation rejects them before they get here).
+func sidecarIngresses(snap *model.Snapshot, proxy *model.Proxy) []sidecarIngress {
+	sc := snap.SidecarFor(proxy)
+	if sc == nil {
+		return nil
+	}
+	var out []sidecarIngress
+	for _, in := range sc.Spec.Ingress {
+		if in.GetPort().GetNumber() == 0 {
+			continue
+		}
+		endpoint, ok := parseDefaultEndpoint(in.DefaultEndpoint)
+		if !ok {
+			continue
+		}
+		bind := in.Bind
+		if bind == "" {
+			bind = proxy.IP.String()
+		}
+		out = append(out, sidecarIngress{listener: in, bind: bind, endpoint: endpoint})
+	}
+	return out
+}
+
+func parseDefaultEndpoint(s string) (*corev3.Address, bool) {
+	if path, ok := strings.CutPrefix(s, "unix://"); ok && path != "" {
+		return &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: path}}}, true
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return nil, false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return nil, false
+	}
+	return SocketAddress(host, uint32(n)), true
+}
+
+// inboundClusters are `inbound|PORT||` clusters, one per Sidecar ingress listener, holding the
+// application's address.
+func inboundClusters(ingresses []sidecarIngress) []*clusterv3.Cluster {
+	out := make([]*clusterv3.Cluster, 0, len(ingresses))
+	for _, in := range ingresses {
+		name := InboundClusterName(in.listener.Port.Number)
+		out = append(out, &clusterv3.Cluster{
+			Name:                 name,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+			ConnectTimeout:       Duration(defaultConnectTimeout),
+			CircuitBreakers:      defaultCircuitBreakers(),
+			LoadAssignment: &endpointv3.ClusterLoadAssignment{
+				ClusterName: name,
+				Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: in.endpoint}},
+				}}}},
+			},
+		})
+	}
+	return out
+}
+
+// inboundListeners bind each Sidecar ingress port and forward to the application: HTTP through
+// a connection manager with an inline route, anything else as TCP.
+func inboundListeners(ingresses []sidecarIngress) []*listenerv3.Listener {
+	out := make([]*listenerv3.Listener, 0, len(ingresses))
+	for _, in := range ingresses {
+		port := in.listener.Port
+		cluster := InboundClusterName(port.Number)
+		filter := TCPProxy(cluster, cluster)
+		if model.ParseProtocol(port.Protocol).IsHTTP() {
+			filter = inboundHTTPConnectionManager(cluster)
+		}
+		out = append(out, &listenerv3.Listener{
+			Name:             ListenerName(in.bind, port.Number),
+			Address:          SocketAddress(in.bind, port.Number),
+			TrafficDirection: corev3.TrafficDirection_INBOUND,
+			FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}},
+		})
+	}
+	return out
+}
+
+// inboundHTTPConnectionManager routes every request to the application's cluster. The route
+// is inline: it never changes independently of the listener.
+func inboundHTTPConnectionManager(cluster string) *listenerv3.Filter {
+	route := &routev3.RouteConfiguration{
+		Name: cluster,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    "inbound|http|" + strings.Split(cluster, "|")[1],
+			Domains: []string{"*"},
+			Routes: []*routev3.Route{{
+				Name:  "default",
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
+					Timeout:          Duration(0),
+				}},
+			}},
+		}},
+	}
+	return httpConnectionManagerFor("inbound_"+cluster, route)
+}
