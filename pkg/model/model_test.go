@@ -3,6 +3,12 @@ package model
 import (
 	"strings"
 	"testing"
+
+	networking "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiffmesh/skiff/pkg/config"
 )
 
 func TestParseNodeID(t *testing.T) {
@@ -126,4 +132,37 @@ func FuzzParseNodeID(f *testing.F) {
 			t.Errorf("%q: name and namespace %q do not rebuild ID %q", id, got, p.ID)
 		}
 	})
+}
+
+func TestDestinationRulesOfOneHostMerge(t *testing.T) {
+	dr := func(name, ns, host string, subsets ...string) *networkingv1.DestinationRule {
+		d := &networkingv1.DestinationRule{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+		d.Spec.Host = host
+		for _, s := range subsets {
+			d.Spec.Subsets = append(d.Spec.Subsets, &networking.Subset{Name: s, Labels: map[string]string{"version": s}})
+		}
+		return d
+	}
+	policy := dr("a-policy", "default", "reviews")
+	policy.Spec.TrafficPolicy = &networking.TrafficPolicy{OutlierDetection: &networking.OutlierDetection{}}
+	snap := Build(&config.Set{DestinationRules: []*networkingv1.DestinationRule{
+		policy,
+		dr("b-subsets", "default", "reviews.default.svc.cluster.local", "v1", "v2"),
+		dr("c-more", "default", "reviews", "v2", "v3"),
+		dr("other-ns", "shop", "reviews.default.svc.cluster.local", "x"),
+	}})
+	got := snap.DestinationRuleFor("reviews.default.svc.cluster.local", "default")
+	if got.Name != "a-policy" || got.Spec.TrafficPolicy.GetOutlierDetection() == nil {
+		t.Fatalf("merged rule %s keeps the first rule's name and policy: %+v", got.Name, got.Spec.TrafficPolicy)
+	}
+	var names []string
+	for _, s := range got.Spec.Subsets {
+		names = append(names, s.Name)
+	}
+	if strings.Join(names, ",") != "v1,v2,v3" {
+		t.Errorf("merged subsets %v, want v1,v2,v3", names)
+	}
+	if len(policy.Spec.Subsets) != 0 {
+		t.Errorf("merging modified the input rule")
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
@@ -85,7 +86,7 @@ func Build(set *config.Set) *Snapshot {
 			s.virtualServices.add(ResolveHost(h, vs.Namespace), vs)
 		}
 	}
-	for _, dr := range set.DestinationRules {
+	for _, dr := range mergeDestinationRules(set.DestinationRules) {
 		s.destinationRules.add(ResolveHost(dr.Spec.Host, dr.Namespace), dr)
 	}
 	for _, se := range set.ServiceEntries {
@@ -253,4 +254,39 @@ func (s *Snapshot) DestinationRuleFor(hostname, ns string) *networkingv1.Destina
 		consider(w.object, 2*len(w.host))
 	}
 	return best
+}
+
+// mergeDestinationRules folds DestinationRules of one namespace that name the same host into
+// one, as istiod does: the first (in configuration order) keeps its traffic policy and exportTo,
+// later ones add the subsets it lacks and supply a traffic policy only if it has none. Rules
+// with a workloadSelector are kept apart. The inputs are never modified.
+func mergeDestinationRules(rules []*networkingv1.DestinationRule) []*networkingv1.DestinationRule {
+	out := make([]*networkingv1.DestinationRule, 0, len(rules))
+	first := map[string]int{} // namespace/host → index in out
+	for _, dr := range rules {
+		if dr.Spec.WorkloadSelector != nil {
+			out = append(out, dr)
+			continue
+		}
+		key := dr.Namespace + "/" + ResolveHost(dr.Spec.Host, dr.Namespace)
+		i, seen := first[key]
+		if !seen {
+			first[key] = len(out)
+			out = append(out, dr)
+			continue
+		}
+		base := out[i]
+		merged := &networkingv1.DestinationRule{TypeMeta: base.TypeMeta, ObjectMeta: base.ObjectMeta}
+		proto.Merge(&merged.Spec, &base.Spec)
+		if merged.Spec.TrafficPolicy == nil && dr.Spec.TrafficPolicy != nil {
+			merged.Spec.TrafficPolicy = proto.Clone(dr.Spec.TrafficPolicy).(*networking.TrafficPolicy)
+		}
+		for _, subset := range dr.Spec.Subsets {
+			if !slices.ContainsFunc(merged.Spec.Subsets, func(x *networking.Subset) bool { return x.Name == subset.Name }) {
+				merged.Spec.Subsets = append(merged.Spec.Subsets, proto.Clone(subset).(*networking.Subset))
+			}
+		}
+		out[i] = merged
+	}
+	return out
 }
