@@ -12,12 +12,12 @@ import (
 	"github.com/skiffmesh/skiff/test/framework"
 )
 
-// TestExamplesTour runs the README tour: examples/mesh.yaml served by pilot, the example echo
+// TestExamplesTour runs the README tour: examples/bookinfo.yaml served by pilot, the example echo
 // upstreams, and an Envoy bootstrapped by `pilot bootstrap`. The example's fixed ports are
 // swapped for free ones so the test can run beside a developer's own tour.
 func TestExamplesTour(t *testing.T) {
 	root := framework.RepoRoot(t)
-	mesh, err := os.ReadFile(filepath.Join(root, "examples", "mesh.yaml"))
+	mesh, err := os.ReadFile(filepath.Join(root, "examples", "bookinfo.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestExamplesTour(t *testing.T) {
 
 	p := framework.StartPilot(t, framework.PilotOptions{})
 	p.WriteConfig(t, "mesh.yaml", config)
-	node := sidecarNode("productpage-1")
+	node := "sidecar~127.0.0.1~productpage-1.bookinfo~bookinfo.svc.cluster.local"
 
 	// The README's form: Envoy reading the bootstrap from a process substitution.
 	validate := exec.Command("bash", "-c", `"$ENVOY" --mode validate --disable-hot-restart -c <("$PILOT" bootstrap --node "$NODE" --xds-address "$XDS")`)
