@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -123,8 +122,9 @@ func serviceDomains(svc *model.Service, port model.Port, proxy *model.Proxy) []s
 	}
 	hosts = append(hosts, svc.Addresses...)
 	out := make([]string, 0, 2*len(hosts))
+	suffix := ":" + strconv.FormatUint(uint64(port.Number), 10)
 	for _, h := range hosts {
-		out = append(out, h, fmt.Sprintf("%s:%d", h, port.Number))
+		out = append(out, h, h+suffix)
 	}
 	return out
 }
