@@ -51,6 +51,6 @@ translates it into Envoy listeners, routes, clusters and endpoints, and serves t
 	f.BoolVar(&opts.reflection, "reflection", true, "serve gRPC reflection on the plaintext xDS port (for grpcurl)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	_ = cmd.MarkFlagRequired("config-dir")
-	cmd.AddCommand(newBootstrapCommand())
+	cmd.AddCommand(newBootstrapCommand(), newCACommand())
 	return cmd
 }
