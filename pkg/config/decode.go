@@ -127,6 +127,9 @@ func decodeDocument(d rawDocument) (Object, *Error) {
 	if js[0] != '{' {
 		return nil, &Error{Err: errors.New("document is not a YAML mapping (an object with apiVersion, kind, metadata and spec)")}
 	}
+	if isCoreSecret(js) {
+		return decodeSecret(js) // data instead of spec; see secret.go
+	}
 	var env envelope
 	if e := strictUnmarshal(js, &env); e != nil {
 		// Say which object it was, as far as the document tells.

@@ -1,5 +1,6 @@
 // Package config reads Skiff's mesh configuration: a folder of Kubernetes-style YAML files
-// holding Istio networking and security objects.
+// holding Istio networking and security objects, and the kubernetes.io/tls Secrets that
+// Gateways name as credentials.
 //
 // Files are decoded strictly (unknown fields are errors, as the Kubernetes API server would
 // reject them), every supported apiVersion is normalised to the v1 client-go types, and each

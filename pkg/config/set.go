@@ -6,6 +6,7 @@ import (
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -32,6 +33,9 @@ type Set struct {
 	Sidecars              []*networkingv1.Sidecar
 	PeerAuthentications   []*securityv1.PeerAuthentication
 	AuthorizationPolicies []*securityv1.AuthorizationPolicy
+	// Secrets are kubernetes.io/tls Secrets, the credentials Gateway servers name. They hold
+	// private keys: never log or print them.
+	Secrets []*corev1.Secret
 }
 
 // NewSet sorts objects into a Set. Objects of types a Set does not hold are ignored; Decode
@@ -56,6 +60,8 @@ func NewSet(objects ...Object) *Set {
 			s.PeerAuthentications = append(s.PeerAuthentications, o)
 		case *securityv1.AuthorizationPolicy:
 			s.AuthorizationPolicies = append(s.AuthorizationPolicies, o)
+		case *corev1.Secret:
+			s.Secrets = append(s.Secrets, o)
 		}
 	}
 	sortObjects(s.ServiceEntries)
@@ -66,6 +72,7 @@ func NewSet(objects ...Object) *Set {
 	sortObjects(s.Sidecars)
 	sortObjects(s.PeerAuthentications)
 	sortObjects(s.AuthorizationPolicies)
+	sortObjects(s.Secrets)
 	return s
 }
 
@@ -83,6 +90,7 @@ func (s *Set) Objects() []Object {
 	out = appendObjects(out, s.Sidecars)
 	out = appendObjects(out, s.PeerAuthentications)
 	out = appendObjects(out, s.AuthorizationPolicies)
+	out = appendObjects(out, s.Secrets)
 	return out
 }
 
@@ -93,7 +101,7 @@ func (s *Set) Len() int {
 	}
 	return len(s.ServiceEntries) + len(s.WorkloadEntries) + len(s.VirtualServices) +
 		len(s.DestinationRules) + len(s.Gateways) + len(s.Sidecars) +
-		len(s.PeerAuthentications) + len(s.AuthorizationPolicies)
+		len(s.PeerAuthentications) + len(s.AuthorizationPolicies) + len(s.Secrets)
 }
 
 func appendObjects[T Object](out []Object, in []T) []Object {
@@ -132,6 +140,8 @@ func KindOf(o Object) string {
 		return "PeerAuthentication"
 	case *securityv1.AuthorizationPolicy:
 		return "AuthorizationPolicy"
+	case *corev1.Secret:
+		return secretKind
 	}
 	return ""
 }

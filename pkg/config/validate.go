@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -63,6 +64,8 @@ func validate(o Object) []*Error {
 	case *securityv1.AuthorizationPolicy:
 		spec = &o.Spec
 		validateAuthorizationPolicy(v, &o.Spec)
+	case *corev1.Secret:
+		validateSecret(v, o) // no spec: type and data
 	default:
 		v.add("", "unsupported object type %T", o)
 	}

@@ -196,24 +196,49 @@ func pickService(candidates []*Service, ns string) *Service {
 }
 
 // VirtualServiceFor returns the VirtualService that routes hostname for proxies in namespace ns
-// attached to gateway (MeshGateway for sidecars). Istio uses the oldest one when several claim a
-// host; without creation times the order is namespace/name. An exact host beats a wildcard.
+// attached to gateway (MeshGateway for sidecars). Like istiod for sidecars, Skiff does not merge
+// several VirtualServices that name one host: one wins, and the others do not apply to that host
+// (istiod merges only for gateways, and delegates, which need VirtualServices without hosts).
+// istiod's precedence is kept: an exact host beats a wildcard and a longer wildcard a shorter
+// one; for the same host a VirtualService exported to the proxy's namespace only (exportTo "."
+// in its own namespace, or naming it) beats one exported to every namespace; then the oldest
+// wins, which without creation times is the first in namespace/name order.
 func (s *Snapshot) VirtualServiceFor(hostname, ns, gateway string) *networkingv1.VirtualService {
-	applies := func(vs *networkingv1.VirtualService) bool {
-		return ParseVisibility(vs.Namespace, vs.Spec.ExportTo).VisibleTo(ns) && boundTo(vs, gateway)
+	var best *networkingv1.VirtualService
+	bestHost, bestTier := -1, 0
+	consider := func(vs *networkingv1.VirtualService, hostRank int) {
+		vis := ParseVisibility(vs.Namespace, vs.Spec.ExportTo)
+		if !vis.VisibleTo(ns) || !boundTo(vs, gateway) {
+			return
+		}
+		tier := exportTier(vis, vs.Namespace, ns)
+		// Strictly better only: among equals the earlier (older) one stays.
+		if hostRank > bestHost || (hostRank == bestHost && tier < bestTier) {
+			best, bestHost, bestTier = vs, hostRank, tier
+		}
 	}
 	exact, wildcard := s.virtualServices.lookup(hostname)
 	for _, vs := range exact {
-		if applies(vs) {
-			return vs
-		}
+		consider(vs, 1<<20)
 	}
 	for _, w := range wildcard {
-		if applies(w.object) {
-			return w.object
-		}
+		consider(w.object, len(w.host))
 	}
-	return nil
+	return best
+}
+
+// exportTier orders VirtualServices for one host as istiod imports them into a proxy's scope:
+// those private to the proxy's namespace (0), those another namespace exports to it by name
+// (1), then those exported to everyone (2).
+func exportTier(vis Visibility, vsNamespace, proxyNamespace string) int {
+	switch {
+	case vis.public:
+		return 2
+	case vsNamespace == proxyNamespace:
+		return 0
+	default:
+		return 1
+	}
 }
 
 // boundTo reports whether the VirtualService applies to the gateway: no gateways means the mesh.

@@ -5,10 +5,7 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -17,10 +14,7 @@ import (
 )
 
 // Istio's defaults for outbound clusters when no DestinationRule says otherwise.
-const (
-	defaultConnectTimeout  = 10 * time.Second
-	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-)
+const defaultConnectTimeout = 10 * time.Second
 
 // outboundClusters builds `outbound|PORT|SUBSET|HOST` for every port of every service the proxy
 // sees, one more per DestinationRule subset, and the two fixed clusters.
@@ -75,13 +69,7 @@ func outboundCluster(svc *model.Service, port model.Port, dr *networkingv1.Desti
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
 		c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
 	}
-	if port.Protocol.IsHTTP2() {
-		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: MustAny(&upstreamhttpv3.HttpProtocolOptions{
-			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-			}},
-		})}
-	}
+	// The traffic policy also sets the upstream HTTP protocol (HTTP/2 for HTTP2 and GRPC ports).
 	applyTrafficPolicy(c, dr, port, subset)
 	return c
 }

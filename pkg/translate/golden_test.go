@@ -51,7 +51,18 @@ func TestGolden(t *testing.T) {
 			for _, e := range translate.Endpoints(snap) {
 				outputs["endpoints"] = append(outputs["endpoints"], e)
 			}
-			for _, kind := range []string{"listeners", "routes", "clusters", "endpoints"} {
+			kinds := []string{"listeners", "routes", "clusters", "endpoints"}
+			if proxy.Type == model.Router {
+				// Gateways also get SDS secrets; goldens hold them with private keys redacted.
+				kinds = append(kinds, "secrets")
+				for _, s := range translate.Secrets(snap, proxy) {
+					if err := s.ValidateAll(); err != nil {
+						t.Errorf("secrets: generated resource fails Validate(): %v", err)
+					}
+					outputs["secrets"] = append(outputs["secrets"], translate.RedactSecret(s))
+				}
+			}
+			for _, kind := range kinds {
 				for _, m := range outputs[kind] {
 					if v, ok := m.(interface{ ValidateAll() error }); ok {
 						if err := v.ValidateAll(); err != nil {

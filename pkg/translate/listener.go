@@ -65,21 +65,31 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 			}
 		}
 	}
+	// TCP, TLS and HTTPS ports, grouped by the listener they share and routed by their
+	// VirtualServices' tcp and tls routes (tcproute.go, tlsroute.go).
+	l4 := map[string]*l4Listener{}
+	var l4Names []string
 	for _, svc := range services {
 		for _, port := range svc.Ports {
 			if claimed[port.Number] || port.Protocol.IsHTTP() || port.Protocol == model.UDP {
 				continue
 			}
-			address := bindAddress
 			// A service address is only useful when traffic is captured: nothing else can
 			// make a connection to a virtual IP arrive here.
+			g := &l4Listener{address: bindAddress, shared: true}
 			if captured && len(svc.Addresses) > 0 {
-				address = svc.Addresses[0]
+				g = &l4Listener{address: svc.Addresses[0]}
 			}
-			add(ListenerName(address, port.Number), func() *listenerv3.Listener {
-				return tcpOutboundListener(address, port.Number, OutboundClusterName(port.Number, "", svc.Hostname))
-			})
+			name := ListenerName(g.address, port.Number)
+			if l4[name] == nil {
+				l4[name] = g
+				l4Names = append(l4Names, name)
+			}
+			l4[name].ports = append(l4[name].ports, l4ServicePort{svc, port})
 		}
+	}
+	for _, name := range l4Names {
+		add(name, func() *listenerv3.Listener { return l4[name].build(snap, proxy) })
 	}
 	slices.Sort(names)
 	out := make([]*listenerv3.Listener, 0, len(names)+1)
@@ -164,7 +174,9 @@ func httpConnectionManagerFor(statPrefix string, route *routev3.RouteConfigurati
 func newHTTPConnectionManager(statPrefix string) *hcmv3.HttpConnectionManager {
 	return &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
-		HttpFilters: []*hcmv3.HttpFilter{{
+		// Fault and CORS before the router, in istiod's order: they act only where a route's
+		// typed_per_filter_config asks (see fault.go, cors.go).
+		HttpFilters: []*hcmv3.HttpFilter{faultHTTPFilter, corsHTTPFilter, {
 			Name:       wellknown.Router,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: MustAny(&routerv3.Router{})},
 		}},

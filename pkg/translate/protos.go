@@ -21,11 +21,13 @@ import (
 // Small constructors for the protos every file here needs. Tests use them too, so expected
 // values read the same way as the code that builds them.
 
-// MustAny packs a message into an Any. Packing a message we built ourselves cannot fail, so a
-// failure is a programming error.
+// MustAny packs a message into an Any, with map entries in key order: pilot decides whether a
+// resource changed by comparing it with the last one sent, and packed bytes that differ only in
+// map order would look like a change and make Envoy rebuild a listener on every push. Packing
+// a message we built ourselves cannot fail, so a failure is a programming error.
 func MustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
 		panic("translate: packing " + string(proto.MessageName(m)) + ": " + err.Error())
 	}
 	return a

@@ -1,11 +1,13 @@
 package translate
 
 import (
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 	networking "istio.io/api/networking/v1alpha3"
 )
 
@@ -16,46 +18,80 @@ const (
 	retriableStatusCodes = "retriable-status-codes"
 )
 
+// previousPrioritiesAny is istiod's retry priority for retryRemoteLocalities: move to the next
+// priority (locality) after each attempt, updating every 2 attempts. Shared like
+// previousHostsAny: it is never modified.
+var previousPrioritiesAny = MustAny(&previousprioritiesv3.PreviousPrioritiesConfig{UpdateFrequency: 2})
+
 // defaultRetryPolicy is what Istio applies when a route says nothing about retries.
 func defaultRetryPolicy() *routev3.RetryPolicy {
 	return &routev3.RetryPolicy{
 		RetryOn:                       defaultRetryOn,
 		NumRetries:                    uint32Value(defaultRetryAttempts),
-		RetriableStatusCodes:          []uint32{503},
+		RetriableStatusCodes:          []uint32{http.StatusServiceUnavailable},
 		RetryHostPredicate:            []*routev3.RetryPolicy_RetryHostPredicate{previousHostsPredicate()},
 		HostSelectionRetryMaxAttempts: 5,
 	}
 }
 
-// retryPolicy translates HTTPRetry: nil means Istio's default, attempts 0 means no retries, and
-// numeric entries in retryOn become retriable status codes.
-func retryPolicy(r *networking.HTTPRetry) *routev3.RetryPolicy {
+// retryPolicy translates HTTPRetry as istiod's ConvertPolicy does: nil means Istio's default,
+// attempts 0 means no retries, and numeric entries in retryOn become retriable status codes.
+// With consistent hashing (hashed), a retry must stay on the host the hash picked, so the
+// previous-hosts predicate is left out unless retryIgnorePreviousHosts asks for it.
+func retryPolicy(r *networking.HTTPRetry, hashed bool) *routev3.RetryPolicy {
+	p := defaultRetryPolicy()
+	if hashed {
+		p.RetryHostPredicate = nil
+	}
 	if r == nil {
-		return defaultRetryPolicy()
+		return p
 	}
 	if r.Attempts <= 0 {
 		return nil
 	}
-	p := defaultRetryPolicy()
 	p.NumRetries = uint32Value(uint32(r.Attempts))
 	p.PerTryTimeout = r.PerTryTimeout
 	if r.RetryOn != "" {
-		var on []string
-		p.RetriableStatusCodes = nil
-		for _, part := range strings.Split(r.RetryOn, ",") {
-			part = strings.TrimSpace(part)
-			if code, err := strconv.ParseUint(part, 10, 32); err == nil {
-				p.RetriableStatusCodes = append(p.RetriableStatusCodes, uint32(code))
-				continue
-			}
-			if part != "" {
-				on = append(on, part)
-			}
+		p.RetryOn, p.RetriableStatusCodes = parseRetryOn(r.RetryOn)
+	}
+	if ignore := r.RetryIgnorePreviousHosts; ignore != nil {
+		p.RetryHostPredicate = nil
+		if ignore.GetValue() {
+			p.RetryHostPredicate = []*routev3.RetryPolicy_RetryHostPredicate{previousHostsPredicate()}
 		}
-		if len(p.RetriableStatusCodes) > 0 && !slices.Contains(on, retriableStatusCodes) {
-			on = append(on, retriableStatusCodes)
+	}
+	if r.RetryRemoteLocalities.GetValue() {
+		p.RetryPriority = &routev3.RetryPolicy_RetryPriority{
+			Name:       "envoy.retry_priorities.previous_priorities",
+			ConfigType: &routev3.RetryPolicy_RetryPriority_TypedConfig{TypedConfig: previousPrioritiesAny},
 		}
-		p.RetryOn = strings.Join(on, ",")
+	}
+	if r.Backoff != nil {
+		p.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: r.Backoff}
 	}
 	return p
+}
+
+// parseRetryOn splits retryOn into Envoy's retry_on and the HTTP status codes among it; codes
+// only take effect with retriable-status-codes, which is added when missing.
+func parseRetryOn(retryOn string) (string, []uint32) {
+	var on []string
+	var codes []uint32
+	for _, part := range strings.Split(retryOn, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		// Any three-digit status counts, not only those Go has a name for: the loader accepts
+		// 100–599, and Envoy would reject an unknown word in retry_on.
+		if code, err := strconv.Atoi(part); err == nil && code >= 100 && code <= 599 {
+			codes = append(codes, uint32(code))
+			continue
+		}
+		on = append(on, part)
+	}
+	if len(codes) > 0 && !slices.Contains(on, retriableStatusCodes) {
+		on = append(on, retriableStatusCodes)
+	}
+	return strings.Join(on, ","), codes
 }

@@ -43,6 +43,9 @@ func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.R
 			}
 		}
 		rc.VirtualHosts = append(rc.VirtualHosts, catchAllVirtualHost(snap.RegistryOnly(proxy)))
+		if size := maxDirectResponseBody(rc.VirtualHosts); size > 0 {
+			rc.MaxDirectResponseBodySizeBytes = uint32Value(size)
+		}
 		out = append(out, rc)
 	}
 	return out
@@ -58,8 +61,14 @@ func serviceVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Ser
 	}
 	if vs := snap.VirtualServiceFor(svc.Hostname, proxy.Namespace, model.MeshGateway); vs != nil {
 		vh.Routes = virtualServiceRoutes(snap, proxy, vs, svc, port)
-	} else {
-		vh.Routes = []*routev3.Route{defaultRoute(OutboundClusterName(port.Number, "", svc.Hostname))}
+	}
+	if len(vh.Routes) == 0 {
+		// No VirtualService, or none of its rules applies to this port and proxy: istiod then
+		// routes the service as if it had none.
+		r := defaultRoute(OutboundClusterName(port.Number, "", svc.Hostname))
+		// As istiod: a DestinationRule's consistent hash applies without a VirtualService too.
+		r.GetRoute().HashPolicy = HashPolicy(snap.DestinationRuleFor(svc.Hostname, proxy.Namespace), port, "")
+		vh.Routes = []*routev3.Route{r}
 	}
 	return vh
 }

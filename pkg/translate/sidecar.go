@@ -2,6 +2,7 @@ package translate
 
 import (
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -10,6 +11,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/skiffmesh/skiff/pkg/model"
@@ -128,29 +130,41 @@ func inboundClusters(ingresses []sidecarIngress) []*clusterv3.Cluster {
 }
 
 // inboundListeners bind each Sidecar ingress port and forward to the application: HTTP through
-// a connection manager with an inline route, anything else as TCP.
-func inboundListeners(ingresses []sidecarIngress) []*listenerv3.Listener {
+// a connection manager with an inline route, anything else as TCP. The AuthorizationPolicies
+// that apply to the workload are enforced on every one of them: RBAC HTTP filters ahead of the
+// router, or RBAC network filters ahead of tcp_proxy.
+func inboundListeners(snap *model.Snapshot, proxy *model.Proxy, ingresses []sidecarIngress) []*listenerv3.Listener {
+	if len(ingresses) == 0 {
+		return nil
+	}
+	httpAuthz, tcpAuthz := AuthorizationFilters(snap, proxy)
 	out := make([]*listenerv3.Listener, 0, len(ingresses))
 	for _, in := range ingresses {
 		port := in.listener.Port
 		cluster := InboundClusterName(port.Number)
-		filter := TCPProxy(cluster, cluster)
+		// The RBAC filters are shared between listeners: generated protos are never modified
+		// after construction.
+		var filters []*listenerv3.Filter
 		if model.ParseProtocol(port.Protocol).IsHTTP() {
-			filter = inboundHTTPConnectionManager(cluster)
+			filters = []*listenerv3.Filter{inboundHTTPConnectionManager(cluster, httpAuthz)}
+		} else {
+			filters = append(slices.Clone(tcpAuthz), TCPProxy(cluster, cluster))
 		}
 		out = append(out, &listenerv3.Listener{
 			Name:             ListenerName(in.bind, port.Number),
 			Address:          SocketAddress(in.bind, port.Number),
 			TrafficDirection: corev3.TrafficDirection_INBOUND,
-			FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}},
+			FilterChains:     []*listenerv3.FilterChain{{Filters: filters}},
 		})
 	}
 	return out
 }
 
 // inboundHTTPConnectionManager routes every request to the application's cluster. The route
-// is inline: it never changes independently of the listener.
-func inboundHTTPConnectionManager(cluster string) *listenerv3.Filter {
+// is inline: it never changes independently of the listener. The authorization filters come
+// first, as in istiod's inbound chains: a denied request goes no further than RBAC, so fault
+// injection, CORS and the router never see it.
+func inboundHTTPConnectionManager(cluster string, authz []*hcmv3.HttpFilter) *listenerv3.Filter {
 	route := &routev3.RouteConfiguration{
 		Name: cluster,
 		VirtualHosts: []*routev3.VirtualHost{{
@@ -166,5 +180,8 @@ func inboundHTTPConnectionManager(cluster string) *listenerv3.Filter {
 			}},
 		}},
 	}
-	return httpConnectionManagerFor("inbound_"+cluster, route)
+	hcm := newHTTPConnectionManager("inbound_" + cluster)
+	hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: route}
+	hcm.HttpFilters = append(slices.Clone(authz), hcm.HttpFilters...)
+	return hcmFilter(hcm)
 }

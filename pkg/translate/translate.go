@@ -41,7 +41,7 @@ func Listeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener 
 	if proxy.Type == model.Router {
 		return gatewayListeners(snap, proxy)
 	}
-	return append(outboundListeners(snap, proxy), inboundListeners(sidecarIngresses(snap, proxy))...)
+	return append(outboundListeners(snap, proxy), inboundListeners(snap, proxy, sidecarIngresses(snap, proxy))...)
 }
 
 // Routes builds the proxy's route configurations.

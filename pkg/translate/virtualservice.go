@@ -1,71 +1,166 @@
 package translate
 
 import (
-	"fmt"
+	"strconv"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/anypb"
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
 	"github.com/skiffmesh/skiff/pkg/model"
 )
 
-// virtualServiceRoutes turns the VirtualService's http section into Envoy routes for one
-// service port, keeping Istio's order: the first matching rule wins, and each match of a rule
-// becomes its own route with the rule's action.
+// virtualServiceRoutes turns a VirtualService's http section into Envoy routes for one port of
+// a proxy: a sidecar's (the mesh gateway), or a gateway proxy's, where a match naming gateways
+// applies if it names any Gateway that selects the proxy. svc is the service being routed (nil
+// when there is none, as for a gateway host); the routes do not depend on it. A gateway route
+// configuration shared by several Gateways should use httpRoutesFor with the one it serves.
 func virtualServiceRoutes(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, svc *model.Service, port model.Port) []*routev3.Route {
+	served := []string{model.MeshGateway}
+	if proxy.Type == model.Router {
+		served = served[:0]
+		for _, gw := range selectedGateways(snap, proxy) {
+			served = append(served, gw.Namespace+"/"+gw.Name)
+		}
+	}
+	return httpRoutesFor(snap, proxy, vs, port, served, false)
+}
+
+// httpRoutesFor turns the VirtualService's http section into Envoy routes for one port of a
+// proxy that serves the given gateways (model.MeshGateway for sidecars, NAMESPACE/NAME for a
+// gateway proxy; tls when that gateway server terminates TLS), keeping Istio's order: the first
+// matching rule wins, and each match of a rule that can apply here becomes its own route with
+// the rule's action. Translation stops after a route that matches everything, as istiod's
+// does: nothing after it could be reached.
+func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, port model.Port, served []string, tls bool) []*routev3.Route {
 	var out []*routev3.Route
 	for i, rule := range vs.Spec.Http {
-		action := routeAction(snap, proxy, vs, rule, port)
-		if action == nil {
-			continue // an action this version does not translate yet; never guess.
-		}
 		matches := rule.Match
 		if len(matches) == 0 {
 			matches = []*networking.HTTPMatchRequest{nil} // no match: everything
 		}
+		var action *routev3.Route // the rule's action, built once for all its matches
 		for _, m := range matches {
-			match, ok := routeMatch(m, proxy, port.Number)
+			if !httpMatchApplies(m, vs.Namespace, proxy, port.Number, served) {
+				continue
+			}
+			match, ok := translateRouteMatch(m)
 			if !ok {
 				continue
 			}
+			if action == nil {
+				if action = ruleAction(snap, proxy, vs, i, rule, port, tls); action == nil {
+					break // an action this version does not translate (delegate); never guess.
+				}
+			}
+			name := rule.Name
+			if m.GetName() != "" {
+				name += "." + m.GetName() // istiod's naming, leading dot included when the rule has none
+			}
+			// The routes of one rule share their action's messages: generated protos are never
+			// modified after construction, and a rule's matches differ only in name and match.
 			out = append(out, &routev3.Route{
-				Name:     rule.Name,
-				Match:    match,
-				Action:   action,
-				Metadata: IstioMetadata(map[string]string{"config": virtualServiceRef(vs, i)}),
+				Name:                    name,
+				Match:                   match,
+				StatPrefix:              m.GetStatPrefix(),
+				Action:                  action.Action,
+				Metadata:                action.Metadata,
+				RequestHeadersToAdd:     action.RequestHeadersToAdd,
+				RequestHeadersToRemove:  action.RequestHeadersToRemove,
+				ResponseHeadersToAdd:    action.ResponseHeadersToAdd,
+				ResponseHeadersToRemove: action.ResponseHeadersToRemove,
+				TypedPerFilterConfig:    action.TypedPerFilterConfig,
 			})
+			if isCatchAll(match) {
+				return out
+			}
 		}
 	}
 	return out
 }
 
-// virtualServiceRef points at the rule in the source object, as Istio's route metadata does.
-func virtualServiceRef(vs *networkingv1.VirtualService, rule int) string {
-	return fmt.Sprintf("/apis/networking.istio.io/v1/namespaces/%s/virtual-service/%s#http[%d]", vs.Namespace, vs.Name, rule)
-}
-
-// routeAction forwards to the rule's destinations. It returns nil for rules whose action is not
-// a route (redirect, directResponse, delegate), which the translation leaves out.
-func routeAction(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, rule *networking.HTTPRoute, port model.Port) *routev3.Route_Route {
-	if len(rule.Route) == 0 {
+// ruleAction builds what every route of a rule carries: its action, header operations, fault
+// and CORS configuration and metadata, as a route without name or match. nil when the rule's
+// action is not one Skiff translates.
+func ruleAction(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, index int,
+	rule *networking.HTTPRoute, port model.Port, tls bool,
+) *routev3.Route {
+	out := &routev3.Route{Metadata: IstioMetadata(map[string]string{"config": virtualServiceRef(vs, index)})}
+	ops := translateHeaders(rule.Headers)
+	ops.applyToRoute(out)
+	switch {
+	case rule.Redirect != nil:
+		redirect := redirectAction(rule.Redirect, port.Number, tls)
+		if redirect == nil {
+			return nil
+		}
+		out.Action = redirect
+	case rule.DirectResponse != nil:
+		out.Action = directResponseAction(rule.DirectResponse)
+	case len(rule.Route) > 0:
+		out.Action = &routev3.Route_Route{Route: routeAction(snap, proxy, vs.Namespace, rule, port, ops.authority, out)}
+	default:
 		return nil
 	}
-	action := &routev3.RouteAction{
-		Timeout:     Duration(0), // Istio disables Envoy's 15 s default unless the rule sets one.
-		RetryPolicy: retryPolicy(rule.Retries),
+	// The fault and CORS filters sit in every connection manager; the route says what they do.
+	if f := translateFault(rule.Fault); f != nil {
+		setPerFilterConfig(out, wellknown.Fault, MustAny(f))
 	}
+	if c := translateCORS(rule.CorsPolicy); c != nil {
+		setPerFilterConfig(out, wellknown.CORS, MustAny(c))
+	}
+	return out
+}
+
+func setPerFilterConfig(r *routev3.Route, filter string, config *anypb.Any) {
+	if r.TypedPerFilterConfig == nil {
+		r.TypedPerFilterConfig = map[string]*anypb.Any{}
+	}
+	r.TypedPerFilterConfig[filter] = config
+}
+
+// virtualServiceRef points at the rule in the source object, as Istio's route metadata does.
+func virtualServiceRef(vs *networkingv1.VirtualService, rule int) string {
+	return "/apis/networking.istio.io/v1/namespaces/" + vs.Namespace + "/virtual-service/" + vs.Name + "#http[" + strconv.Itoa(rule) + "]"
+}
+
+// routeAction forwards to the rule's destinations, in the order istiod builds it: timeout
+// (none unless set: Istio turns off Envoy's 15 s default), the authority from the rule's headers
+// and then from its rewrite, path rewrites, mirrors, destinations with their own header
+// operations, and the retry policy, which depends on whether the destination hashes.
+func routeAction(snap *model.Snapshot, proxy *model.Proxy, ns string, rule *networking.HTTPRoute, port model.Port, authority string, route *routev3.Route) *routev3.RouteAction {
+	action := &routev3.RouteAction{Timeout: Duration(0)}
 	if rule.Timeout != nil {
 		action.Timeout = rule.Timeout
 	}
-	setClusters(action, snap, proxy, vs.Namespace, rule.Route, port)
-	return &routev3.Route_Route{Route: action}
+	if authority != "" {
+		setHostRewrite(action, authority)
+	}
+	applyRewrite(action, rule.Rewrite)
+	action.RequestMirrorPolicies = mirrorPolicies(snap, proxy, ns, rule, port)
+	setClusters(action, route, snap, proxy, ns, rule.Route, port)
+	hashed := len(rule.Route) == 1 && len(action.HashPolicy) > 0
+	action.RetryPolicy = retryPolicy(rule.Retries, hashed)
+	return action
 }
 
-// setClusters names one cluster, or weighted clusters when the rule splits traffic.
-func setClusters(action *routev3.RouteAction, snap *model.Snapshot, proxy *model.Proxy, ns string, dests []*networking.HTTPRouteDestination, port model.Port) {
+// setClusters names one cluster, or weighted clusters when the rule splits traffic. A single
+// destination's header operations join the route's; a weighted destination's stay on its
+// cluster entry. The hash policy comes from the first destination's DestinationRule.
+func setClusters(action *routev3.RouteAction, route *routev3.Route, snap *model.Snapshot, proxy *model.Proxy, ns string, dests []*networking.HTTPRouteDestination, port model.Port) {
 	if len(dests) == 1 {
-		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: destinationCluster(snap, proxy, ns, dests[0].Destination, port)}
+		d := dests[0]
+		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: destinationCluster(snap, proxy, ns, d.Destination, port)}
+		ops := translateHeaders(d.Headers)
+		ops.applyToRoute(route)
+		// The route's own rewrite wins: Envoy would otherwise apply both, differently for one
+		// cluster and for weighted ones.
+		if ops.authority != "" && action.HostRewriteSpecifier == nil {
+			setHostRewrite(action, ops.authority)
+		}
+		action.HashPolicy = destinationHashPolicy(snap, proxy, ns, d.Destination, port)
 		return
 	}
 	weighted := &routev3.WeightedCluster{}
@@ -73,27 +168,36 @@ func setClusters(action *routev3.RouteAction, snap *model.Snapshot, proxy *model
 		if d.Weight <= 0 {
 			continue // Istio drops destinations with no weight when there are several.
 		}
-		weighted.Clusters = append(weighted.Clusters, &routev3.WeightedCluster_ClusterWeight{
-			Name:   destinationCluster(snap, proxy, ns, d.Destination, port),
-			Weight: uint32Value(uint32(d.Weight)),
-		})
+		weighted.Clusters = append(weighted.Clusters, clusterWeight(snap, proxy, ns, d, port, uint32(d.Weight)))
 	}
 	if len(weighted.Clusters) == 0 {
 		// No weights at all: split evenly rather than send nowhere.
 		for _, d := range dests {
-			weighted.Clusters = append(weighted.Clusters, &routev3.WeightedCluster_ClusterWeight{
-				Name:   destinationCluster(snap, proxy, ns, d.Destination, port),
-				Weight: uint32Value(1),
-			})
+			weighted.Clusters = append(weighted.Clusters, clusterWeight(snap, proxy, ns, d, port, 1))
 		}
 	}
 	action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: weighted}
+	action.HashPolicy = destinationHashPolicy(snap, proxy, ns, dests[0].Destination, port)
+}
+
+func clusterWeight(snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.HTTPRouteDestination, port model.Port, weight uint32) *routev3.WeightedCluster_ClusterWeight {
+	c := &routev3.WeightedCluster_ClusterWeight{
+		Name:   destinationCluster(snap, proxy, ns, d.Destination, port),
+		Weight: uint32Value(weight),
+	}
+	translateHeaders(d.Headers).applyToClusterWeight(c)
+	return c
 }
 
 // destinationCluster names the cluster of a destination: its host expanded in the
 // VirtualService's namespace, its port (or the target service's only port, or the port being
 // routed), and its subset.
 func destinationCluster(snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.Destination, port model.Port) string {
+	host, number := destinationHostPort(snap, proxy, ns, d, port)
+	return OutboundClusterName(number, d.GetSubset(), host)
+}
+
+func destinationHostPort(snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.Destination, port model.Port) (string, uint32) {
 	host := model.ResolveHost(d.GetHost(), ns)
 	number := d.GetPort().GetNumber()
 	if number == 0 {
@@ -102,5 +206,19 @@ func destinationCluster(snap *model.Snapshot, proxy *model.Proxy, ns string, d *
 			number = target.Ports[0].Number
 		}
 	}
-	return OutboundClusterName(number, d.GetSubset(), host)
+	return host, number
+}
+
+// destinationHashPolicy is the consistent-hash policy of the destination's DestinationRule
+// for its port and subset, which istiod puts on the route so that Envoy's hashing cluster
+// hashes what the rule says (a header, cookie, source IP or query parameter).
+func destinationHashPolicy(snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.Destination, port model.Port) []*routev3.RouteAction_HashPolicy {
+	host, number := destinationHostPort(snap, proxy, ns, d, port)
+	target := model.Port{Number: number}
+	if svc := snap.Service(host, proxy.Namespace); svc != nil {
+		if p, ok := svc.Port(number); ok {
+			target = p
+		}
+	}
+	return HashPolicy(snap.DestinationRuleFor(host, proxy.Namespace), target, d.GetSubset())
 }

@@ -18,10 +18,13 @@ import (
 )
 
 // classTypes are the types translated per proxy class; endpoints are shared by the whole mesh.
-var classTypes = []string{resourcev3.ClusterType, resourcev3.ListenerType, resourcev3.RouteType}
+// Update fills the caches in this order, so a gateway's secrets are in place before the
+// listeners that name them reach Envoy: a state-of-the-world SDS answer without the secret
+// asked for would be rejected.
+var classTypes = []string{resourcev3.ClusterType, resourcev3.SecretType, resourcev3.ListenerType, resourcev3.RouteType}
 
 // classCache is the go-control-plane cache behind the ADS server. It keeps one LinearCache per
-// proxy class and type for listeners, routes and clusters, and one LinearCache for all
+// proxy class and type for listeners, routes, clusters and secrets, and one LinearCache for all
 // endpoints. A LinearCache serialises each resource once per version however many streams
 // watch it, and re-sends only what changed where the protocol allows (RDS, EDS, and every type
 // in delta), which is what makes a push to thousands of proxies cheap.

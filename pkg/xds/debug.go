@@ -9,6 +9,7 @@ import (
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/skiffmesh/skiff/pkg/model"
 	"github.com/skiffmesh/skiff/pkg/render"
+	"github.com/skiffmesh/skiff/pkg/translate"
 )
 
 // ConfigDump returns what pilot serves the proxy, in the shape of Envoy's own /config_dump so
@@ -49,8 +51,8 @@ func (s *Server) ConfigDump(proxyID string) (dump *adminv3.ConfigDump, source st
 	return dump, source, err
 }
 
-// buildConfigDump arranges resources as Envoy's admin ConfigDump: clusters, listeners, routes
-// and the endpoints of this proxy's EDS clusters, each sorted by name.
+// buildConfigDump arranges resources as Envoy's admin ConfigDump: clusters, listeners, routes,
+// secrets (redacted) and the endpoints of this proxy's EDS clusters, each sorted by name.
 func buildConfigDump(byType map[string]map[string]types.Resource) (*adminv3.ConfigDump, error) {
 	var names []string
 	pack := func(typeURL string) ([]*anypb.Any, error) {
@@ -111,8 +113,12 @@ func buildConfigDump(byType map[string]map[string]types.Resource) (*adminv3.Conf
 	for _, e := range endpoints {
 		ed.DynamicEndpointConfigs = append(ed.DynamicEndpointConfigs, &adminv3.EndpointsConfigDump_DynamicEndpointConfig{EndpointConfig: e})
 	}
+	sd, err := secretsConfigDump(byType[resourcev3.SecretType])
+	if err != nil {
+		return nil, err
+	}
 	dump := &adminv3.ConfigDump{}
-	for _, m := range []proto.Message{cd, ld, rd, ed} {
+	for _, m := range []proto.Message{cd, ld, rd, sd, ed} {
 		a, err := anypb.New(m)
 		if err != nil {
 			return nil, err
@@ -120,6 +126,25 @@ func buildConfigDump(byType map[string]map[string]types.Resource) (*adminv3.Conf
 		dump.Configs = append(dump.Configs, a)
 	}
 	return dump, nil
+}
+
+// secretsConfigDump lists the proxy's SDS secrets as Envoy's config_dump does, with every
+// sensitive field (private keys above all) replaced by "[redacted]": the debug endpoint must
+// never print key material.
+func secretsConfigDump(secrets map[string]types.Resource) (*adminv3.SecretsConfigDump, error) {
+	sd := &adminv3.SecretsConfigDump{}
+	for _, name := range slices.Sorted(maps.Keys(secrets)) {
+		s, ok := secrets[name].(*tlsv3.Secret)
+		if !ok {
+			return nil, fmt.Errorf("secret %s: unexpected type %T", name, secrets[name])
+		}
+		a, err := anypb.New(translate.RedactSecret(s))
+		if err != nil {
+			return nil, fmt.Errorf("packing secret %s: %w", name, err)
+		}
+		sd.DynamicActiveSecrets = append(sd.DynamicActiveSecrets, &adminv3.SecretsConfigDump_DynamicSecret{Name: name, Secret: a})
+	}
+	return sd, nil
 }
 
 // SynczHandler serves /debug/syncz: every connected proxy with, per type, the version sent, the

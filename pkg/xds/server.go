@@ -176,13 +176,18 @@ func (s *Server) Run(ctx context.Context) {
 	}
 }
 
-// classResources translates one proxy class into cache form.
+// classResources translates one proxy class into cache form. Secrets (gateway credentials)
+// hold private keys: they go to the proxy and nowhere else.
 func classResources(snap *model.Snapshot, proxy *model.Proxy) map[string]map[string]types.Resource {
 	res := translate.ForProxy(snap, proxy)
 	out := map[string]map[string]types.Resource{
 		resourcev3.ClusterType:  {},
 		resourcev3.ListenerType: {},
 		resourcev3.RouteType:    {},
+		resourcev3.SecretType:   {},
+	}
+	for _, s := range translate.Secrets(snap, proxy) {
+		out[resourcev3.SecretType][s.Name] = s
 	}
 	for _, c := range res.Clusters {
 		out[resourcev3.ClusterType][c.Name] = c

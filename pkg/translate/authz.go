@@ -1,0 +1,143 @@
+package translate
+
+import (
+	"strconv"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnetworkv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	security "istio.io/api/security/v1beta1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// AuthorizationPolicy → Envoy RBAC filters, as istiod builds them for a workload's inbound
+// traffic (pilot/pkg/security/authz/builder): which policies apply here, one RBAC filter per
+// action; authz_rules.go turns each rule into an RBAC policy and authz_match.go builds the
+// matchers.
+
+// rbacTCPStatPrefix is istiod's stat prefix of the network RBAC filter (tcp.rbac.allowed,
+// tcp.rbac.denied). The HTTP filter has none: its stats already live under the connection
+// manager's prefix (http.inbound_...rbac.allowed).
+const rbacTCPStatPrefix = "tcp."
+
+// AuthorizationFilters builds the RBAC filters enforcing the AuthorizationPolicies that apply
+// to the proxy's workload: the HTTP filters go before the router of its inbound HTTP ports, the
+// network filters before tcp_proxy on its inbound TCP ports. Both are nil when no policy applies.
+//
+// There is one filter per action, in istiod's order: AUDIT (an RBAC LOG filter, which marks
+// requests for access logs and never denies), DENY, then ALLOW. A request is denied if any DENY
+// policy matches it; then, if any ALLOW policy applies to the workload, it must match one of
+// them, so what no ALLOW rule allows is denied. CUSTOM policies delegate to an external
+// authorizer (ext_authz) that Skiff does not configure, so they are left out; istiod would put
+// them first.
+func AuthorizationFilters(snap *model.Snapshot, proxy *model.Proxy) (http []*hcmv3.HttpFilter, network []*listenerv3.Filter) {
+	byAction := authorizationPoliciesFor(snap, proxy)
+	for _, action := range []rbacv3.RBAC_Action{rbacv3.RBAC_LOG, rbacv3.RBAC_DENY, rbacv3.RBAC_ALLOW} {
+		policies := byAction[action]
+		if len(policies) == 0 {
+			continue
+		}
+		http = append(http, &hcmv3.HttpFilter{
+			Name: wellknown.HTTPRoleBasedAccessControl,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: MustAny(&rbachttpv3.RBAC{
+				Rules: rbacRules(policies, action, false),
+			})},
+		})
+		network = append(network, &listenerv3.Filter{
+			Name: wellknown.RoleBasedAccessControl,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: MustAny(&rbacnetworkv3.RBAC{
+				Rules:      rbacRules(policies, action, true),
+				StatPrefix: rbacTCPStatPrefix,
+			})},
+		})
+	}
+	return http, network
+}
+
+// authorizationPoliciesFor lists the policies that apply to the proxy's workload by RBAC
+// action: those of the root namespace, then those of its own namespace, each in configuration
+// order, whose selector's matchLabels are a subset of the proxy's labels (no selector: every
+// workload of that namespace, and of every namespace for the root's).
+//
+// Policies with targetRef or targetRefs are not for sidecars: they attach to Gateway API
+// gateways and waypoints, which Skiff does not run, and istiod ignores them for any other
+// workload (rather than applying them namespace-wide).
+func authorizationPoliciesFor(snap *model.Snapshot, proxy *model.Proxy) map[rbacv3.RBAC_Action][]*securityv1.AuthorizationPolicy {
+	if snap == nil || snap.Config == nil {
+		return nil
+	}
+	namespaces := []string{model.RootNamespace}
+	if proxy.Namespace != model.RootNamespace {
+		namespaces = append(namespaces, proxy.Namespace)
+	}
+	out := map[rbacv3.RBAC_Action][]*securityv1.AuthorizationPolicy{}
+	for _, ns := range namespaces {
+		for _, ap := range snap.Config.AuthorizationPolicies {
+			spec := &ap.Spec
+			if ap.Namespace != ns || spec.GetTargetRef() != nil || len(spec.GetTargetRefs()) > 0 ||
+				!selects(spec.GetSelector().GetMatchLabels(), proxy.Labels) {
+				continue
+			}
+			switch spec.GetAction() {
+			case security.AuthorizationPolicy_ALLOW:
+				out[rbacv3.RBAC_ALLOW] = append(out[rbacv3.RBAC_ALLOW], ap)
+			case security.AuthorizationPolicy_DENY:
+				out[rbacv3.RBAC_DENY] = append(out[rbacv3.RBAC_DENY], ap)
+			case security.AuthorizationPolicy_AUDIT:
+				out[rbacv3.RBAC_LOG] = append(out[rbacv3.RBAC_LOG], ap)
+			case security.AuthorizationPolicy_CUSTOM:
+				// Needs an ext_authz provider from mesh config, which Skiff does not have.
+			}
+		}
+	}
+	return out
+}
+
+// selects reports whether every selector label is among the workload's labels.
+func selects(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// rbacRules compiles the policies of one action into one RBAC configuration, an Envoy policy
+// per rule, named as istiod names them so stats, logs and dumps lead back to the YAML. A rule
+// that cannot be enforced as written here (see authz_rules.go) is left out of an ALLOW
+// configuration, which then allows less; for DENY and AUDIT only the offending fields are.
+func rbacRules(policies []*securityv1.AuthorizationPolicy, action rbacv3.RBAC_Action, forTCP bool) *rbacv3.RBAC {
+	out := &rbacv3.RBAC{Action: action, Policies: map[string]*rbacv3.Policy{}}
+	for _, ap := range policies {
+		rules := ap.Spec.GetRules()
+		if len(rules) == 0 {
+			// `rules` unset matches nothing (so an ALLOW policy without rules denies
+			// everything it applies to), unlike `rules: [{}]`, which matches everything.
+			out.Policies[rbacPolicyName(ap.Namespace, ap.Name, 0)] = matchNeverPolicy()
+			continue
+		}
+		c := ruleContext{action: action, forTCP: forTCP, policyNamespace: ap.Namespace}
+		for i, r := range rules {
+			if r == nil {
+				continue // validation rejects null rules
+			}
+			p, err := rulePolicy(c, r)
+			if err != nil {
+				continue
+			}
+			out.Policies[rbacPolicyName(ap.Namespace, ap.Name, i)] = p
+		}
+	}
+	return out
+}
+
+// rbacPolicyName is istiod's `ns[NAMESPACE]-policy[NAME]-rule[INDEX]`.
+func rbacPolicyName(namespace, name string, rule int) string {
+	return "ns[" + namespace + "]-policy[" + name + "]-rule[" + strconv.Itoa(rule) + "]"
+}

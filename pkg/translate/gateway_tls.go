@@ -1,0 +1,230 @@
+package translate
+
+import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// The TLS side of gateway listeners: the DownstreamTlsContext of servers that terminate TLS,
+// the HTTP connection manager gateways use, and the tcp_proxy chains of TCP and TLS servers.
+
+// gatewayALPN is what istiod offers clients of a server that terminates TLS.
+var gatewayALPN = []string{"h2", "http/1.1"}
+
+// downstreamTLSSocket terminates TLS with the server's settings.
+func downstreamTLSSocket(tls *networking.ServerTLSSettings) *corev3.TransportSocket {
+	return &corev3.TransportSocket{
+		Name:       wellknown.TransportSocketTLS,
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: MustAny(downstreamTLSContext(tls))},
+	}
+}
+
+// downstreamTLSContext is istiod's BuildListenerTLSContext for SIMPLE, MUTUAL and
+// OPTIONAL_MUTUAL: certificates over SDS from credentialName(s), or read by Envoy from the
+// files the settings name; client certificates required for MUTUAL and verified (when sent)
+// for OPTIONAL_MUTUAL; TLS versions and cipher suites as set.
+func downstreamTLSContext(tls *networking.ServerTLSSettings) *tlsv3.DownstreamTlsContext {
+	common := &tlsv3.CommonTlsContext{AlpnProtocols: gatewayALPN}
+	ctx := &tlsv3.DownstreamTlsContext{
+		CommonTlsContext:         common,
+		RequireClientCertificate: wrapperspb.Bool(tls.GetMode() == networking.ServerTLSSettings_MUTUAL),
+	}
+	if refs := credentialRefs(tls); len(refs) > 0 {
+		for _, ref := range refs {
+			if ref.ca {
+				common.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{
+					CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+						DefaultValidationContext:         clientValidation(tls),
+						ValidationContextSdsSecretConfig: sdsSecretConfig(ref.sdsName),
+					},
+				}
+				continue
+			}
+			common.TlsCertificateSdsSecretConfigs = append(common.TlsCertificateSdsSecretConfigs, sdsSecretConfig(ref.sdsName))
+		}
+	} else {
+		if tls.GetServerCertificate() != "" {
+			common.TlsCertificates = append(common.TlsCertificates, fileCertificate(tls.GetServerCertificate(), tls.GetPrivateKey()))
+		}
+		for _, c := range tls.GetTlsCertificates() {
+			common.TlsCertificates = append(common.TlsCertificates, fileCertificate(c.GetServerCertificate(), c.GetPrivateKey()))
+		}
+		if verifiesClients(tls) {
+			v := clientValidation(tls)
+			v.TrustedCa = fileSource(tls.GetCaCertificates())
+			if tls.GetCaCrl() != "" {
+				v.Crl = fileSource(tls.GetCaCrl())
+			}
+			common.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: v}
+		}
+	}
+	if p := tlsParams(tls); p != nil {
+		common.TlsParams = p
+	}
+	return ctx
+}
+
+// clientValidation is what a client certificate must carry beyond the CA's signature.
+func clientValidation(tls *networking.ServerTLSSettings) *tlsv3.CertificateValidationContext {
+	v := &tlsv3.CertificateValidationContext{
+		VerifyCertificateSpki: tls.GetVerifyCertificateSpki(),
+		VerifyCertificateHash: tls.GetVerifyCertificateHash(),
+	}
+	// A subjectAltName may be a DNS name or a URI (a SPIFFE ID); either may match.
+	for _, san := range tls.GetSubjectAltNames() {
+		exact := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: san}}
+		for _, typ := range []tlsv3.SubjectAltNameMatcher_SanType{tlsv3.SubjectAltNameMatcher_DNS, tlsv3.SubjectAltNameMatcher_URI} {
+			v.MatchTypedSubjectAltNames = append(v.MatchTypedSubjectAltNames, &tlsv3.SubjectAltNameMatcher{SanType: typ, Matcher: exact})
+		}
+	}
+	return v
+}
+
+// tlsParams maps the settings' protocol versions and cipher suites; nil when none is set.
+func tlsParams(tls *networking.ServerTLSSettings) *tlsv3.TlsParameters {
+	if tls.GetMinProtocolVersion() == networking.ServerTLSSettings_TLS_AUTO &&
+		tls.GetMaxProtocolVersion() == networking.ServerTLSSettings_TLS_AUTO && len(tls.GetCipherSuites()) == 0 {
+		return nil
+	}
+	// Istio's TLSProtocol enum has Envoy's numbering (TLS_AUTO, TLSV1_0 … TLSV1_3).
+	return &tlsv3.TlsParameters{
+		TlsMinimumProtocolVersion: tlsv3.TlsParameters_TlsProtocol(tls.GetMinProtocolVersion()),
+		TlsMaximumProtocolVersion: tlsv3.TlsParameters_TlsProtocol(tls.GetMaxProtocolVersion()),
+		CipherSuites:              tls.GetCipherSuites(),
+	}
+}
+
+func sdsSecretConfig(name string) *tlsv3.SdsSecretConfig {
+	return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: ADSConfigSource()}
+}
+
+func fileCertificate(cert, key string) *tlsv3.TlsCertificate {
+	return &tlsv3.TlsCertificate{CertificateChain: fileSource(cert), PrivateKey: fileSource(key)}
+}
+
+func fileSource(path string) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path}}
+}
+
+// gatewayHTTPConnectionManager is the sidecars' connection manager with istiod's gateway
+// settings: the client is the remote address (gateways face clients directly, so
+// X-Forwarded-For is appended rather than trusted), and client certificate details are
+// sanitised and set for upstreams.
+func gatewayHTTPConnectionManager(statPrefix, routeName string) *listenerv3.Filter {
+	hcm := newHTTPConnectionManager(statPrefix)
+	hcm.UseRemoteAddress = trueValue()
+	hcm.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET
+	hcm.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{
+		Subject: trueValue(), Cert: true, Dns: true, Uri: true,
+	}
+	hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+		ConfigSource:    ADSConfigSource(),
+		RouteConfigName: routeName,
+	}}
+	return hcmFilter(hcm)
+}
+
+// gatewayTCPFilters forwards a TCP server (or a TLS server after termination) by the first tcp
+// route, in the first VirtualService bound to the gateway with a host of the server, whose
+// match takes this port and gateway (istiod's buildGatewayNetworkFiltersFromTCPRoutes). nil
+// when nothing routes it.
+func gatewayTCPFilters(snap *model.Snapshot, proxy *model.Proxy, gs *gatewayServer) []*listenerv3.Filter {
+	for _, vs := range gatewayVirtualServices(snap, proxy, gs.gateway) {
+		if len(overlappingHosts(gs, vs)) == 0 {
+			continue
+		}
+		for _, rule := range vs.Spec.Tcp {
+			if len(rule.Route) > 0 && anyL4MatchApplies(rule.Match, proxy, gs, vs.Namespace) {
+				return []*listenerv3.Filter{tcpRouteProxy(snap, proxy, vs, rule.Route, gs.port)}
+			}
+		}
+	}
+	return nil
+}
+
+// passthroughChains builds one filter chain per SNI match of the VirtualServices' tls routes
+// bound to a PASSTHROUGH server, forwarding the still-encrypted connection. A match naming a
+// host an earlier chain of the listener has is left out there (Envoy rejects two chains with
+// one match), as istiod leaves it out.
+func passthroughChains(snap *model.Snapshot, proxy *model.Proxy, gs *gatewayServer) []*listenerv3.FilterChain {
+	var out []*listenerv3.FilterChain
+	for _, vs := range gatewayVirtualServices(snap, proxy, gs.gateway) {
+		if len(overlappingHosts(gs, vs)) == 0 {
+			continue
+		}
+		for _, rule := range vs.Spec.Tls {
+			if len(rule.Route) == 0 {
+				continue
+			}
+			for _, m := range rule.Match {
+				if !l4MatchApplies(m.Port, m.Gateways, m.SourceLabels, m.SourceNamespace, vs.Namespace, proxy, gs.port.Number, []string{gs.gateway}) {
+					continue
+				}
+				out = append(out, &listenerv3.FilterChain{
+					FilterChainMatch: sniMatch(sortedUnique(m.SniHosts)),
+					Filters:          []*listenerv3.Filter{tcpRouteProxy(snap, proxy, vs, rule.Route, gs.port)},
+				})
+			}
+		}
+	}
+	return out
+}
+
+// anyL4MatchApplies reports whether any match (or no match at all) applies to the server's
+// port and gateway, with the same static checks as HTTP matches.
+func anyL4MatchApplies(matches []*networking.L4MatchAttributes, proxy *model.Proxy, gs *gatewayServer, vsNamespace string) bool {
+	if len(matches) == 0 {
+		return true
+	}
+	for _, m := range matches {
+		if l4MatchApplies(m.Port, m.Gateways, m.SourceLabels, m.SourceNamespace, vsNamespace, proxy, gs.port.Number, []string{gs.gateway}) {
+			return true
+		}
+	}
+	return false
+}
+
+// tcpRouteProxy forwards to a route's destination, or splits by weight between several, named
+// as istiod names them: the cluster, or VIRTUALSERVICE.NAMESPACE for a split.
+func tcpRouteProxy(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, dests []*networking.RouteDestination, port model.Port) *listenerv3.Filter {
+	if len(dests) == 1 {
+		cluster := destinationCluster(snap, proxy, vs.Namespace, dests[0].Destination, port)
+		return TCPProxy(cluster, cluster)
+	}
+	weighted := &tcpproxyv3.TcpProxy_WeightedCluster{}
+	for _, d := range dests {
+		if d.Weight <= 0 {
+			continue
+		}
+		weighted.Clusters = append(weighted.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{
+			Name:   destinationCluster(snap, proxy, vs.Namespace, d.Destination, port),
+			Weight: uint32(d.Weight),
+		})
+	}
+	if len(weighted.Clusters) == 0 {
+		// No weights at all: split evenly rather than send nowhere, as HTTP routes do.
+		for _, d := range dests {
+			weighted.Clusters = append(weighted.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{
+				Name:   destinationCluster(snap, proxy, vs.Namespace, d.Destination, port),
+				Weight: 1,
+			})
+		}
+	}
+	return &listenerv3.Filter{
+		Name: wellknown.TCPProxy,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: MustAny(&tcpproxyv3.TcpProxy{
+			StatPrefix:       vs.Name + "." + vs.Namespace,
+			ClusterSpecifier: &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: weighted},
+		})},
+	}
+}
