@@ -167,6 +167,9 @@ func inboundListeners(snap *model.Snapshot, proxy *model.Proxy, ingresses []side
 func inboundHTTPConnectionManager(cluster string, authz []*hcmv3.HttpFilter) *listenerv3.Filter {
 	route := &routev3.RouteConfiguration{
 		Name: cluster,
+		// Envoy checks the clusters of an inline route when the listener arrives; the inbound
+		// cluster comes in the same push but over CDS, which Envoy may apply later.
+		ValidateClusters: falseValue(),
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    "inbound|http|" + strings.Split(cluster, "|")[1],
 			Domains: []string{"*"},

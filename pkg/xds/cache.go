@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -165,13 +166,14 @@ func (c *classCache) Classes() map[string]*model.Proxy {
 
 // Update replaces the resources of one class: only resources whose content changed get a new
 // version, so watchers are woken only for real changes. The first update of a class makes it
-// ready and replays its parked watches.
-func (c *classCache) Update(class string, byType map[string]map[string]types.Resource) error {
+// ready and replays its parked watches. It returns the EDS names of modified clusters, whose
+// endpoints must be sent again (see ResendEndpoints).
+func (c *classCache) Update(class string, byType map[string]map[string]types.Resource) (rewarm []string, err error) {
 	c.mu.Lock()
 	pc, ok := c.classes[class]
 	if !ok {
 		c.mu.Unlock()
-		return nil // the last proxy of the class left while it was being translated
+		return nil, nil // the last proxy of the class left while it was being translated
 	}
 	if pc.caches == nil {
 		pc.caches = map[string]*cachev3.LinearCache{}
@@ -184,15 +186,19 @@ func (c *classCache) Update(class string, byType map[string]map[string]types.Res
 
 	var errs []error
 	for _, t := range classTypes {
-		if err := updateLinear(caches[t], byType[t]); err != nil {
+		modified, err := updateLinear(caches[t], byType[t])
+		if err != nil {
 			errs = append(errs, fmt.Errorf("class %s type %s: %w", class, t, err))
+		}
+		if t == resourcev3.ClusterType {
+			rewarm = edsNames(byType[t], modified)
 		}
 	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if pc.ready {
-		return errors.Join(errs...)
+		return rewarm, errors.Join(errs...)
 	}
 	pc.ready = true
 	for w := range pc.parked {
@@ -204,7 +210,7 @@ func (c *classCache) Update(class string, byType map[string]map[string]types.Res
 		w.cancel = cancel
 	}
 	pc.parked = nil
-	return errors.Join(errs...)
+	return rewarm, errors.Join(errs...)
 }
 
 func (w *parkedWatch) typeURL() string {
@@ -214,9 +220,31 @@ func (w *parkedWatch) typeURL() string {
 	return w.deltaRequest.GetTypeUrl()
 }
 
+// ResendEndpoints sends the named assignments again. Envoy re-warms a modified EDS cluster: it
+// waits for that cluster's endpoints again but asks with a version it already has, which the
+// cache would not answer, and Envoy would sit out its 15 s initial fetch timeout. istiod pushes
+// EDS with every CDS change for the same reason.
+func (c *classCache) ResendEndpoints(names []string) error {
+	return resend(c.endpoints, names)
+}
+
 // UpdateEndpoints replaces the mesh's ClusterLoadAssignments, re-sending only changed ones.
 func (c *classCache) UpdateEndpoints(resources map[string]types.Resource) error {
-	return updateLinear(c.endpoints, resources)
+	_, err := updateLinear(c.endpoints, resources)
+	return err
+}
+
+// edsNames are the EDS service names of the named clusters.
+func edsNames(clusters map[string]types.Resource, names []string) []string {
+	var out []string
+	for _, n := range names {
+		if c, ok := clusters[n].(*clusterv3.Cluster); ok {
+			if svc := c.GetEdsClusterConfig().GetServiceName(); svc != "" {
+				out = append(out, svc)
+			}
+		}
+	}
+	return out
 }
 
 // Resources returns what a class's proxies are served, by type, including the endpoints of its

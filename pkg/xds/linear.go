@@ -7,13 +7,18 @@ import (
 )
 
 // updateLinear makes the cache hold exactly want, touching only resources whose content
-// changed: an unchanged resource keeps its version, so no stream re-sends it.
-func updateLinear(lc *cachev3.LinearCache, want map[string]types.Resource) error {
+// changed: an unchanged resource keeps its version, so no stream re-sends it. It returns the
+// names of the resources that existed before and were modified.
+func updateLinear(lc *cachev3.LinearCache, want map[string]types.Resource) (modified []string, err error) {
 	have := lc.GetResources()
 	changed := map[string]types.Resource{}
 	for name, res := range want {
-		if old, ok := have[name]; !ok || !proto.Equal(old, res) {
+		old, existed := have[name]
+		if !existed || !proto.Equal(old, res) {
 			changed[name] = res
+			if existed {
+				modified = append(modified, name)
+			}
 		}
 	}
 	var removed []string
@@ -23,7 +28,26 @@ func updateLinear(lc *cachev3.LinearCache, want map[string]types.Resource) error
 		}
 	}
 	if len(changed) == 0 && len(removed) == 0 {
+		return nil, nil
+	}
+	return modified, lc.UpdateResources(changed, removed)
+}
+
+// resend gives the named resources a new version without changing them, so every stream that
+// watches them receives them again.
+func resend(lc *cachev3.LinearCache, names []string) error {
+	if len(names) == 0 {
 		return nil
 	}
-	return lc.UpdateResources(changed, removed)
+	have := lc.GetResources()
+	again := make(map[string]types.Resource, len(names))
+	for _, n := range names {
+		if res, ok := have[n]; ok {
+			again[n] = res
+		}
+	}
+	if len(again) == 0 {
+		return nil
+	}
+	return lc.UpdateResources(again, nil)
 }

@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -16,6 +18,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	sotw "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -70,7 +73,10 @@ func New(opts Options) *Server {
 	prefix := strconv.FormatInt(time.Now().UnixMilli(), 36) + "-"
 	s.cache = newClassCache(prefix, s.classAppeared)
 	s.tracker = newTracker(newMetrics(reg), log, s.cache.Forget, s.lastChange)
-	s.xds = serverv3.NewServer(context.Background(), s.cache, s.tracker)
+	// Ordered ADS sends responses in the order the caches change (clusters, then the
+	// endpoints re-sent for them, then listeners and routes), which is the order Envoy needs
+	// to apply a change without a window of missing clusters.
+	s.xds = serverv3.NewServer(context.Background(), s.cache, s.tracker, sotw.WithOrderedADS())
 
 	s.grpc = grpc.NewServer(
 		grpc.MaxConcurrentStreams(100000),
@@ -167,10 +173,18 @@ func (s *Server) Run(ctx context.Context) {
 			}
 			classes = s.cache.Classes()
 		}
+		rewarm := map[string]bool{}
 		for class, proxy := range classes {
-			if err := s.cache.Update(class, classResources(snap, proxy)); err != nil {
+			names, err := s.cache.Update(class, classResources(snap, proxy))
+			if err != nil {
 				s.log.Error("updating proxy class", "class", class, "error", err)
 			}
+			for _, n := range names {
+				rewarm[n] = true
+			}
+		}
+		if err := s.cache.ResendEndpoints(slices.Collect(maps.Keys(rewarm))); err != nil {
+			s.log.Error("re-sending endpoints of modified clusters", "error", err)
 		}
 		s.log.Debug("pushed", "full", full, "classes", len(classes), "took", time.Since(started))
 	}

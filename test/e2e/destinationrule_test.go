@@ -255,10 +255,10 @@ spec:
 }
 
 // drChangeTimeout bounds the wait for a changed EDS cluster to become active in Envoy. Envoy
-// warms the new version of the cluster until it receives its ClusterLoadAssignment; pilot does
-// not re-send an unchanged one, so Envoy waits out the EDS initial fetch timeout (15s) and then
-// uses its cached copy. The bound allows for that until pilot re-sends.
-const drChangeTimeout = 25 * time.Second
+// warms the new version of the cluster until it receives its ClusterLoadAssignment again, which
+// pilot re-sends with the cluster; the bound is below Envoy's 15 s initial fetch timeout, so a
+// pilot that forgot to re-send fails here instead of passing slowly.
+const drChangeTimeout = 10 * time.Second
 
 // TestDestinationRuleLoadBalancerChange: changing the DestinationRule's load balancer changes
 // Envoy's cluster and how requests are spread: ROUND_ROBIN alternates between two endpoints
