@@ -73,9 +73,9 @@ func New(opts Options) *Server {
 	prefix := strconv.FormatInt(time.Now().UnixMilli(), 36) + "-"
 	s.cache = newClassCache(prefix, s.classAppeared)
 	s.tracker = newTracker(newMetrics(reg), log, s.cache.Forget, s.lastChange)
-	// Ordered ADS sends responses in the order the caches change (clusters, then the
-	// endpoints re-sent for them, then listeners and routes), which is the order Envoy needs
-	// to apply a change without a window of missing clusters.
+	// Ordered ADS sends responses in the order the caches change: clusters, secrets,
+	// listeners, routes (and then the endpoints re-sent for modified clusters), the order in
+	// which Envoy can apply a change without a window where a listener names a missing cluster.
 	s.xds = serverv3.NewServer(context.Background(), s.cache, s.tracker, sotw.WithOrderedADS())
 
 	s.grpc = grpc.NewServer(
