@@ -203,12 +203,34 @@ func (e *Envoy) cleanup(tb testing.TB) {
 		tb.Errorf("framework: %v", err)
 		return
 	}
-	if gone, _ := e.proc.exited(); !gone && !e.opts.AllowRejections && e.AdminAddress != "" {
-		if err := e.checkNoRejections(); err != nil {
+	if gone, _ := e.proc.exited(); !gone && e.AdminAddress != "" {
+		err := e.checkNoRejections()
+		suiteTally.record(err != nil)
+		if err != nil && !e.opts.AllowRejections {
 			tb.Errorf("framework: Envoy %s: %v", e.NodeID, err)
 		}
 	}
 	e.proc.stop(&e.log)
+}
+
+// suiteTally counts, over the whole test process, the Envoys checked for rejected xDS updates
+// when they stopped and how many had rejected any, so a suite can assert zero NACKs once at the
+// end (see SuiteRejections).
+var suiteTally tally
+
+type tally struct{ checked, rejecting atomic.Int64 }
+
+func (t *tally) record(rejected bool) {
+	t.checked.Add(1)
+	if rejected {
+		t.rejecting.Add(1)
+	}
+}
+
+// SuiteRejections reports how many Envoys this test process checked when they stopped, and how
+// many of those had rejected at least one xDS update (tests that allow rejections included).
+func SuiteRejections() (checked, rejecting int64) {
+	return suiteTally.checked.Load(), suiteTally.rejecting.Load()
 }
 
 // Stop stops Envoy (SIGTERM, then SIGKILL after 10s), after the same checks
