@@ -166,3 +166,29 @@ func TestDestinationRulesOfOneHostMerge(t *testing.T) {
 		t.Errorf("merging modified the input rule")
 	}
 }
+
+func TestConflictingMeshVirtualServicesAreReported(t *testing.T) {
+	vs := func(name, ns string, exportTo ...string) *networkingv1.VirtualService {
+		v := &networkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+		v.Spec.Hosts = []string{"temple-api-service.default.svc.cluster.local"}
+		v.Spec.ExportTo = exportTo
+		return v
+	}
+	// Two VirtualServices each exported only to its own namespace never meet.
+	private := func(name, ns string) *networkingv1.VirtualService {
+		v := vs(name, ns, ".")
+		v.Spec.Hosts = []string{"ratings.default.svc.cluster.local"}
+		return v
+	}
+	gateway := vs("gw-only", "default")
+	gateway.Spec.Gateways = []string{"temple-gateway"}
+	snap := Build(&config.Set{VirtualServices: []*networkingv1.VirtualService{
+		vs("temple-api-canary", "default"), vs("temple-api-retry", "default"),
+		gateway, private("private-a", "a"), private("private-b", "b"),
+	}})
+	got := snap.Warnings()
+	if len(got) != 1 || got[0].Name != "temple-api-retry" || got[0].Code != "IST0109" ||
+		!strings.Contains(got[0].Message, "default/temple-api-canary") {
+		t.Errorf("warnings %v, want one IST0109 for temple-api-retry naming temple-api-canary", got)
+	}
+}
