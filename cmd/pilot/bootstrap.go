@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -10,7 +11,7 @@ import (
 
 func newBootstrapCommand() *cobra.Command {
 	var opts bootstrap.Options
-	var output string
+	var output, rootFile string
 	cmd := &cobra.Command{
 		Use:   "bootstrap --node ID --xds-address HOST:PORT",
 		Short: "Print an Envoy bootstrap that joins pilot over ADS",
@@ -23,6 +24,13 @@ Use --output yaml for block-style YAML to save as a .yaml file.`,
       --xds-address 127.0.0.1:15010)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if rootFile != "" {
+				root, err := os.ReadFile(rootFile)
+				if err != nil {
+					return fmt.Errorf("--xds-root-cert: %w", err)
+				}
+				opts.XDSRootCert = root
+			}
 			render := bootstrap.JSON
 			switch output {
 			case "json":
@@ -46,6 +54,8 @@ Use --output yaml for block-style YAML to save as a .yaml file.`,
 	f.StringVar(&opts.Interception, "interception", "none", "none (listeners bind; call them directly) or redirect (traffic captured by iptables)")
 	f.StringVar(&opts.AdminAddress, "admin-address", "127.0.0.1:15000", "Envoy admin address")
 	f.StringToStringVar(&opts.Labels, "labels", nil, "workload labels, k=v,k2=v2 (select Gateways and Sidecars; not an identity)")
+	f.StringVar(&rootFile, "xds-root-cert", "", "PEM FILE with the root to verify pilot with (from pilot ca root): connect over TLS, to pilot's --xds-tls-address")
+	f.StringVar(&opts.XDSServerName, "xds-server-name", "", "SNI and required certificate name with --xds-root-cert (default: the --xds-address host if a DNS name, else "+bootstrap.DefaultXDSServerName+")")
 	f.StringVarP(&output, "output", "o", "json", "json (works with envoy -c <(...)) or yaml")
 	_ = cmd.MarkFlagRequired("node")
 	return cmd

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/skiffmesh/skiff/pkg/ca"
 )
 
 func main() {
@@ -49,6 +51,10 @@ translates it into Envoy listeners, routes, clusters and endpoints, and serves t
 	f.StringVar(&opts.xdsAddress, "xds-address", ":15010", "plaintext gRPC address for ADS, health and reflection")
 	f.StringVar(&opts.monitoringAddress, "monitoring-address", ":15014", "HTTP address for /metrics, /ready and /debug/")
 	f.BoolVar(&opts.reflection, "reflection", true, "serve gRPC reflection on the plaintext xDS port (for grpcurl)")
+	f.StringVar(&opts.xdsTLSAddress, "xds-tls-address", ":15012", "TLS gRPC address for the same ADS, with a certificate from the CA for istiod.istio-system.svc, localhost and 127.0.0.1 (empty: off)")
+	f.StringVar(&opts.caDir, "ca-dir", ".skiff-ca", "CA directory in Istio's cacerts layout; a self-signed root is created and persisted there when it holds none (the one secret on disk)")
+	f.StringVar(&opts.trustDomain, "trust-domain", ca.DefaultTrustDomain, "SPIFFE trust domain of workload identities")
+	f.DurationVar(&opts.workloadCertTTL, "workload-cert-ttl", ca.DefaultWorkloadTTL, "lifetime of workload certificates (SDS default); they are re-issued and pushed at half-life")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	_ = cmd.MarkFlagRequired("config-dir")
 	cmd.AddCommand(newBootstrapCommand(), newCACommand())

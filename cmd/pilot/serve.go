@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/skiffmesh/skiff/pkg/ca"
 	"github.com/skiffmesh/skiff/pkg/config"
-	"github.com/skiffmesh/skiff/pkg/model"
 	"github.com/skiffmesh/skiff/pkg/xds"
 )
 
@@ -24,6 +25,10 @@ type serveOptions struct {
 	xdsAddress        string
 	monitoringAddress string
 	reflection        bool
+	xdsTLSAddress     string // empty: no TLS xDS port
+	caDir             string
+	trustDomain       string
+	workloadCertTTL   time.Duration
 	logger            *slog.Logger
 }
 
@@ -34,16 +39,37 @@ func serve(ctx context.Context, opts serveOptions) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	server := xds.New(xds.Options{Reflection: opts.reflection, Logger: log, Registry: reg})
+	authority, err := ca.LoadOrCreate(opts.caDir, opts.trustDomain)
+	if err != nil {
+		return fmt.Errorf("CA (--ca-dir %s): %w", opts.caDir, err)
+	}
+	server := xds.New(xds.Options{Reflection: opts.reflection, Logger: log, Registry: reg,
+		CA: authority, WorkloadCertTTL: opts.workloadCertTTL})
 	source := newFolderSource(opts.configDir, server, log, reg)
 
 	xdsListener, err := net.Listen("tcp", opts.xdsAddress)
 	if err != nil {
 		return fmt.Errorf("xDS listener: %w", err)
 	}
+	var tlsListener net.Listener
+	var tlsConfig *tls.Config
+	if opts.xdsTLSAddress != "" {
+		tlsConfig, err = xds.ServingTLS(authority, xds.ServingNames, xds.ServingIPs, opts.workloadCertTTL)
+		if err != nil {
+			xdsListener.Close()
+			return err
+		}
+		if tlsListener, err = net.Listen("tcp", opts.xdsTLSAddress); err != nil {
+			xdsListener.Close()
+			return fmt.Errorf("TLS xDS listener: %w", err)
+		}
+	}
 	monListener, err := net.Listen("tcp", opts.monitoringAddress)
 	if err != nil {
 		xdsListener.Close()
+		if tlsListener != nil {
+			tlsListener.Close()
+		}
 		return fmt.Errorf("monitoring listener: %w", err)
 	}
 
@@ -53,13 +79,20 @@ func serve(ctx context.Context, opts serveOptions) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
 	wg.Go(func() { server.Run(ctx) })
 	wg.Go(func() {
 		if err := server.Serve(xdsListener); err != nil {
 			errs <- fmt.Errorf("xDS server: %w", err)
 		}
 	})
+	if tlsListener != nil {
+		wg.Go(func() {
+			if err := server.ServeTLS(tlsListener, tlsConfig); err != nil {
+				errs <- fmt.Errorf("TLS xDS server: %w", err)
+			}
+		})
+	}
 	wg.Go(func() {
 		if err := mon.Serve(monListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("monitoring server: %w", err)
@@ -89,7 +122,12 @@ func serve(ctx context.Context, opts serveOptions) error {
 		wg.Wait()
 		return err
 	}
-	log.Info("pilot serving", "xds", xdsListener.Addr().String(), "monitoring", monListener.Addr().String(), "config-dir", opts.configDir)
+	tlsAddr := "off"
+	if tlsListener != nil {
+		tlsAddr = tlsListener.Addr().String()
+	}
+	log.Info("pilot serving", "xds", xdsListener.Addr().String(), "xds-tls", tlsAddr, "monitoring", monListener.Addr().String(),
+		"config-dir", opts.configDir, "ca-dir", opts.caDir, "trust-domain", authority.TrustDomain())
 
 	var runErr error
 	select {
@@ -104,84 +142,4 @@ func serve(ctx context.Context, opts serveOptions) error {
 	_ = mon.Shutdown(shutdownCtx)
 	wg.Wait()
 	return runErr
-}
-
-// folderSource turns the config folder into snapshots: every reload re-reads the folder (the
-// loader keeps the last good version of each broken file) and pushes the result.
-type folderSource struct {
-	loader *config.Loader
-	server *xds.Server
-	log    *slog.Logger
-
-	errorsGauge prometheus.Gauge
-	reloads     *prometheus.CounterVec
-
-	mu     sync.Mutex
-	errors []*config.Error
-	loaded time.Time
-}
-
-func newFolderSource(dir string, server *xds.Server, log *slog.Logger, reg prometheus.Registerer) *folderSource {
-	s := &folderSource{
-		loader: config.NewLoader(dir),
-		server: server,
-		log:    log,
-		errorsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "skiff_config_errors",
-			Help: "Configuration documents currently rejected; their files are served at their last good version.",
-		}),
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "skiff_config_reloads_total",
-			Help: "Reloads of the configuration folder, by result (ok, or error when any document was rejected).",
-		}, []string{"result"}),
-	}
-	reg.MustRegister(s.errorsGauge, s.reloads)
-	return s
-}
-
-func (s *folderSource) reload(changedAt time.Time) {
-	set, errs := s.loader.Load()
-	for _, e := range errs {
-		s.log.Error("configuration rejected; serving the last good version of the file", "error", e)
-	}
-	result := "ok"
-	if len(errs) > 0 {
-		result = "error"
-	}
-	s.reloads.WithLabelValues(result).Inc()
-	s.errorsGauge.Set(float64(len(errs)))
-	s.mu.Lock()
-	s.errors, s.loaded = errs, time.Now()
-	s.mu.Unlock()
-	snap := model.Build(set)
-	s.log.Info("configuration loaded", "services", len(snap.Services), "virtualServices", len(snap.VirtualServices),
-		"destinationRules", len(snap.DestinationRules), "errors", len(errs))
-	s.server.Push(snap, changedAt)
-}
-
-// configErrorsView is /debug/config_errors.
-type configErrorsView struct {
-	Loaded time.Time      `json:"loaded"`
-	Errors []errorDetails `json:"errors"`
-}
-
-type errorDetails struct {
-	File      string `json:"file"`
-	Document  int    `json:"document"`
-	Kind      string `json:"kind,omitempty"`
-	Namespace string `json:"namespace,omitempty"`
-	Name      string `json:"name,omitempty"`
-	Field     string `json:"field,omitempty"`
-	Message   string `json:"message"`
-}
-
-func (s *folderSource) view() configErrorsView {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v := configErrorsView{Loaded: s.loaded, Errors: []errorDetails{}}
-	for _, e := range s.errors {
-		v.Errors = append(v.Errors, errorDetails{File: e.File, Document: e.Doc, Kind: e.Kind, Namespace: e.Namespace,
-			Name: e.Name, Field: e.Field, Message: e.Error()})
-	}
-	return v
 }

@@ -17,7 +17,9 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -162,6 +164,9 @@ func xdsCluster(r *resolved) *clusterv3.Cluster {
 			TcpKeepalive: &corev3.TcpKeepalive{KeepaliveTime: wrapperspb.UInt32(tcpKeepaliveTime)},
 		},
 	}
+	if len(r.xdsRootCert) > 0 {
+		c.TransportSocket = xdsTLS(r)
+	}
 	if r.xdsIsIP {
 		// An IP needs no resolver, and STATIC makes the cluster usable the moment Envoy starts.
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
@@ -174,6 +179,28 @@ func xdsCluster(r *resolved) *clusterv3.Cluster {
 		c.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
 	}
 	return c
+}
+
+// xdsTLS verifies pilot against the mesh root, and that its certificate is for the SNI name:
+// Envoy checks no name on its own, so without the SAN match any certificate from the mesh's
+// CA, a workload's included, could pose as pilot.
+func xdsTLS(r *resolved) *corev3.TransportSocket {
+	return &corev3.TransportSocket{
+		Name: "envoy.transport_sockets.tls",
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&tlsv3.UpstreamTlsContext{
+			Sni: r.xdsSNI,
+			CommonTlsContext: &tlsv3.CommonTlsContext{
+				AlpnProtocols: []string{"h2"},
+				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+					TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: string(r.xdsRootCert)}},
+					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+						SanType: tlsv3.SubjectAltNameMatcher_DNS,
+						Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: r.xdsSNI}},
+					}},
+				}},
+			},
+		})},
+	}
 }
 
 // dynamicResources tells Envoy to take listeners and clusters from one ADS stream to pilot;

@@ -1,6 +1,7 @@
 package bootstrap
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
@@ -34,12 +35,22 @@ type Options struct {
 	// uses them to pick the Gateways and Sidecars that apply to the proxy (selection, not
 	// identity).
 	Labels map[string]string
+	// XDSRootCert, when set, is the PEM trust bundle (`pilot ca root`) with which Envoy verifies
+	// pilot: the xds-grpc cluster then uses TLS, for pilot's TLS xDS port (15012).
+	XDSRootCert []byte
+	// XDSServerName is the name sent as SNI and required in pilot's certificate when
+	// XDSRootCert is set. Default: the host of XDSAddress if it is a DNS name, else
+	// DefaultXDSServerName.
+	XDSServerName string
 }
 
 const (
 	// DefaultAdminAddress is Istio's admin port, bound to loopback only: the admin interface can
 	// shut Envoy down and dump its configuration, so it must not be reachable from the network.
 	DefaultAdminAddress = "127.0.0.1:15000"
+
+	// DefaultXDSServerName is the name pilot's TLS certificate carries, istiod's in-cluster name.
+	DefaultXDSServerName = "istiod.istio-system.svc"
 
 	// InterceptionNone and InterceptionRedirect are the accepted Options.Interception values.
 	InterceptionNone     = "none"
@@ -58,6 +69,8 @@ type resolved struct {
 	adminPort    uint32
 	delta        bool
 	labels       map[string]string
+	xdsRootCert  []byte // empty: plaintext
+	xdsSNI       string
 }
 
 // resolve validates o and fills in defaults. Every error starts with the Options field it is
@@ -118,6 +131,20 @@ func (o Options) resolve() (*resolved, error) {
 		return nil, fmt.Errorf("AdminAddress %q: host %q is not an IP address (Envoy binds it without resolving)", admin, host)
 	}
 	r.adminIP, r.adminPort = ip.String(), port
+
+	if len(o.XDSRootCert) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(o.XDSRootCert) {
+			return nil, fmt.Errorf("XDSRootCert: no PEM certificate in it")
+		}
+		r.xdsRootCert, r.xdsSNI = o.XDSRootCert, o.XDSServerName
+		if r.xdsSNI == "" {
+			r.xdsSNI = DefaultXDSServerName
+			if !r.xdsIsIP {
+				r.xdsSNI = r.xdsHost
+			}
+		}
+	}
 
 	r.cluster = o.Cluster
 	if r.cluster == "" {

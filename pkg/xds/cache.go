@@ -40,6 +40,10 @@ type classCache struct {
 	versionPrefix string
 	// onNewClass asks the push loop to translate a class that has no resources yet.
 	onNewClass func(class string, proxy *model.Proxy)
+	// sds serves the per-proxy secrets (default, ROOTCA) from per-stream caches, and
+	// streamOf ties a Secret request to its stream and source address.
+	sds      *sdsServer
+	streamOf func(req any) (id int64, address string, ok bool)
 
 	mu      sync.Mutex
 	classes map[string]*proxyClass
@@ -80,7 +84,11 @@ func (c *classCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription,
 	if req.GetTypeUrl() == resourcev3.EndpointType {
 		return c.endpoints.CreateWatch(req, sub, value)
 	}
-	return c.watch(&parkedWatch{request: req, sub: sub, value: value})
+	w := &parkedWatch{request: req, sub: sub, value: value}
+	if req.GetTypeUrl() == resourcev3.SecretType && slices.ContainsFunc(req.GetResourceNames(), isProxySecret) {
+		return c.proxySecretWatch(req, w)
+	}
+	return c.watch(w)
 }
 
 // CreateDeltaWatch implements cachev3.ConfigWatcher for delta streams.
@@ -88,7 +96,32 @@ func (c *classCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Sub
 	if req.GetTypeUrl() == resourcev3.EndpointType {
 		return c.endpoints.CreateDeltaWatch(req, sub, value)
 	}
-	return c.watch(&parkedWatch{deltaRequest: req, sub: sub, deltaValue: value})
+	w := &parkedWatch{deltaRequest: req, sub: sub, deltaValue: value}
+	if req.GetTypeUrl() == resourcev3.SecretType {
+		for name := range sub.SubscribedResources() {
+			if isProxySecret(name) {
+				return c.proxySecretWatch(req, w)
+			}
+		}
+	}
+	return c.watch(w)
+}
+
+// proxySecretWatch routes a Secret watch that names default or ROOTCA to the stream's own
+// cache: those secrets differ between proxies of one class.
+func (c *classCache) proxySecretWatch(req any, w *parkedWatch) (func(), error) {
+	proxy, err := proxyFromNode(w.node())
+	if err != nil {
+		return nil, err
+	}
+	if c.sds == nil || c.streamOf == nil {
+		return nil, status.Error(codes.Unimplemented, "per-proxy secrets are not served")
+	}
+	id, address, ok := c.streamOf(req)
+	if !ok {
+		return nil, status.Error(codes.Internal, errNoStream.Error())
+	}
+	return c.sds.watch(id, address, proxy, w)
 }
 
 // Fetch is the REST (polling) API, which Skiff does not serve.
@@ -266,6 +299,21 @@ func (c *classCache) Resources(class string) (map[string]map[string]types.Resour
 	}
 	out[resourcev3.EndpointType] = c.endpoints.GetResources()
 	return out, true
+}
+
+// classSecrets returns the translated kubernetes:// secrets of a class, nil if it has none yet.
+func (c *classCache) classSecrets(class string) map[string]types.Resource {
+	c.mu.Lock()
+	pc, ok := c.classes[class]
+	var lc *cachev3.LinearCache
+	if ok && pc.ready {
+		lc = pc.caches[resourcev3.SecretType]
+	}
+	c.mu.Unlock()
+	if lc == nil {
+		return nil
+	}
+	return lc.GetResources()
 }
 
 // Forget drops a class whose last proxy disconnected.

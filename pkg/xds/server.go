@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/skiffmesh/skiff/pkg/ca"
 	"github.com/skiffmesh/skiff/pkg/model"
 	"github.com/skiffmesh/skiff/pkg/translate"
 )
@@ -38,6 +39,12 @@ type Options struct {
 	Reflection bool
 	Logger     *slog.Logger
 	Registry   prometheus.Registerer
+	// CA issues the workload certificates served as SDS `default` and the trust bundle served
+	// as `ROOTCA`. Without one, proxies are refused both (their other config still flows).
+	CA *ca.CA
+	// WorkloadCertTTL is the lifetime of workload certificates; they are re-issued and pushed
+	// at half-life. Zero means ca.DefaultWorkloadTTL (24h).
+	WorkloadCertTTL time.Duration
 }
 
 // Server is the ADS server and its push loop.
@@ -46,6 +53,7 @@ type Server struct {
 	health  *health.Server
 	xds     serverv3.Server
 	cache   *classCache
+	sds     *sdsServer
 	tracker *tracker
 	log     *slog.Logger
 
@@ -73,6 +81,10 @@ func New(opts Options) *Server {
 	prefix := strconv.FormatInt(time.Now().UnixMilli(), 36) + "-"
 	s.cache = newClassCache(prefix, s.classAppeared)
 	s.tracker = newTracker(newMetrics(reg), log, s.cache.Forget, s.lastChange)
+	s.sds = newSDSServer(opts.CA, opts.WorkloadCertTTL, prefix, log, reg)
+	s.sds.snapshot, s.sds.classSecrets, s.sds.setIdentity = s.Snapshot, s.cache.classSecrets, s.tracker.setIdentity
+	s.cache.sds, s.cache.streamOf = s.sds, s.tracker.streamOfSecretRequest
+	s.tracker.onStreamClosed = s.sds.drop
 	// Ordered ADS sends responses in the order the caches change: clusters, secrets,
 	// listeners, routes (and then the endpoints re-sent for modified clusters), the order in
 	// which Envoy can apply a change without a window where a listener names a missing cluster.
@@ -175,13 +187,19 @@ func (s *Server) Run(ctx context.Context) {
 		}
 		rewarm := map[string]bool{}
 		for class, proxy := range classes {
-			names, err := s.cache.Update(class, classResources(snap, proxy))
+			byType := classResources(snap, proxy)
+			names, err := s.cache.Update(class, byType)
 			if err != nil {
 				s.log.Error("updating proxy class", "class", class, "error", err)
 			}
+			s.sds.syncClass(class, byType[resourcev3.SecretType])
 			for _, n := range names {
 				rewarm[n] = true
 			}
+		}
+		if full {
+			// A WorkloadEntry may have moved or changed service account.
+			s.sds.recheck(snap)
 		}
 		if err := s.cache.ResendEndpoints(slices.Collect(maps.Keys(rewarm))); err != nil {
 			s.log.Error("re-sending endpoints of modified clusters", "error", err)

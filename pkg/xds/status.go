@@ -11,6 +11,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc/peer"
 
@@ -19,12 +20,17 @@ import (
 
 // ProxyStatus is one connected proxy as /debug/syncz shows it.
 type ProxyStatus struct {
-	NodeID    string                 `json:"proxy"`
-	Class     string                 `json:"class"`
-	Protocol  string                 `json:"protocol"` // sotw or delta
-	Address   string                 `json:"address,omitempty"`
-	Connected time.Time              `json:"connected"`
-	Types     map[string]*TypeStatus `json:"types"`
+	NodeID    string    `json:"proxy"`
+	Class     string    `json:"class"`
+	Protocol  string    `json:"protocol"` // sotw or delta
+	Address   string    `json:"address,omitempty"`
+	Connected time.Time `json:"connected"`
+	// Identity is the SPIFFE ID granted to the proxy's `default` SDS secret, or "refused:
+	// REASON" when it failed the identity check; empty until it asks.
+	Identity string                 `json:"identity,omitempty"`
+	Types    map[string]*TypeStatus `json:"types"`
+	// pendingSecret is this stream's entry in tracker.secretRequests.
+	pendingSecret any
 }
 
 // TypeStatus says what was sent to a proxy for one type and what the proxy made of it.
@@ -55,17 +61,24 @@ type tracker struct {
 	onClassEmpty func(class string)
 	// lastChange is when the configuration change being pushed reached pilot.
 	lastChange func() time.Time
+	// onStreamClosed is called for every closed stream, after its class bookkeeping.
+	onStreamClosed func(id int64)
 
 	mu      sync.Mutex
 	streams map[int64]*ProxyStatus
 	members map[string]int
+	// secretRequests ties a Secret request, as the cache receives it, to its stream: the cache
+	// interface carries no stream, and per-proxy secrets depend on the connection's address.
+	// go-control-plane hands the same request to the callback and then to the cache, on the
+	// stream's goroutine; each stream keeps at most one entry (pendingSecret).
+	secretRequests map[any]int64
 }
 
 var _ serverv3.Callbacks = (*tracker)(nil)
 
 func newTracker(m *metrics, log *slog.Logger, onClassEmpty func(string), lastChange func() time.Time) *tracker {
 	return &tracker{metrics: m, log: log, onClassEmpty: onClassEmpty, lastChange: lastChange,
-		streams: map[int64]*ProxyStatus{}, members: map[string]int{}}
+		streams: map[int64]*ProxyStatus{}, members: map[string]int{}, secretRequests: map[any]int64{}}
 }
 
 func (t *tracker) open(ctx context.Context, id int64, protocol string) error {
@@ -158,6 +171,9 @@ func (t *tracker) closed(id int64) {
 	t.mu.Lock()
 	st, ok := t.streams[id]
 	delete(t.streams, id)
+	if ok && st.pendingSecret != nil {
+		delete(t.secretRequests, st.pendingSecret)
+	}
 	empty := ""
 	if ok && st.Class != "" {
 		t.metrics.connected.Dec()
@@ -172,6 +188,50 @@ func (t *tracker) closed(id int64) {
 	if empty != "" {
 		t.onClassEmpty(empty)
 	}
+	if t.onStreamClosed != nil {
+		t.onStreamClosed(id)
+	}
+}
+
+// noteSecretRequest remembers which stream a Secret request came from, until the cache takes it.
+func (t *tracker) noteSecretRequest(id int64, req any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st, ok := t.streams[id]
+	if !ok {
+		return
+	}
+	if st.pendingSecret != nil {
+		delete(t.secretRequests, st.pendingSecret)
+	}
+	st.pendingSecret = req
+	t.secretRequests[req] = id
+}
+
+// streamOfSecretRequest returns the stream and source address a Secret request came from.
+func (t *tracker) streamOfSecretRequest(req any) (id int64, address string, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	id, ok = t.secretRequests[req]
+	if !ok {
+		return 0, "", false
+	}
+	delete(t.secretRequests, req)
+	st, ok := t.streams[id]
+	if !ok {
+		return 0, "", false
+	}
+	st.pendingSecret = nil
+	return id, st.Address, true
+}
+
+// setIdentity records the outcome of a stream's identity check.
+func (t *tracker) setIdentity(id int64, identity string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st, ok := t.streams[id]; ok {
+		st.Identity = identity
+	}
 }
 
 // Statuses returns a copy of every connected proxy's status, sorted by node ID.
@@ -184,6 +244,7 @@ func (t *tracker) Statuses() []ProxyStatus {
 			continue
 		}
 		cp := *st
+		cp.pendingSecret = nil
 		cp.Types = map[string]*TypeStatus{}
 		for k, v := range st.Types {
 			tv := *v
@@ -225,11 +286,19 @@ func (t *tracker) OnStreamOpen(ctx context.Context, id int64, _ string) error {
 }
 func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
 func (t *tracker) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
-	return t.open(ctx, id, "delta")
+	return t.open(ctx, deltaKey(id), "delta")
 }
-func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(deltaKey(id)) }
+
+// deltaKey keys a delta stream apart from state-of-the-world ones: go-control-plane numbers
+// the two kinds with separate counters, so SotW stream 1 and delta stream 1 both exist. Mixing
+// them up would merge two proxies' status and, worse, hand one proxy the other's certificate.
+func deltaKey(id int64) int64 { return -id }
 
 func (t *tracker) OnStreamRequest(id int64, r *discoveryv3.DiscoveryRequest) error {
+	if r.GetTypeUrl() == resourcev3.SecretType {
+		t.noteSecretRequest(id, r)
+	}
 	return t.request(id, r.GetNode(), r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
 }
 
@@ -238,11 +307,14 @@ func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discoveryv3
 }
 
 func (t *tracker) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
-	return t.request(id, r.GetNode(), r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	if r.GetTypeUrl() == resourcev3.SecretType {
+		t.noteSecretRequest(deltaKey(id), r)
+	}
+	return t.request(deltaKey(id), r.GetNode(), r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
 }
 
 func (t *tracker) OnStreamDeltaResponse(id int64, req *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-	t.response(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), req.GetResponseNonce() != "")
+	t.response(deltaKey(id), resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), req.GetResponseNonce() != "")
 }
 
 // Skiff serves no REST (polling) xDS.

@@ -47,8 +47,14 @@ func TestSeedMesh(t *testing.T) {
 	p.WriteConfig(t, "services.yaml", servicesYAML)
 	p.WriteConfig(t, "seed.yaml", seedYAML)
 	framework.Eventually(t, 10*time.Second, func() error {
-		if _, body := p.Get(t, "/debug/config_errors"); !strings.Contains(string(body), `"errors": []`) {
+		_, body := p.Get(t, "/debug/config_errors")
+		if !strings.Contains(string(body), `"errors": []`) {
 			return fmt.Errorf("the tutorial's YAML is rejected: %s", body)
+		}
+		// Its canary and retry VirtualServices both claim temple-api-service for sidecars:
+		// only one applies, and pilot says so as istioctl analyze would (IST0109).
+		if !strings.Contains(string(body), `"code": "IST0109"`) || !strings.Contains(string(body), "temple-api-retry") {
+			return fmt.Errorf("no IST0109 warning for the conflicting VirtualServices: %s", body)
 		}
 		return nil
 	})

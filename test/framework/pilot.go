@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +18,9 @@ type PilotOptions struct {
 	// ConfigDir is the directory the pilot watches; by default a new
 	// tb.TempDir(). Files written before the start are the first config load.
 	ConfigDir string
-	// Args are extra flags, after the ones the harness sets
-	// (--config-dir, --xds-address, --monitoring-address).
+	// Args are extra flags, after the ones the harness sets (--config-dir,
+	// --xds-address, --monitoring-address, --ca-dir a temporary directory,
+	// and --xds-tls-address empty, i.e. off); a flag given again here wins.
 	Args []string
 	// ReadyTimeout bounds the wait for /ready; 30s by default.
 	ReadyTimeout time.Duration
@@ -52,6 +54,7 @@ func StartPilot(tb testing.TB, opts PilotOptions) *Pilot {
 	}
 	logOnFailure(tb, "pilot", &p.log)
 	tb.Cleanup(func() { p.Stop(tb) })
+	caDir := filepath.Join(tb.TempDir(), "ca")
 	// Ports from FreePort can be taken by someone else before the pilot binds
 	// them; on that (rare) race, start again on new ones.
 	for attempt := 1; ; attempt++ {
@@ -61,6 +64,11 @@ func StartPilot(tb testing.TB, opts PilotOptions) *Pilot {
 			"--config-dir", p.ConfigDir,
 			"--xds-address", p.XDSAddress,
 			"--monitoring-address", p.MonitoringAddress,
+			// The TLS port's default (:15012) is fixed, and pilots of several test packages
+			// run at once; a test that wants it passes its own address in Args.
+			"--xds-tls-address=",
+			// The CA key stays out of the checkout; restarts keep the same root.
+			"--ca-dir", caDir,
 		}, opts.Args...)
 		mark := len(p.log.String())
 		err := p.launch()

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/skiffmesh/skiff/pkg/config"
+	"github.com/skiffmesh/skiff/pkg/model"
+	"github.com/skiffmesh/skiff/pkg/xds"
+)
+
+// folderSource turns the config folder into snapshots: every reload re-reads the folder (the
+// loader keeps the last good version of each broken file) and pushes the result.
+type folderSource struct {
+	loader *config.Loader
+	server *xds.Server
+	log    *slog.Logger
+
+	errorsGauge   prometheus.Gauge
+	warningsGauge prometheus.Gauge
+	reloads       *prometheus.CounterVec
+
+	mu       sync.Mutex
+	errors   []*config.Error
+	warnings []model.Warning
+	loaded   time.Time
+}
+
+func newFolderSource(dir string, server *xds.Server, log *slog.Logger, reg prometheus.Registerer) *folderSource {
+	s := &folderSource{
+		loader: config.NewLoader(dir),
+		server: server,
+		log:    log,
+		errorsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "skiff_config_errors",
+			Help: "Configuration documents currently rejected; their files are served at their last good version.",
+		}),
+		warningsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "skiff_config_warnings",
+			Help: "Problems in loaded configuration that will not do what its author expects (istioctl analyze codes), listed at /debug/config_errors.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_config_reloads_total",
+			Help: "Reloads of the configuration folder, by result (ok, or error when any document was rejected).",
+		}, []string{"result"}),
+	}
+	reg.MustRegister(s.errorsGauge, s.warningsGauge, s.reloads)
+	return s
+}
+
+func (s *folderSource) reload(changedAt time.Time) {
+	set, errs := s.loader.Load()
+	for _, e := range errs {
+		s.log.Error("configuration rejected; serving the last good version of the file", "error", e)
+	}
+	result := "ok"
+	if len(errs) > 0 {
+		result = "error"
+	}
+	s.reloads.WithLabelValues(result).Inc()
+	s.errorsGauge.Set(float64(len(errs)))
+	snap := model.Build(set)
+	warnings := snap.Warnings()
+	for _, w := range warnings {
+		s.log.Warn("configuration loaded but will not work as written", "code", w.Code,
+			"object", w.Kind+"/"+w.Namespace+"/"+w.Name, "problem", w.Message)
+	}
+	s.warningsGauge.Set(float64(len(warnings)))
+	s.mu.Lock()
+	s.errors, s.warnings, s.loaded = errs, warnings, time.Now()
+	s.mu.Unlock()
+	s.log.Info("configuration loaded", "services", len(snap.Services), "virtualServices", len(snap.VirtualServices),
+		"destinationRules", len(snap.DestinationRules), "errors", len(errs), "warnings", len(warnings))
+	s.server.Push(snap, changedAt)
+}
+
+// configErrorsView is /debug/config_errors.
+type configErrorsView struct {
+	Loaded   time.Time       `json:"loaded"`
+	Errors   []errorDetails  `json:"errors"`
+	Warnings []model.Warning `json:"warnings"`
+}
+
+type errorDetails struct {
+	File      string `json:"file"`
+	Document  int    `json:"document"`
+	Kind      string `json:"kind,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Field     string `json:"field,omitempty"`
+	Message   string `json:"message"`
+}
+
+func (s *folderSource) view() configErrorsView {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := configErrorsView{Loaded: s.loaded, Errors: []errorDetails{}, Warnings: append([]model.Warning{}, s.warnings...)}
+	for _, e := range s.errors {
+		v.Errors = append(v.Errors, errorDetails{File: e.File, Document: e.Doc, Kind: e.Kind, Namespace: e.Namespace,
+			Name: e.Name, Field: e.Field, Message: e.Error()})
+	}
+	return v
+}
