@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
@@ -101,24 +99,5 @@ func BenchmarkDestinationRuleHeavy(b *testing.B) {
 	if got := len(translate.Clusters(snap, proxy)); got != 4*n+2 {
 		b.Fatalf("%d clusters, want %d: a cluster per service and subset, and the two fixed ones", got, 4*n+2)
 	}
-	types := []struct {
-		name     string
-		generate func() []proto.Message
-	}{
-		{"listeners", func() []proto.Message { return messages(translate.Listeners(snap, proxy)) }},
-		{"routes", func() []proto.Message { return messages(translate.Routes(snap, proxy)) }},
-		{"clusters", func() []proto.Message { return messages(translate.Clusters(snap, proxy)) }},
-		{"endpoints", func() []proto.Message { return messages(translate.Endpoints(snap)) }},
-	}
-	for _, typ := range types {
-		b.Run(fmt.Sprintf("services=%d/%s", n, typ.name), func(b *testing.B) {
-			for b.Loop() {
-				for _, m := range typ.generate() {
-					if _, err := anypb.New(m); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
-		})
-	}
+	benchmarkPerType(b, fmt.Sprintf("services=%d", n), snap, proxy)
 }

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"testing"
 
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -67,26 +65,6 @@ func BenchmarkGatewayGenerate(b *testing.B) {
 		if rcs := translate.Routes(snap, proxy); len(rcs) != 1 || len(rcs[0].VirtualHosts) != n {
 			b.Fatalf("want one route configuration with %d virtual hosts", n)
 		}
-		types := []struct {
-			name     string
-			generate func() []proto.Message
-		}{
-			{"listeners", func() []proto.Message { return messages(translate.Listeners(snap, proxy)) }},
-			{"routes", func() []proto.Message { return messages(translate.Routes(snap, proxy)) }},
-			{"clusters", func() []proto.Message { return messages(translate.Clusters(snap, proxy)) }},
-			{"endpoints", func() []proto.Message { return messages(translate.Endpoints(snap)) }},
-			{"secrets", func() []proto.Message { return messages(translate.Secrets(snap, proxy)) }},
-		}
-		for _, typ := range types {
-			b.Run(fmt.Sprintf("hosts=%d/%s", n, typ.name), func(b *testing.B) {
-				for b.Loop() {
-					for _, m := range typ.generate() {
-						if _, err := anypb.New(m); err != nil {
-							b.Fatal(err)
-						}
-					}
-				}
-			})
-		}
+		benchmarkPerType(b, fmt.Sprintf("hosts=%d", n), snap, proxy)
 	}
 }

@@ -59,27 +59,38 @@ func BenchmarkGenerate(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, n := range []int{100, 1000} {
-		snap := httpMesh(n)
-		types := []struct {
+		benchmarkPerType(b, fmt.Sprintf("services=%d", n), httpMesh(n), proxy)
+	}
+}
+
+// benchmarkPerType runs one sub-benchmark per resource type of the proxy (secrets for gateway
+// proxies too), each translating and marshalling every resource to Any, as a push does.
+func benchmarkPerType(b *testing.B, prefix string, snap *model.Snapshot, proxy *model.Proxy) {
+	types := []struct {
+		name     string
+		generate func() []proto.Message
+	}{
+		{"listeners", func() []proto.Message { return messages(translate.Listeners(snap, proxy)) }},
+		{"routes", func() []proto.Message { return messages(translate.Routes(snap, proxy)) }},
+		{"clusters", func() []proto.Message { return messages(translate.Clusters(snap, proxy)) }},
+		{"endpoints", func() []proto.Message { return messages(translate.Endpoints(snap)) }},
+	}
+	if proxy.Type == model.Router {
+		types = append(types, struct {
 			name     string
 			generate func() []proto.Message
-		}{
-			{"listeners", func() []proto.Message { return messages(translate.Listeners(snap, proxy)) }},
-			{"routes", func() []proto.Message { return messages(translate.Routes(snap, proxy)) }},
-			{"clusters", func() []proto.Message { return messages(translate.Clusters(snap, proxy)) }},
-			{"endpoints", func() []proto.Message { return messages(translate.Endpoints(snap)) }},
-		}
-		for _, typ := range types {
-			b.Run(fmt.Sprintf("services=%d/%s", n, typ.name), func(b *testing.B) {
-				for b.Loop() {
-					for _, m := range typ.generate() {
-						if _, err := anypb.New(m); err != nil {
-							b.Fatal(err)
-						}
+		}{"secrets", func() []proto.Message { return messages(translate.Secrets(snap, proxy)) }})
+	}
+	for _, typ := range types {
+		b.Run(prefix+"/"+typ.name, func(b *testing.B) {
+			for b.Loop() {
+				for _, m := range typ.generate() {
+					if _, err := anypb.New(m); err != nil {
+						b.Fatal(err)
 					}
 				}
-			})
-		}
+			}
+		})
 	}
 }
 

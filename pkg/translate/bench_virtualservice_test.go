@@ -5,15 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
 	"github.com/skiffmesh/skiff/pkg/config"
 	"github.com/skiffmesh/skiff/pkg/model"
-	"github.com/skiffmesh/skiff/pkg/translate"
 )
 
 // vsHeavyMesh is httpMesh's services with heavier VirtualServices: per service, a rule per API
@@ -88,24 +85,5 @@ func BenchmarkGenerateVirtualService(b *testing.B) {
 		b.Fatal(err)
 	}
 	snap := vsHeavyMesh(100)
-	types := []struct {
-		name     string
-		generate func() []proto.Message
-	}{
-		{"listeners", func() []proto.Message { return messages(translate.Listeners(snap, proxy)) }},
-		{"routes", func() []proto.Message { return messages(translate.Routes(snap, proxy)) }},
-		{"clusters", func() []proto.Message { return messages(translate.Clusters(snap, proxy)) }},
-		{"endpoints", func() []proto.Message { return messages(translate.Endpoints(snap)) }},
-	}
-	for _, typ := range types {
-		b.Run("services=100/"+typ.name, func(b *testing.B) {
-			for b.Loop() {
-				for _, m := range typ.generate() {
-					if _, err := anypb.New(m); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
-		})
-	}
+	benchmarkPerType(b, "services=100", snap, proxy)
 }
