@@ -1,17 +1,11 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -747,46 +741,8 @@ type drPKI struct {
 
 func drNewPKI(t *testing.T, serverName string) *drPKI {
 	t.Helper()
+	p := framework.NewPKI(t, serverName, "skiff-client")
 	dir := t.TempDir()
-	now := time.Now()
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	caKey := newKey()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "skiff dr e2e CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	issue := func(serial int64, cn string, dns []string, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
-		key := newKey()
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, DNSNames: dns,
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	}
 	write := func(name string, data []byte) string {
 		path := filepath.Join(dir, name)
 		if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -794,17 +750,13 @@ func drNewPKI(t *testing.T, serverName string) *drPKI {
 		}
 		return path
 	}
-	pki := &drPKI{roots: x509.NewCertPool()}
-	pki.roots.AddCert(ca)
-	pki.caFile = write("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
-	serverCert, serverKey := issue(2, serverName, []string{serverName}, x509.ExtKeyUsageServerAuth)
-	if pki.server, err = tls.X509KeyPair(serverCert, serverKey); err != nil {
-		t.Fatal(err)
+	return &drPKI{
+		roots:          p.Roots,
+		server:         p.Server,
+		caFile:         write("ca.pem", p.CAPEM),
+		clientCertFile: write("client.pem", p.ClientCertPEM),
+		clientKeyFile:  write("client-key.pem", p.ClientKeyPEM),
 	}
-	clientCert, clientKey := issue(3, "skiff-client", nil, x509.ExtKeyUsageClientAuth)
-	pki.clientCertFile = write("client.pem", clientCert)
-	pki.clientKeyFile = write("client-key.pem", clientKey)
-	return pki
 }
 
 // drStartTLSUpstream serves HTTPS on ip with the PKI's server certificate, verifying a client
