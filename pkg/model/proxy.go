@@ -98,6 +98,10 @@ func (p *Proxy) SetInterceptionMode(v string) {
 func (p *Proxy) Class() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s/%s/%s/%s", p.Type, p.Namespace, p.DNSDomain, p.InterceptionMode)
+	if p.InterceptionMode == InterceptionNone {
+		// Without capture, Sidecar ingress listeners bind the proxy's own address.
+		fmt.Fprintf(&b, "/%s", p.IP)
+	}
 	for _, k := range sortedKeys(p.Labels) {
 		fmt.Fprintf(&b, "/%s=%s", k, p.Labels[k])
 	}

@@ -26,12 +26,12 @@ func outboundClusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Clu
 			if port.Protocol == model.UDP {
 				continue // Envoy sidecars do not proxy UDP; neither does Istio.
 			}
-			out = append(out, outboundCluster(svc, port, dr, nil))
+			out = append(out, outboundCluster(snap, svc, port, dr, nil))
 			if dr == nil {
 				continue
 			}
 			for _, subset := range dr.Spec.Subsets {
-				out = append(out, outboundCluster(svc, port, dr, subset))
+				out = append(out, outboundCluster(snap, svc, port, dr, subset))
 			}
 		}
 	}
@@ -40,7 +40,7 @@ func outboundClusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Clu
 
 // outboundCluster builds the cluster of one service port, or of one subset of it, with the
 // DestinationRule's traffic policy (dr may be nil).
-func outboundCluster(svc *model.Service, port model.Port, dr *networkingv1.DestinationRule, subset *networking.Subset) *clusterv3.Cluster {
+func outboundCluster(snap *model.Snapshot, svc *model.Service, port model.Port, dr *networkingv1.DestinationRule, subset *networking.Subset) *clusterv3.Cluster {
 	name := OutboundClusterName(port.Number, subset.GetName(), svc.Hostname)
 	c := &clusterv3.Cluster{
 		Name:            name,
@@ -64,19 +64,29 @@ func outboundCluster(svc *model.Service, port model.Port, dr *networkingv1.Desti
 		}
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: typ}
 		c.DnsLookupFamily = clusterv3.Cluster_V4_ONLY
-		c.LoadAssignment = dnsLoadAssignment(name, svc, port, subset)
+		c.LoadAssignment = dnsLoadAssignment(snap, name, svc, port, subset)
 	default: // NONE: forward to wherever the application was connecting.
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
 		c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
 	}
 	// The traffic policy also sets the upstream HTTP protocol (HTTP/2 for HTTP2 and GRPC ports).
 	applyTrafficPolicy(c, dr, port, subset)
+	// The mesh's own mTLS needs the service (its endpoints' identities, the SNI), which the
+	// traffic policy does not see; it follows the same policy precedence.
+	var top *networking.TrafficPolicy
+	if dr != nil {
+		top = dr.Spec.TrafficPolicy
+	}
+	policy := mergeTrafficPolicy(top, subset.GetTrafficPolicy(), port.Number)
+	pool := policy.GetConnectionPool()
+	h2 := usesHTTP2(port, pool) && !pool.GetHttp().GetUseClientProtocol()
+	applyMeshTLS(c, snap, svc, port.Number, subset.GetName(), policy.GetTls(), h2)
 	return c
 }
 
 // dnsLoadAssignment lists the hostnames Envoy resolves: the entry's endpoints, or the host itself.
-func dnsLoadAssignment(name string, svc *model.Service, port model.Port, subset *networking.Subset) *endpointv3.ClusterLoadAssignment {
-	cla := loadAssignment(name, svc, port, subset.GetLabels())
+func dnsLoadAssignment(snap *model.Snapshot, name string, svc *model.Service, port model.Port, subset *networking.Subset) *endpointv3.ClusterLoadAssignment {
+	cla := loadAssignment(snap, name, svc, port, subset.GetLabels())
 	if len(svc.Endpoints) == 0 {
 		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(svc.Hostname, port.Number, 0)}}}
 	}

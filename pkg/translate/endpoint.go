@@ -34,13 +34,13 @@ func Endpoints(snap *model.Snapshot) []*endpointv3.ClusterLoadAssignment {
 			if port.Protocol == model.UDP {
 				continue
 			}
-			add(loadAssignment(OutboundClusterName(port.Number, "", svc.Hostname), svc, port, nil))
+			add(loadAssignment(snap, OutboundClusterName(port.Number, "", svc.Hostname), svc, port, nil))
 			if dr == nil {
 				continue
 			}
 			for _, subset := range dr.Spec.Subsets {
 				name := OutboundClusterName(port.Number, subset.Name, svc.Hostname)
-				add(loadAssignment(name, svc, port, subset.Labels))
+				add(loadAssignment(snap, name, svc, port, subset.Labels))
 			}
 		}
 	}
@@ -49,7 +49,7 @@ func Endpoints(snap *model.Snapshot) []*endpointv3.ClusterLoadAssignment {
 
 // loadAssignment groups the service's endpoints that match selector by locality, in the order
 // they were declared.
-func loadAssignment(name string, svc *model.Service, port model.Port, selector map[string]string) *endpointv3.ClusterLoadAssignment {
+func loadAssignment(snap *model.Snapshot, name string, svc *model.Service, port model.Port, selector map[string]string) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	byLocality := map[string]*endpointv3.LocalityLbEndpoints{}
 	for _, ep := range svc.Endpoints {
@@ -63,7 +63,7 @@ func loadAssignment(name string, svc *model.Service, port model.Port, selector m
 			cla.Endpoints = append(cla.Endpoints, group)
 		}
 		lb := lbEndpoint(ep.Address, ep.PortFor(port), ep.Weight)
-		lb.Metadata = IstioMetadata(map[string]string{"workload": ep.Source})
+		lb.Metadata = endpointMetadata(snap, svc, ep)
 		group.LbEndpoints = append(group.LbEndpoints, lb)
 	}
 	return cla

@@ -67,7 +67,7 @@ type sidecarIngress struct {
 }
 
 // sidecarIngresses resolves the Sidecar's ingress listeners: the bind address defaults to the
-// proxy's own IP, and defaultEndpoint is `IP:PORT` or `unix://PATH`. Listeners whose endpoint
+// proxy's own IP without capture (0.0.0.0 with it), and defaultEndpoint is `IP:PORT` or `unix://PATH`. Listeners whose endpoint
 // does not parse are left out (validation rejects them before they get here).
 func sidecarIngresses(snap *model.Snapshot, proxy *model.Proxy) []sidecarIngress {
 	sc := snap.SidecarFor(proxy)
@@ -85,11 +85,27 @@ func sidecarIngresses(snap *model.Snapshot, proxy *model.Proxy) []sidecarIngress
 		}
 		bind := in.Bind
 		if bind == "" {
-			bind = proxy.IP.String()
+			// Captured traffic reaches the listener whatever its address; without capture,
+			// callers connect to the workload's own address (which is why the class of a
+			// proxy without capture includes its IP).
+			bind = wildcardAddress
+			if proxy.InterceptionMode == model.InterceptionNone {
+				bind = proxy.IP.String()
+			}
 		}
 		out = append(out, sidecarIngress{listener: in, bind: bind, endpoint: endpoint})
 	}
 	return out
+}
+
+// targetPort is the application's port, which PeerAuthentication's portLevelMtls names (istiod
+// keys it by the inbound target port): the defaultEndpoint's port, or the listener's for a
+// unix socket.
+func (in sidecarIngress) targetPort() uint32 {
+	if sa := in.endpoint.GetSocketAddress(); sa != nil {
+		return sa.GetPortValue()
+	}
+	return in.listener.GetPort().GetNumber()
 }
 
 func parseDefaultEndpoint(s string) (*corev3.Address, bool) {
@@ -143,18 +159,20 @@ func inboundListeners(snap *model.Snapshot, proxy *model.Proxy, ingresses []side
 		port := in.listener.Port
 		cluster := InboundClusterName(port.Number)
 		// The RBAC filters are shared between listeners: generated protos are never modified
-		// after construction.
-		var filters []*listenerv3.Filter
-		if model.ParseProtocol(port.Protocol).IsHTTP() {
-			filters = []*listenerv3.Filter{inboundHTTPConnectionManager(cluster, httpAuthz)}
-		} else {
-			filters = append(slices.Clone(tcpAuthz), TCPProxy(cluster, cluster))
+		// after construction. Every chain, mTLS or not, gets them.
+		filters := func(mtls bool) []*listenerv3.Filter {
+			if model.ParseProtocol(port.Protocol).IsHTTP() {
+				return []*listenerv3.Filter{inboundHTTPConnectionManager(cluster, httpAuthz, mtls)}
+			}
+			return append(slices.Clone(tcpAuthz), TCPProxy(cluster, cluster))
 		}
+		chains, listenerFilters := inboundFilterChains(inboundMTLSMode(snap, proxy, in.targetPort()), filters)
 		out = append(out, &listenerv3.Listener{
 			Name:             ListenerName(in.bind, port.Number),
 			Address:          SocketAddress(in.bind, port.Number),
 			TrafficDirection: corev3.TrafficDirection_INBOUND,
-			FilterChains:     []*listenerv3.FilterChain{{Filters: filters}},
+			ListenerFilters:  listenerFilters,
+			FilterChains:     chains,
 		})
 	}
 	return out
@@ -164,7 +182,11 @@ func inboundListeners(snap *model.Snapshot, proxy *model.Proxy, ingresses []side
 // is inline: it never changes independently of the listener. The authorization filters come
 // first, as in istiod's inbound chains: a denied request goes no further than RBAC, so fault
 // injection, CORS and the router never see it.
-func inboundHTTPConnectionManager(cluster string, authz []*hcmv3.HttpFilter) *listenerv3.Filter {
+//
+// On an mTLS chain the application learns who called: the peer's SPIFFE ID is appended to
+// x-forwarded-client-cert, as istiod's sidecars do (APPEND_FORWARD). Plaintext chains keep
+// Envoy's default, which strips the header, so a plaintext client cannot claim an identity.
+func inboundHTTPConnectionManager(cluster string, authz []*hcmv3.HttpFilter, mtls bool) *listenerv3.Filter {
 	route := &routev3.RouteConfiguration{
 		Name: cluster,
 		// Envoy checks the clusters of an inline route when the listener arrives; the inbound
@@ -186,5 +208,9 @@ func inboundHTTPConnectionManager(cluster string, authz []*hcmv3.HttpFilter) *li
 	hcm := newHTTPConnectionManager("inbound_" + cluster)
 	hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: route}
 	hcm.HttpFilters = append(slices.Clone(authz), hcm.HttpFilters...)
+	if mtls {
+		hcm.ForwardClientCertDetails = hcmv3.HttpConnectionManager_APPEND_FORWARD
+		hcm.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Uri: true}
+	}
 	return hcmFilter(hcm)
 }

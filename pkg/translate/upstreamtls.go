@@ -34,9 +34,8 @@ func applyUpstreamTLS(c *clusterv3.Cluster, tls *networking.ClientTLSSettings, o
 	switch tls.GetMode() {
 	case networking.ClientTLSSettings_SIMPLE, networking.ClientTLSSettings_MUTUAL:
 	default:
-		// DISABLE (and no tls at all): plaintext. ISTIO_MUTUAL needs the mesh's workload
-		// certificates, which belong to Skiff's mTLS support, not to this translation; until
-		// then such clusters stay plaintext rather than point at certificates nobody serves.
+		// DISABLE: plaintext. ISTIO_MUTUAL and no tls at all (auto-mTLS) use the mesh's own
+		// certificates over SDS: see applyMeshTLS in mtls.go.
 		return
 	}
 	if tls.GetCredentialName() != "" {
