@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -56,19 +55,7 @@ func startSDSServer(t *testing.T, ttl time.Duration) (*Server, *grpc.ClientConn,
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(Options{Registry: prometheus.NewRegistry(), CA: authority, WorkloadCertTTL: ttl})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go s.Run(ctx)
-	go func() { _ = s.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(); s.Stop(); cancel() })
+	s, conn := serve(t, Options{Registry: prometheus.NewRegistry(), CA: authority, WorkloadCertTTL: ttl})
 	s.Push(identitySnapshot(), time.Now())
 	return s, conn, authority
 }

@@ -30,7 +30,13 @@ const testNode = "sidecar~127.0.0.1~app-1.default~default.svc.cluster.local"
 // startServer runs a Server on a loopback port and returns a client connection to it.
 func startServer(t *testing.T) (*Server, *grpc.ClientConn) {
 	t.Helper()
-	s := New(Options{Registry: prometheus.NewRegistry()})
+	return serve(t, Options{Registry: prometheus.NewRegistry()})
+}
+
+// serve runs a Server with opts on a loopback port until the test ends.
+func serve(t *testing.T, opts Options) (*Server, *grpc.ClientConn) {
+	t.Helper()
+	s := New(opts)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
