@@ -102,6 +102,13 @@ func (p *Proxy) Class() string {
 		// Without capture, Sidecar ingress listeners bind the proxy's own address.
 		fmt.Fprintf(&b, "/%s", p.IP)
 	}
+	if p.Type == SidecarProxy && p.InterceptionMode == InterceptionRedirect {
+		// A captured sidecar's virtualInbound serves the ports of the WorkloadEntry its name
+		// picks, so two pods differ even with equal labels. This costs sharing: each captured
+		// pod is its own class, translated on every push. Keying by the workload's ports would
+		// share more, but needs the snapshot, which the class key is computed without.
+		fmt.Fprintf(&b, "/%s", p.Name)
+	}
 	for _, k := range sortedKeys(p.Labels) {
 		fmt.Fprintf(&b, "/%s=%s", k, p.Labels[k])
 	}

@@ -13,6 +13,12 @@ const (
 	VirtualOutbound    = "virtualOutbound"
 	// VirtualOutboundPort is where captured outbound traffic arrives.
 	VirtualOutboundPort = 15001
+	VirtualInbound      = "virtualInbound"
+	// VirtualInboundPort is where captured inbound traffic arrives.
+	VirtualInboundPort = 15006
+	// InboundPassthroughCluster takes captured inbound traffic to ports the workload does not
+	// declare on to its original destination.
+	InboundPassthroughCluster = "InboundPassthroughCluster"
 	// AllowAnyVirtualHost is the catch-all virtual host that passes unknown hosts through.
 	AllowAnyVirtualHost = "allow_any"
 	// BlockAllVirtualHost replaces it under REGISTRY_ONLY.

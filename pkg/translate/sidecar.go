@@ -13,6 +13,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 
 	"github.com/skiffmesh/skiff/pkg/model"
 )
@@ -128,21 +129,27 @@ func parseDefaultEndpoint(s string) (*corev3.Address, bool) {
 func inboundClusters(ingresses []sidecarIngress) []*clusterv3.Cluster {
 	out := make([]*clusterv3.Cluster, 0, len(ingresses))
 	for _, in := range ingresses {
-		name := InboundClusterName(in.listener.Port.Number)
-		out = append(out, &clusterv3.Cluster{
-			Name:                 name,
-			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-			ConnectTimeout:       Duration(defaultConnectTimeout),
-			CircuitBreakers:      defaultCircuitBreakers(),
-			LoadAssignment: &endpointv3.ClusterLoadAssignment{
-				ClusterName: name,
-				Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: in.endpoint}},
-				}}}},
-			},
-		})
+		out = append(out, inboundCluster(in.listener.Port.Number, in.endpoint))
 	}
 	return out
+}
+
+// inboundCluster is the STATIC cluster `inbound|PORT||` holding the application's address;
+// both the Sidecar ingress path and virtualInbound (inbound.go) send to one.
+func inboundCluster(port uint32, app *corev3.Address) *clusterv3.Cluster {
+	name := InboundClusterName(port)
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       Duration(defaultConnectTimeout),
+		CircuitBreakers:      defaultCircuitBreakers(),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: name,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: app}},
+			}}}},
+		},
+	}
 }
 
 // inboundListeners bind each Sidecar ingress port and forward to the application: HTTP through
@@ -158,15 +165,8 @@ func inboundListeners(snap *model.Snapshot, proxy *model.Proxy, ingresses []side
 	for _, in := range ingresses {
 		port := in.listener.Port
 		cluster := InboundClusterName(port.Number)
-		// The RBAC filters are shared between listeners: generated protos are never modified
-		// after construction. Every chain, mTLS or not, gets them.
-		filters := func(mtls bool) []*listenerv3.Filter {
-			if model.ParseProtocol(port.Protocol).IsHTTP() {
-				return []*listenerv3.Filter{inboundHTTPConnectionManager(cluster, httpAuthz, mtls)}
-			}
-			return append(slices.Clone(tcpAuthz), TCPProxy(cluster, cluster))
-		}
-		chains, listenerFilters := inboundFilterChains(inboundMTLSMode(snap, proxy, in.targetPort()), filters)
+		chains, listenerFilters := inboundPortChains(inboundMTLSMode(snap, proxy, in.targetPort()),
+			cluster, model.ParseProtocol(port.Protocol).IsHTTP(), httpAuthz, tcpAuthz)
 		out = append(out, &listenerv3.Listener{
 			Name:             ListenerName(in.bind, port.Number),
 			Address:          SocketAddress(in.bind, port.Number),
@@ -176,6 +176,24 @@ func inboundListeners(snap *model.Snapshot, proxy *model.Proxy, ingresses []side
 		})
 	}
 	return out
+}
+
+// inboundPortChains are the filter chains of one inbound application port, for the port's
+// PeerAuthentication mode (see inboundFilterChains), ending in cluster: HTTP through a
+// connection manager with an inline route, anything else through tcp_proxy, with the
+// workload's RBAC filters ahead of either. The Sidecar ingress listeners and virtualInbound's
+// per-port chains (inbound.go) are both built here, so the two paths enforce the same policy.
+// The RBAC filters are shared between chains and listeners: generated protos are never
+// modified after construction.
+func inboundPortChains(mode security.PeerAuthentication_MutualTLS_Mode, cluster string, http bool,
+	httpAuthz []*hcmv3.HttpFilter, tcpAuthz []*listenerv3.Filter,
+) ([]*listenerv3.FilterChain, []*listenerv3.ListenerFilter) {
+	return inboundFilterChains(mode, func(mtls bool) []*listenerv3.Filter {
+		if http {
+			return []*listenerv3.Filter{inboundHTTPConnectionManager(cluster, httpAuthz, mtls)}
+		}
+		return append(slices.Clone(tcpAuthz), TCPProxy(cluster, cluster))
+	})
 }
 
 // inboundHTTPConnectionManager routes every request to the application's cluster. The route

@@ -29,10 +29,22 @@ func ForProxy(snap *model.Snapshot, proxy *model.Proxy) *Resources {
 	}
 }
 
-// Clusters builds the proxy's clusters: outbound ones for the services it sees, and inbound
-// ones for the application ports a Sidecar declares.
+// Clusters builds the proxy's clusters: outbound ones for the services it sees, inbound ones
+// for the application ports a Sidecar declares, and, when traffic is captured, those of
+// virtualInbound (inbound.go).
 func Clusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Cluster {
-	return append(outboundClusters(snap, proxy), inboundClusters(sidecarIngresses(snap, proxy))...)
+	ingresses := sidecarIngresses(snap, proxy)
+	out := append(outboundClusters(snap, proxy), inboundClusters(ingresses)...)
+	if capturedSidecar(proxy) {
+		out = append(out, virtualInboundClusters(snap, proxy, ingresses)...)
+	}
+	return out
+}
+
+// capturedSidecar reports whether the proxy gets virtualInbound: a sidecar whose inbound
+// traffic iptables redirects to 15006.
+func capturedSidecar(proxy *model.Proxy) bool {
+	return proxy.Type == model.SidecarProxy && proxy.InterceptionMode == model.InterceptionRedirect
 }
 
 // Listeners builds the proxy's listeners: a sidecar's from the services it sees, a gateway's
@@ -41,7 +53,15 @@ func Listeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener 
 	if proxy.Type == model.Router {
 		return gatewayListeners(snap, proxy)
 	}
-	return append(outboundListeners(snap, proxy), inboundListeners(snap, proxy, sidecarIngresses(snap, proxy))...)
+	ingresses := sidecarIngresses(snap, proxy)
+	out := outboundListeners(snap, proxy)
+	if capturedSidecar(proxy) {
+		// Captured, the Sidecar's ingress ports are chains of virtualInbound, as in istiod: a
+		// listener of their own would never see captured traffic, and its name 0.0.0.0_PORT
+		// would clash with the outbound listener of a service on the same port.
+		return append(out, virtualInboundListener(snap, proxy, ingresses))
+	}
+	return append(out, inboundListeners(snap, proxy, ingresses)...)
 }
 
 // Routes builds the proxy's route configurations.

@@ -105,8 +105,8 @@ func TestParkedWatchAnsweredOnFirstPushBeforeHalfClose(t *testing.T) {
 	if err != nil {
 		t.Fatalf("half-closed stream ended without an answer: %v", err)
 	}
-	if got := len(resp.Resources); got != 3 {
-		t.Errorf("got %d clusters, want 3 (reviews, PassthroughCluster, BlackHoleCluster)", got)
+	if got := len(resp.Resources); got != 4 {
+		t.Errorf("got %d clusters, want 4 (reviews, PassthroughCluster, BlackHoleCluster, InboundPassthroughCluster)", got)
 	}
 	if _, err := stream.Recv(); err != io.EOF {
 		t.Errorf("after the answer: %v, want EOF", err)
@@ -180,7 +180,9 @@ func TestProxiesShareTheirClass(t *testing.T) {
 	s, conn := startServer(t)
 	s.Push(meshSnapshot("10.0.0.1"), time.Now())
 	var streams []discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
-	for _, id := range []string{testNode, "sidecar~127.0.0.2~app-2.default~default.svc.cluster.local"} {
+	// Same pod name, other address: a captured sidecar's class includes its name (virtualInbound
+	// serves its WorkloadEntry's ports), not its address.
+	for _, id := range []string{testNode, "sidecar~127.0.0.2~app-1.default~default.svc.cluster.local"} {
 		stream := openADS(t, conn)
 		if err := stream.Send(cdsRequest(id)); err != nil {
 			t.Fatal(err)

@@ -32,8 +32,28 @@ type mtlsMesh struct {
 	client  *framework.Envoy
 	server  *framework.Envoy
 	app     *framework.Upstream
-	svcPort int // the client's egress listener, on mtlsClientIP
-	inPort  int // the server's ingress listener, on mtlsServerIP
+	place   mtlsPlacement
+	svcPort int // the client's egress listener, on place.clientIP
+	inPort  int // the server's ingress listener, on place.serverIP
+}
+
+// mtlsPlacement says where the mesh runs: the proxies' and the server app's addresses, the
+// namespace of both workloads, the server's app label (and service name), and extra pilot flags.
+type mtlsPlacement struct {
+	clientIP, serverIP, serverAppIP string
+	namespace, serverApp            string
+	pilotArgs                       []string
+}
+
+// defaultMTLSPlacement is the mesh of the TestMTLS tests: namespace default, app server.
+var defaultMTLSPlacement = mtlsPlacement{
+	clientIP: mtlsClientIP, serverIP: mtlsServerIP, serverAppIP: mtlsServerAppIP,
+	namespace: "default", serverApp: "server",
+}
+
+// host is the server's service host.
+func (p mtlsPlacement) host() string {
+	return p.serverApp + "." + p.namespace + ".svc.cluster.local"
 }
 
 // boundEnvoyArgs makes every upstream connection of the Envoy, pilot's included, leave from ip.
@@ -46,17 +66,24 @@ func boundEnvoyArgs(ip string) []string {
 // given, then starts both proxies.
 func startMTLSMesh(t *testing.T, protocol, peerAuthentication string) *mtlsMesh {
 	t.Helper()
+	return startMTLSMeshAt(t, defaultMTLSPlacement, protocol, peerAuthentication)
+}
+
+// startMTLSMeshAt is startMTLSMesh placed as p says.
+func startMTLSMeshAt(t *testing.T, p mtlsPlacement, protocol, peerAuthentication string) *mtlsMesh {
+	t.Helper()
 	m := &mtlsMesh{
-		app:     framework.StartUpstream(t, mtlsServerAppIP, "server-app"),
-		svcPort: framework.FreePort(t, mtlsClientIP),
-		inPort:  framework.FreePort(t, mtlsServerIP),
+		app:     framework.StartUpstream(t, p.serverAppIP, p.serverApp+"-app"),
+		place:   p,
+		svcPort: framework.FreePort(t, p.clientIP),
+		inPort:  framework.FreePort(t, p.serverIP),
 	}
-	m.pilot = framework.StartPilot(t, framework.PilotOptions{})
+	m.pilot = framework.StartPilot(t, framework.PilotOptions{Args: p.pilotArgs})
 	m.pilot.WriteConfig(t, "mesh.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata:
   name: client-1
-  namespace: default
+  namespace: %[8]s
 spec:
   address: %[1]s
   serviceAccount: client
@@ -67,12 +94,12 @@ apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata:
   name: server-1
-  namespace: default
+  namespace: %[8]s
 spec:
   address: %[2]s
-  serviceAccount: server
+  serviceAccount: %[9]s
   labels:
-    app: server
+    app: %[9]s
     security.istio.io/tlsMode: istio
   ports:
     http: %[3]d
@@ -80,8 +107,8 @@ spec:
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata:
-  name: server
-  namespace: default
+  name: %[9]s
+  namespace: %[8]s
 spec:
   hosts:
   - %[4]s
@@ -93,17 +120,17 @@ spec:
   resolution: STATIC
   workloadSelector:
     labels:
-      app: server
+      app: %[9]s
 ---
 apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata:
-  name: server
-  namespace: default
+  name: %[9]s
+  namespace: %[8]s
 spec:
   workloadSelector:
     labels:
-      app: server
+      app: %[9]s
   ingress:
   - port:
       number: %[3]d
@@ -119,7 +146,7 @@ apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata:
   name: client
-  namespace: default
+  namespace: %[8]s
 spec:
   workloadSelector:
     labels:
@@ -132,17 +159,17 @@ spec:
     bind: %[1]s
     hosts:
     - "./*"
-`, mtlsClientIP, mtlsServerIP, m.inPort, mtlsHost, m.svcPort, m.app.Address(), protocol))
+`, p.clientIP, p.serverIP, m.inPort, p.host(), m.svcPort, m.app.Address(), protocol, p.namespace, p.serverApp))
 	m.pilot.WriteConfig(t, "peerauthentication.yaml", peerAuthentication)
 	m.server = framework.StartEnvoy(t, m.pilot, framework.EnvoyOptions{
-		NodeID:        "sidecar~" + mtlsServerIP + "~server-1.default~default.svc.cluster.local",
-		BootstrapArgs: []string{"--labels", "app=server"},
-		EnvoyArgs:     boundEnvoyArgs(mtlsServerIP),
+		NodeID:        fmt.Sprintf("sidecar~%s~server-1.%s~%s.svc.cluster.local", p.serverIP, p.namespace, p.namespace),
+		BootstrapArgs: []string{"--labels", "app=" + p.serverApp},
+		EnvoyArgs:     boundEnvoyArgs(p.serverIP),
 	})
 	m.client = framework.StartEnvoy(t, m.pilot, framework.EnvoyOptions{
-		NodeID:        "sidecar~" + mtlsClientIP + "~client-1.default~default.svc.cluster.local",
+		NodeID:        fmt.Sprintf("sidecar~%s~client-1.%s~%s.svc.cluster.local", p.clientIP, p.namespace, p.namespace),
 		BootstrapArgs: []string{"--labels", "app=client"},
-		EnvoyArgs:     boundEnvoyArgs(mtlsClientIP),
+		EnvoyArgs:     boundEnvoyArgs(p.clientIP),
 	})
 	return m
 }
@@ -168,7 +195,7 @@ func (m *mtlsMesh) throughMesh(t *testing.T) map[string]string {
 	t.Helper()
 	var seen map[string]string
 	framework.Eventually(t, 20*time.Second, func() error {
-		resp, err := framework.Send("GET", fmt.Sprintf("http://%s:%d/headers", mtlsClientIP, m.svcPort), mtlsHost,
+		resp, err := framework.Send("GET", fmt.Sprintf("http://%s:%d/headers", m.place.clientIP, m.svcPort), m.place.host(),
 			map[string]string{"x-forwarded-client-cert": "URI=spiffe://cluster.local/ns/default/sa/forged"})
 		if err != nil {
 			return err
@@ -184,7 +211,7 @@ func (m *mtlsMesh) throughMesh(t *testing.T) map[string]string {
 
 // direct calls the server's ingress listener in plaintext, as a client without a sidecar.
 func (m *mtlsMesh) direct(path string, headers map[string]string) (*framework.Response, error) {
-	return framework.Send("GET", fmt.Sprintf("http://%s:%d%s", mtlsServerIP, m.inPort, path), mtlsHost, headers)
+	return framework.Send("GET", fmt.Sprintf("http://%s:%d%s", m.place.serverIP, m.inPort, path), m.place.host(), headers)
 }
 
 // handshakes sums the server's TLS handshakes on its listeners.

@@ -35,9 +35,10 @@ spec:
 	other := framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: "sidecar~127.0.4.9~details-1.default~default.svc.cluster.local",
 		BootstrapArgs: []string{"--labels", "app=details"}, Interception: "redirect"})
 
-	// reviews, PassthroughCluster, BlackHoleCluster for the scoped proxy; ratings too for the other.
+	// reviews, PassthroughCluster, BlackHoleCluster for the scoped proxy; ratings too for the
+	// other, and InboundPassthroughCluster, since it is captured (virtualInbound).
 	scoped.WaitStat(t, "cluster_manager.active_clusters", func(v uint64) bool { return v == 3+1 }, 15*time.Second) // +1: xds-grpc
-	other.WaitStat(t, "cluster_manager.active_clusters", func(v uint64) bool { return v == 4+1 }, 15*time.Second)
+	other.WaitStat(t, "cluster_manager.active_clusters", func(v uint64) bool { return v == 5+1 }, 15*time.Second)
 	if dump := string(scoped.ConfigDump(t)); strings.Contains(dump, "ratings.default.svc.cluster.local") {
 		t.Errorf("the scoped proxy still has ratings' configuration")
 	}

@@ -1,0 +1,255 @@
+package translate
+
+import (
+	"slices"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// The captured inbound side, as istiod builds it: iptables redirects every connection to the
+// workload to 15006, where virtualInbound picks a filter chain by the original destination
+// port. The workload's own ports (the target ports of the services whose endpoints are its
+// WorkloadEntry) go through the same mTLS and RBAC chains as Sidecar ingress listeners, to
+// `inbound|PORT||`; any other port passes through to InboundPassthroughCluster; 15006 itself
+// would loop and is dropped.
+
+// inboundPassthroughBindAddress is istiod's (≥1.10) source for passthrough traffic: a loopback
+// address other than 127.0.0.1, which iptables' capture rules exempt, so the connection to the
+// application is not redirected back to 15006, and which the application can tell apart from
+// its own localhost traffic.
+const inboundPassthroughBindAddress = "127.0.0.6"
+
+// inboundPort is one application port of the proxy's workload.
+type inboundPort struct {
+	number uint32
+	http   bool
+}
+
+// workloadInboundPorts are the ports the proxy's workload serves: it is the WorkloadEntry the
+// node ID names (POD.NAMESPACE), and its ports are the ones the services selecting it send to
+// (Endpoint.PortFor). When two services disagree on a port's protocol, HTTP wins, as for
+// outbound listeners. Sorted by number, so the listener is stable.
+func workloadInboundPorts(snap *model.Snapshot, proxy *model.Proxy) []inboundPort {
+	if snap.WorkloadEntry(proxy.Namespace, proxy.Name) == nil {
+		return nil
+	}
+	source := "WorkloadEntry/" + proxy.Namespace + "/" + proxy.Name
+	byNumber := map[uint32]bool{}
+	for _, svc := range snap.Services {
+		for _, ep := range svc.Endpoints {
+			if ep.Source != source {
+				continue
+			}
+			for _, port := range svc.Ports {
+				if port.Protocol == model.UDP {
+					continue
+				}
+				n := ep.PortFor(port)
+				byNumber[n] = byNumber[n] || port.Protocol.IsHTTP()
+			}
+		}
+	}
+	out := make([]inboundPort, 0, len(byNumber))
+	for n, http := range byNumber {
+		// 15006 is the blackhole chain's (see virtualInboundListener).
+		if n != VirtualInboundPort {
+			out = append(out, inboundPort{number: n, http: http})
+		}
+	}
+	slices.SortFunc(out, func(a, b inboundPort) int { return int(a.number) - int(b.number) })
+	return out
+}
+
+// virtualInboundPorts splits virtualInbound's ports: the Sidecar's ingress ports, which go to
+// the ingress listener's cluster (the Sidecar names the application's endpoint explicitly),
+// and the workload's other ports, which get a cluster of their own.
+func virtualInboundPorts(snap *model.Snapshot, proxy *model.Proxy, ingresses []sidecarIngress) (own []inboundPort, sidecar []sidecarIngress) {
+	claimed := map[uint32]bool{}
+	for _, in := range ingresses {
+		if n := in.listener.Port.Number; n != VirtualInboundPort && !claimed[n] {
+			claimed[n] = true
+			sidecar = append(sidecar, in)
+		}
+	}
+	for _, p := range workloadInboundPorts(snap, proxy) {
+		if !claimed[p.number] {
+			own = append(own, p)
+		}
+	}
+	return own, sidecar
+}
+
+// virtualInboundClusters are what virtualInbound adds to a captured sidecar's CDS: an
+// `inbound|PORT||` cluster per workload port, and InboundPassthroughCluster.
+//
+// The application is reached on 127.0.0.1:PORT, as istiod did before 1.10. Newer istiod sends
+// to the pod IP from 127.0.0.6 so that applications bound to the pod IP only are reachable, but
+// Skiff's workloads are processes on a laptop whose WorkloadEntry address may not be local at
+// all (the e2e tests use 127.0.9.x and made-up IPs), while localhost always is; the price is
+// that an application listening only on its pod IP is not reachable through the sidecar.
+func virtualInboundClusters(snap *model.Snapshot, proxy *model.Proxy, ingresses []sidecarIngress) []*clusterv3.Cluster {
+	own, _ := virtualInboundPorts(snap, proxy, ingresses)
+	out := make([]*clusterv3.Cluster, 0, len(own)+1)
+	for _, p := range own {
+		out = append(out, inboundCluster(p.number, SocketAddress(localhostAddress, p.number)))
+	}
+	return append(out, inboundPassthroughCluster())
+}
+
+// inboundPassthroughCluster sends a connection on to its original destination, from
+// 127.0.0.6 (see inboundPassthroughBindAddress).
+func inboundPassthroughCluster() *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 InboundPassthroughCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		ConnectTimeout:       Duration(defaultConnectTimeout),
+		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+		CircuitBreakers:      defaultCircuitBreakers(),
+		UpstreamBindConfig: &corev3.BindConfig{
+			SourceAddress: &corev3.SocketAddress{
+				Address:       inboundPassthroughBindAddress,
+				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
+			},
+		},
+	}
+}
+
+// virtualInboundListener is 0.0.0.0:15006. The original_dst listener filter restores the
+// address iptables rewrote, so chains match on the workload's port and the passthrough cluster
+// knows where to go; tls_inspector lets PERMISSIVE chains tell mTLS from plaintext (only
+// those, see inboundListenerFilters).
+//
+// use_original_dst is deliberately left unset, as in istiod's virtualInbound: it would hand a
+// connection to whichever listener owns its original address, and a captured sidecar's
+// outbound listeners are 0.0.0.0_PORT (not bound, reached through virtualOutbound), so inbound
+// traffic to port 9080 would be routed as outbound traffic to the 9080 services.
+func virtualInboundListener(snap *model.Snapshot, proxy *model.Proxy, ingresses []sidecarIngress) *listenerv3.Listener {
+	httpAuthz, tcpAuthz := AuthorizationFilters(snap, proxy)
+	own, sidecar := virtualInboundPorts(snap, proxy, ingresses)
+	var chains []*listenerv3.FilterChain
+	// Ports whose chains are chosen by transport protocol (PERMISSIVE) need the TLS inspector;
+	// the others must not wait for it, see inboundListenerFilters. 15006 is the blackhole's.
+	plain, inspected := []uint32{VirtualInboundPort}, []uint32(nil)
+	addPort := func(port, targetPort uint32, http bool) {
+		cluster := InboundClusterName(port)
+		portChains, inspect := inboundPortChains(inboundMTLSMode(snap, proxy, targetPort), cluster, http, httpAuthz, tcpAuthz)
+		if len(inspect) > 0 {
+			inspected = append(inspected, port)
+		} else {
+			plain = append(plain, port)
+		}
+		chains = append(chains, onDestinationPort(portChains, port, cluster)...)
+	}
+	for _, p := range own {
+		addPort(p.number, p.number, p.http)
+	}
+	for _, in := range sidecar {
+		addPort(in.listener.Port.Number, in.targetPort(), model.ParseProtocol(in.listener.Port.Protocol).IsHTTP())
+	}
+	chains = append(chains, &listenerv3.FilterChain{
+		Name:             VirtualInbound + "-blackhole",
+		FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: uint32Value(VirtualInboundPort)},
+		Filters:          []*listenerv3.Filter{TCPProxy(BlackHoleCluster, BlackHoleCluster)},
+	})
+
+	// Any other port passes through, under the workload's mode (a STRICT workload takes no
+	// plaintext on any port, as in istiod) and its RBAC network filters.
+	passthrough, inspectPassthrough := inboundFilterChains(mtlsMode(snap, proxy.Namespace, proxy.Labels, nil), func(bool) []*listenerv3.Filter {
+		return append(slices.Clone(tcpAuthz), TCPProxy(InboundPassthroughCluster, InboundPassthroughCluster))
+	})
+	l := &listenerv3.Listener{
+		Name:             VirtualInbound,
+		Address:          SocketAddress(wildcardAddress, VirtualInboundPort),
+		TrafficDirection: corev3.TrafficDirection_INBOUND,
+		ListenerFilters:  inboundListenerFilters(plain, inspected, len(inspectPassthrough) > 0),
+	}
+	if len(passthrough) == 1 {
+		passthrough[0].Name = VirtualInbound + "-catchall"
+		l.DefaultFilterChain = passthrough[0]
+	} else {
+		// PERMISSIVE: one chain per transport protocol, matching any port that no port chain
+		// claims (Envoy matches destination_port before transport_protocol).
+		for _, c := range passthrough {
+			c.Name = VirtualInbound + "-catchall-" + c.FilterChainMatch.GetTransportProtocol()
+		}
+		chains = append(chains, passthrough...)
+	}
+	l.FilterChains = chains
+	return l
+}
+
+// onDestinationPort restricts chains to one destination port and names them after cluster
+// (with the transport protocol when they are split by it).
+func onDestinationPort(chains []*listenerv3.FilterChain, port uint32, cluster string) []*listenerv3.FilterChain {
+	for _, c := range chains {
+		match := &listenerv3.FilterChainMatch{}
+		if c.FilterChainMatch != nil {
+			match = proto.Clone(c.FilterChainMatch).(*listenerv3.FilterChainMatch)
+		}
+		match.DestinationPort = uint32Value(port)
+		c.FilterChainMatch = match
+		c.Name = cluster
+		if tp := match.GetTransportProtocol(); tp != "" {
+			c.Name += "-" + tp
+		}
+	}
+	return chains
+}
+
+// inboundListenerFilters are original_dst, then tls_inspector only where a chain is picked by
+// transport protocol, as istiod does with filter_disabled. The inspector waits for the client's
+// first bytes, so on a plain port a server-first protocol (MySQL, SMTP) would stall until the
+// listener filter timeout, and so would a connection to 15006 itself before the blackhole
+// closes it. Either the catch-all needs inspection, and it is disabled on the plain ports, or
+// it does not, and it is disabled everywhere but on the inspected ports (left out when there
+// are none).
+func inboundListenerFilters(plain, inspected []uint32, inspectOthers bool) []*listenerv3.ListenerFilter {
+	filters := []*listenerv3.ListenerFilter{originalDstFilter()}
+	if !inspectOthers && len(inspected) == 0 {
+		return filters
+	}
+	inspector := tlsInspectorFilter()
+	if inspectOthers {
+		inspector.FilterDisabled = anyDestinationPort(plain)
+	} else {
+		inspector.FilterDisabled = &listenerv3.ListenerFilterChainMatchPredicate{
+			Rule: &listenerv3.ListenerFilterChainMatchPredicate_NotMatch{NotMatch: anyDestinationPort(inspected)},
+		}
+	}
+	return append(filters, inspector)
+}
+
+// anyDestinationPort matches a connection whose destination is one of ports (at least one).
+func anyDestinationPort(ports []uint32) *listenerv3.ListenerFilterChainMatchPredicate {
+	rules := make([]*listenerv3.ListenerFilterChainMatchPredicate, 0, len(ports))
+	for _, p := range ports {
+		rules = append(rules, &listenerv3.ListenerFilterChainMatchPredicate{
+			Rule: &listenerv3.ListenerFilterChainMatchPredicate_DestinationPortRange{
+				DestinationPortRange: &typev3.Int32Range{Start: int32(p), End: int32(p) + 1},
+			},
+		})
+	}
+	if len(rules) == 1 {
+		return rules[0] // an or_match takes two rules or more
+	}
+	return &listenerv3.ListenerFilterChainMatchPredicate{
+		Rule: &listenerv3.ListenerFilterChainMatchPredicate_OrMatch{
+			OrMatch: &listenerv3.ListenerFilterChainMatchPredicate_MatchSet{Rules: rules},
+		},
+	}
+}
+
+func originalDstFilter() *listenerv3.ListenerFilter {
+	return &listenerv3.ListenerFilter{
+		Name:       wellknown.OriginalDestination,
+		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: MustAny(&originaldstv3.OriginalDst{})},
+	}
+}
