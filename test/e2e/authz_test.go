@@ -164,23 +164,7 @@ spec:
 // /config_dump as istiod would write it; it allows GET and POST only from workloads of
 // temple-stack, identified by their certificate, so a plaintext GET is denied.
 func TestAuthzSeedPolicy(t *testing.T) {
-	a := startAuthzProxy(t, "127.0.5.5", "127.0.5.6", "temple-stack", "temple-api", false, `apiVersion: security.istio.io/v1beta1
-kind: AuthorizationPolicy
-metadata:
-  name: temple-api-authz
-  namespace: temple-stack
-spec:
-  selector:
-    matchLabels:
-      app: temple-api
-  rules:
-  - from:
-    - source:
-        namespaces: ["temple-stack"]
-    to:
-    - operation:
-        methods: ["GET", "POST"]
-`)
+	a := startAuthzProxy(t, "127.0.5.5", "127.0.5.6", "temple-stack", "temple-api", false, seedAuthorizationPolicy)
 	listener := fmt.Sprintf("%s_%d", a.ip, a.port)
 	var filters []string
 	framework.Eventually(t, 15*time.Second, func() error {
@@ -292,3 +276,22 @@ func httpFilterNames(dump []byte, listener string) ([]string, error) {
 	}
 	return nil, fmt.Errorf("no active listener %s with a connection manager in the config dump", listener)
 }
+
+// seedAuthorizationPolicy is the tutorial's AuthorizationPolicy, verbatim.
+const seedAuthorizationPolicy = `apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata:
+  name: temple-api-authz
+  namespace: temple-stack
+spec:
+  selector:
+    matchLabels:
+      app: temple-api
+  rules:
+  - from:
+    - source:
+        namespaces: ["temple-stack"]
+    to:
+    - operation:
+        methods: ["GET", "POST"]
+`

@@ -262,24 +262,7 @@ func TestSecuritySeedAuthorizationPolicy(t *testing.T) {
 		clientIP: "127.0.8.21", serverIP: "127.0.8.22", serverAppIP: "127.0.8.23",
 		namespace: "temple-stack", serverApp: "temple-api",
 	}
-	m := startMTLSMeshAt(t, p, "HTTP", securitySTRICT(p)+`---
-apiVersion: security.istio.io/v1beta1
-kind: AuthorizationPolicy
-metadata:
-  name: temple-api-authz
-  namespace: temple-stack
-spec:
-  selector:
-    matchLabels:
-      app: temple-api
-  rules:
-  - from:
-    - source:
-        namespaces: ["temple-stack"]
-    to:
-    - operation:
-        methods: ["GET", "POST"]
-`)
+	m := startMTLSMeshAt(t, p, "HTTP", securitySTRICT(p)+"---\n"+seedAuthorizationPolicy)
 	seen := m.throughMesh(t)
 	if xfcc := seen["x-forwarded-client-cert"]; !strings.Contains(xfcc, "URI=spiffe://cluster.local/ns/temple-stack/sa/client") {
 		t.Errorf("server app saw x-forwarded-client-cert %q; want the temple-stack client's SPIFFE ID", xfcc)
