@@ -1,5 +1,6 @@
-// Command pilot is Skiff's control plane: it reads Istio configuration (from a folder for now),
-// translates it into Envoy configuration and serves it over ADS. `pilot bootstrap` prints the
+// Command pilot is Skiff's control plane: it reads Istio configuration (from a folder, or from
+// a Kubernetes cluster's API server), translates it into Envoy configuration and serves it over
+// ADS. `pilot bootstrap` prints the
 // bootstrap with which an upstream Envoy joins it.
 package main
 
@@ -25,6 +26,14 @@ func main() {
 	}
 }
 
+// envOr is the environment variable's value, or def when it is unset or empty.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
 func newRootCommand() *cobra.Command {
 	opts := serveOptions{}
 	var logLevel string
@@ -32,8 +41,10 @@ func newRootCommand() *cobra.Command {
 		Use:   "pilot",
 		Short: "Skiff's xDS control plane: Istio configuration in, Envoy configuration out over ADS",
 		Long: `pilot reads Istio configuration (ServiceEntry, WorkloadEntry, VirtualService,
-DestinationRule, Gateway, Sidecar, PeerAuthentication, AuthorizationPolicy) from a folder,
-translates it into Envoy listeners, routes, clusters and endpoints, and serves them over gRPC ADS.`,
+DestinationRule, Gateway, Sidecar, PeerAuthentication, AuthorizationPolicy) and the service
+registry (Kubernetes Services, EndpointSlices, Pods) from a folder (--config-dir) or from a
+Kubernetes API server (--kubernetes, with --kubeconfig or in-cluster), translates it into Envoy
+listeners, routes, clusters and endpoints, and serves them over gRPC ADS.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -43,20 +54,27 @@ translates it into Envoy listeners, routes, clusters and endpoints, and serves t
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			opts.logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			opts.kubernetes = opts.kubernetes || opts.kubeconfig != ""
+			if opts.kubernetes == (opts.configDir != "") {
+				return fmt.Errorf("pass exactly one of --config-dir (a folder) and --kubernetes/--kubeconfig (a cluster)")
+			}
 			return serve(cmd.Context(), opts)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&opts.configDir, "config-dir", "", "folder of Istio YAML to serve (read recursively, watched for changes)")
+	f.StringVar(&opts.configDir, "config-dir", "", "folder of Istio and Kubernetes YAML to serve (read recursively, watched for changes)")
+	f.BoolVar(&opts.kubernetes, "kubernetes", false, "watch a Kubernetes API server instead of a folder (in-cluster configuration unless --kubeconfig)")
+	f.StringVar(&opts.kubeconfig, "kubeconfig", "", "kubeconfig file of the cluster to watch (implies --kubernetes)")
+	f.StringVar(&opts.namespace, "namespace", envOr("POD_NAMESPACE", "istio-system"), "the control plane's namespace, where the CA Secret lives (Kubernetes mode)")
+	f.StringVar(&opts.caSecret, "ca-secret", "skiff-ca", "Secret holding the CA in Istio's cacerts layout, created with a self-signed root when absent; Secret cacerts, when present, wins (Kubernetes mode)")
 	f.StringVar(&opts.xdsAddress, "xds-address", ":15010", "plaintext gRPC address for ADS, health and reflection")
 	f.StringVar(&opts.monitoringAddress, "monitoring-address", ":15014", "HTTP address for /metrics, /ready and /debug/")
 	f.BoolVar(&opts.reflection, "reflection", true, "serve gRPC reflection on the plaintext xDS port (for grpcurl)")
 	f.StringVar(&opts.xdsTLSAddress, "xds-tls-address", ":15012", "TLS gRPC address for the same ADS, with a certificate from the CA for istiod.istio-system.svc, localhost and 127.0.0.1 (empty: off)")
-	f.StringVar(&opts.caDir, "ca-dir", ".skiff-ca", "CA directory in Istio's cacerts layout; a self-signed root is created and persisted there when it holds none (the one secret on disk)")
+	f.StringVar(&opts.caDir, "ca-dir", ".skiff-ca", "CA directory in Istio's cacerts layout; a self-signed root is created and persisted there when it holds none (folder mode; the one secret on disk)")
 	f.StringVar(&opts.trustDomain, "trust-domain", ca.DefaultTrustDomain, "SPIFFE trust domain of workload identities")
 	f.DurationVar(&opts.workloadCertTTL, "workload-cert-ttl", ca.DefaultWorkloadTTL, "lifetime of workload certificates (SDS default); they are re-issued and pushed at half-life")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	_ = cmd.MarkFlagRequired("config-dir")
 	cmd.AddCommand(newBootstrapCommand(), newCACommand())
 	return cmd
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // monitoringMux serves the monitoring and debug endpoints on one HTTP port, like istiod's 15014.
-func monitoringMux(reg *prometheus.Registry, server *xds.Server, source *folderSource, ready *atomic.Bool) *http.ServeMux {
+func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configStatus, ready *atomic.Bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
@@ -29,13 +29,13 @@ func monitoringMux(reg *prometheus.Registry, server *xds.Server, source *folderS
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(source.view())
+		_ = enc.Encode(status.view())
 	})
 	mux.HandleFunc("GET /debug", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, `Skiff pilot debug endpoints:
   /debug/syncz                    connected proxies: per type, version sent, ACKed, last NACK
   /debug/config_dump?proxy=ID     what pilot serves a proxy (node ID or POD.NAMESPACE), Envoy-style JSON
-  /debug/config_errors            configuration documents currently rejected
+  /debug/config_errors            configuration currently rejected, and analysis warnings
   /metrics                        Prometheus metrics
   /ready                          200 once the first configuration is loaded
 `)

@@ -17,11 +17,16 @@ import (
 
 	"github.com/skiffmesh/skiff/pkg/ca"
 	"github.com/skiffmesh/skiff/pkg/config"
+	"github.com/skiffmesh/skiff/pkg/kube"
 	"github.com/skiffmesh/skiff/pkg/xds"
 )
 
 type serveOptions struct {
 	configDir         string
+	kubernetes        bool   // watch the Kubernetes API instead of a folder
+	kubeconfig        string // empty: in-cluster configuration
+	namespace         string // the control plane's namespace (CA Secret)
+	caSecret          string
 	xdsAddress        string
 	monitoringAddress string
 	reflection        bool
@@ -32,20 +37,36 @@ type serveOptions struct {
 	logger            *slog.Logger
 }
 
-// serve runs pilot until ctx ends: load the folder, push, watch for changes, and serve ADS
-// and the monitoring endpoints.
+// serve runs pilot until ctx ends: load the configuration (a folder, or the Kubernetes API),
+// push it, follow its changes, and serve ADS and the monitoring endpoints.
 func serve(ctx context.Context, opts serveOptions) error {
 	log := opts.logger
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	authority, err := ca.LoadOrCreate(opts.caDir, opts.trustDomain)
-	if err != nil {
+	var (
+		authority *ca.CA
+		clients   *kube.Clients
+		err       error
+	)
+	if opts.kubernetes {
+		cfg, err := kube.RESTConfig(opts.kubeconfig)
+		if err != nil {
+			return err
+		}
+		if clients, err = kube.NewClients(cfg); err != nil {
+			return err
+		}
+		authority, err = kube.LoadOrCreateCA(ctx, clients.Kube, opts.namespace, opts.caSecret, opts.trustDomain, log)
+		if err != nil {
+			return err
+		}
+	} else if authority, err = ca.LoadOrCreate(opts.caDir, opts.trustDomain); err != nil {
 		return fmt.Errorf("CA (--ca-dir %s): %w", opts.caDir, err)
 	}
 	server := xds.New(xds.Options{Reflection: opts.reflection, Logger: log, Registry: reg,
-		CA: authority, WorkloadCertTTL: opts.workloadCertTTL})
-	source := newFolderSource(opts.configDir, server, log, reg)
+		CA: authority, WorkloadCertTTL: opts.workloadCertTTL, IgnoreNodeLabels: opts.kubernetes})
+	status := newConfigStatus(server, log, reg)
 
 	xdsListener, err := net.Listen("tcp", opts.xdsAddress)
 	if err != nil {
@@ -54,7 +75,7 @@ func serve(ctx context.Context, opts serveOptions) error {
 	var tlsListener net.Listener
 	var tlsConfig *tls.Config
 	if opts.xdsTLSAddress != "" {
-		tlsConfig, err = xds.ServingTLS(authority, xds.ServingNames, xds.ServingIPs, opts.workloadCertTTL)
+		tlsConfig, err = xds.ServingTLS(authority, xds.ServingNamesIn(opts.namespace), xds.ServingIPs, opts.workloadCertTTL)
 		if err != nil {
 			xdsListener.Close()
 			return err
@@ -74,7 +95,7 @@ func serve(ctx context.Context, opts serveOptions) error {
 	}
 
 	var ready atomic.Bool
-	mon := &http.Server{Handler: monitoringMux(reg, server, source, &ready), ReadHeaderTimeout: 10 * time.Second}
+	mon := &http.Server{Handler: monitoringMux(reg, server, status, &ready), ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -99,19 +120,12 @@ func serve(ctx context.Context, opts serveOptions) error {
 		}
 	})
 
-	// The first load happens once the folder is watched, so no edit falls between the two.
 	loaded := make(chan struct{})
-	watcher := &config.Watcher{
-		Dir:      opts.configDir,
-		OnChange: func() { source.reload(time.Now()) },
-		Ready:    func() { source.reload(time.Now()); close(loaded) },
-		Logger:   log,
+	if opts.kubernetes {
+		runKubernetes(ctx, &wg, errs, clients, authority, status, loaded, log)
+	} else {
+		runFolder(ctx, &wg, errs, opts.configDir, status, loaded, log)
 	}
-	wg.Go(func() {
-		if err := watcher.Run(ctx); err != nil {
-			errs <- fmt.Errorf("config folder: %w", err)
-		}
-	})
 	select {
 	case <-loaded:
 		ready.Store(true)
@@ -126,8 +140,12 @@ func serve(ctx context.Context, opts serveOptions) error {
 	if tlsListener != nil {
 		tlsAddr = tlsListener.Addr().String()
 	}
+	configFrom := "folder " + opts.configDir
+	if opts.kubernetes {
+		configFrom = "kubernetes"
+	}
 	log.Info("pilot serving", "xds", xdsListener.Addr().String(), "xds-tls", tlsAddr, "monitoring", monListener.Addr().String(),
-		"config-dir", opts.configDir, "ca-dir", opts.caDir, "trust-domain", authority.TrustDomain())
+		"config", configFrom, "trust-domain", authority.TrustDomain())
 
 	var runErr error
 	select {
@@ -142,4 +160,38 @@ func serve(ctx context.Context, opts serveOptions) error {
 	_ = mon.Shutdown(shutdownCtx)
 	wg.Wait()
 	return runErr
+}
+
+// runFolder follows the configuration folder. The first load happens once the folder is
+// watched, so no edit falls between the two.
+func runFolder(ctx context.Context, wg *sync.WaitGroup, errs chan<- error, dir string, status *configStatus, loaded chan struct{}, log *slog.Logger) {
+	source := &folderSource{loader: config.NewLoader(dir), status: status}
+	watcher := &config.Watcher{
+		Dir:      dir,
+		OnChange: func() { source.reload(time.Now()) },
+		Ready:    func() { source.reload(time.Now()); close(loaded) },
+		Logger:   log,
+	}
+	wg.Go(func() {
+		if err := watcher.Run(ctx); err != nil {
+			errs <- fmt.Errorf("config folder: %w", err)
+		}
+	})
+}
+
+// runKubernetes follows the API server, and publishes the root certificate to every namespace.
+func runKubernetes(ctx context.Context, wg *sync.WaitGroup, errs chan<- error, clients *kube.Clients, authority *ca.CA,
+	status *configStatus, loaded chan struct{}, log *slog.Logger) {
+	var first sync.Once
+	source := kube.NewSource(clients, kube.Options{Logger: log, OnChange: func(set *config.Set, cerrs []*config.Error, changedAt time.Time) {
+		status.publish(set, cerrs, changedAt)
+		first.Do(func() { close(loaded) })
+	}})
+	publisher := kube.NewRootPublisher(clients.Kube, source.Namespaces(), authority.RootPEM(), log)
+	wg.Go(func() {
+		if err := source.Run(ctx); err != nil {
+			errs <- fmt.Errorf("kubernetes: %w", err)
+		}
+	})
+	wg.Go(func() { publisher.Run(ctx) })
 }

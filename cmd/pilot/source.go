@@ -12,10 +12,9 @@ import (
 	"github.com/skiffmesh/skiff/pkg/xds"
 )
 
-// folderSource turns the config folder into snapshots: every reload re-reads the folder (the
-// loader keeps the last good version of each broken file) and pushes the result.
-type folderSource struct {
-	loader *config.Loader
+// configStatus publishes configuration from either source (a folder, or the Kubernetes API)
+// and keeps what went wrong with it, for the log, the metrics and /debug/config_errors.
+type configStatus struct {
 	server *xds.Server
 	log    *slog.Logger
 
@@ -29,14 +28,13 @@ type folderSource struct {
 	loaded   time.Time
 }
 
-func newFolderSource(dir string, server *xds.Server, log *slog.Logger, reg prometheus.Registerer) *folderSource {
-	s := &folderSource{
-		loader: config.NewLoader(dir),
+func newConfigStatus(server *xds.Server, log *slog.Logger, reg prometheus.Registerer) *configStatus {
+	s := &configStatus{
 		server: server,
 		log:    log,
 		errorsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "skiff_config_errors",
-			Help: "Configuration documents currently rejected; their files are served at their last good version.",
+			Help: "Configuration documents or objects currently rejected; they are served at their last good version.",
 		}),
 		warningsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "skiff_config_warnings",
@@ -44,17 +42,17 @@ func newFolderSource(dir string, server *xds.Server, log *slog.Logger, reg prome
 		}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_config_reloads_total",
-			Help: "Reloads of the configuration folder, by result (ok, or error when any document was rejected).",
+			Help: "Configuration reloads, by result (ok, or error when any document or object was rejected).",
 		}, []string{"result"}),
 	}
 	reg.MustRegister(s.errorsGauge, s.warningsGauge, s.reloads)
 	return s
 }
 
-func (s *folderSource) reload(changedAt time.Time) {
-	set, errs := s.loader.Load()
+// publish builds a snapshot from set, reports errs and the snapshot's warnings, and pushes it.
+func (s *configStatus) publish(set *config.Set, errs []*config.Error, changedAt time.Time) {
 	for _, e := range errs {
-		s.log.Error("configuration rejected; serving the last good version of the file", "error", e)
+		s.log.Error("configuration rejected; serving its last good version", "error", e)
 	}
 	result := "ok"
 	if len(errs) > 0 {
@@ -77,6 +75,18 @@ func (s *folderSource) reload(changedAt time.Time) {
 	s.server.Push(snap, changedAt)
 }
 
+// folderSource turns the config folder into snapshots: every reload re-reads the folder (the
+// loader keeps the last good version of each broken file) and publishes the result.
+type folderSource struct {
+	loader *config.Loader
+	status *configStatus
+}
+
+func (s *folderSource) reload(changedAt time.Time) {
+	set, errs := s.loader.Load()
+	s.status.publish(set, errs, changedAt)
+}
+
 // configErrorsView is /debug/config_errors.
 type configErrorsView struct {
 	Loaded   time.Time       `json:"loaded"`
@@ -84,9 +94,11 @@ type configErrorsView struct {
 	Warnings []model.Warning `json:"warnings"`
 }
 
+// errorDetails is one rejected document (folder mode: file and document index) or object
+// (Kubernetes mode: kind, namespace and name).
 type errorDetails struct {
-	File      string `json:"file"`
-	Document  int    `json:"document"`
+	File      string `json:"file,omitempty"`
+	Document  *int   `json:"document,omitempty"`
 	Kind      string `json:"kind,omitempty"`
 	Namespace string `json:"namespace,omitempty"`
 	Name      string `json:"name,omitempty"`
@@ -94,13 +106,16 @@ type errorDetails struct {
 	Message   string `json:"message"`
 }
 
-func (s *folderSource) view() configErrorsView {
+func (s *configStatus) view() configErrorsView {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v := configErrorsView{Loaded: s.loaded, Errors: []errorDetails{}, Warnings: append([]model.Warning{}, s.warnings...)}
 	for _, e := range s.errors {
-		v.Errors = append(v.Errors, errorDetails{File: e.File, Document: e.Doc, Kind: e.Kind, Namespace: e.Namespace,
-			Name: e.Name, Field: e.Field, Message: e.Error()})
+		d := errorDetails{File: e.File, Kind: e.Kind, Namespace: e.Namespace, Name: e.Name, Field: e.Field, Message: e.Error()}
+		if e.Doc >= 0 {
+			d.Document = &e.Doc
+		}
+		v.Errors = append(v.Errors, d)
 	}
 	return v
 }

@@ -55,9 +55,6 @@ type CA struct {
 // creates a self-signed root valid for ten years and persists it there (key file mode 0600),
 // so that a restart keeps the same root.
 func LoadOrCreate(dir, trustDomain string) (*CA, error) {
-	if trustDomain == "" {
-		trustDomain = DefaultTrustDomain
-	}
 	_, err := os.Stat(filepath.Join(dir, CACertFile))
 	switch {
 	case err == nil:
@@ -65,7 +62,7 @@ func LoadOrCreate(dir, trustDomain string) (*CA, error) {
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("CA directory %s: %w", dir, err)
 	}
-	certPEM, keyPEM, err := newSelfSignedRoot(trustDomain, time.Now())
+	files, err := NewSelfSigned(trustDomain)
 	if err != nil {
 		return nil, err
 	}
@@ -76,42 +73,52 @@ func LoadOrCreate(dir, trustDomain string) (*CA, error) {
 	// between the writes leaves a directory that is simply initialised again.
 	for _, f := range []struct {
 		name string
-		data []byte
 		mode os.FileMode
-	}{{CAKeyFile, keyPEM, 0o600}, {RootCertFile, certPEM, 0o644}, {CACertFile, certPEM, 0o644}} {
-		if err := writeFileAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+	}{{CAKeyFile, 0o600}, {RootCertFile, 0o644}, {CACertFile, 0o644}} {
+		if err := writeFileAtomic(filepath.Join(dir, f.name), files[f.name], f.mode); err != nil {
 			return nil, fmt.Errorf("persisting the CA: %w", err)
 		}
 	}
 	return Load(dir, trustDomain)
 }
 
-// Load reads a CA in the cacerts layout: ca-cert.pem and ca-key.pem are required;
-// root-cert.pem defaults to ca-cert.pem (a self-signed root); cert-chain.pem, when present, is
-// the chain from the signing certificate up to the root.
+// NewSelfSigned creates a self-signed root valid for ten years, in the cacerts layout (file
+// name to content), ready to be persisted in a folder or a Kubernetes Secret.
+func NewSelfSigned(trustDomain string) (map[string][]byte, error) {
+	certPEM, keyPEM, err := newSelfSignedRoot(cmpOr(trustDomain, DefaultTrustDomain), time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return map[string][]byte{CACertFile: certPEM, CAKeyFile: keyPEM, RootCertFile: certPEM}, nil
+}
+
+// Load reads a CA in the cacerts layout from dir (see FromFiles).
 func Load(dir, trustDomain string) (*CA, error) {
-	read := func(name string, required bool) ([]byte, error) {
+	files := map[string][]byte{}
+	for _, name := range []string{CACertFile, CAKeyFile, RootCertFile, CertChainFile} {
 		data, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil && (required || !errors.Is(err, os.ErrNotExist)) {
+		if err != nil && (name == CACertFile || name == CAKeyFile || !errors.Is(err, os.ErrNotExist)) {
 			return nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, name), err)
 		}
-		return data, nil
+		if err == nil {
+			files[name] = data
+		}
 	}
-	certPEM, err := read(CACertFile, true)
-	if err != nil {
-		return nil, err
+	return FromFiles(files, trustDomain)
+}
+
+// FromFiles builds a CA from the cacerts layout (file name to content, as in a folder or the
+// data of a Kubernetes Secret): ca-cert.pem and ca-key.pem are required; root-cert.pem
+// defaults to ca-cert.pem (a self-signed root); cert-chain.pem, when present, is the chain
+// from the signing certificate up to the root.
+func FromFiles(files map[string][]byte, trustDomain string) (*CA, error) {
+	trustDomain = cmpOr(trustDomain, DefaultTrustDomain)
+	certPEM, keyPEM, rootsPEM, chainPEM := files[CACertFile], files[CAKeyFile], files[RootCertFile], files[CertChainFile]
+	if len(certPEM) == 0 {
+		return nil, fmt.Errorf("%s is missing", CACertFile)
 	}
-	keyPEM, err := read(CAKeyFile, true)
-	if err != nil {
-		return nil, err
-	}
-	rootsPEM, err := read(RootCertFile, false)
-	if err != nil {
-		return nil, err
-	}
-	chainPEM, err := read(CertChainFile, false)
-	if err != nil {
-		return nil, err
+	if len(keyPEM) == 0 {
+		return nil, fmt.Errorf("%s is missing", CAKeyFile)
 	}
 	cert, err := parseCertificate(certPEM)
 	if err != nil {
@@ -145,6 +152,13 @@ func Load(dir, trustDomain string) (*CA, error) {
 		return nil, fmt.Errorf("%s does not chain to %s: %w", CACertFile, RootCertFile, err)
 	}
 	return &CA{trustDomain: trustDomain, signer: signer, cert: cert, chainPEM: chainPEM, rootsPEM: rootsPEM, roots: roots}, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // RootPEM is the trust bundle proxies verify peers against (the ROOTCA secret).

@@ -61,3 +61,10 @@ func (d debouncer) run(ctx context.Context, events <-chan struct{}, fire func())
 		}
 	}
 }
+
+// Debounce calls fire for bursts of events as the folder watcher does: once quiet has passed
+// with no new event, and at the latest maxDelay after a burst's first event. It returns when
+// ctx is done. Kubernetes mode uses it for informer events.
+func Debounce(ctx context.Context, quiet, maxDelay time.Duration, events <-chan struct{}, fire func()) {
+	debouncer{Quiet: quiet, MaxDelay: maxDelay}.run(ctx, events, fire)
+}

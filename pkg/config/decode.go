@@ -87,13 +87,12 @@ func decodeFile(file string, data []byte) ([]decoded, []*Error) {
 		errs []*Error
 	)
 	for _, d := range splitDocuments(data) {
-		obj, err := decodeDocument(d)
-		if err != nil {
+		objs, derrs := decodeDocument(d)
+		for _, err := range derrs {
 			err.File, err.Doc = file, d.index
 			errs = append(errs, err)
-			continue
 		}
-		if obj != nil {
+		for _, obj := range objs {
 			out = append(out, decoded{obj: obj, doc: d.index})
 		}
 	}
@@ -110,25 +109,54 @@ type envelope struct {
 	Status     json.RawMessage `json:"status"`
 }
 
-// decodeDocument decodes one document. It returns (nil, nil) for an empty document. The
-// returned error has File and Doc unset.
-func decodeDocument(d rawDocument) (Object, *Error) {
+// decodeDocument decodes one document: nothing for an empty document, the items of a v1 List,
+// or one object. The returned errors have File and Doc unset.
+func decodeDocument(d rawDocument) ([]Object, []*Error) {
 	if isBlank(d.data) {
 		return nil, nil
 	}
 	js, err := yaml.YAMLToJSONStrict(d.data)
 	if err != nil {
-		return nil, &Error{Err: fmt.Errorf("invalid YAML: %s", fileLines(strings.Join(strings.Fields(err.Error()), " "), d.line))}
+		return nil, []*Error{{Err: fmt.Errorf("invalid YAML: %s", fileLines(strings.Join(strings.Fields(err.Error()), " "), d.line))}}
 	}
 	js = bytes.TrimSpace(js)
 	if len(js) == 0 || string(js) == "null" {
 		return nil, nil // "~", or only a document end marker
 	}
-	if js[0] != '{' {
+	if !isList(js) {
+		obj, e := decodeObject(js)
+		if e != nil {
+			return nil, []*Error{e}
+		}
+		return []Object{obj}, nil
+	}
+	items, e := listItems(js)
+	if e != nil {
+		return nil, []*Error{e}
+	}
+	var (
+		objs []Object
+		errs []*Error
+	)
+	for i, item := range items {
+		obj, e := decodeObject(bytes.TrimSpace(item))
+		if e != nil {
+			e.Field = strings.TrimSuffix(fmt.Sprintf("items[%d].%s", i, e.Field), ".")
+			errs = append(errs, e)
+			continue
+		}
+		objs = append(objs, obj)
+	}
+	return objs, errs
+}
+
+// decodeObject decodes one object from its JSON.
+func decodeObject(js []byte) (Object, *Error) {
+	if len(js) == 0 || js[0] != '{' {
 		return nil, &Error{Err: errors.New("document is not a YAML mapping (an object with apiVersion, kind, metadata and spec)")}
 	}
-	if isCoreSecret(js) {
-		return decodeSecret(js) // data instead of spec; see secret.go
+	if isKubeKind(js) {
+		return decodeKube(js) // Kubernetes types, not Istio specs; see kube.go
 	}
 	var env envelope
 	if e := strictUnmarshal(js, &env); e != nil {

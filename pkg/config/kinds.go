@@ -93,6 +93,6 @@ func supportedKinds() string {
 		}
 		parts = append(parts, fmt.Sprintf("%s/{%s} %s", g, strings.Join(versions, ","), strings.Join(names, ", ")))
 	}
-	parts = append(parts, "v1 Secret (type kubernetes.io/tls)")
+	parts = append(parts, kubeKindNames())
 	return strings.Join(parts, "; ")
 }

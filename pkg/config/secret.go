@@ -4,19 +4,16 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
-	kjson "sigs.k8s.io/json"
 )
 
-// Kubernetes Secrets are the one core (group-less) kind Skiff reads: a Gateway server's
+// Kubernetes Secrets carry gateway credentials: a Gateway server's
 // credentialName names a Secret of type kubernetes.io/tls in the gateway proxy's namespace, and
 // pilot serves it to that proxy over SDS, as istiod does. Nothing in this file may put key
 // material into an error: errors end up in logs, metrics labels and /debug/config_errors.
@@ -28,50 +25,19 @@ const (
 	SecretCAKey   = "ca.crt"                // CAs that verify client certificates (MUTUAL)
 )
 
-// secretKind is the Kind of a core v1 Secret.
-const secretKind = "Secret"
-
-// isCoreSecret reports whether a document (as JSON) is a core v1 Secret. It reads only
-// apiVersion and kind, loosely: anything else is the strict decoder's business.
-func isCoreSecret(js []byte) bool {
-	var tm struct {
-		APIVersion string `json:"apiVersion"`
-		Kind       string `json:"kind"`
+// foldStringData moves stringData into data (stringData wins on conflicts), as the API server
+// does on write, so the rest of Skiff reads data only.
+func foldStringData(s *corev1.Secret) {
+	if len(s.StringData) == 0 {
+		return
 	}
-	if kjson.UnmarshalCaseSensitivePreserveInts(js, &tm) != nil {
-		return false
+	if s.Data == nil {
+		s.Data = make(map[string][]byte, len(s.StringData))
 	}
-	return tm.APIVersion == "v1" && tm.Kind == secretKind
-}
-
-// decodeSecret strictly decodes a core v1 Secret the way the API server would: unknown and
-// duplicate fields are errors, data values are base64. stringData is folded into data (and
-// wins on conflicts), as the API server does on write, so the rest of Skiff reads data only.
-func decodeSecret(js []byte) (Object, *Error) {
-	s := &corev1.Secret{}
-	if e := strictUnmarshal(js, s); e != nil {
-		var loose struct {
-			Metadata json.RawMessage `json:"metadata"`
-		}
-		_ = kjson.UnmarshalCaseSensitivePreserveInts(js, &loose)
-		e.Kind = secretKind
-		e.Namespace, e.Name = looseIdentity(loose.Metadata)
-		return nil, e
+	for k, v := range s.StringData {
+		s.Data[k] = []byte(v)
 	}
-	s.SetGroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: secretKind})
-	if s.Namespace == "" {
-		s.Namespace = DefaultNamespace
-	}
-	if len(s.StringData) > 0 {
-		if s.Data == nil {
-			s.Data = make(map[string][]byte, len(s.StringData))
-		}
-		for k, v := range s.StringData {
-			s.Data[k] = []byte(v)
-		}
-		s.StringData = nil
-	}
-	return s, nil
+	s.StringData = nil
 }
 
 // validateSecret checks a Secret for what a Gateway needs from it: type kubernetes.io/tls, a

@@ -7,6 +7,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -36,6 +37,14 @@ type Set struct {
 	// Secrets are kubernetes.io/tls Secrets, the credentials Gateway servers name. They hold
 	// private keys: never log or print them.
 	Secrets []*corev1.Secret
+
+	// The Kubernetes service registry and workloads: Services with their EndpointSlices
+	// become mesh services, Pods give endpoints their labels and service accounts and
+	// proxies their identity.
+	Namespaces     []*corev1.Namespace
+	Services       []*corev1.Service
+	EndpointSlices []*discoveryv1.EndpointSlice
+	Pods           []*corev1.Pod
 }
 
 // NewSet sorts objects into a Set. Objects of types a Set does not hold are ignored; Decode
@@ -62,6 +71,14 @@ func NewSet(objects ...Object) *Set {
 			s.AuthorizationPolicies = append(s.AuthorizationPolicies, o)
 		case *corev1.Secret:
 			s.Secrets = append(s.Secrets, o)
+		case *corev1.Namespace:
+			s.Namespaces = append(s.Namespaces, o)
+		case *corev1.Service:
+			s.Services = append(s.Services, o)
+		case *discoveryv1.EndpointSlice:
+			s.EndpointSlices = append(s.EndpointSlices, o)
+		case *corev1.Pod:
+			s.Pods = append(s.Pods, o)
 		}
 	}
 	sortObjects(s.ServiceEntries)
@@ -73,6 +90,10 @@ func NewSet(objects ...Object) *Set {
 	sortObjects(s.PeerAuthentications)
 	sortObjects(s.AuthorizationPolicies)
 	sortObjects(s.Secrets)
+	sortObjects(s.Namespaces)
+	sortObjects(s.Services)
+	sortObjects(s.EndpointSlices)
+	sortObjects(s.Pods)
 	return s
 }
 
@@ -91,6 +112,10 @@ func (s *Set) Objects() []Object {
 	out = appendObjects(out, s.PeerAuthentications)
 	out = appendObjects(out, s.AuthorizationPolicies)
 	out = appendObjects(out, s.Secrets)
+	out = appendObjects(out, s.Namespaces)
+	out = appendObjects(out, s.Services)
+	out = appendObjects(out, s.EndpointSlices)
+	out = appendObjects(out, s.Pods)
 	return out
 }
 
@@ -101,7 +126,8 @@ func (s *Set) Len() int {
 	}
 	return len(s.ServiceEntries) + len(s.WorkloadEntries) + len(s.VirtualServices) +
 		len(s.DestinationRules) + len(s.Gateways) + len(s.Sidecars) +
-		len(s.PeerAuthentications) + len(s.AuthorizationPolicies) + len(s.Secrets)
+		len(s.PeerAuthentications) + len(s.AuthorizationPolicies) + len(s.Secrets) +
+		len(s.Namespaces) + len(s.Services) + len(s.EndpointSlices) + len(s.Pods)
 }
 
 func appendObjects[T Object](out []Object, in []T) []Object {
@@ -142,6 +168,14 @@ func KindOf(o Object) string {
 		return "AuthorizationPolicy"
 	case *corev1.Secret:
 		return secretKind
+	case *corev1.Namespace:
+		return namespaceKind
+	case *corev1.Service:
+		return serviceKind
+	case *discoveryv1.EndpointSlice:
+		return endpointSliceKind
+	case *corev1.Pod:
+		return podKind
 	}
 	return ""
 }

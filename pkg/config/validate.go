@@ -16,6 +16,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -66,6 +67,13 @@ func validate(o Object) []*Error {
 		validateAuthorizationPolicy(v, &o.Spec)
 	case *corev1.Secret:
 		validateSecret(v, o) // no spec: type and data
+	case *corev1.Namespace:
+	case *corev1.Service:
+		validateService(v, o)
+	case *discoveryv1.EndpointSlice:
+		validateEndpointSlice(v, o)
+	case *corev1.Pod:
+		validatePod(v, o)
 	default:
 		v.add("", "unsupported object type %T", o)
 	}
@@ -110,7 +118,11 @@ func validateMeta(v *validator, o Object) {
 	} else if msgs := validation.IsDNS1123Subdomain(o.GetName()); len(msgs) > 0 {
 		v.add("metadata.name", "invalid name %q: %s", o.GetName(), strings.Join(msgs, "; "))
 	}
-	if msgs := validation.IsDNS1123Label(o.GetNamespace()); len(msgs) > 0 {
+	if _, ok := o.(*corev1.Namespace); ok {
+		if o.GetNamespace() != "" {
+			v.addErr("metadata.namespace", errNotNamespaced)
+		}
+	} else if msgs := validation.IsDNS1123Label(o.GetNamespace()); len(msgs) > 0 {
 		v.add("metadata.namespace", "invalid namespace %q: %s", o.GetNamespace(), strings.Join(msgs, "; "))
 	}
 	validateLabels(v, "metadata.labels", o.GetLabels())

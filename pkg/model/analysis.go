@@ -20,11 +20,12 @@ func (w Warning) String() string {
 	return fmt.Sprintf("%s %s %s/%s: %s", w.Code, w.Kind, w.Namespace, w.Name, w.Message)
 }
 
-// Warnings analyses the snapshot. Today it reports IST0109: two VirtualServices for the mesh
-// that name the same host and are visible in a common namespace. A sidecar applies only one
-// of them (Istio picks the oldest), so the other's rules silently do nothing there.
+// Warnings analyses the snapshot: IST0101 for VirtualService destinations that do not exist
+// (analysis_refs.go), and IST0109 for two VirtualServices for the mesh that name the same host
+// and are visible in a common namespace. A sidecar applies only one of them (Istio picks the
+// oldest), so the other's rules silently do nothing there.
 func (s *Snapshot) Warnings() []Warning {
-	var out []Warning
+	out := s.referenceWarnings()
 	for _, host := range slices.Sorted(maps.Keys(s.virtualServices.exact)) {
 		var seen []string
 		var seenVisibility []Visibility

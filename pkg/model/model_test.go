@@ -54,14 +54,14 @@ func TestParseNodeID(t *testing.T) {
 
 func TestClassSeparatesWhatTranslationReads(t *testing.T) {
 	a, _ := ParseNodeID("sidecar~10.0.0.1~a-1.default~default.svc.cluster.local")
-	// A captured sidecar's address is not read, its pod name is (virtualInbound serves the
-	// ports of the WorkloadEntry it names).
+	// A captured sidecar's address is not read, its pod name is (it picks the Pod or
+	// WorkloadEntry whose labels and ports translation reads).
 	b, _ := ParseNodeID("sidecar~10.0.0.2~a-1.default~default.svc.cluster.local")
 	if a.Class() != b.Class() {
 		t.Errorf("two sidecars of one workload should share a class: %s vs %s", a.Class(), b.Class())
 	}
 	if other, _ := ParseNodeID("sidecar~10.0.0.1~b-7.default~default.svc.cluster.local"); a.Class() == other.Class() {
-		t.Errorf("a captured sidecar's pod name must be part of the class")
+		t.Errorf("the pod name must be part of the class")
 	}
 	b.SetInterceptionMode("none")
 	if a.Class() == b.Class() {

@@ -1,6 +1,6 @@
 // Package model is the immutable, indexed picture of the mesh that translation reads: services
-// and their endpoints (from ServiceEntry and WorkloadEntry), the Istio routing and policy objects,
-// and the proxies that connect. A Snapshot is built once per configuration change and never
+// and their endpoints (from ServiceEntries and WorkloadEntries, or Kubernetes Services,
+// EndpointSlices and Pods), the Istio routing and policy objects, and the proxies that connect. A Snapshot is built once per configuration change and never
 // modified afterwards, so any number of goroutines may translate from it at the same time.
 package model
 
@@ -95,19 +95,19 @@ func (p *Proxy) SetInterceptionMode(v string) {
 // Class is the key of the proxy's configuration class: proxies with equal classes get identical
 // listeners, routes and clusters, so pilot translates once per class and shares the result. Every
 // input translation reads from the proxy must be part of this key.
+//
+// Today that is one class per workload: the node ID's name picks a Pod (whose labels replace
+// the proxy's, see Snapshot.ResolveProxy) or a WorkloadEntry (whose ports a captured sidecar's
+// virtualInbound serves), and a proxy without capture binds its own IP, which is then part of
+// the key too. Keying by what those
+// lookups yield would let identical pods share, but needs the snapshot, which the class key is
+// computed without; a per-workload key stays correct when a Pod's labels change, because each
+// push translates the class again from the new snapshot.
 func (p *Proxy) Class() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s/%s/%s/%s", p.Type, p.Namespace, p.DNSDomain, p.InterceptionMode)
+	fmt.Fprintf(&b, "%s/%s/%s/%s/%s", p.Type, p.Namespace, p.DNSDomain, p.InterceptionMode, p.Name)
 	if p.InterceptionMode == InterceptionNone {
-		// Without capture, Sidecar ingress listeners bind the proxy's own address.
 		fmt.Fprintf(&b, "/%s", p.IP)
-	}
-	if p.Type == SidecarProxy && p.InterceptionMode == InterceptionRedirect {
-		// A captured sidecar's virtualInbound serves the ports of the WorkloadEntry its name
-		// picks, so two pods differ even with equal labels. This costs sharing: each captured
-		// pod is its own class, translated on every push. Keying by the workload's ports would
-		// share more, but needs the snapshot, which the class key is computed without.
-		fmt.Fprintf(&b, "/%s", p.Name)
 	}
 	for _, k := range sortedKeys(p.Labels) {
 		fmt.Fprintf(&b, "/%s=%s", k, p.Labels[k])

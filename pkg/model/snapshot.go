@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/skiffmesh/skiff/pkg/config"
 )
@@ -27,6 +28,7 @@ type Snapshot struct {
 
 	servicesByHost map[string][]*Service
 	workloads      map[string]*networkingv1.WorkloadEntry
+	pods           map[string]*corev1.Pod
 	// Routing objects by the hosts they name, resolved once here rather than on every lookup:
 	// exact hosts in a map, wildcard hosts in a list, each in configuration order.
 	virtualServices  hostIndex[*networkingv1.VirtualService]
@@ -77,6 +79,10 @@ func Build(set *config.Set) *Snapshot {
 		Config:           set,
 		servicesByHost:   map[string][]*Service{},
 		workloads:        map[string]*networkingv1.WorkloadEntry{},
+		pods:             make(map[string]*corev1.Pod, len(set.Pods)),
+	}
+	for _, pod := range set.Pods {
+		s.pods[pod.Namespace+"/"+pod.Name] = pod
 	}
 	for _, we := range set.WorkloadEntries {
 		s.workloads[we.Namespace+"/"+we.Name] = we
@@ -92,6 +98,7 @@ func Build(set *config.Set) *Snapshot {
 	for _, se := range set.ServiceEntries {
 		s.Services = append(s.Services, servicesFromServiceEntry(se, set.WorkloadEntries)...)
 	}
+	s.Services = append(s.Services, servicesFromKubernetes(set, s.pods)...)
 	slices.SortStableFunc(s.Services, func(a, b *Service) int {
 		return cmp.Or(cmp.Compare(a.Hostname, b.Hostname), cmp.Compare(a.Namespace, b.Namespace))
 	})
@@ -149,11 +156,6 @@ func endpointFromWorkloadEntry(we *networking.WorkloadEntry, source string) *End
 		Weight:         we.Weight,
 		Source:         source,
 	}
-}
-
-// WorkloadEntry returns the WorkloadEntry NAMESPACE/NAME, if any.
-func (s *Snapshot) WorkloadEntry(namespace, name string) *networkingv1.WorkloadEntry {
-	return s.workloads[namespace+"/"+name]
 }
 
 // VisibleServices lists the services a proxy in namespace ns can see, one per hostname: when

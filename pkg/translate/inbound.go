@@ -33,15 +33,16 @@ type inboundPort struct {
 	http   bool
 }
 
-// workloadInboundPorts are the ports the proxy's workload serves: it is the WorkloadEntry the
-// node ID names (POD.NAMESPACE), and its ports are the ones the services selecting it send to
+// workloadInboundPorts are the ports the proxy's workload serves: it is the Pod or WorkloadEntry
+// the node ID names (POD.NAMESPACE), and its ports are the ones the services selecting it send to
 // (Endpoint.PortFor). When two services disagree on a port's protocol, HTTP wins, as for
 // outbound listeners. Sorted by number, so the listener is stable.
 func workloadInboundPorts(snap *model.Snapshot, proxy *model.Proxy) []inboundPort {
-	if snap.WorkloadEntry(proxy.Namespace, proxy.Name) == nil {
+	w := snap.Workload(proxy.Namespace, proxy.Name)
+	if w == nil {
 		return nil
 	}
-	source := "WorkloadEntry/" + proxy.Namespace + "/" + proxy.Name
+	source := w.Source()
 	byNumber := map[uint32]bool{}
 	for _, svc := range snap.Services {
 		for _, ep := range svc.Endpoints {

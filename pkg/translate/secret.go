@@ -65,6 +65,19 @@ func credentialRefs(tls *networking.ServerTLSSettings) []credentialRef {
 	return out
 }
 
+// CredentialSecretNames are the Secrets a gateway server's TLS settings name (credentialName
+// or credentialNames, and the CA of a MUTUAL server), which pilot looks up in the gateway
+// proxy's namespace. Kubernetes mode watches exactly these.
+func CredentialSecretNames(tls *networking.ServerTLSSettings) []string {
+	var out []string
+	for _, ref := range credentialRefs(tls) {
+		if !slices.Contains(out, ref.secret) {
+			out = append(out, ref.secret)
+		}
+	}
+	return out
+}
+
 // verifiesClients reports whether a TLS mode checks client certificates.
 func verifiesClients(tls *networking.ServerTLSSettings) bool {
 	return tls.GetMode() == networking.ServerTLSSettings_MUTUAL || tls.GetMode() == networking.ServerTLSSettings_OPTIONAL_MUTUAL
@@ -144,6 +157,7 @@ func inlineBytes(b []byte) *corev3.DataSource {
 // name: `kubernetes://NAME` and, for servers that verify clients, `kubernetes://NAME-cacert`.
 // Sidecars get none. The result holds private keys: print it only through RedactSecret.
 func Secrets(snap *model.Snapshot, proxy *model.Proxy) []*tlsv3.Secret {
+	proxy = snap.ResolveProxy(proxy)
 	merged := mergeGateways(snap, proxy)
 	if len(merged.listeners) == 0 {
 		return nil

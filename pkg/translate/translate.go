@@ -20,8 +20,10 @@ type Resources struct {
 	Clusters  []*clusterv3.Cluster
 }
 
-// ForProxy builds the listeners, route configurations and clusters of one proxy.
+// ForProxy builds the listeners, route configurations and clusters of one proxy. A proxy
+// whose node ID names a Pod is seen with the Pod's labels (Snapshot.ResolveProxy).
 func ForProxy(snap *model.Snapshot, proxy *model.Proxy) *Resources {
+	proxy = snap.ResolveProxy(proxy)
 	return &Resources{
 		Listeners: Listeners(snap, proxy),
 		Routes:    Routes(snap, proxy),

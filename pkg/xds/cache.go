@@ -44,6 +44,8 @@ type classCache struct {
 	// streamOf ties a Secret request to its stream and source address.
 	sds      *sdsServer
 	streamOf func(req any) (id int64, address string, ok bool)
+	// ignoreNodeLabels: see Options.IgnoreNodeLabels.
+	ignoreNodeLabels bool
 
 	mu      sync.Mutex
 	classes map[string]*proxyClass
@@ -110,7 +112,7 @@ func (c *classCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Sub
 // proxySecretWatch routes a Secret watch that names default or ROOTCA to the stream's own
 // cache: those secrets differ between proxies of one class.
 func (c *classCache) proxySecretWatch(req any, w *parkedWatch) (func(), error) {
-	proxy, err := proxyFromNode(w.node())
+	proxy, err := proxyFromNode(w.node(), !c.ignoreNodeLabels)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +137,7 @@ func (c *classCache) watch(w *parkedWatch) (func(), error) {
 	if !slices.Contains(classTypes, typeURL) {
 		return nil, status.Errorf(codes.Unimplemented, "type %s is not served", typeURL)
 	}
-	proxy, err := proxyFromNode(w.node())
+	proxy, err := proxyFromNode(w.node(), !c.ignoreNodeLabels)
 	if err != nil {
 		return nil, err
 	}

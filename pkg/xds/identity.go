@@ -8,7 +8,7 @@ import (
 
 // Refusal reasons, the values of skiff_sds_refusals_total's reason label.
 const (
-	refuseNoWorkload       = "no_workload_entry"
+	refuseNoWorkload       = "no_workload"
 	refuseAddressMismatch  = "address_mismatch"
 	refuseNoServiceAccount = "no_service_account"
 	refuseNoCA             = "no_ca"        // pilot runs without a CA
@@ -16,25 +16,27 @@ const (
 )
 
 // checkIdentity decides which service account a proxy may hold a certificate for. Pilot never
-// trusts what a proxy says about itself: the node ID only names a workload, and the proxy gets
-// that workload's identity only if it connects from that workload's address. It returns the
-// service account, or the reason for refusing.
+// trusts what a proxy says about itself: the node ID only names a workload (a Pod, or a
+// WorkloadEntry), and the proxy gets that workload's identity only if it connects from that
+// workload's address. It returns the service account, or the reason for refusing.
 func checkIdentity(snap *model.Snapshot, proxy *model.Proxy, sourceAddress string) (serviceAccount, reason string) {
-	we := snap.WorkloadEntry(proxy.Namespace, proxy.Name)
-	if we == nil {
+	w := snap.Workload(proxy.Namespace, proxy.Name)
+	if w == nil {
 		return "", refuseNoWorkload
 	}
-	want, err := netip.ParseAddr(we.Spec.GetAddress())
+	want, err := netip.ParseAddr(w.Address)
 	if err != nil {
-		return "", refuseAddressMismatch // a DNS name or a Unix socket is no source address
+		// A DNS name or a Unix socket is no source address; a Pod without an IP is not running.
+		return "", refuseAddressMismatch
 	}
 	got, err := netip.ParseAddr(sourceAddress)
 	if err != nil || got.Unmap() != want.Unmap() {
 		return "", refuseAddressMismatch
 	}
-	if we.Spec.GetServiceAccount() == "" {
-		// Istio would fall back to "default"; a certificate nobody asked for is worse than none.
+	if w.ServiceAccount == "" {
+		// A WorkloadEntry without one: Istio would fall back to "default"; a certificate
+		// nobody asked for is worse than none. (Pods always have one.)
 		return "", refuseNoServiceAccount
 	}
-	return we.Spec.GetServiceAccount(), ""
+	return w.ServiceAccount, ""
 }

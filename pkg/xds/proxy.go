@@ -16,14 +16,19 @@ const interceptionModeKey = "INTERCEPTION_MODE"
 const labelsKey = "LABELS"
 
 // proxyFromNode parses the node of a request. A missing or malformed node ID is the client's
-// mistake, so it is an InvalidArgument status that explains the expected form.
-func proxyFromNode(node *corev3.Node) (*model.Proxy, error) {
+// mistake, so it is an InvalidArgument status that explains the expected form. Node metadata
+// LABELS are read only when trustLabels: in Kubernetes the Pod says what the labels are
+// (Snapshot.ResolveProxy), and a proxy must not pick its own policies.
+func proxyFromNode(node *corev3.Node, trustLabels bool) (*model.Proxy, error) {
 	proxy, err := model.ParseNodeID(node.GetId())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	fields := node.GetMetadata().GetFields()
 	proxy.SetInterceptionMode(fields[interceptionModeKey].GetStringValue())
+	if !trustLabels {
+		return proxy, nil
+	}
 	for k, v := range fields[labelsKey].GetStructValue().GetFields() {
 		if proxy.Labels == nil {
 			proxy.Labels = map[string]string{}

@@ -45,6 +45,10 @@ type Options struct {
 	// WorkloadCertTTL is the lifetime of workload certificates; they are re-issued and pushed
 	// at half-life. Zero means ca.DefaultWorkloadTTL (24h).
 	WorkloadCertTTL time.Duration
+	// IgnoreNodeLabels drops the LABELS proxies send in their node metadata. Kubernetes mode
+	// sets it: a proxy's labels are its Pod's, and a proxy that could claim labels could
+	// choose which AuthorizationPolicies and PeerAuthentications apply to it.
+	IgnoreNodeLabels bool
 }
 
 // Server is the ADS server and its push loop.
@@ -80,6 +84,7 @@ func New(opts Options) *Server {
 	// restart never has its old version mistaken for a current one.
 	prefix := strconv.FormatInt(time.Now().UnixMilli(), 36) + "-"
 	s.cache = newClassCache(prefix, s.classAppeared)
+	s.cache.ignoreNodeLabels = opts.IgnoreNodeLabels
 	s.tracker = newTracker(newMetrics(reg), log, s.cache.Forget, s.lastChange)
 	s.sds = newSDSServer(opts.CA, opts.WorkloadCertTTL, prefix, log, reg)
 	s.sds.snapshot, s.sds.classSecrets, s.sds.setIdentity = s.Snapshot, s.cache.classSecrets, s.tracker.setIdentity

@@ -104,7 +104,7 @@ func (t *tracker) request(id int64, node *corev3.Node, typeURL, version, nonce s
 		return nil
 	}
 	if st.NodeID == "" {
-		proxy, err := proxyFromNode(node)
+		proxy, err := proxyFromNode(node, false) // the node ID is all the tracker needs
 		if err != nil {
 			t.metrics.badNodes.Inc()
 			t.log.Warn("refusing ADS stream", "address", st.Address, "error", err)

@@ -14,6 +14,15 @@ import (
 // name (what Istio bootstraps verify) and loopback for a laptop.
 var ServingNames = []string{"istiod.istio-system.svc", "localhost"}
 
+// ServingNamesIn are the names of pilot's TLS xDS certificate when it runs in namespace ns of
+// a cluster: its own Service's (skiff-pilot), istiod's, and localhost.
+func ServingNamesIn(ns string) []string {
+	if ns == "" || ns == "istio-system" {
+		return append([]string{"skiff-pilot.istio-system.svc"}, ServingNames...)
+	}
+	return []string{"skiff-pilot." + ns + ".svc", "istiod." + ns + ".svc", "localhost"}
+}
+
 // ServingIPs are the IP SANs of pilot's TLS xDS certificate.
 var ServingIPs = []net.IP{net.IPv4(127, 0, 0, 1)}
 
