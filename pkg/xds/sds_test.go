@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skiffmesh/skiff/pkg/ca"
@@ -329,9 +330,20 @@ func TestSDSDroppedOnDisconnect(t *testing.T) {
 }
 
 func TestCheckIdentity(t *testing.T) {
+	pod := func(name, ip, sa string, phase corev1.PodPhase) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns"},
+			Spec: corev1.PodSpec{ServiceAccountName: sa}, Status: corev1.PodStatus{PodIP: ip, Phase: phase}}
+	}
 	snap := model.Build(&config.Set{WorkloadEntries: []*networkingv1.WorkloadEntry{
 		{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "ns"}, Spec: networking.WorkloadEntry{Address: "10.0.0.1", ServiceAccount: "sa"}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "b", Namespace: "ns"}, Spec: networking.WorkloadEntry{Address: "10.0.0.2"}},
+		// A Pod wins over a WorkloadEntry of the same name.
+		{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}, Spec: networking.WorkloadEntry{Address: "10.0.0.9", ServiceAccount: "vm"}},
+	}, Pods: []*corev1.Pod{
+		pod("p", "10.244.0.1", "reviews", corev1.PodRunning),
+		pod("q", "10.244.0.2", "", corev1.PodRunning),
+		pod("done", "10.244.0.3", "batch", corev1.PodSucceeded),
+		pod("pending", "", "web", corev1.PodPending),
 	}})
 	for _, tc := range []struct {
 		node, addr, sa, reason string
@@ -343,6 +355,12 @@ func TestCheckIdentity(t *testing.T) {
 		{"sidecar~10.0.0.2~b.ns~ns.svc.cluster.local", "10.0.0.2", "", refuseNoServiceAccount},
 		{"sidecar~10.0.0.1~c.ns~ns.svc.cluster.local", "10.0.0.1", "", refuseNoWorkload},
 		{"sidecar~10.0.0.1~a.other~other.svc.cluster.local", "10.0.0.1", "", refuseNoWorkload},
+		// Pods: their IP and service account (Kubernetes' "default" when they name none).
+		{"sidecar~10.244.0.1~p.ns~ns.svc.cluster.local", "10.244.0.1", "reviews", ""},
+		{"sidecar~10.244.0.1~p.ns~ns.svc.cluster.local", "10.0.0.9", "", refuseAddressMismatch},
+		{"sidecar~10.244.0.2~q.ns~ns.svc.cluster.local", "10.244.0.2", "default", ""},
+		{"sidecar~10.244.0.3~done.ns~ns.svc.cluster.local", "10.244.0.3", "", refuseAddressMismatch},
+		{"sidecar~10.244.0.4~pending.ns~ns.svc.cluster.local", "10.244.0.4", "", refuseAddressMismatch},
 	} {
 		proxy, err := model.ParseNodeID(tc.node)
 		if err != nil {

@@ -18,9 +18,13 @@ type PilotOptions struct {
 	// ConfigDir is the directory the pilot watches; by default a new
 	// tb.TempDir(). Files written before the start are the first config load.
 	ConfigDir string
-	// Args are extra flags, after the ones the harness sets (--config-dir,
-	// --xds-address, --monitoring-address, --ca-dir a temporary directory,
-	// and --xds-tls-address empty, i.e. off); a flag given again here wins.
+	// Kubeconfig switches the pilot to Kubernetes mode (--kubeconfig instead of
+	// --config-dir): it watches that cluster, as whoever the kubeconfig names.
+	Kubeconfig string
+	// Args are extra flags, after the ones the harness sets (--config-dir or
+	// --kubeconfig, --xds-address, --monitoring-address, --ca-dir a temporary
+	// directory, and --xds-tls-address empty, i.e. off); a flag given again
+	// here wins.
 	Args []string
 	// ReadyTimeout bounds the wait for /ready; 30s by default.
 	ReadyTimeout time.Duration
@@ -33,6 +37,7 @@ type Pilot struct {
 	ConfigDir         string
 
 	binary  string
+	caDir   string
 	args    []string
 	timeout time.Duration
 	log     logBuffer
@@ -45,31 +50,11 @@ type Pilot struct {
 // pilot that exits on its own before then fails the test.
 func StartPilot(tb testing.TB, opts PilotOptions) *Pilot {
 	tb.Helper()
-	p := &Pilot{binary: PilotBinary(tb), ConfigDir: opts.ConfigDir, timeout: opts.ReadyTimeout}
-	if p.ConfigDir == "" {
-		p.ConfigDir = tb.TempDir()
-	}
-	if p.timeout == 0 {
-		p.timeout = 30 * time.Second
-	}
-	logOnFailure(tb, "pilot", &p.log)
-	tb.Cleanup(func() { p.Stop(tb) })
-	caDir := filepath.Join(tb.TempDir(), "ca")
+	p := newPilot(tb, opts)
 	// Ports from FreePort can be taken by someone else before the pilot binds
 	// them; on that (rare) race, start again on new ones.
 	for attempt := 1; ; attempt++ {
-		p.XDSAddress = FreeAddress(tb, "127.0.0.1")
-		p.MonitoringAddress = FreeAddress(tb, "127.0.0.1")
-		p.args = append([]string{
-			"--config-dir", p.ConfigDir,
-			"--xds-address", p.XDSAddress,
-			"--monitoring-address", p.MonitoringAddress,
-			// The TLS port's default (:15012) is fixed, and pilots of several test packages
-			// run at once; a test that wants it passes its own address in Args.
-			"--xds-tls-address=",
-			// The CA key stays out of the checkout; restarts keep the same root.
-			"--ca-dir", caDir,
-		}, opts.Args...)
+		p.pickAddresses(tb, opts)
 		mark := len(p.log.String())
 		err := p.launch()
 		if err == nil {
@@ -80,6 +65,62 @@ func StartPilot(tb testing.TB, opts PilotOptions) *Pilot {
 		}
 		tb.Fatalf("framework: starting the pilot: %v", err)
 	}
+}
+
+// StartPilots starts n pilots at the same moment, then waits until each is
+// ready: for what replicas do when they start together (both creating the CA,
+// say).
+func StartPilots(tb testing.TB, n int, opts PilotOptions) []*Pilot {
+	tb.Helper()
+	pilots := make([]*Pilot, n)
+	for i := range pilots {
+		pilots[i] = newPilot(tb, opts)
+		pilots[i].pickAddresses(tb, opts)
+		proc, err := startProcess("pilot", pilots[i].binary, pilots[i].args, &pilots[i].log)
+		if err != nil {
+			tb.Fatalf("framework: starting pilot %d: %v", i, err)
+		}
+		pilots[i].proc = proc
+	}
+	for i, p := range pilots {
+		if err := p.proc.waitFor(p.timeout, readyCheck(p.MonitoringAddress, "/ready")); err != nil {
+			tb.Fatalf("framework: pilot %d not ready: %v", i, err)
+		}
+	}
+	return pilots
+}
+
+func newPilot(tb testing.TB, opts PilotOptions) *Pilot {
+	p := &Pilot{binary: PilotBinary(tb), ConfigDir: opts.ConfigDir, timeout: opts.ReadyTimeout}
+	if p.ConfigDir == "" && opts.Kubeconfig == "" {
+		p.ConfigDir = tb.TempDir()
+	}
+	if p.timeout == 0 {
+		p.timeout = 30 * time.Second
+	}
+	logOnFailure(tb, "pilot", &p.log)
+	tb.Cleanup(func() { p.Stop(tb) })
+	p.caDir = filepath.Join(tb.TempDir(), "ca")
+	return p
+}
+
+// pickAddresses chooses free ports and sets the pilot's flags.
+func (p *Pilot) pickAddresses(tb testing.TB, opts PilotOptions) {
+	p.XDSAddress = FreeAddress(tb, "127.0.0.1")
+	p.MonitoringAddress = FreeAddress(tb, "127.0.0.1")
+	source := []string{"--config-dir", p.ConfigDir}
+	if opts.Kubeconfig != "" {
+		source = []string{"--kubeconfig", opts.Kubeconfig}
+	}
+	p.args = append(append(source,
+		"--xds-address", p.XDSAddress,
+		"--monitoring-address", p.MonitoringAddress,
+		// The TLS port's default (:15012) is fixed, and pilots of several test packages
+		// run at once; a test that wants it passes its own address in Args.
+		"--xds-tls-address=",
+		// The CA key stays out of the checkout; restarts keep the same root.
+		"--ca-dir", p.caDir,
+	), opts.Args...)
 }
 
 // launch runs the pilot with p.args and waits for /ready.

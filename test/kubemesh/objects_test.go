@@ -1,0 +1,171 @@
+package kubemesh
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/skiffmesh/skiff/test/framework"
+)
+
+// What the tests create in the API server, as the controllers and kubelets of a real cluster
+// would have.
+
+const (
+	controlPlaneNamespace = "istio-system"
+	pilotServiceAccount   = "skiff-pilot"
+)
+
+var namespaceCount atomic.Int64
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// newNamespace creates a namespace unique to the test, with the default ServiceAccount that
+// the (absent) controller manager would have made, and deletes it at the end.
+func newNamespace(t *testing.T, prefix string) string {
+	t.Helper()
+	name := fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano()%100000, namespaceCount.Add(1))
+	_, err := cluster.Kube.CoreV1().Namespaces().Create(ctx(t), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		_ = cluster.Kube.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	serviceAccount(t, name, "default")
+	return name
+}
+
+func serviceAccount(t *testing.T, ns, name string) {
+	t.Helper()
+	_, err := cluster.Kube.CoreV1().ServiceAccounts(ns).Create(ctx(t), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating ServiceAccount %s/%s: %v", ns, name, err)
+	}
+}
+
+// createPod creates a Pod and gives it the status a kubelet would: running, with ip.
+func createPod(t *testing.T, ns, name, ip, sa string, labels map[string]string) *corev1.Pod {
+	t.Helper()
+	if sa != "" {
+		serviceAccount(t, ns, sa)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
+		Spec:       corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}},
+	}
+	created, err := cluster.Kube.CoreV1().Pods(ns).Create(ctx(t), pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating Pod %s/%s: %v", ns, name, err)
+	}
+	created.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
+	updated, err := cluster.Kube.CoreV1().Pods(ns).UpdateStatus(ctx(t), created, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatalf("setting the status of Pod %s/%s: %v", ns, name, err)
+	}
+	return updated
+}
+
+// createService creates a ClusterIP Service with one HTTP port.
+func createService(t *testing.T, ns, name string, port int, portName string) *corev1.Service {
+	t.Helper()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": name},
+			Ports:    []corev1.ServicePort{{Name: portName, Port: int32(port), TargetPort: intstr.FromInt32(8080)}},
+		},
+	}
+	created, err := cluster.Kube.CoreV1().Services(ns).Create(ctx(t), svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating Service %s/%s: %v", ns, name, err)
+	}
+	return created
+}
+
+// createSlice creates an EndpointSlice of service with one ready endpoint, the Pod at address
+// (IP:PORT; the port stands for the container port).
+func createSlice(t *testing.T, ns, service, pod, portName, address string) {
+	t.Helper()
+	host, portText, err := net.SplitHostPort(address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, _ := strconv.Atoi(portText)
+	ready := true
+	p32 := int32(port)
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: service + "-" + pod, Namespace: ns,
+			Labels: map[string]string{discoveryv1.LabelServiceName: service}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{
+			Addresses:  []string{host},
+			Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod},
+		}},
+		Ports: []discoveryv1.EndpointPort{{Name: &portName, Port: &p32}},
+	}
+	if _, err := cluster.Kube.DiscoveryV1().EndpointSlices(ns).Create(ctx(t), slice, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating EndpointSlice %s/%s: %v", ns, slice.Name, err)
+	}
+}
+
+// apply runs `kubectl apply -f -` on the YAML, as a user would.
+func apply(t *testing.T, yaml string) {
+	t.Helper()
+	if out, err := cluster.KubectlWithInput(t, yaml, "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+}
+
+var rbacOnce sync.Once
+
+// installPilotRBAC applies deploy/pilot's namespace and RBAC, once per package.
+func installPilotRBAC(t *testing.T) {
+	t.Helper()
+	rbacOnce.Do(func() {
+		root := framework.RepoRoot(t)
+		for _, f := range []string{"namespace.yaml", "rbac.yaml"} {
+			if out, err := cluster.Kubectl(t, "apply", "-f", filepath.Join(root, "deploy", "pilot", f)); err != nil {
+				t.Fatalf("kubectl apply %s: %v\n%s", f, err, out)
+			}
+		}
+	})
+}
+
+// pilotOptions runs pilot in Kubernetes mode with a token of its ServiceAccount, never as
+// admin, keeping its CA in Secret caSecret.
+func pilotOptions(t *testing.T, caSecret string) framework.PilotOptions {
+	t.Helper()
+	installPilotRBAC(t)
+	return framework.PilotOptions{
+		Kubeconfig: cluster.TokenKubeconfig(t, controlPlaneNamespace, pilotServiceAccount),
+		Args:       []string{"--namespace", controlPlaneNamespace, "--ca-secret", caSecret},
+	}
+}
+
+func startPilot(t *testing.T) *framework.Pilot {
+	t.Helper()
+	return framework.StartPilot(t, pilotOptions(t, "skiff-ca"))
+}
+
+// nodeID is the node ID of a sidecar in a Pod, as the injector builds it.
+func nodeID(pod *corev1.Pod) string {
+	return fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.cluster.local", pod.Status.PodIP, pod.Name, pod.Namespace, pod.Namespace)
+}
