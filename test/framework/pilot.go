@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -69,13 +70,17 @@ func StartPilot(tb testing.TB, opts PilotOptions) *Pilot {
 
 // StartPilots starts n pilots at the same moment, then waits until each is
 // ready: for what replicas do when they start together (both creating the CA,
-// say).
-func StartPilots(tb testing.TB, n int, opts PilotOptions) []*Pilot {
+// say). args, if not nil, gives pilot i flags of its own after opts.Args.
+func StartPilots(tb testing.TB, n int, opts PilotOptions, args func(i int) []string) []*Pilot {
 	tb.Helper()
 	pilots := make([]*Pilot, n)
 	for i := range pilots {
-		pilots[i] = newPilot(tb, opts)
-		pilots[i].pickAddresses(tb, opts)
+		own := opts
+		if args != nil {
+			own.Args = append(slices.Clip(opts.Args), args(i)...)
+		}
+		pilots[i] = newPilot(tb, own)
+		pilots[i].pickAddresses(tb, own)
 		proc, err := startProcess("pilot", pilots[i].binary, pilots[i].args, &pilots[i].log)
 		if err != nil {
 			tb.Fatalf("framework: starting pilot %d: %v", i, err)

@@ -111,3 +111,19 @@ func (n *podNetwork) eventuallyRoutedTo(t *testing.T, url, host string, headers 
 		return nil
 	})
 }
+
+// get sends a GET from inside the pod network.
+func (n *podNetwork) get(url, host string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Host = host
+	resp, err := n.ns.HTTPClient().Do(req)
+	if err != nil {
+		return nil, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp, nil
+}

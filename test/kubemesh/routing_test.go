@@ -92,6 +92,9 @@ spec:
 		}
 	}
 
+	// The same mesh, dumped with kubectl and served from a folder, translates identically.
+	translatesOfflineTheSame(t, pilot, nodeID(client))
+
 	// Deleting the VirtualService removes the header route: jason lands on either version.
 	if err := cluster.Istio.NetworkingV1().VirtualServices(ns).Delete(ctx(t), "reviews", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -113,6 +116,27 @@ spec:
 		}
 		if got, err := net.routedTo(url, host, nil); err == nil {
 			return fmt.Errorf("the Service's listener still answers (routed to %s)", got)
+		}
+		return nil
+	})
+}
+
+// translatesOfflineTheSame dumps the cluster's objects with `kubectl get -A -o yaml` (one v1
+// List), serves the dump from a folder with a second pilot, and compares what both pilots
+// would send the proxy.
+func translatesOfflineTheSame(t *testing.T, kubePilot *framework.Pilot, node string) {
+	t.Helper()
+	dump, err := cluster.Kubectl(t, "get", "-A", "-o", "yaml",
+		"services,endpointslices.discovery.k8s.io,pods,virtualservices.networking.istio.io,destinationrules.networking.istio.io")
+	if err != nil {
+		t.Fatalf("kubectl get: %v\n%s", err, dump)
+	}
+	folderPilot := framework.StartPilot(t, framework.PilotOptions{})
+	folderPilot.WriteConfig(t, "cluster-dump.yaml", dump)
+	want := kubePilot.ConfigDump(t, node)
+	framework.Eventually(t, 10*time.Second, func() error {
+		if got := folderPilot.ConfigDump(t, node); string(got) != string(want) {
+			return fmt.Errorf("the folder pilot's config for %s differs from the Kubernetes pilot's:\n%s\nwant:\n%s", node, got, want)
 		}
 		return nil
 	})
