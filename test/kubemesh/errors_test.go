@@ -16,13 +16,13 @@ import (
 func TestKubernetesConfigErrors(t *testing.T) {
 	ns := newNamespace(t, "errors")
 	pilot := startPilot(t)
-	net := newPodNetwork(t, pilot)
-	ratings := net.startApp(t, "10.253.1.11", "ratings-v1")
+	pods := newPodNetwork(t, pilot)
+	ratings := pods.startApp(t, "10.253.1.11", "ratings-v1")
 	client := createPod(t, ns, "client-1", "10.253.1.1", "client", map[string]string{"app": "client"})
 	createPod(t, ns, "ratings-v1-1", "10.253.1.11", "ratings", map[string]string{"app": "ratings", "version": "v1"})
 	createService(t, ns, "ratings", 9080, "http")
 	createSlice(t, ns, "ratings", "ratings-v1-1", "http", ratings.address)
-	envoy := net.startEnvoy(t, pilot, nodeID(client))
+	envoy := pods.startEnvoy(t, pilot, nodeID(client))
 	host := "ratings." + ns + ".svc.cluster.local"
 	url := "http://127.0.0.1:9080/"
 
@@ -53,7 +53,7 @@ spec:
       headers: {response: {set: {x-rule: %s}}}
 `, ns, "%s", "%s")
 	apply(t, fmt.Sprintf(good, `prefix: /`, "good"))
-	waitRule(t, net, url, host, "good")
+	waitRule(t, pods, url, host, "good")
 	apply(t, fmt.Sprintf(good, `regex: "(("`, "bad"))
 	framework.Eventually(t, 30*time.Second, func() error {
 		if n := pilot.Metric(t, "skiff_config_errors", nil); n != 1 {
@@ -71,7 +71,7 @@ spec:
 		t.Errorf("pilot's log does not name the object and field of the error")
 	}
 	// The last good version stays in service.
-	waitRule(t, net, url, host, "good")
+	waitRule(t, pods, url, host, "good")
 
 	// Passes the schema and pilot's validation, but names a host and a subset that do not
 	// exist: the istioctl analyze warnings, IST0101.
@@ -109,10 +109,10 @@ spec:
 }
 
 // waitRule waits until responses carry the x-rule header value want.
-func waitRule(t *testing.T, net *podNetwork, url, host, want string) {
+func waitRule(t *testing.T, pods *podNetwork, url, host, want string) {
 	t.Helper()
 	framework.Eventually(t, 30*time.Second, func() error {
-		resp, err := net.get(url, host)
+		resp, err := pods.get(url, host)
 		if err != nil {
 			return err
 		}

@@ -23,9 +23,9 @@ const apiServerOutage = 60 * time.Second
 func TestKubernetesAPIServerOutage(t *testing.T) {
 	ns := newNamespace(t, "outage")
 	pilot := startPilot(t)
-	net := newPodNetwork(t, pilot)
-	v1 := net.startApp(t, "10.253.2.11", "details-v1")
-	v2 := net.startApp(t, "10.253.2.12", "details-v2")
+	pods := newPodNetwork(t, pilot)
+	v1 := pods.startApp(t, "10.253.2.11", "details-v1")
+	v2 := pods.startApp(t, "10.253.2.12", "details-v2")
 	client := createPod(t, ns, "client-1", "10.253.2.1", "client", map[string]string{"app": "client"})
 	late := createPod(t, ns, "client-2", "10.253.2.2", "client", map[string]string{"app": "client"})
 	createPod(t, ns, "details-v1-1", "10.253.2.11", "details", map[string]string{"app": "details", "version": "v1"})
@@ -56,14 +56,14 @@ spec:
 	apply(t, routeTo("v1"))
 	host := "details." + ns + ".svc.cluster.local"
 	url := "http://127.0.0.1:9080/"
-	envoy := net.startEnvoy(t, pilot, nodeID(client))
-	net.eventuallyRoutedTo(t, url, host, nil, "details-v1")
+	envoy := pods.startEnvoy(t, pilot, nodeID(client))
+	pods.eventuallyRoutedTo(t, url, host, nil, "details-v1")
 	rootBefore := rootConfigMap(t, ns)
 
 	cluster.StopAPIServer(t)
 	stopped := time.Now()
 	for time.Since(stopped) < apiServerOutage {
-		if got, err := net.routedTo(url, host, nil); err != nil || got != "details-v1" {
+		if got, err := pods.routedTo(url, host, nil); err != nil || got != "details-v1" {
 			t.Fatalf("%s into the outage: routed to %q, %v; want details-v1", time.Since(stopped).Round(time.Second), got, err)
 		}
 		if status, _ := pilot.Get(t, "/ready"); status != 200 {
@@ -73,7 +73,7 @@ spec:
 	}
 	// A proxy that connects while the API server is down gets the full configuration too.
 	// Its Pod was created before the outage, so pilot knows it.
-	lateEnvoy := net.startEnvoy(t, pilot, nodeID(late))
+	lateEnvoy := pods.startEnvoy(t, pilot, nodeID(late))
 	if _, clusters := lateEnvoy.Get(t, "/clusters"); !containsAll(string(clusters), "outbound|9080|v1|"+host) {
 		t.Errorf("an Envoy joining during the outage lacks the details clusters")
 	}
@@ -83,7 +83,7 @@ spec:
 	apply(t, routeTo("v2"))
 	// client-go's reflectors back off to at most 30s between attempts, so a resync is bounded.
 	framework.Eventually(t, 60*time.Second, func() error {
-		got, err := net.routedTo(url, host, nil)
+		got, err := pods.routedTo(url, host, nil)
 		if err != nil || got != "details-v2" {
 			return fmt.Errorf("routed to %q (%v); want details-v2 after the API server came back", got, err)
 		}
@@ -93,7 +93,7 @@ spec:
 
 	// A restarted pilot: the same root (from Secret skiff-ca), the full configuration.
 	pilot.Restart(t)
-	net.eventuallyRoutedTo(t, url, host, nil, "details-v2")
+	pods.eventuallyRoutedTo(t, url, host, nil, "details-v2")
 	if after := rootConfigMap(t, ns); after != rootBefore {
 		t.Errorf("the root certificate changed across the outage and a pilot restart")
 	}

@@ -18,9 +18,9 @@ import (
 func TestKubernetesRouting(t *testing.T) {
 	ns := newNamespace(t, "routing")
 	pilot := startPilot(t)
-	net := newPodNetwork(t, pilot)
-	v1 := net.startApp(t, "10.253.0.11", "reviews-v1")
-	v2 := net.startApp(t, "10.253.0.12", "reviews-v2")
+	pods := newPodNetwork(t, pilot)
+	v1 := pods.startApp(t, "10.253.0.11", "reviews-v1")
+	v2 := pods.startApp(t, "10.253.0.12", "reviews-v2")
 	const port = 9080
 	host := fmt.Sprintf("reviews.%s.svc.cluster.local", ns)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
@@ -55,21 +55,21 @@ spec:
 `, ns))
 
 	// The node metadata claims other labels; in Kubernetes only the Pod's count.
-	envoy := net.startEnvoy(t, pilot, nodeID(client), "--labels", "app=reviews,version=v2")
+	envoy := pods.startEnvoy(t, pilot, nodeID(client), "--labels", "app=reviews,version=v2")
 
-	net.eventuallyRoutedTo(t, url, host, nil, "reviews-v1")
-	net.eventuallyRoutedTo(t, url, host, map[string]string{"end-user": "jason"}, "reviews-v2")
+	pods.eventuallyRoutedTo(t, url, host, nil, "reviews-v1")
+	pods.eventuallyRoutedTo(t, url, host, map[string]string{"end-user": "jason"}, "reviews-v2")
 	if n := pilot.Metric(t, "skiff_config_errors", nil); n != 0 {
 		t.Errorf("skiff_config_errors = %v, want 0", n)
 	}
 
 	// Scaling: a second v1 Pod and its slice. Only its ClusterLoadAssignments change.
 	before := envoy.Stats(t)
-	v1b := net.startApp(t, "10.253.0.13", "reviews-v1b")
+	v1b := pods.startApp(t, "10.253.0.13", "reviews-v1b")
 	createPod(t, ns, "reviews-v1-2", "10.253.0.13", "reviews", map[string]string{"app": "reviews", "version": "v1"})
 	createSlice(t, ns, "reviews", "reviews-v1-2", "http", v1b.address)
 	framework.Eventually(t, 30*time.Second, func() error {
-		got, err := net.routedTo(url, host, nil)
+		got, err := pods.routedTo(url, host, nil)
 		if err != nil {
 			return err
 		}
@@ -114,7 +114,7 @@ spec:
 		if _, clusters := envoy.Get(t, "/clusters"); strings.Contains(string(clusters), host) {
 			return fmt.Errorf("Envoy still has clusters of %s", host)
 		}
-		if got, err := net.routedTo(url, host, nil); err == nil {
+		if got, err := pods.routedTo(url, host, nil); err == nil {
 			return fmt.Errorf("the Service's listener still answers (routed to %s)", got)
 		}
 		return nil
