@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -211,5 +212,23 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// In Kubernetes mode (IgnoreNodeLabels) the LABELS a proxy sends are dropped: its Pod's labels
+// are the ones that count, and a proxy must not choose the policies that apply to it.
+func TestNodeLabelsTrustedOnlyOutsideKubernetes(t *testing.T) {
+	labels, err := structpb.NewStruct(map[string]any{labelsKey: map[string]any{"app": "admin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &corev3.Node{Id: testNode, Metadata: labels}
+	trusted, err := proxyFromNode(node, true)
+	if err != nil || trusted.Labels["app"] != "admin" {
+		t.Fatalf("folder mode: labels %v (%v), want the node's", trusted.Labels, err)
+	}
+	ignored, err := proxyFromNode(node, false)
+	if err != nil || len(ignored.Labels) != 0 {
+		t.Fatalf("Kubernetes mode: labels %v (%v), want none from the node", ignored.Labels, err)
 	}
 }
