@@ -55,7 +55,10 @@ Use --output yaml for block-style YAML to save as a .yaml file.`,
 	f.StringVar(&opts.AdminAddress, "admin-address", "127.0.0.1:15000", "Envoy admin address")
 	f.StringToStringVar(&opts.Labels, "labels", nil, "workload labels, k=v,k2=v2 (select Gateways and Sidecars; not an identity)")
 	f.StringVar(&rootFile, "xds-root-cert", "", "PEM FILE with the root to verify pilot with (from pilot ca root): connect over TLS, to pilot's --xds-tls-address")
-	f.StringVar(&opts.XDSServerName, "xds-server-name", "", "SNI and required certificate name with --xds-root-cert (default: the --xds-address host if a DNS name, else "+bootstrap.DefaultXDSServerName+")")
+	f.StringVar(&opts.XDSRootCertFile, "xds-root-cert-file", "", "absolute PATH of a PEM root that Envoy reads itself at start (e.g. a mounted istio-ca-root-cert ConfigMap): connect over TLS; instead of --xds-root-cert")
+	f.StringVar(&opts.ReadinessAddress, "readiness-address", "", "IP:PORT of a listener answering GET /ready and /healthz/ready from Envoy's admin, for a readiness probe (Istio's "+bootstrap.DefaultReadinessAddress+"; empty: none)")
+	f.StringVar(&opts.PrometheusAddress, "prometheus-address", "", "IP:PORT of a listener serving /stats/prometheus from Envoy's admin (Istio's "+bootstrap.DefaultPrometheusAddress+"; empty: none)")
+	f.StringVar(&opts.XDSServerName, "xds-server-name", "", "SNI and required certificate name with --xds-root-cert(-file) (default: the --xds-address host if a DNS name, else "+bootstrap.DefaultXDSServerName+")")
 	f.StringVarP(&output, "output", "o", "json", "json (works with envoy -c <(...)) or yaml")
 	_ = cmd.MarkFlagRequired("node")
 	return cmd

@@ -7,9 +7,16 @@
 // carries much more (stats sinks, tracing, SDS, overload manager); none of it is needed for
 // Envoy to talk to pilot, and each extra line is one more thing a reader has to rule out when a
 // proxy does not connect.
+//
+// A few options serve an Envoy injected into a pod with no agent beside it: the trust bundle for
+// pilot's TLS port can be a file Envoy reads (XDSRootCertFile), the node ID can come from
+// Envoy's --service-node flag (NodeIDFromCommandLine), and two static listeners, like Istio's,
+// answer the readiness probe (15021) and Prometheus (15090) from the admin interface.
 package bootstrap
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -72,6 +79,7 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 		StaticResources:  &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{xdsCluster(r)}},
 		DynamicResources: dynamicResources(r),
 	}
+	addAdminListeners(r, b.StaticResources)
 	// The protos carry Envoy's own validation rules; checking them here turns a mistake in this
 	// file into a test failure instead of an Envoy refusing to start.
 	if err := b.ValidateAll(); err != nil {
@@ -99,6 +107,20 @@ func JSON(o Options) ([]byte, error) {
 		return nil, err
 	}
 	return render.JSON(b)
+}
+
+// CompactJSON renders the bootstrap as JSON on one line, for Envoy's --config-yaml argument
+// (JSON is YAML), as the sidecar injector passes it. It is as stable as JSON's output.
+func CompactJSON(o Options) ([]byte, error) {
+	js, err := JSON(o)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := json.Compact(&out, js); err != nil {
+		return nil, fmt.Errorf("bootstrap: compacting JSON: %w", err)
+	}
+	return out.Bytes(), nil
 }
 
 // node is who the proxy is. Pilot parses the ID (type, IP, pod, namespace) and reads
@@ -164,7 +186,7 @@ func xdsCluster(r *resolved) *clusterv3.Cluster {
 			TcpKeepalive: &corev3.TcpKeepalive{KeepaliveTime: wrapperspb.UInt32(tcpKeepaliveTime)},
 		},
 	}
-	if len(r.xdsRootCert) > 0 {
+	if r.xdsSNI != "" { // a trust bundle was given, inline or as a file
 		c.TransportSocket = xdsTLS(r)
 	}
 	if r.xdsIsIP {
@@ -185,6 +207,10 @@ func xdsCluster(r *resolved) *clusterv3.Cluster {
 // Envoy checks no name on its own, so without the SAN match any certificate from the mesh's
 // CA, a workload's included, could pose as pilot.
 func xdsTLS(r *resolved) *corev3.TransportSocket {
+	trusted := &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: string(r.xdsRootCert)}}
+	if r.xdsRootFile != "" {
+		trusted = &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: r.xdsRootFile}}
+	}
 	return &corev3.TransportSocket{
 		Name: "envoy.transport_sockets.tls",
 		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&tlsv3.UpstreamTlsContext{
@@ -192,7 +218,7 @@ func xdsTLS(r *resolved) *corev3.TransportSocket {
 			CommonTlsContext: &tlsv3.CommonTlsContext{
 				AlpnProtocols: []string{"h2"},
 				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-					TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: string(r.xdsRootCert)}},
+					TrustedCa: trusted,
 					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
 						SanType: tlsv3.SubjectAltNameMatcher_DNS,
 						Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: r.xdsSNI}},
@@ -212,10 +238,18 @@ func dynamicResources(r *resolved) *bootstrapv3.Bootstrap_DynamicResources {
 		apiType = corev3.ApiConfigSource_DELTA_GRPC
 	}
 	ads := func() *corev3.ConfigSource {
-		return &corev3.ConfigSource{
+		cs := &corev3.ConfigSource{
 			ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 			ResourceApiVersion:    corev3.ApiVersion_V3,
 		}
+		if r.readiness != nil {
+			// Ready must mean "configured by pilot". By default Envoy gives up waiting for the
+			// first clusters and listeners after 15s and declares itself live without them; 0
+			// waits for pilot forever, as Istio's bootstrap does, so the readiness probe fails
+			// (and the pod gets no traffic) until pilot has answered.
+			cs.InitialFetchTimeout = durationpb.New(0)
+		}
+		return cs
 	}
 	return &bootstrapv3.Bootstrap_DynamicResources{
 		AdsConfig: &corev3.ApiConfigSource{

@@ -176,6 +176,7 @@ func TestGolden(t *testing.T) {
 	for file, opts := range map[string]Options{
 		"sidecar.yaml":       {NodeID: testNodeID, XDSAddress: testXDS},
 		"sidecar-delta.yaml": {NodeID: testNodeID, XDSAddress: testXDS, Delta: true},
+		"injected.yaml":      injected(),
 	} {
 		t.Run(file, func(t *testing.T) {
 			got, err := YAML(opts)

@@ -40,8 +40,34 @@ type Options struct {
 	XDSRootCert []byte
 	// XDSServerName is the name sent as SNI and required in pilot's certificate when
 	// XDSRootCert is set. Default: the host of XDSAddress if it is a DNS name, else
-	// DefaultXDSServerName.
+	// DefaultXDSServerName. It applies to XDSRootCertFile too.
 	XDSServerName string
+	// XDSRootCertFile is the alternative to XDSRootCert: the path of a PEM trust bundle that
+	// Envoy reads itself when it starts (a DataSource filename), such as
+	// /var/run/secrets/istio/root-cert.pem where an injected sidecar mounts the
+	// istio-ca-root-cert ConfigMap. It also turns TLS on; set at most one of the two. The file is
+	// only checked by Envoy, since it usually exists only where Envoy runs.
+	XDSRootCertFile string
+
+	// NodeIDFromCommandLine builds a bootstrap without node.id, for an Envoy started with
+	// --service-node ID (which sets node.id). The sidecar injector needs this: the pod's IP is
+	// part of the ID and is assigned after injection, so the ID is only known in the container,
+	// where Kubernetes expands $(POD_IP) in the arguments. NodeID must then be empty and Cluster
+	// set, as there is no pod name to derive it from.
+	NodeIDFromCommandLine bool
+
+	// ReadinessAddress, IP:PORT, adds a static listener that answers GET /healthz/ready and
+	// GET /ready with Envoy's own readiness (the admin's /ready: 200 once the first listeners
+	// and clusters from pilot are in place), the target of a Kubernetes readinessProbe, like
+	// Istio's port 15021. Empty: no listener. It needs a fixed admin port (not 0). With it,
+	// Envoy waits for pilot's first clusters and listeners however long it takes, as Istio's
+	// sidecars do, instead of giving up after 15s: "ready" then means "configured by pilot"
+	// (until then the probe fails: Envoy accepts on its listeners only once initialized).
+	ReadinessAddress string
+	// PrometheusAddress, IP:PORT, adds Istio's Prometheus listener (15090): /stats/prometheus
+	// served from the admin interface, so metrics are scraped without exposing the admin port.
+	// Empty: no listener. It needs a fixed admin port (not 0).
+	PrometheusAddress string
 }
 
 const (
@@ -51,6 +77,11 @@ const (
 
 	// DefaultXDSServerName is the name pilot's TLS certificate carries, istiod's in-cluster name.
 	DefaultXDSServerName = "istiod.istio-system.svc"
+
+	// DefaultReadinessAddress and DefaultPrometheusAddress are Istio's sidecar ports for the
+	// readiness probe and for Prometheus scraping.
+	DefaultReadinessAddress  = "0.0.0.0:15021"
+	DefaultPrometheusAddress = "0.0.0.0:15090"
 
 	// InterceptionNone and InterceptionRedirect are the accepted Options.Interception values.
 	InterceptionNone     = "none"
@@ -69,8 +100,19 @@ type resolved struct {
 	adminPort    uint32
 	delta        bool
 	labels       map[string]string
-	xdsRootCert  []byte // empty: plaintext
+	xdsRootCert  []byte // with xdsRootFile empty: plaintext
+	xdsRootFile  string
 	xdsSNI       string
+	// readiness and prometheus are the optional static listeners' addresses; adminTarget is
+	// where their routes reach the admin interface (loopback when admin binds a wildcard).
+	readiness, prometheus *ipPort
+	adminTarget           ipPort
+}
+
+// ipPort is a resolved bind address.
+type ipPort struct {
+	ip   string
+	port uint32
 }
 
 // resolve validates o and fills in defaults. Every error starts with the Options field it is
@@ -78,12 +120,22 @@ type resolved struct {
 func (o Options) resolve() (*resolved, error) {
 	r := &resolved{nodeID: o.NodeID, delta: o.Delta, labels: o.Labels}
 
-	// The same parser pilot uses, so a bootstrap that builds carries an ID pilot accepts.
-	proxy, err := model.ParseNodeID(o.NodeID)
-	if err != nil {
-		return nil, fmt.Errorf("NodeID: %w", err)
+	var name, namespace string
+	if o.NodeIDFromCommandLine {
+		if o.NodeID != "" {
+			return nil, fmt.Errorf("NodeID %q is set with NodeIDFromCommandLine: leave it empty and pass it to Envoy as --service-node", o.NodeID)
+		}
+		if o.Cluster == "" {
+			return nil, fmt.Errorf("Cluster is empty: with NodeIDFromCommandLine there is no pod name to derive it from")
+		}
+	} else {
+		// The same parser pilot uses, so a bootstrap that builds carries an ID pilot accepts.
+		proxy, err := model.ParseNodeID(o.NodeID)
+		if err != nil {
+			return nil, fmt.Errorf("NodeID: %w", err)
+		}
+		name, namespace = proxy.Name, proxy.Namespace
 	}
-	name, namespace := proxy.Name, proxy.Namespace
 
 	switch strings.ToLower(o.Interception) {
 	case "", InterceptionNone:
@@ -131,13 +183,54 @@ func (o Options) resolve() (*resolved, error) {
 		return nil, fmt.Errorf("AdminAddress %q: host %q is not an IP address (Envoy binds it without resolving)", admin, host)
 	}
 	r.adminIP, r.adminPort = ip.String(), port
+	r.adminTarget = ipPort{ip.String(), port}
+	if ip.IsUnspecified() {
+		// Admin on every address: the listeners reach it on loopback of the same family.
+		r.adminTarget.ip = "127.0.0.1"
+		if ip.Is6() {
+			r.adminTarget.ip = "::1"
+		}
+	}
+	for _, l := range []struct {
+		field, addr string
+		dst         **ipPort
+	}{{"ReadinessAddress", o.ReadinessAddress, &r.readiness}, {"PrometheusAddress", o.PrometheusAddress, &r.prometheus}} {
+		if l.addr == "" {
+			continue
+		}
+		if port == 0 {
+			return nil, fmt.Errorf("%s %q needs a fixed admin port: AdminAddress %q has port 0", l.field, l.addr, admin)
+		}
+		lip, err := bindAddress(l.addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", l.field, l.addr, err)
+		}
+		*l.dst = lip
+	}
+	if r.readiness != nil && r.prometheus != nil && *r.readiness == *r.prometheus {
+		return nil, fmt.Errorf("ReadinessAddress and PrometheusAddress are both %q: want two addresses", o.ReadinessAddress)
+	}
 
+	if len(o.XDSRootCert) > 0 && o.XDSRootCertFile != "" {
+		return nil, fmt.Errorf("XDSRootCert and XDSRootCertFile are both set: want one trust bundle")
+	}
+	if o.XDSRootCertFile != "" {
+		// Envoy reads the file relative to its own working directory, so a relative path would
+		// depend on where Envoy is started.
+		if !strings.HasPrefix(o.XDSRootCertFile, "/") {
+			return nil, fmt.Errorf("XDSRootCertFile %q: want an absolute path", o.XDSRootCertFile)
+		}
+		r.xdsRootFile = o.XDSRootCertFile
+	}
 	if len(o.XDSRootCert) > 0 {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(o.XDSRootCert) {
 			return nil, fmt.Errorf("XDSRootCert: no PEM certificate in it")
 		}
-		r.xdsRootCert, r.xdsSNI = o.XDSRootCert, o.XDSServerName
+		r.xdsRootCert = o.XDSRootCert
+	}
+	if r.xdsRootFile != "" || len(r.xdsRootCert) > 0 {
+		r.xdsSNI = o.XDSServerName
 		if r.xdsSNI == "" {
 			r.xdsSNI = DefaultXDSServerName
 			if !r.xdsIsIP {
@@ -151,6 +244,19 @@ func (o Options) resolve() (*resolved, error) {
 		r.cluster = defaultCluster(name, namespace)
 	}
 	return r, nil
+}
+
+// bindAddress parses IP:PORT for a listener Envoy binds (so no name, and a port in 1..65535).
+func bindAddress(addr string) (*ipPort, error) {
+	host, port, err := splitHostPort(addr, 1)
+	if err != nil {
+		return nil, err
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Zone() != "" {
+		return nil, fmt.Errorf("host %q is not an IP address (Envoy binds it without resolving)", host)
+	}
+	return &ipPort{ip.String(), port}, nil
 }
 
 // splitHostPort splits HOST:PORT (with [v6]:PORT for IPv6) and checks the port lies in
