@@ -29,7 +29,7 @@ func testOptions(t *testing.T) options {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("no go command in PATH:", err)
+		t.Fatal("no go command in PATH:", err)
 	}
 	return options{
 		outDir:  t.TempDir(),
@@ -209,7 +209,7 @@ func TestPilotImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
-		t.Skipf("cannot run a linux/amd64 binary on %s/%s", runtime.GOOS, runtime.GOARCH)
+		t.Fatalf("cannot run a linux/amd64 binary on %s/%s: the image test needs a linux/amd64 machine", runtime.GOOS, runtime.GOARCH)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
