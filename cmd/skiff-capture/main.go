@@ -63,6 +63,9 @@ import (
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h or --help: the usage went to stdout
+		}
 		fmt.Fprintf(os.Stderr, "skiff-capture: %v\n", err)
 		os.Exit(1)
 	}

@@ -224,6 +224,40 @@ func TestPilotImage(t *testing.T) {
 	}
 }
 
+// The other two images, as the Makefile lists them: the injector runs as 1337 like pilot, the
+// capture init as root (it needs NET_ADMIN); both binaries are present and run.
+func TestInjectorAndCaptureImages(t *testing.T) {
+	o := testOptions(t)
+	for _, c := range []struct{ arg, image, binary, user, usage string }{
+		{"sidecar-injector=github.com/skiffmesh/skiff/cmd/sidecar-injector", "sidecar-injector", "sidecar-injector", "1337:1337", "--default-revision"},
+		{"capture=github.com/skiffmesh/skiff/cmd/skiff-capture:0:0", "capture", "skiff-capture", "0:0", "-exclude-inbound-ports"},
+	} {
+		r := build(t, o, c.arg)
+		img, files := readImage(t, r.path, "skiff/"+c.image+":test")
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatalf("%s config: %v", c.image, err)
+		}
+		if want := []string{"/usr/local/bin/" + c.binary}; !slices.Equal(cf.Config.Entrypoint, want) || cf.Config.User != c.user {
+			t.Errorf("%s: entrypoint %q user %q, want %q as %s", c.image, cf.Config.Entrypoint, cf.Config.User, want, c.user)
+		}
+		checkFile(t, files, "usr/local/bin/"+c.binary, tar.TypeReg, 0o755, 0, 0)
+		bin := filepath.Join(t.TempDir(), c.binary)
+		if err := os.WriteFile(bin, files["usr/local/bin/"+c.binary].body, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkStatic(bin, "amd64"); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, bin, "--help").CombinedOutput()
+		cancel()
+		if err != nil || !bytes.Contains(out, []byte(c.usage)) {
+			t.Errorf("%s --help: %v, want usage mentioning %s:\n%s", c.binary, err, c.usage, out)
+		}
+	}
+}
+
 // TestReproducible builds the same image twice, from go build on, and expects the same bytes;
 // a different SOURCE_DATE_EPOCH must change the image. It packages a tiny program, running as
 // root as the capture image does.
