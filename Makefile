@@ -6,15 +6,15 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/skiff
 ENVOY_VENV := $(CACHE_DIR)/envoy-$(ENVOY_VERSION)
 PYTHON ?= python3
 
-.PHONY: run test unit e2e bench envoy build fmt vet goldens clean
+.PHONY: run test bench envoy build vet goldens clean kube-tools crds
 
 ## run: pilot serving examples/ from a folder (xDS :15010, monitoring :15014).
 run: build
 	./bin/pilot --config-dir examples
 
 ## test: every test, end-to-end ones included (installs Envoy first).
-test: envoy vet
-	$(GO) test -race -count=1 -timeout 20m ./pkg/... ./cmd/... ./examples/...
+test: envoy kube-tools vet
+	$(GO) test -race -count=1 -timeout 20m ./pkg/... ./cmd/... ./examples/... ./hack/...
 	ENVOY=$(CURDIR)/.bin/envoy $(GO) test -count=1 -timeout 30m ./test/...
 
 ## bench: Go benchmarks of per-proxy generation.
@@ -25,8 +25,16 @@ build:
 	$(GO) build -o bin/ ./cmd/...
 
 vet:
-	@test -z "$$(gofmt -l cmd pkg test examples)" || { echo "gofmt needed:"; gofmt -l cmd pkg test examples; exit 1; }
+	@test -z "$$(gofmt -l cmd pkg test examples hack)" || { echo "gofmt needed:"; gofmt -l cmd pkg test examples hack; exit 1; }
 	$(GO) vet ./...
+
+IMAGE_REPO ?= skiff
+IMAGE_TAG ?= dev
+.PHONY: images
+## images: OCI image tarballs $(IMAGE_REPO)/{pilot,sidecar-injector,capture}:$(IMAGE_TAG) in out/images, no docker daemon needed (`kind load image-archive out/images/pilot.tar`).
+images:
+	$(GO) run ./hack/images -out out/images -repo $(IMAGE_REPO) -tag $(IMAGE_TAG) \
+	  pilot=./cmd/pilot sidecar-injector=./cmd/sidecar-injector capture=./cmd/skiff-capture:0:0
 
 ## goldens: rewrite pkg/translate/testdata/out from the inputs.
 goldens:
@@ -47,5 +55,40 @@ envoy:
 	mkdir -p .bin; ln -sfn "$$real" .bin/envoy; \
 	echo ".bin/envoy -> $$real"
 
+## kube-tools: etcd, kube-apiserver and kubectl built from source into .cache/kube-tools/ (for test/kube).
+kube-tools:
+	./hack/kube-tools/build.sh
+
+## crds: refresh deploy/crds/istio-crds.yaml from the istio.io/api version in go.mod.
+crds:
+	@set -e; \
+	$(GO) mod download istio.io/api; \
+	dir=$$($(GO) list -m -f '{{.Dir}}' istio.io/api); \
+	install -m 0644 "$$dir/kubernetes/customresourcedefinitions.gen.yaml" deploy/crds/istio-crds.yaml; \
+	echo "deploy/crds/istio-crds.yaml <- $$($(GO) list -m istio.io/api)"
+
+KIND ?= $(shell command -v kind 2>/dev/null || echo "$(GO) run sigs.k8s.io/kind@v0.33.0")
+KUBECTL ?= kubectl
+KIND_CLUSTER ?= skiff
+.PHONY: kind-up kind-down
+## kind-up: a kind cluster named $(KIND_CLUSTER) with Skiff installed: create it, `make images`, load them, apply deploy/ (CRDs only where absent), wait until ready.
+kind-up: images
+	@set -e; \
+	if ! $(KIND) get clusters 2>/dev/null | grep -qx "$(KIND_CLUSTER)"; then \
+	  $(KIND) create cluster --name $(KIND_CLUSTER) --wait 120s; \
+	fi; \
+	for img in out/images/*.tar; do $(KIND) load image-archive "$$img" --name $(KIND_CLUSTER); done; \
+	ctx="--context kind-$(KIND_CLUSTER)"; \
+	$(KUBECTL) $$ctx create -k deploy/crds 2>&1 | grep -v AlreadyExists || true; \
+	$(KUBECTL) $$ctx wait --for condition=established --timeout=60s -f deploy/crds/istio-crds.yaml; \
+	$(KUBECTL) $$ctx apply -k deploy; \
+	$(KUBECTL) $$ctx -n istio-system rollout status deploy/skiff-pilot --timeout=180s; \
+	$(KUBECTL) $$ctx -n istio-system rollout status deploy/skiff-sidecar-injector --timeout=180s; \
+	echo "Skiff is up on kind-$(KIND_CLUSTER): label a namespace with istio.io/rev=skiff (docs/walkthrough.md)"
+
+## kind-down: delete the kind cluster.
+kind-down:
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
 clean:
-	rm -rf bin .bin
+	rm -rf bin .bin out

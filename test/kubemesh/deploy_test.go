@@ -1,9 +1,14 @@
 package kubemesh
 
 import (
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -33,6 +38,55 @@ func TestDeployPilotServerDryRun(t *testing.T) {
 			if !strings.Contains(out, want) {
 				t.Errorf("kubectl %s did not mention %s:\n%s", strings.Join(args, " "), want, out)
 			}
+		}
+	}
+}
+
+// Every kustomization in deploy/ passes a server-side dry run: the default install, the
+// default-revision and cert-manager variants (with cert-manager's own CRDs installed, from its
+// module), and the CRDs. The cert-manager objects also decode strictly into cert-manager's Go
+// types.
+func TestDeployAllServerDryRun(t *testing.T) {
+	installPilotRBAC(t)
+	root := filepath.Join(framework.RepoRoot(t), "deploy")
+	installCertManagerCRDs(t)
+	for _, dir := range []string{"", "default-revision", "cert-manager", "crds", "pilot", "injector"} {
+		out, err := cluster.Kubectl(t, "apply", "--dry-run=server", "-k", filepath.Join(root, dir))
+		if err != nil {
+			t.Errorf("kubectl apply --dry-run=server -k deploy/%s: %v\n%s", dir, err, out)
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(root, "cert-manager", "certificate.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, doc := range strings.Split(string(data), "\n---\n") {
+		var obj any = &certmanagerv1.Certificate{}
+		if strings.Contains(doc, "\nkind: Issuer\n") {
+			obj = &certmanagerv1.Issuer{}
+		}
+		if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
+			t.Errorf("deploy/cert-manager/certificate.yaml document %d: %v", i, err)
+		}
+	}
+}
+
+// installCertManagerCRDs installs the Certificate and Issuer CRDs of the cert-manager version
+// in go.mod, as published in its module.
+func installCertManagerCRDs(t *testing.T) {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cert-manager/cert-manager").Output()
+	if err != nil {
+		t.Fatalf("locating the cert-manager module: %v", err)
+	}
+	crds := filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds")
+	for _, f := range []string{"cert-manager.io_certificates.yaml", "cert-manager.io_issuers.yaml"} {
+		path := filepath.Join(crds, f)
+		if out, err := cluster.Kubectl(t, "apply", "--server-side", "-f", path); err != nil {
+			t.Fatalf("kubectl apply -f %s: %v\n%s", path, err, out)
+		}
+		if out, err := cluster.Kubectl(t, "wait", "--for", "condition=established", "--timeout=60s", "-f", path); err != nil {
+			t.Fatalf("waiting for %s: %v\n%s", f, err, out)
 		}
 	}
 }

@@ -1,0 +1,19 @@
+package kube
+
+import (
+	"errors"
+	"syscall"
+)
+
+// sysProcAttr makes the kernel kill the child when the thread that started it
+// exits; see startProcess.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
+
+// processAlive reports whether a process with this pid exists (signal 0
+// checks without sending anything; EPERM means it exists as another user's).
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
