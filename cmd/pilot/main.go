@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 
 	"github.com/skiffmesh/skiff/pkg/ca"
 )
@@ -54,6 +55,8 @@ listeners, routes, clusters and endpoints, and serves them over gRPC ADS.`,
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			opts.logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			// client-go logs through klog: send it to the same place, in the same format.
+			klog.SetSlogLogger(opts.logger)
 			opts.kubernetes = opts.kubernetes || opts.kubeconfig != ""
 			if opts.kubernetes == (opts.configDir != "") {
 				return fmt.Errorf("pass exactly one of --config-dir (a folder) and --kubernetes/--kubeconfig (a cluster)")

@@ -1,7 +1,6 @@
 package bootstrap
 
 import (
-	"context"
 	"errors"
 	"net"
 	"os"
@@ -13,42 +12,13 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+
+	"github.com/skiffmesh/skiff/test/framework"
 )
 
 // These tests run the real Envoy, because Validate only checks each field on its own: whether
 // Envoy accepts the bootstrap as a whole (extension names, Any types, cluster wiring), and
 // whether it then reaches pilot over HTTP/2, only Envoy can say.
-
-// envoyBinary returns $ENVOY, or the repository's .bin/envoy (installed by `make envoy`), found
-// by walking up from the test's directory to go.mod. A missing Envoy fails rather than skips:
-// a skipped test here would let a bootstrap Envoy rejects pass CI unnoticed.
-func envoyBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("ENVOY"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("$ENVOY=%s: %v; unset it or run `make envoy`", p, err)
-		}
-		return p
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, ".bin", "envoy")
-			if _, err := os.Stat(p); err != nil {
-				t.Fatalf("no Envoy: $ENVOY is unset and %s is missing; run `make envoy`", p)
-			}
-			return p
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no Envoy: $ENVOY is unset and no go.mod above the test directory; run `make envoy`")
-		}
-		dir = parent
-	}
-}
 
 // writeBootstrap writes YAML(o) to a temporary file and returns its path.
 func writeBootstrap(t *testing.T, o Options) string {
@@ -65,7 +35,7 @@ func writeBootstrap(t *testing.T, o Options) string {
 }
 
 func TestEnvoyValidate(t *testing.T) {
-	envoy := envoyBinary(t)
+	envoy := framework.EnvoyBinary(t)
 	for name, o := range map[string]Options{
 		"sotw":     {NodeID: testNodeID, XDSAddress: testXDS},
 		"delta":    {NodeID: testNodeID, XDSAddress: testXDS, Delta: true},
@@ -92,7 +62,6 @@ func TestEnvoyValidate(t *testing.T) {
 // Validate mode cannot show this: it does not connect, so a cluster speaking HTTP/1.1 or an
 // unreachable address would pass it.
 func TestEnvoyConnects(t *testing.T) {
-	envoy := envoyBinary(t)
 	for name, tc := range map[string]struct {
 		host         string // pilot host as written in XDSAddress
 		delta        bool
@@ -130,35 +99,15 @@ func TestEnvoyConnects(t *testing.T) {
 				AdminAddress: "127.0.0.1:0",
 			})
 
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			// Envoy's output goes to a file, which can be read while Envoy is still writing.
-			logPath := filepath.Join(t.TempDir(), "envoy.log")
-			logs, err := os.Create(logPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer logs.Close()
 			// Hot restart is off so parallel Envoys do not share (and clash on) its shared memory.
-			cmd := exec.CommandContext(ctx, envoy, "-c", path, "--disable-hot-restart", "--log-level", "warn")
-			cmd.Stdout, cmd.Stderr = logs, logs
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan error, 1)
-			go func() { exited <- cmd.Wait() }()
-			defer func() {
-				_ = cmd.Process.Kill()
-				<-exited
-			}()
-
+			envoy := framework.RunEnvoy(t, "-c", path, "--disable-hot-restart", "--log-level", "warn")
 			var r received
 			select {
 			case r = <-ads.got:
-			case err := <-exited:
-				t.Fatalf("envoy exited before sending a request: %v\n%s", err, readFile(logPath))
-			case <-ctx.Done():
-				t.Fatalf("no ADS request within 30s\n%s", readFile(logPath))
+			case <-envoy.Exited():
+				t.Fatalf("envoy exited before sending a request")
+			case <-time.After(30 * time.Second):
+				t.Fatalf("no ADS request within 30s")
 			}
 			if r.delta != tc.delta {
 				t.Errorf("request came on the delta stream = %v, want %v", r.delta, tc.delta)
@@ -178,11 +127,6 @@ func TestEnvoyConnects(t *testing.T) {
 			}
 		})
 	}
-}
-
-func readFile(path string) string {
-	b, _ := os.ReadFile(path)
-	return string(b)
 }
 
 type received struct {

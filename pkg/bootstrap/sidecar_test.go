@@ -16,6 +16,8 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+
+	"github.com/skiffmesh/skiff/test/framework"
 )
 
 // injected is the shape of bootstrap the sidecar injector builds: node ID from --service-node,
@@ -130,7 +132,7 @@ func TestInjectedContent(t *testing.T) {
 // TestEnvoyValidateInjected has Envoy accept the injected bootstrap as the sidecar runs it:
 // passed inline with --config-yaml, the node ID from --service-node.
 func TestEnvoyValidateInjected(t *testing.T) {
-	envoy := envoyBinary(t)
+	envoy := framework.EnvoyBinary(t)
 	rootFile := filepath.Join(t.TempDir(), "root-cert.pem")
 	if err := os.WriteFile(rootFile, testRoot(t), 0o644); err != nil {
 		t.Fatal(err)
@@ -153,7 +155,6 @@ func TestEnvoyValidateInjected(t *testing.T) {
 // pilot, see InitialFetchTimeout); after it, readiness is 200, Prometheus metrics are served,
 // and nothing else of the admin interface is reachable through either listener.
 func TestEnvoyAdminListeners(t *testing.T) {
-	envoy := envoyBinary(t)
 	lis, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +165,7 @@ func TestEnvoyAdminListeners(t *testing.T) {
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 
-	ports := freePorts(t, 3)
+	ports := framework.FreePorts(t, "127.0.0.1", 3)
 	o := injected()
 	o.XDSAddress = lis.Addr().String()
 	o.XDSRootCertFile = ""
@@ -177,19 +178,8 @@ func TestEnvoyAdminListeners(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	logPath := filepath.Join(t.TempDir(), "envoy.log")
-	logs, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logs.Close()
-	cmd := exec.CommandContext(ctx, envoy, "--config-yaml", string(js), "--service-node", testNodeID,
+	framework.RunEnvoy(t, "--config-yaml", string(js), "--service-node", testNodeID,
 		"--disable-hot-restart", "--log-level", "warn")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 
 	// Not ready while pilot has not answered (refused connections count as not ready, as they
 	// do for the kubelet).
@@ -198,7 +188,7 @@ func TestEnvoyAdminListeners(t *testing.T) {
 		if resp, err := http.Get("http://127.0.0.1:" + ports[1] + ReadyPath); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				t.Fatalf("ready before pilot answered\n%s", readFile(logPath))
+				t.Fatalf("ready before pilot answered")
 			}
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -222,7 +212,7 @@ func TestEnvoyAdminListeners(t *testing.T) {
 			last = resp.Status + " " + string(body)
 			time.Sleep(100 * time.Millisecond)
 		}
-		t.Fatalf("GET :%s%s: no %d within 60s, last: %.200s\n%s", port, path, want, last, readFile(logPath))
+		t.Fatalf("GET :%s%s: no %d within 60s, last: %.200s", port, path, want, last)
 		return ""
 	}
 	get(ports[1], ReadyPath, http.StatusOK)
@@ -267,24 +257,4 @@ func (g *gatedADS) StreamAggregatedResources(s discoverygrpc.AggregatedDiscovery
 			return err
 		}
 	}
-}
-
-// freePorts returns n distinct ports the kernel had free on 127.0.0.1.
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var ports []string
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		_, p, _ := net.SplitHostPort(l.Addr().String())
-		ports = append(ports, p)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
 }

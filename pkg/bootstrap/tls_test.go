@@ -9,6 +9,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/skiffmesh/skiff/pkg/ca"
+	"github.com/skiffmesh/skiff/test/framework"
 )
 
 func testRoot(t *testing.T) []byte {
@@ -63,7 +64,7 @@ func TestXDSTLS(t *testing.T) {
 }
 
 func TestEnvoyValidateTLS(t *testing.T) {
-	envoy := envoyBinary(t)
+	envoy := framework.EnvoyBinary(t)
 	path := writeBootstrap(t, Options{NodeID: testNodeID, XDSAddress: "127.0.0.1:15012", XDSRootCert: testRoot(t)})
 	if out, err := exec.Command(envoy, "--mode", "validate", "-c", path, "--log-level", "warn").CombinedOutput(); err != nil {
 		t.Fatalf("envoy --mode validate: %v\n%s", err, out)

@@ -72,7 +72,6 @@ func kubeletExpand(s string, env map[string]string) string {
 // --service-node, and turn ready on the readiness port once pilot has answered. The fixed
 // ports (admin, readiness, Prometheus) are moved to free ones so the test can run anywhere.
 func TestEnvoyJoinsPilotOverTLS(t *testing.T) {
-	envoy := framework.EnvoyBinary(t)
 	authority, err := ca.LoadOrCreate(filepath.Join(t.TempDir(), "ca"), "")
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +99,7 @@ func TestEnvoyJoinsPilotOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy := pod.Spec.Containers[len(pod.Spec.Containers)-1]
-	ports := freePorts(t, 3)
+	ports := framework.FreePorts(t, "127.0.0.1", 3)
 	moved := strings.NewReplacer(
 		CARootMountPath+"/"+CARootKey, root,
 		`"port_value":15000`, `"port_value":`+ports[0],
@@ -116,18 +115,7 @@ func TestEnvoyJoinsPilotOverTLS(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	logPath := filepath.Join(t.TempDir(), "envoy.log")
-	logs, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logs.Close()
-	cmd := exec.CommandContext(ctx, envoy, args...)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	framework.RunEnvoy(t, args...)
 
 	select {
 	case id := <-pilot.nodes:
@@ -135,8 +123,7 @@ func TestEnvoyJoinsPilotOverTLS(t *testing.T) {
 			t.Errorf("node ID %q, want %q", id, want)
 		}
 	case <-ctx.Done():
-		b, _ := os.ReadFile(logPath)
-		t.Fatalf("no ADS request over TLS within 60s\n%s", b)
+		t.Fatalf("no ADS request over TLS within 60s")
 	}
 	probe := "http://127.0.0.1:" + ports[1] + proxy.ReadinessProbe.HTTPGet.Path
 	for {
@@ -148,8 +135,7 @@ func TestEnvoyJoinsPilotOverTLS(t *testing.T) {
 			}
 		}
 		if ctx.Err() != nil {
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("readiness probe %s never 200: %v\n%s", probe, err, b)
+			t.Fatalf("readiness probe %s never 200: %v", probe, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -181,20 +167,4 @@ func (a *answeringADS) StreamAggregatedResources(s discoverygrpc.AggregatedDisco
 			return err
 		}
 	}
-}
-
-// freePorts returns n distinct ports the kernel had free on 127.0.0.1.
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var ports []string
-	for range n {
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		_, p, _ := net.SplitHostPort(l.Addr().String())
-		ports = append(ports, p)
-	}
-	return ports
 }

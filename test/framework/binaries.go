@@ -15,14 +15,15 @@ import (
 // working directory (go test runs each package in its own directory).
 func RepoRoot(tb testing.TB) string {
 	tb.Helper()
-	root, err := repoRoot()
+	root, err := FindRepoRoot()
 	if err != nil {
 		tb.Fatalf("framework: %v", err)
 	}
 	return root
 }
 
-func repoRoot() (string, error) {
+// FindRepoRoot is RepoRoot for code that has no test to fail, such as a TestMain.
+func FindRepoRoot() (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {
 		return "", fmt.Errorf("finding the repository root: %w", err)
@@ -84,7 +85,7 @@ var pilotBuild struct {
 // previous file (writing over it would fail with "text file busy"), and every
 // build is of the same source, so whichever lands last is as good as any.
 func buildPilot() (string, error) {
-	root, err := repoRoot()
+	root, err := FindRepoRoot()
 	if err != nil {
 		return "", err
 	}

@@ -43,7 +43,7 @@ type Envoy struct {
 
 	opts EnvoyOptions
 	log  logBuffer
-	proc *process
+	proc *Process
 }
 
 var envoyCount atomic.Int64
@@ -87,7 +87,7 @@ func StartEnvoy(tb testing.TB, p *Pilot, opts EnvoyOptions) *Envoy {
 		}
 		tb.Fatalf("framework: starting Envoy %s: %v", opts.NodeID, err)
 	}
-	if err := e.proc.waitFor(5*time.Second, e.initialXDSCheck); err != nil {
+	if err := e.proc.WaitFor(5*time.Second, e.initialXDSCheck); err != nil {
 		tb.Fatalf("framework: Envoy %s is LIVE but did not get its initial config from the pilot at %s: %v",
 			e.NodeID, p.XDSAddress, err)
 	}
@@ -164,7 +164,7 @@ func launchEnvoy(tb testing.TB, bootstrap string, opts EnvoyOptions) (*Envoy, bo
 		"--concurrency", "1",
 		"--log-level", level,
 	}, opts.EnvoyArgs...)
-	proc, err := startProcess(name, EnvoyBinary(tb), args, &e.log)
+	proc, err := StartProcess(name, EnvoyBinary(tb), args, &e.log)
 	if err != nil {
 		return nil, false, err
 	}
@@ -176,7 +176,7 @@ func launchEnvoy(tb testing.TB, bootstrap string, opts EnvoyOptions) (*Envoy, bo
 		timeout = 30 * time.Second
 	}
 	deadline := time.Now().Add(timeout)
-	err = proc.waitFor(timeout, func() error {
+	err = proc.WaitFor(timeout, func() error {
 		b, err := os.ReadFile(adminPath)
 		if err != nil || len(strings.TrimSpace(string(b))) == 0 {
 			return fmt.Errorf("admin address not yet written to %s", adminPath)
@@ -185,10 +185,10 @@ func launchEnvoy(tb testing.TB, bootstrap string, opts EnvoyOptions) (*Envoy, bo
 		return nil
 	})
 	if err == nil {
-		err = proc.waitFor(time.Until(deadline), readyCheck(e.AdminAddress, "/ready"))
+		err = proc.WaitFor(time.Until(deadline), readyCheck(e.AdminAddress, "/ready"))
 	}
 	if err != nil {
-		proc.stop(&e.log)
+		proc.Stop(&e.log)
 		return nil, addressInUse(e.log.String()), err
 	}
 	return e, false, nil
@@ -198,19 +198,19 @@ func launchEnvoy(tb testing.TB, bootstrap string, opts EnvoyOptions) (*Envoy, bo
 // rejected updates and stopped.
 func (e *Envoy) cleanup(tb testing.TB) {
 	tb.Helper()
-	if err := e.proc.unexpectedExit(); err != nil {
+	if err := e.proc.UnexpectedExit(); err != nil {
 		e.proc.stopping.Store(true) // reported once
 		tb.Errorf("framework: %v", err)
 		return
 	}
-	if gone, _ := e.proc.exited(); !gone && e.AdminAddress != "" {
+	if gone, _ := e.proc.Exited(); !gone && e.AdminAddress != "" {
 		err := e.checkNoRejections()
 		suiteTally.record(err != nil)
 		if err != nil && !e.opts.AllowRejections {
 			tb.Errorf("framework: Envoy %s: %v", e.NodeID, err)
 		}
 	}
-	e.proc.stop(&e.log)
+	e.proc.Stop(&e.log)
 }
 
 // suiteTally counts, over the whole test process, the Envoys checked for rejected xDS updates
@@ -283,7 +283,7 @@ func (e *Envoy) ConfigDump(tb testing.TB) []byte {
 // happen within timeout, or at once if Envoy exits meanwhile.
 func (e *Envoy) WaitFor(tb testing.TB, what string, cond func() bool, timeout time.Duration) {
 	tb.Helper()
-	err := e.proc.waitFor(timeout, func() error {
+	err := e.proc.WaitFor(timeout, func() error {
 		if cond() {
 			return nil
 		}

@@ -274,7 +274,7 @@ func TestEnvoyCrashIsNoticed(t *testing.T) {
 	if len(msgs) != 1 || !strings.Contains(msgs[0], "exited (signal: killed)") || time.Since(start) > 5*time.Second {
 		t.Errorf("WaitStat on a dead Envoy failed after %v with %q", time.Since(start), msgs)
 	}
-	if err := e.proc.unexpectedExit(); err == nil || !strings.Contains(err.Error(), "exited unexpectedly") {
+	if err := e.proc.UnexpectedExit(); err == nil || !strings.Contains(err.Error(), "exited unexpectedly") {
 		t.Errorf("unexpectedExit() = %v", err)
 	}
 	e.proc.stopping.Store(true) // the crash was on purpose: keep the cleanup from failing the test

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -99,7 +98,7 @@ func StartEnvoyInNetNS(tb testing.TB, p *Pilot, ns *NetNS, opts NetNSEnvoyOption
 
 	admin, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		proc.stop(&e.log)
+		proc.Stop(&e.log)
 		tb.Fatalf("framework: listening for Envoy's admin forwarder: %v", err)
 	}
 	Forward(tb, admin, func(ctx context.Context) (net.Conn, error) {
@@ -114,17 +113,17 @@ func StartEnvoyInNetNS(tb testing.TB, p *Pilot, ns *NetNS, opts NetNSEnvoyOption
 		timeout = 30 * time.Second
 	}
 	deadline := time.Now().Add(timeout)
-	err = proc.waitFor(timeout, func() error {
+	err = proc.WaitFor(timeout, func() error {
 		if b, err := os.ReadFile(adminPath); err != nil || len(strings.TrimSpace(string(b))) == 0 {
 			return fmt.Errorf("admin address not yet written to %s", adminPath)
 		}
 		return nil
 	})
 	if err == nil {
-		err = proc.waitFor(time.Until(deadline), readyCheck(e.AdminAddress, "/ready"))
+		err = proc.WaitFor(time.Until(deadline), readyCheck(e.AdminAddress, "/ready"))
 	}
 	if err == nil {
-		err = proc.waitFor(5*time.Second, e.initialXDSCheck)
+		err = proc.WaitFor(5*time.Second, e.initialXDSCheck)
 	}
 	if err != nil {
 		tb.Fatalf("framework: Envoy %s in %s did not start with its config from the pilot at %s: %v",
@@ -178,35 +177,12 @@ func linkOrCopy(src, dst string) error {
 }
 
 // startProcessInNetNS is startProcess for a process in ns, as cred's user: it is started from
-// a thread that entered ns (a child inherits its parent thread's namespaces), which stays
-// locked until the child exits so that Pdeathsig holds, and is then discarded.
-func startProcessInNetNS(name string, ns *NetNS, path string, args []string, cred *syscall.Credential, log *logBuffer) (*process, error) {
+// a thread that entered ns (a child inherits its parent thread's namespaces).
+func startProcessInNetNS(name string, ns *NetNS, path string, args []string, cred *syscall.Credential, log *logBuffer) (*Process, error) {
 	fmt.Fprintf(log, "$ ip netns exec %s %s %s  # as uid %d, gid %d\n", ns.Name, path, strings.Join(args, " "), cred.Uid, cred.Gid)
-	p := &process{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(path, args...)
-	p.cmd.Stdout = log
-	p.cmd.Stderr = log
-	attr := sysProcAttr()
-	attr.Credential = cred
-	p.cmd.SysProcAttr = attr
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread is in ns
-		if err := ns.enter(); err != nil {
-			started <- err
-			return
-		}
-		if err := p.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.err = p.cmd.Wait()
-		fmt.Fprintf(log, "[framework: %s exited: %v]\n", name, exitDescription(p.err))
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
-		return nil, fmt.Errorf("starting %s (%s) in %s: %w", name, path, ns.Name, err)
+	p, err := launch(name, path, args, log, func(cmd *exec.Cmd) { cmd.SysProcAttr.Credential = cred }, ns.enter)
+	if err != nil {
+		return nil, fmt.Errorf("in network namespace %s: %w", ns.Name, err)
 	}
 	return p, nil
 }

@@ -42,7 +42,7 @@ type Pilot struct {
 	args    []string
 	timeout time.Duration
 	log     logBuffer
-	proc    *process
+	proc    *Process
 }
 
 // StartPilot starts the pilot (see PilotBinary) on two free ports of
@@ -81,14 +81,14 @@ func StartPilots(tb testing.TB, n int, opts PilotOptions, args func(i int) []str
 		}
 		pilots[i] = newPilot(tb, own)
 		pilots[i].pickAddresses(tb, own)
-		proc, err := startProcess("pilot", pilots[i].binary, pilots[i].args, &pilots[i].log)
+		proc, err := StartProcess("pilot", pilots[i].binary, pilots[i].args, &pilots[i].log)
 		if err != nil {
 			tb.Fatalf("framework: starting pilot %d: %v", i, err)
 		}
 		pilots[i].proc = proc
 	}
 	for i, p := range pilots {
-		if err := p.proc.waitFor(p.timeout, readyCheck(p.MonitoringAddress, "/ready")); err != nil {
+		if err := p.proc.WaitFor(p.timeout, readyCheck(p.MonitoringAddress, "/ready")); err != nil {
 			tb.Fatalf("framework: pilot %d not ready: %v", i, err)
 		}
 	}
@@ -130,13 +130,13 @@ func (p *Pilot) pickAddresses(tb testing.TB, opts PilotOptions) {
 
 // launch runs the pilot with p.args and waits for /ready.
 func (p *Pilot) launch() error {
-	proc, err := startProcess("pilot", p.binary, p.args, &p.log)
+	proc, err := StartProcess("pilot", p.binary, p.args, &p.log)
 	if err != nil {
 		return err
 	}
 	p.proc = proc
-	if err := proc.waitFor(p.timeout, readyCheck(p.MonitoringAddress, "/ready")); err != nil {
-		proc.stop(&p.log)
+	if err := proc.WaitFor(p.timeout, readyCheck(p.MonitoringAddress, "/ready")); err != nil {
+		proc.Stop(&p.log)
 		return err
 	}
 	return nil
@@ -151,10 +151,10 @@ func (p *Pilot) Stop(tb testing.TB) {
 	if p.proc == nil {
 		return
 	}
-	if err := p.proc.unexpectedExit(); err != nil {
+	if err := p.proc.UnexpectedExit(); err != nil {
 		tb.Errorf("framework: %v", err)
 	}
-	p.proc.stop(&p.log)
+	p.proc.Stop(&p.log)
 }
 
 // Restart stops the pilot if it runs and starts it again with the same

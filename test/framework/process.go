@@ -2,8 +2,10 @@ package framework
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -64,35 +66,53 @@ func logOnFailure(tb testing.TB, name string, log *logBuffer) {
 	})
 }
 
-// process is one run of a binary.
-type process struct {
+// Process is one run of a binary, a child of the test process that dies with it.
+type Process struct {
 	name     string
 	cmd      *exec.Cmd
 	done     chan struct{} // closed once the process has exited
 	err      error         // from Wait; read only after done is closed
 	stopping atomic.Bool   // set by stop: exiting is then expected
+	killed   atomic.Bool   // set by stop when SIGTERM was not enough
+	// StopTimeout is how long Stop waits after SIGTERM before it kills; default 10 s.
+	StopTimeout time.Duration
 }
 
-// startProcess runs path with args, stdout and stderr going to log. The
-// command line is written to the log first, so a failure's log says what was
-// run.
+// StartProcess runs path with args, stdout and stderr going to out. The
+// command line is written to out first, so a failure's log says what was run.
 //
 // The process gets SIGKILL if the test process dies (Linux Pdeathsig), so a
 // test binary killed by `go test -timeout` leaves no Envoy behind holding
 // ports. Linux sends that signal when the *thread* that started the child
 // exits, so the start happens on a goroutine locked to its thread until the
 // child has exited.
-func startProcess(name, path string, args []string, log *logBuffer) (*process, error) {
-	fmt.Fprintf(log, "$ %s %s\n", path, strings.Join(args, " "))
-	p := &process{name: name, done: make(chan struct{})}
+func StartProcess(name, path string, args []string, out io.Writer) (*Process, error) {
+	fmt.Fprintf(out, "$ %s %s\n", path, strings.Join(args, " "))
+	return launch(name, path, args, out, nil, nil)
+}
+
+// launch starts the process from a goroutine locked to its OS thread until the child exits
+// (so that Pdeathsig holds). prepare, if not nil, adjusts the command first (credentials, say);
+// enter, if not nil, runs on that thread before the start (entering a network namespace, which
+// the child inherits), and the thread is then never unlocked, so the runtime discards it.
+func launch(name, path string, args []string, log io.Writer, prepare func(*exec.Cmd), enter func() error) (*Process, error) {
+	p := &Process{name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(path, args...)
 	p.cmd.Stdout = log
 	p.cmd.Stderr = log
 	p.cmd.SysProcAttr = sysProcAttr()
+	if prepare != nil {
+		prepare(p.cmd)
+	}
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
+		if enter == nil {
+			defer runtime.UnlockOSThread()
+		} else if err := enter(); err != nil {
+			started <- err
+			return
+		}
 		if err := p.cmd.Start(); err != nil {
 			started <- err
 			return
@@ -115,8 +135,8 @@ func exitDescription(err error) string {
 	return err.Error()
 }
 
-// exited reports whether the process has exited, and how.
-func (p *process) exited() (bool, error) {
+// Exited reports whether the process has exited, and how.
+func (p *Process) Exited() (bool, error) {
 	select {
 	case <-p.done:
 		return true, p.err
@@ -125,45 +145,50 @@ func (p *process) exited() (bool, error) {
 	}
 }
 
-// unexpectedExit returns an error if the process exited without being asked
+// UnexpectedExit returns an error if the process exited without being asked
 // to: a crash, or a fatal configuration error.
-func (p *process) unexpectedExit() error {
-	if gone, err := p.exited(); gone && !p.stopping.Load() {
+func (p *Process) UnexpectedExit() error {
+	if gone, err := p.Exited(); gone && !p.stopping.Load() {
 		return fmt.Errorf("%s exited unexpectedly: %s", p.name, exitDescription(err))
 	}
 	return nil
 }
 
-// stop sends SIGTERM, waits up to stopTimeout, then kills. It is idempotent
-// and returns how the process ended.
-func (p *process) stop(log *logBuffer) error {
+// Stop sends SIGTERM, waits up to stopTimeout, then kills, noting that in log.
+// It is idempotent and returns how the process ended.
+func (p *Process) Stop(log io.Writer) error {
 	p.stopping.Store(true)
-	if gone, err := p.exited(); gone {
+	if gone, err := p.Exited(); gone {
 		return err
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		fmt.Fprintf(log, "[framework: SIGTERM to %s: %v]\n", p.name, err)
 	}
+	timeout := cmp.Or(p.StopTimeout, stopTimeout)
 	select {
 	case <-p.done:
-	case <-time.After(stopTimeout):
-		fmt.Fprintf(log, "[framework: %s still running %v after SIGTERM; killing it]\n", p.name, stopTimeout)
+	case <-time.After(timeout):
+		fmt.Fprintf(log, "[framework: %s still running %v after SIGTERM; killing it]\n", p.name, timeout)
+		p.killed.Store(true)
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
 	return p.err
 }
 
-// waitFor polls check every pollInterval until it returns nil, the timeout
+// Killed reports whether Stop had to kill the process.
+func (p *Process) Killed() bool { return p.killed.Load() }
+
+// WaitFor polls check every pollInterval until it returns nil, the timeout
 // passes, or the process exits; the error says which, with check's last error.
-func (p *process) waitFor(timeout time.Duration, check func() error) error {
+func (p *Process) WaitFor(timeout time.Duration, check func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := check()
 		if err == nil {
 			return nil
 		}
-		if gone, exitErr := p.exited(); gone {
+		if gone, exitErr := p.Exited(); gone {
 			return fmt.Errorf("%s exited (%s) while waiting: last check: %v", p.name, exitDescription(exitErr), err)
 		}
 		if time.Now().After(deadline) {
@@ -175,6 +200,9 @@ func (p *process) waitFor(timeout time.Duration, check func() error) error {
 		}
 	}
 }
+
+// Done is closed once the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
 
 // addressInUse reports whether a failed start looks like a lost race for a
 // port picked by FreePort, in which case starting again on new ports is right.

@@ -46,7 +46,7 @@ func (e *Envoy) Stat(tb testing.TB, name string) uint64 {
 func (e *Envoy) WaitStat(tb testing.TB, name string, ok func(uint64) bool, timeout time.Duration) {
 	tb.Helper()
 	last := "absent"
-	err := e.proc.waitFor(timeout, func() error {
+	err := e.proc.WaitFor(timeout, func() error {
 		stats, err := e.stats(exactStat(name))
 		if err != nil {
 			return err

@@ -18,6 +18,8 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/skiffmesh/skiff/test/framework"
 )
 
 // KubeVersion is the Kubernetes release the cluster runs: the version `make
@@ -135,7 +137,7 @@ func New(opts ...Option) (_ *Cluster, err error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	root, err := repoRoot()
+	root, err := framework.FindRepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +254,7 @@ func (c *Cluster) startEtcd() error {
 			return err
 		}
 		c.etcd = p
-		err = p.waitFor(etcdStartTimeout, func() error { return httpOK(http.DefaultClient, c.etcdURL+"/health") })
+		err = p.WaitFor(etcdStartTimeout, func() error { return httpOK(http.DefaultClient, c.etcdURL+"/health") })
 		if err == nil {
 			return nil
 		}
@@ -303,7 +305,7 @@ func (c *Cluster) StartAPIServer(tb testing.TB) {
 		tb.Fatalf("kube: StartAPIServer on a stopped cluster")
 	}
 	if c.apiserver != nil {
-		if gone, _ := c.apiserver.exited(); !gone {
+		if gone, _ := c.apiserver.Exited(); !gone {
 			tb.Fatalf("kube: StartAPIServer: the apiserver is already running")
 		}
 	}
@@ -358,6 +360,10 @@ func (c *Cluster) startAPIServerLocked() error {
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"--cert-dir=" + filepath.Join(c.dir, "apiserver-certs"),
+		// On SIGTERM, end open watches (informers') within a few seconds instead of
+		// waiting for them until the 60 s shutdown timeout, so StopAPIServer is a
+		// prompt, graceful stop even with controllers connected.
+		"--shutdown-watch-termination-grace-period=3s",
 	}
 	args = append(args, c.apiArgs...)
 	p, err := startProcess("kube-apiserver", filepath.Join(c.bin, "kube-apiserver"), args, c.logPath("kube-apiserver"))
@@ -370,7 +376,7 @@ func (c *Cluster) startAPIServerLocked() error {
 		return fmt.Errorf("building the readiness client: %w", err)
 	}
 	defer httpClient.CloseIdleConnections()
-	err = p.waitFor(apiserverStartTimeout, func() error {
+	err = p.WaitFor(apiserverStartTimeout, func() error {
 		return httpOK(httpClient, c.Config.Host+"/readyz")
 	})
 	if err != nil {
@@ -471,22 +477,5 @@ func sweepStale() {
 			continue
 		}
 		_ = os.RemoveAll(dir)
-	}
-}
-
-// repoRoot is the first folder from the working directory up that holds a
-// go.mod: the repository root for a test in any package of the main module.
-func repoRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("finding the repository root: %w", err)
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("finding the repository root: no go.mod in %s or any parent folder", wd)
-		}
 	}
 }

@@ -5,12 +5,6 @@ import (
 	"syscall"
 )
 
-// sysProcAttr makes the kernel kill the child when the thread that started it
-// exits; see startProcess.
-func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-}
-
 // processAlive reports whether a process with this pid exists (signal 0
 // checks without sending anything; EPERM means it exists as another user's).
 func processAlive(pid int) bool {

@@ -17,11 +17,8 @@ func TestKubernetesConfigErrors(t *testing.T) {
 	ns := newNamespace(t, "errors")
 	pilot := startPilot(t)
 	pods := newPodNetwork(t, pilot)
-	ratings := pods.startApp(t, "10.253.1.11", "ratings-v1")
+	deployService(t, pods, ns, "ratings", "10.253.1.", "v1")
 	client := createPod(t, ns, "client-1", "10.253.1.1", "client", map[string]string{"app": "client"})
-	createPod(t, ns, "ratings-v1-1", "10.253.1.11", "ratings", map[string]string{"app": "ratings", "version": "v1"})
-	createService(t, ns, "ratings", 9080, "http")
-	createSlice(t, ns, "ratings", "ratings-v1-1", "http", ratings.address)
 	envoy := pods.startEnvoy(t, pilot, nodeID(client))
 	host := "ratings." + ns + ".svc.cluster.local"
 	url := "http://127.0.0.1:9080/"

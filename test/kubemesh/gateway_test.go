@@ -24,11 +24,8 @@ func TestKubernetesGatewayCredential(t *testing.T) {
 	ns := newNamespace(t, "gateway")
 	pilot := startPilot(t)
 	pods := newPodNetwork(t, pilot)
-	web := pods.startApp(t, "10.253.3.11", "web-v1")
+	deployService(t, pods, ns, "web", "10.253.3.", "v1")
 	gw := createPod(t, ns, "ingressgateway-1", "10.253.3.1", "ingressgateway", map[string]string{"istio": "ingressgateway"})
-	createPod(t, ns, "web-1", "10.253.3.11", "web", map[string]string{"app": "web"})
-	createService(t, ns, "web", 9080, "http")
-	createSlice(t, ns, "web", "web-1", "http", web.address)
 
 	pki := framework.NewPKI(t, "shop.example.com", "client")
 	for name, data := range map[string]map[string][]byte{

@@ -45,11 +45,65 @@ func newNamespace(t *testing.T, prefix string) string {
 	if err != nil {
 		t.Fatalf("creating namespace %s: %v", name, err)
 	}
-	t.Cleanup(func() {
-		_ = cluster.Kube.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
+	t.Cleanup(func() { deleteNamespace(t, name) })
 	serviceAccount(t, name, "default")
 	return name
+}
+
+// deleteNamespace deletes a namespace and everything the tests put in it. Without a
+// controller manager nobody empties a deleted namespace or removes its finalizer, so the test
+// does both: otherwise one test's objects (a broken VirtualService, say) would stay in every
+// later pilot's view.
+func deleteNamespace(t *testing.T, name string) {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	all, opts := metav1.DeleteOptions{}, metav1.ListOptions{}
+	kube, net, sec := cluster.Kube, cluster.Istio.NetworkingV1(), cluster.Istio.SecurityV1()
+	for what, del := range map[string]func() error{
+		"pods":                  func() error { return kube.CoreV1().Pods(name).DeleteCollection(c, all, opts) },
+		"services":              func() error { return deleteServices(c, name) },
+		"endpointslices":        func() error { return kube.DiscoveryV1().EndpointSlices(name).DeleteCollection(c, all, opts) },
+		"secrets":               func() error { return kube.CoreV1().Secrets(name).DeleteCollection(c, all, opts) },
+		"configmaps":            func() error { return kube.CoreV1().ConfigMaps(name).DeleteCollection(c, all, opts) },
+		"virtualservices":       func() error { return net.VirtualServices(name).DeleteCollection(c, all, opts) },
+		"destinationrules":      func() error { return net.DestinationRules(name).DeleteCollection(c, all, opts) },
+		"gateways":              func() error { return net.Gateways(name).DeleteCollection(c, all, opts) },
+		"sidecars":              func() error { return net.Sidecars(name).DeleteCollection(c, all, opts) },
+		"serviceentries":        func() error { return net.ServiceEntries(name).DeleteCollection(c, all, opts) },
+		"workloadentries":       func() error { return net.WorkloadEntries(name).DeleteCollection(c, all, opts) },
+		"peerauthentications":   func() error { return sec.PeerAuthentications(name).DeleteCollection(c, all, opts) },
+		"authorizationpolicies": func() error { return sec.AuthorizationPolicies(name).DeleteCollection(c, all, opts) },
+	} {
+		if err := del(); err != nil {
+			t.Errorf("deleting the %s of namespace %s: %v", what, name, err)
+		}
+	}
+	ns, err := kube.CoreV1().Namespaces().Get(c, name, metav1.GetOptions{})
+	if err != nil {
+		t.Errorf("namespace %s: %v", name, err)
+		return
+	}
+	ns.Spec.Finalizers = nil
+	if _, err := kube.CoreV1().Namespaces().Finalize(c, ns, metav1.UpdateOptions{}); err != nil {
+		t.Errorf("finalizing namespace %s: %v", name, err)
+	}
+	if err := kube.CoreV1().Namespaces().Delete(c, name, all); err != nil && !apierrors.IsNotFound(err) {
+		t.Errorf("deleting namespace %s: %v", name, err)
+	}
+}
+
+// deleteServices deletes a namespace's Services one by one: they have no DeleteCollection.
+func deleteServices(c context.Context, ns string) error {
+	list, err := cluster.Kube.CoreV1().Services(ns).List(c, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for _, svc := range list.Items {
+		if err := cluster.Kube.CoreV1().Services(ns).Delete(c, svc.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	}
+	return nil
 }
 
 func serviceAccount(t *testing.T, ns, name string) {
@@ -124,6 +178,24 @@ func createSlice(t *testing.T, ns, service, pod, portName, address string) {
 	if _, err := cluster.Kube.DiscoveryV1().EndpointSlices(ns).Create(ctx(t), slice, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating EndpointSlice %s/%s: %v", ns, slice.Name, err)
 	}
+}
+
+// deployService creates Service name (port 9080, HTTP) and, for each version, an app in the pod
+// network at subnet+"1N" (N counting from 1), its Pod labelled app=name, version=VERSION, and
+// its EndpointSlice: what a Deployment per version, the scheduler, the kubelets and the
+// endpoint controller would have made. The apps are returned in version order.
+func deployService(t *testing.T, pods *podNetwork, ns, name, subnet string, versions ...string) []*app {
+	t.Helper()
+	createService(t, ns, name, 9080, "http")
+	apps := make([]*app, len(versions))
+	for i, v := range versions {
+		ip := fmt.Sprintf("%s1%d", subnet, i+1)
+		pod := fmt.Sprintf("%s-%s-1", name, v)
+		apps[i] = pods.startApp(t, ip, name+"-"+v)
+		createPod(t, ns, pod, ip, name, map[string]string{"app": name, "version": v})
+		createSlice(t, ns, name, pod, "http", apps[i].address)
+	}
+	return apps
 }
 
 // apply runs `kubectl apply -f -` on the YAML, as a user would.

@@ -24,15 +24,9 @@ func TestKubernetesAPIServerOutage(t *testing.T) {
 	ns := newNamespace(t, "outage")
 	pilot := startPilot(t)
 	pods := newPodNetwork(t, pilot)
-	v1 := pods.startApp(t, "10.253.2.11", "details-v1")
-	v2 := pods.startApp(t, "10.253.2.12", "details-v2")
+	deployService(t, pods, ns, "details", "10.253.2.", "v1", "v2")
 	client := createPod(t, ns, "client-1", "10.253.2.1", "client", map[string]string{"app": "client"})
 	late := createPod(t, ns, "client-2", "10.253.2.2", "client", map[string]string{"app": "client"})
-	createPod(t, ns, "details-v1-1", "10.253.2.11", "details", map[string]string{"app": "details", "version": "v1"})
-	createPod(t, ns, "details-v2-1", "10.253.2.12", "details", map[string]string{"app": "details", "version": "v2"})
-	createService(t, ns, "details", 9080, "http")
-	createSlice(t, ns, "details", "details-v1-1", "http", v1.address)
-	createSlice(t, ns, "details", "details-v2-1", "http", v2.address)
 	routeTo := func(subset string) string {
 		return fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -72,8 +66,9 @@ spec:
 		time.Sleep(5 * time.Second)
 	}
 	// A proxy that connects while the API server is down gets the full configuration too.
-	// Its Pod was created before the outage, so pilot knows it.
-	lateEnvoy := pods.startEnvoy(t, pilot, nodeID(late))
+	// Its Pod was created before the outage, so pilot knows it. (A pod of its own: two
+	// sidecars cannot share one network namespace's ports.)
+	lateEnvoy := newPodNetwork(t, pilot).startEnvoy(t, pilot, nodeID(late))
 	if _, clusters := lateEnvoy.Get(t, "/clusters"); !containsAll(string(clusters), "outbound|9080|v1|"+host) {
 		t.Errorf("an Envoy joining during the outage lacks the details clusters")
 	}
@@ -81,8 +76,9 @@ spec:
 	cluster.StartAPIServer(t)
 	restarted := time.Now()
 	apply(t, routeTo("v2"))
-	// client-go's reflectors back off to at most 30s between attempts, so a resync is bounded.
-	framework.Eventually(t, 60*time.Second, func() error {
+	// client-go's reflectors back off up to 30 s between attempts, jittered up to twice that,
+	// so after a minute's outage a resync can take a minute.
+	framework.Eventually(t, 100*time.Second, func() error {
 		got, err := pods.routedTo(url, host, nil)
 		if err != nil || got != "details-v2" {
 			return fmt.Errorf("routed to %q (%v); want details-v2 after the API server came back", got, err)

@@ -19,18 +19,11 @@ func TestKubernetesRouting(t *testing.T) {
 	ns := newNamespace(t, "routing")
 	pilot := startPilot(t)
 	pods := newPodNetwork(t, pilot)
-	v1 := pods.startApp(t, "10.253.0.11", "reviews-v1")
-	v2 := pods.startApp(t, "10.253.0.12", "reviews-v2")
+	deployService(t, pods, ns, "reviews", "10.253.0.", "v1", "v2")
 	const port = 9080
 	host := fmt.Sprintf("reviews.%s.svc.cluster.local", ns)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-
 	client := createPod(t, ns, "client-1", "10.253.0.1", "client", map[string]string{"app": "client"})
-	createPod(t, ns, "reviews-v1-1", "10.253.0.11", "reviews", map[string]string{"app": "reviews", "version": "v1"})
-	createPod(t, ns, "reviews-v2-1", "10.253.0.12", "reviews", map[string]string{"app": "reviews", "version": "v2"})
-	createService(t, ns, "reviews", port, "http")
-	createSlice(t, ns, "reviews", "reviews-v1-1", "http", v1.address)
-	createSlice(t, ns, "reviews", "reviews-v2-1", "http", v2.address)
 	apply(t, fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews, namespace: %[1]s}
@@ -65,8 +58,8 @@ spec:
 
 	// Scaling: a second v1 Pod and its slice. Only its ClusterLoadAssignments change.
 	before := envoy.Stats(t)
-	v1b := pods.startApp(t, "10.253.0.13", "reviews-v1b")
-	createPod(t, ns, "reviews-v1-2", "10.253.0.13", "reviews", map[string]string{"app": "reviews", "version": "v1"})
+	v1b := pods.startApp(t, "10.253.0.19", "reviews-v1b")
+	createPod(t, ns, "reviews-v1-2", "10.253.0.19", "reviews", map[string]string{"app": "reviews", "version": "v1"})
 	createSlice(t, ns, "reviews", "reviews-v1-2", "http", v1b.address)
 	framework.Eventually(t, 30*time.Second, func() error {
 		got, err := pods.routedTo(url, host, nil)
