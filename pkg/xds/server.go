@@ -86,6 +86,7 @@ func New(opts Options) *Server {
 	s.cache = newClassCache(prefix, s.classAppeared)
 	s.cache.ignoreNodeLabels = opts.IgnoreNodeLabels
 	s.tracker = newTracker(newMetrics(reg), log, s.cache.Forget, s.lastChange)
+	s.tracker.ignoreNodeLabels = opts.IgnoreNodeLabels
 	s.sds = newSDSServer(opts.CA, opts.WorkloadCertTTL, prefix, log, reg)
 	s.sds.snapshot, s.sds.classSecrets, s.sds.setIdentity = s.Snapshot, s.cache.classSecrets, s.tracker.setIdentity
 	s.cache.sds, s.cache.streamOf = s.sds, s.tracker.streamOfSecretRequest

@@ -232,3 +232,32 @@ func TestNodeLabelsTrustedOnlyOutsideKubernetes(t *testing.T) {
 		t.Fatalf("Kubernetes mode: labels %v (%v), want none from the node", ignored.Labels, err)
 	}
 }
+
+// The tracker and the caches must agree on a stream's class, labels or not: the tracker says
+// which class config_dump reads and which class to forget when its last proxy leaves.
+func TestTrackerAndCacheAgreeOnTheClass(t *testing.T) {
+	for _, ignore := range []bool{false, true} {
+		s, conn := serve(t, Options{Registry: prometheus.NewRegistry(), IgnoreNodeLabels: ignore})
+		s.Push(meshSnapshot("10.0.0.1"), time.Now())
+		labels, err := structpb.NewStruct(map[string]any{labelsKey: map[string]any{"istio": "ingressgateway"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream := openADS(t, conn)
+		req := cdsRequest(testNode)
+		req.Node.Metadata = labels
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		_, class, ok := s.tracker.ClassOf(testNode)
+		if _, cached := s.cache.Classes()[class]; !ok || !cached {
+			t.Errorf("IgnoreNodeLabels=%v: the tracker's class %q is not the cache's %v", ignore, class, s.cache.Classes())
+		}
+		if _, source, err := s.ConfigDump(testNode); err != nil || source != "served" {
+			t.Errorf("IgnoreNodeLabels=%v: config_dump source %q (%v), want served", ignore, source, err)
+		}
+	}
+}

@@ -57,6 +57,8 @@ type Nack struct {
 type tracker struct {
 	metrics *metrics
 	log     *slog.Logger
+	// ignoreNodeLabels: see Options.IgnoreNodeLabels.
+	ignoreNodeLabels bool
 	// onClassEmpty is called when the last proxy of a class disconnects.
 	onClassEmpty func(class string)
 	// lastChange is when the configuration change being pushed reached pilot.
@@ -104,7 +106,8 @@ func (t *tracker) request(id int64, node *corev3.Node, typeURL, version, nonce s
 		return nil
 	}
 	if st.NodeID == "" {
-		proxy, err := proxyFromNode(node, false) // the node ID is all the tracker needs
+		// Parsed as the cache parses it, so that both agree on the stream's class.
+		proxy, err := proxyFromNode(node, !t.ignoreNodeLabels)
 		if err != nil {
 			t.metrics.badNodes.Inc()
 			t.log.Warn("refusing ADS stream", "address", st.Address, "error", err)
