@@ -150,48 +150,60 @@ func launchEnvoy(tb testing.TB, bootstrap string, opts EnvoyOptions) (*Envoy, bo
 	logOnFailure(tb, name, &e.log)
 	fmt.Fprintf(&e.log, "---- bootstrap ----\n%s\n---- end of bootstrap ----\n", strings.TrimRight(bootstrap, "\n"))
 
-	level := os.Getenv("SKIFF_ENVOY_LOG_LEVEL")
-	if level == "" {
-		level = "warn"
-	}
 	adminPath := filepath.Join(dir, "admin-address")
-	args := append([]string{
-		"-c", e.BootstrapPath,
-		"--admin-address-path", adminPath,
-		// No shared memory or domain socket between Envoys, so any number
-		// can run at once.
-		"--disable-hot-restart",
-		"--concurrency", "1",
-		"--log-level", level,
-	}, opts.EnvoyArgs...)
-	proc, err := StartProcess(name, EnvoyBinary(tb), args, &e.log)
+	proc, err := StartProcess(name, EnvoyBinary(tb), envoyArgs(e.BootstrapPath, adminPath, opts.EnvoyArgs), &e.log)
 	if err != nil {
 		return nil, false, err
 	}
 	e.proc = proc
 	tb.Cleanup(func() { e.cleanup(tb) })
 
-	timeout := opts.ReadyTimeout
-	if timeout == 0 {
-		timeout = 30 * time.Second
-	}
-	deadline := time.Now().Add(timeout)
-	err = proc.WaitFor(timeout, func() error {
-		b, err := os.ReadFile(adminPath)
-		if err != nil || len(strings.TrimSpace(string(b))) == 0 {
-			return fmt.Errorf("admin address not yet written to %s", adminPath)
-		}
-		e.AdminAddress = strings.TrimSpace(string(b))
-		return nil
-	})
-	if err == nil {
-		err = proc.WaitFor(time.Until(deadline), readyCheck(e.AdminAddress, "/ready"))
-	}
-	if err != nil {
+	if err := e.waitLive(adminPath, opts.ReadyTimeout, true); err != nil {
 		proc.Stop(&e.log)
 		return nil, addressInUse(e.log.String()), err
 	}
 	return e, false, nil
+}
+
+// envoyArgs is the command line of every Envoy the harness starts, with the test's own flags
+// last. SKIFF_ENVOY_LOG_LEVEL overrides the log level (warn).
+func envoyArgs(bootstrapPath, adminPath string, extra []string) []string {
+	level := os.Getenv("SKIFF_ENVOY_LOG_LEVEL")
+	if level == "" {
+		level = "warn"
+	}
+	return append([]string{
+		"-c", bootstrapPath,
+		"--admin-address-path", adminPath,
+		// No shared memory or domain socket between Envoys, so any number
+		// can run at once.
+		"--disable-hot-restart",
+		"--concurrency", "1",
+		"--log-level", level,
+	}, extra...)
+}
+
+// waitLive waits, within timeout (30 s when zero), until Envoy has written its admin address
+// to adminPath, which becomes e.AdminAddress when fromFile, and its admin answers /ready.
+func (e *Envoy) waitLive(adminPath string, timeout time.Duration, fromFile bool) error {
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	err := e.proc.WaitFor(timeout, func() error {
+		b, err := os.ReadFile(adminPath)
+		if err != nil || len(strings.TrimSpace(string(b))) == 0 {
+			return fmt.Errorf("admin address not yet written to %s", adminPath)
+		}
+		if fromFile {
+			e.AdminAddress = strings.TrimSpace(string(b))
+		}
+		return nil
+	})
+	if err == nil {
+		err = e.proc.WaitFor(time.Until(deadline), readyCheck(e.AdminAddress, "/ready"))
+	}
+	return err
 }
 
 // cleanup runs when the test ends: an Envoy still running is checked for

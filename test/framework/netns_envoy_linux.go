@@ -77,20 +77,9 @@ func StartEnvoyInNetNS(tb testing.TB, p *Pilot, ns *NetNS, opts NetNSEnvoyOption
 	logOnFailure(tb, name, &e.log)
 	fmt.Fprintf(&e.log, "---- bootstrap ----\n%s\n---- end of bootstrap ----\n", strings.TrimRight(bootstrap, "\n"))
 
-	level := os.Getenv("SKIFF_ENVOY_LOG_LEVEL")
-	if level == "" {
-		level = "warn"
-	}
 	adminPath := filepath.Join(dir, "admin-address")
-	envoyArgs := append([]string{
-		"-c", e.BootstrapPath,
-		"--admin-address-path", adminPath,
-		"--disable-hot-restart",
-		"--concurrency", "1",
-		"--log-level", level,
-	}, opts.EnvoyArgs...)
 	cred := &syscall.Credential{Uid: opts.UID, Gid: opts.GID, Groups: []uint32{}}
-	proc, err := startProcessInNetNS(name, ns, binary, envoyArgs, cred, &e.log)
+	proc, err := startProcessInNetNS(name, ns, binary, envoyArgs(e.BootstrapPath, adminPath, opts.EnvoyArgs), cred, &e.log)
 	if err != nil {
 		tb.Fatalf("framework: starting Envoy %s: %v", opts.NodeID, err)
 	}
@@ -108,20 +97,8 @@ func StartEnvoyInNetNS(tb testing.TB, p *Pilot, ns *NetNS, opts NetNSEnvoyOption
 	// Registered after the forwarder's cleanup, so it runs first, while admin still answers.
 	tb.Cleanup(func() { e.cleanup(tb) })
 
-	timeout := opts.ReadyTimeout
-	if timeout == 0 {
-		timeout = 30 * time.Second
-	}
-	deadline := time.Now().Add(timeout)
-	err = proc.WaitFor(timeout, func() error {
-		if b, err := os.ReadFile(adminPath); err != nil || len(strings.TrimSpace(string(b))) == 0 {
-			return fmt.Errorf("admin address not yet written to %s", adminPath)
-		}
-		return nil
-	})
-	if err == nil {
-		err = proc.WaitFor(time.Until(deadline), readyCheck(e.AdminAddress, "/ready"))
-	}
+	// The admin address Envoy writes is inside the namespace; the forwarder's stays.
+	err = e.waitLive(adminPath, opts.ReadyTimeout, false)
 	if err == nil {
 		err = proc.WaitFor(5*time.Second, e.initialXDSCheck)
 	}
