@@ -1,7 +1,8 @@
 // Package ca is Skiff's certificate authority: it owns the signing key and issues the SPIFFE
 // workload certificates that sidecars use for mutual TLS. Nothing else in Skiff touches private
-// keys. The CA's own key is the one secret that is persisted (in --ca-dir, in Istio's `cacerts`
-// layout); workload keys are generated here, live in memory only, and are never logged.
+// keys. The CA's own key is the one secret that is persisted, in Istio's `cacerts` layout: in
+// --ca-dir (folder mode) or in a Kubernetes Secret (package kube); workload keys are generated
+// here, live in memory only, and are never logged.
 package ca
 
 import (
