@@ -108,19 +108,15 @@ func virtualInboundClusters(snap *model.Snapshot, proxy *model.Proxy, ingresses 
 // inboundPassthroughCluster sends a connection on to its original destination, from
 // 127.0.0.6 (see inboundPassthroughBindAddress).
 func inboundPassthroughCluster() *clusterv3.Cluster {
-	return &clusterv3.Cluster{
-		Name:                 InboundPassthroughCluster,
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
-		ConnectTimeout:       Duration(defaultConnectTimeout),
-		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
-		CircuitBreakers:      defaultCircuitBreakers(),
-		UpstreamBindConfig: &corev3.BindConfig{
-			SourceAddress: &corev3.SocketAddress{
-				Address:       inboundPassthroughBindAddress,
-				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
-			},
+	c := passthroughCluster()
+	c.Name = InboundPassthroughCluster
+	c.UpstreamBindConfig = &corev3.BindConfig{
+		SourceAddress: &corev3.SocketAddress{
+			Address:       inboundPassthroughBindAddress,
+			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
 		},
 	}
+	return c
 }
 
 // virtualInboundListener is 0.0.0.0:15006. The original_dst listener filter restores the

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -68,14 +66,5 @@ spec:
 	})
 	envoy.AssertNoRejections(t)
 
-	conn, err := net.DialTimeout("tcp", "127.0.0.1:15006", 5*time.Second)
-	if err != nil {
-		t.Fatalf("virtualInbound is not listening: %v", err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if n, err := conn.Read(make([]byte, 1)); err != io.EOF && !isReset(err) {
-		t.Errorf("a connection to 15006 itself: read %d bytes, %v; want it closed", n, err)
-	}
-	envoy.WaitStat(t, "tcp.BlackHoleCluster.downstream_cx_total", atLeast(1), 5*time.Second)
+	connectionToItselfDropped(t, envoy, "virtualInbound", 15006)
 }

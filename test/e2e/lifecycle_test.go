@@ -33,14 +33,21 @@ func TestRedirectModeIsAccepted(t *testing.T) {
 		return nil
 	})
 
-	conn, err := net.DialTimeout("tcp", "127.0.0.1:15001", 5*time.Second)
+	connectionToItselfDropped(t, envoy, "virtualOutbound", 15001)
+}
+
+// connectionToItselfDropped connects to a virtual listener's own port, which capture would
+// send straight back to it: the connection must be closed by the blackhole chain, not loop.
+func connectionToItselfDropped(t *testing.T, envoy *framework.Envoy, listener string, port int) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
 	if err != nil {
-		t.Fatalf("virtualOutbound is not listening: %v", err)
+		t.Fatalf("%s is not listening: %v", listener, err)
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if n, err := conn.Read(make([]byte, 1)); err != io.EOF && !isReset(err) {
-		t.Errorf("a connection to 15001 itself: read %d bytes, %v; want it closed", n, err)
+		t.Errorf("a connection to %d itself: read %d bytes, %v; want it closed", port, n, err)
 	}
 	envoy.WaitStat(t, "tcp.BlackHoleCluster.downstream_cx_total", atLeast(1), 5*time.Second)
 }

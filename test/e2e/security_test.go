@@ -389,21 +389,8 @@ spec:
   - hosts:
     - "istio-system/*"
 ---
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata:
-  name: server
-  namespace: default
-spec:
-  selector:
-    matchLabels:
-      app: server
-  mtls:
-    mode: STRICT
-  portLevelMtls:
-    %[6]d:
-      mode: DISABLE
-`, serverIP, strictPort, strictApp.Address(), plainPort, plainApp.Address(), plainApp.Port))
+`, serverIP, strictPort, strictApp.Address(), plainPort, plainApp.Address())+peerAuthentication("STRICT")+
+		fmt.Sprintf("  portLevelMtls:\n    %d:\n      mode: DISABLE\n", plainApp.Port))
 	server := framework.StartEnvoy(t, pilot, framework.EnvoyOptions{
 		NodeID:        "sidecar~" + serverIP + "~server-1.default~default.svc.cluster.local",
 		BootstrapArgs: []string{"--labels", "app=server"},

@@ -198,6 +198,21 @@ func deployService(t *testing.T, pods *podNetwork, ns, name, subnet string, vers
 	return apps
 }
 
+// versionSubsets is a DestinationRule for host with subsets v1 and v2 by the version label, as
+// deployService labels the Pods, followed by a document separator.
+func versionSubsets(ns, host string) string {
+	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  host: %[2]s
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+`, ns, host)
+}
+
 // apply runs `kubectl apply -f -` on the YAML, as a user would.
 func apply(t *testing.T, yaml string) {
 	t.Helper()

@@ -28,16 +28,7 @@ func TestKubernetesAPIServerOutage(t *testing.T) {
 	client := createPod(t, ns, "client-1", "10.253.2.1", "client", map[string]string{"app": "client"})
 	late := createPod(t, ns, "client-2", "10.253.2.2", "client", map[string]string{"app": "client"})
 	routeTo := func(subset string) string {
-		return fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: details, namespace: %[1]s}
-spec:
-  host: details
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
+		return versionSubsets(ns, "details") + fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: details, namespace: %[1]s}
 spec:

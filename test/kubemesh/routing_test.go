@@ -24,16 +24,7 @@ func TestKubernetesRouting(t *testing.T) {
 	host := fmt.Sprintf("reviews.%s.svc.cluster.local", ns)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	client := createPod(t, ns, "client-1", "10.253.0.1", "client", map[string]string{"app": "client"})
-	apply(t, fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews, namespace: %[1]s}
-spec:
-  host: reviews
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
+	apply(t, versionSubsets(ns, "reviews")+fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: reviews, namespace: %[1]s}
 spec:
