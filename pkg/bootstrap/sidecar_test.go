@@ -176,7 +176,7 @@ func TestEnvoyAdminListeners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), framework.Patience)
 	defer cancel()
 	framework.RunEnvoy(t, "--config-yaml", string(js), "--service-node", testNodeID,
 		"--disable-hot-restart", "--log-level", "warn")
@@ -212,7 +212,7 @@ func TestEnvoyAdminListeners(t *testing.T) {
 			last = resp.Status + " " + string(body)
 			time.Sleep(100 * time.Millisecond)
 		}
-		t.Fatalf("GET :%s%s: no %d within 60s, last: %.200s", port, path, want, last)
+		t.Fatalf("GET :%s%s: no %d within %v, last: %.200s", port, path, want, framework.Patience, last)
 		return ""
 	}
 	get(ports[1], ReadyPath, http.StatusOK)

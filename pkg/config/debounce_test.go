@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/skiffmesh/skiff/test/framework"
 )
 
 // startDebouncer runs a debouncer and returns its event channel and a channel that receives
@@ -30,12 +32,18 @@ func TestDebounceQuiet(t *testing.T) {
 	d := debouncer{Quiet: 30 * time.Millisecond, MaxDelay: 10 * time.Second}
 	events, fired := startDebouncer(t, d)
 
-	// A short burst is one call, a quiet period after its last event.
-	start := time.Now()
+	// A short burst is one call, a quiet period after its last event. On a loaded machine the
+	// sender may be descheduled for longer than the quiet period, which really makes two bursts;
+	// so the gaps are measured, and a second call is only wrong if no gap reached the period.
 	var last time.Time
-	for range 5 {
+	var widestGap time.Duration
+	for i := range 5 {
+		before := time.Now() // the debouncer receives the event after this
+		if i > 0 {
+			widestGap = max(widestGap, before.Sub(last))
+		}
 		events <- struct{}{}
-		last = time.Now()
+		last = before
 		time.Sleep(5 * time.Millisecond)
 	}
 	select {
@@ -43,15 +51,14 @@ func TestDebounceQuiet(t *testing.T) {
 		if at.Sub(last) < d.Quiet {
 			t.Errorf("fired %v after the last event, before the quiet period of %v", at.Sub(last), d.Quiet)
 		}
-		if at.Sub(start) > 5*time.Second {
-			t.Errorf("fired only after %v", at.Sub(start))
-		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(framework.Patience):
 		t.Fatal("no call after a burst")
 	}
 	select {
 	case <-fired:
-		t.Fatal("a burst produced two calls")
+		if widestGap < d.Quiet {
+			t.Fatalf("a burst whose widest gap was %v produced two calls (quiet period %v)", widestGap, d.Quiet)
+		}
 	case <-time.After(3 * d.Quiet):
 	}
 
@@ -59,7 +66,7 @@ func TestDebounceQuiet(t *testing.T) {
 	events <- struct{}{}
 	select {
 	case <-fired:
-	case <-time.After(5 * time.Second):
+	case <-time.After(framework.Patience):
 		t.Fatal("no call for the second burst")
 	}
 }
@@ -80,7 +87,7 @@ func TestDebounceMaxDelay(t *testing.T) {
 		}
 	}()
 	calls := 0
-	timeout := time.After(5 * time.Second)
+	timeout := time.After(framework.Patience)
 	for calls < 3 {
 		select {
 		case <-fired:
@@ -106,7 +113,7 @@ func TestDebounceStops(t *testing.T) {
 	cancel()
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(framework.Patience):
 		t.Fatal("run did not return when the context ended")
 	}
 	if calls.Load() != 0 {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/skiffmesh/skiff/test/framework"
 )
 
 // startWatcher runs a Watcher on dir with short debounce durations, returning once its
@@ -31,7 +33,7 @@ func startWatcher(t *testing.T, dir string) <-chan struct{} {
 	case <-ready:
 	case err := <-errc:
 		t.Fatalf("Run: %v", err)
-	case <-time.After(5 * time.Second):
+	case <-time.After(framework.Patience):
 		t.Fatal("watcher not ready")
 	}
 	t.Cleanup(func() {
@@ -41,7 +43,7 @@ func startWatcher(t *testing.T, dir string) <-chan struct{} {
 			if err != nil {
 				t.Errorf("Run: %v", err)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(framework.Patience):
 			t.Error("Run did not return after cancel")
 		}
 	})
@@ -53,7 +55,7 @@ func waitChange(t *testing.T, changes <-chan struct{}, what string) {
 	t.Helper()
 	select {
 	case <-changes:
-	case <-time.After(5 * time.Second):
+	case <-time.After(framework.Patience):
 		t.Fatalf("no change reported: %s", what)
 	}
 	drain(changes, 50*time.Millisecond)

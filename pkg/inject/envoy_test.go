@@ -113,7 +113,7 @@ func TestEnvoyJoinsPilotOverTLS(t *testing.T) {
 		args = append(args, moved.Replace(kubeletExpand(a, env)))
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), framework.Patience)
 	defer cancel()
 	framework.RunEnvoy(t, args...)
 
@@ -123,7 +123,7 @@ func TestEnvoyJoinsPilotOverTLS(t *testing.T) {
 			t.Errorf("node ID %q, want %q", id, want)
 		}
 	case <-ctx.Done():
-		t.Fatalf("no ADS request over TLS within 60s")
+		t.Fatalf("no ADS request over TLS within %v", framework.Patience)
 	}
 	probe := "http://127.0.0.1:" + ports[1] + proxy.ReadinessProbe.HTTPGet.Path
 	for {

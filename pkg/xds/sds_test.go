@@ -27,6 +27,7 @@ import (
 	"github.com/skiffmesh/skiff/pkg/config"
 	"github.com/skiffmesh/skiff/pkg/model"
 	"github.com/skiffmesh/skiff/pkg/render"
+	"github.com/skiffmesh/skiff/test/framework"
 )
 
 const (
@@ -151,7 +152,7 @@ func TestSDSDefaultGrantedByAddress(t *testing.T) {
 		VersionInfo: resp.VersionInfo, ResponseNonce: resp.Nonce}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	waitFor(t, "the reviews proxy's identity", func() bool {
 		st := s.Statuses()
 		return len(st) == 1 && st[0].Identity == "spiffe://cluster.local/ns/default/sa/reviews"
 	})
@@ -214,8 +215,8 @@ func TestSDSDefaultRefusedFromOtherAddress(t *testing.T) {
 		if sec.Name != "ROOTCA" {
 			t.Fatalf("got secret %s, want ROOTCA", sec.Name)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no ROOTCA within 5s")
+	case <-time.After(framework.Patience):
+		t.Fatalf("no ROOTCA within %v", framework.Patience)
 	}
 	st := s.Statuses()
 	if len(st) != 1 || st[0].Identity != "refused: "+refuseAddressMismatch {
@@ -256,7 +257,7 @@ func TestSDSRotation(t *testing.T) {
 // Delta streams get the same secrets, and a refused delta subscription is simply not answered.
 func TestSDSDelta(t *testing.T) {
 	s, conn, authority := startSDSServer(t, 0)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	open := func() discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient {
 		stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
@@ -299,7 +300,7 @@ func TestSDSDelta(t *testing.T) {
 		t.Fatalf("refused delta subscription was answered (err %v)", err)
 	case <-time.After(500 * time.Millisecond):
 	}
-	waitFor(t, func() bool {
+	waitFor(t, "the impostor's refusal in the statuses", func() bool {
 		for _, st := range s.Statuses() {
 			if st.NodeID == impostorNode {
 				return st.Identity == "refused: "+refuseAddressMismatch
@@ -326,7 +327,7 @@ func TestSDSDroppedOnDisconnect(t *testing.T) {
 			break
 		}
 	}
-	waitFor(t, func() bool { return s.sds.secretsOf(reviewsNode) == nil })
+	waitFor(t, "the reviews proxy's secrets to be forgotten", func() bool { return s.sds.secretsOf(reviewsNode) == nil })
 }
 
 func TestCheckIdentity(t *testing.T) {
@@ -381,7 +382,7 @@ func TestSDSGrantedAfterWorkloadEntryMoves(t *testing.T) {
 	if err := stream.Send(sdsRequest(impostorNode, "default")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	waitFor(t, "the refusal in the statuses", func() bool {
 		st := s.Statuses()
 		return len(st) == 1 && st[0].Identity == "refused: "+refuseAddressMismatch
 	})
@@ -394,7 +395,7 @@ func TestSDSGrantedAfterWorkloadEntryMoves(t *testing.T) {
 	if _, ok := secrets["ROOTCA"]; ok {
 		t.Error("ROOTCA sent to a watch that did not ask for it")
 	}
-	waitFor(t, func() bool { return s.Statuses()[0].Identity == "spiffe://cluster.local/ns/default/sa/ratings" })
+	waitFor(t, "the ratings identity", func() bool { return s.Statuses()[0].Identity == "spiffe://cluster.local/ns/default/sa/ratings" })
 }
 
 // go-control-plane numbers SotW and delta streams with separate counters: the first of each
@@ -407,7 +408,7 @@ func TestSDSSotwAndDeltaStreamsAreDistinct(t *testing.T) {
 	}
 	recvSecrets(t, sotwStream.Recv)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	delta, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
 	if err != nil {
@@ -428,7 +429,7 @@ func TestSDSSotwAndDeltaStreamsAreDistinct(t *testing.T) {
 		t.Fatalf("the delta impostor was sent %d secrets", len(resp.Resources))
 	case <-time.After(500 * time.Millisecond):
 	}
-	waitFor(t, func() bool { return len(s.Statuses()) == 2 })
+	waitFor(t, "two statuses", func() bool { return len(s.Statuses()) == 2 })
 	for _, st := range s.Statuses() {
 		want := map[string]string{reviewsNode: "spiffe://cluster.local/ns/default/sa/reviews", impostorNode: "refused: " + refuseAddressMismatch}[st.NodeID]
 		if st.Identity != want {

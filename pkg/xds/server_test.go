@@ -24,6 +24,7 @@ import (
 
 	"github.com/skiffmesh/skiff/pkg/config"
 	"github.com/skiffmesh/skiff/pkg/model"
+	"github.com/skiffmesh/skiff/test/framework"
 )
 
 const testNode = "sidecar~127.0.0.1~app-1.default~default.svc.cluster.local"
@@ -76,9 +77,7 @@ func meshSnapshot(endpoint string) *model.Snapshot {
 
 func openADS(t *testing.T, conn *grpc.ClientConn) discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +149,7 @@ func TestNackAndAckAreTracked(t *testing.T) {
 	if err := stream.Send(nack); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	waitFor(t, "the NACK in the status", func() bool {
 		st := s.Statuses()
 		return len(st) == 1 && st[0].Types["cds"].LastNack != nil
 	})
@@ -173,7 +172,7 @@ func TestNackAndAckAreTracked(t *testing.T) {
 	if err := stream.Send(ack); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return s.Statuses()[0].Types["cds"].Acked == resp.VersionInfo })
+	waitFor(t, "the CDS ACK in the status", func() bool { return s.Statuses()[0].Types["cds"].Acked == resp.VersionInfo })
 }
 
 // Proxies of one class share one set of resources, and the class goes when its last proxy does.
@@ -201,15 +200,17 @@ func TestProxiesShareTheirClass(t *testing.T) {
 			t.Errorf("closing: %v", err)
 		}
 	}
-	waitFor(t, func() bool { return len(s.cache.Classes()) == 0 })
+	waitFor(t, "the class to be dropped", func() bool { return len(s.cache.Classes()) == 0 })
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+// waitFor polls cond, for state the server reaches after answering; the bound only turns a
+// condition that never holds into a failure (see framework.Patience).
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(framework.Patience)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
+			t.Fatalf("still waiting for %s after %v", what, framework.Patience)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -171,7 +171,7 @@ func TestCaptureWithEnvoy(t *testing.T) {
 		UID:          proxyID,
 		GID:          proxyID,
 	})
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		dump := string(envoy.ConfigDump(t))
 		for _, want := range []string{outboundListener, inboundListener, backendCluster, appCluster} {
 			if !strings.Contains(dump, `"name": "`+want+`"`) {
@@ -180,14 +180,14 @@ func TestCaptureWithEnvoy(t *testing.T) {
 		}
 		return nil
 	})
-	envoy.WaitStat(t, "cluster."+backendCluster+".membership_healthy", atLeast(1), 10*time.Second)
+	envoy.WaitStat(t, "cluster."+backendCluster+".membership_healthy", atLeast(1))
 
 	// (a) The app calls the backend's VIP, which nothing in the pod or the node answers: only
 	// Envoy, through the capture, knows it.
 	client := newCountingClient(pod)
 	var resp *http.Response
 	var body string
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		var err error
 		resp, body, err = client.get("http://" + backendVIP + "/api/headers")
 		if err == nil && resp.StatusCode != http.StatusOK {
@@ -205,11 +205,11 @@ func TestCaptureWithEnvoy(t *testing.T) {
 	if headers["x-skiff-route"] != "api" {
 		t.Errorf("the backend saw no x-skiff-route: api from the VirtualService: %v", headers)
 	}
-	envoy.WaitStat(t, "cluster."+backendCluster+".upstream_rq_total", atLeast(1), 5*time.Second)
+	envoy.WaitStat(t, "cluster."+backendCluster+".upstream_rq_total", atLeast(1))
 	// virtualOutbound hands a connection to the service's listener, 0.0.0.0_80, which binds no
 	// port: Envoy counts it there, and it can only have come through 15001.
 	serviceCx := "listener.0.0.0.0_80.downstream_cx_total"
-	envoy.WaitStat(t, serviceCx, atLeast(1), 5*time.Second)
+	envoy.WaitStat(t, serviceCx, atLeast(1))
 
 	// A destination no service has (the backend's own address on the node) stays on
 	// virtualOutbound and passes through, as Istio's ALLOW_ANY does: answered by the backend,
@@ -220,8 +220,8 @@ func TestCaptureWithEnvoy(t *testing.T) {
 		t.Fatalf("app calling %s: %v %v: %s", direct, err, resp, body)
 	}
 	outboundCx := "listener." + listenerStat(t, envoy, outboundListener, "0.0.0.0_15001") + ".downstream_cx_total"
-	envoy.WaitStat(t, outboundCx, atLeast(1), 5*time.Second)
-	envoy.WaitStat(t, "cluster.PassthroughCluster.upstream_cx_total", atLeast(1), 5*time.Second)
+	envoy.WaitStat(t, outboundCx, atLeast(1))
+	envoy.WaitStat(t, "cluster.PassthroughCluster.upstream_cx_total", atLeast(1))
 
 	// (c) again: every connection Envoy took on the way out is one the app made (one per
 	// request); Envoy's own, to pilot and to the backend, are not among them.
@@ -242,8 +242,8 @@ func TestCaptureWithEnvoy(t *testing.T) {
 		t.Errorf("the app saw the node's call come from %s, want 127.0.0.1 (Envoy's inbound cluster)", from)
 	}
 	inboundCx := "listener." + listenerStat(t, envoy, inboundListener, "0.0.0.0_15006") + ".downstream_cx_total"
-	envoy.WaitStat(t, inboundCx, atLeast(1), 5*time.Second)
-	envoy.WaitStat(t, "cluster."+appCluster+".upstream_rq_total", atLeast(1), 5*time.Second)
+	envoy.WaitStat(t, inboundCx, atLeast(1))
+	envoy.WaitStat(t, "cluster."+appCluster+".upstream_rq_total", atLeast(1))
 
 	// The hairpin: the app calls its own service's VIP. Envoy sends that to the service's
 	// endpoint, the pod's own IP, over lo; the capture makes Envoy's call an inbound one
@@ -257,7 +257,7 @@ func TestCaptureWithEnvoy(t *testing.T) {
 	if from := app.lastFrom(); from != "127.0.0.1" {
 		t.Errorf("the app saw its call to its own VIP come from %s, want 127.0.0.1 (through virtualInbound)", from)
 	}
-	envoy.WaitStat(t, inboundCx, atLeast(inboundBefore+1), 5*time.Second)
+	envoy.WaitStat(t, inboundCx, atLeast(inboundBefore+1))
 
 	// (d) --cleanup: the table is gone, and so is the capture both ways.
 	if out := mustExec(t, pod, capture, "--cleanup"); !strings.Contains(out, "removed") {

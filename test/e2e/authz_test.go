@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -86,7 +85,7 @@ func (a *authzProxy) expect(t *testing.T, method, path string, want int) {
 // waitServing waits until the ingress listener answers a request that policy lets through.
 func (a *authzProxy) waitServing(t *testing.T, method, path string) {
 	t.Helper()
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		resp, err := a.send(method, path)
 		if err != nil {
 			return err
@@ -124,7 +123,7 @@ spec:
 	if got := a.app.Requests(); got != before {
 		t.Errorf("the application received %d denied requests", got-before)
 	}
-	a.envoy.WaitStat(t, fmt.Sprintf("http.inbound_inbound|%d||.rbac.denied", a.port), atLeast(2), 5*time.Second)
+	a.envoy.WaitStat(t, fmt.Sprintf("http.inbound_inbound|%d||.rbac.denied", a.port), atLeast(2))
 }
 
 // TestAuthzDenyBeatsAllow: a DENY policy on a path wins over an ALLOW policy that allows
@@ -167,7 +166,7 @@ func TestAuthzSeedPolicy(t *testing.T) {
 	a := startAuthzProxy(t, "127.0.5.5", "127.0.5.6", "temple-stack", "temple-api", false, seedAuthorizationPolicy)
 	listener := fmt.Sprintf("%s_%d", a.ip, a.port)
 	var filters []string
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		var err error
 		filters, err = httpFilterNames(a.envoy.ConfigDump(t), listener)
 		return err
@@ -183,7 +182,7 @@ func TestAuthzSeedPolicy(t *testing.T) {
 	}
 
 	// A plaintext caller has no identity, so no namespace: even GET is denied.
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		resp, err := a.send(http.MethodGet, "/")
 		if err != nil {
 			return err
@@ -222,7 +221,7 @@ spec:
 	if err == nil {
 		t.Errorf("GET through the TCP port answered %d %q; want the connection closed", resp.Status, resp.Body)
 	}
-	a.envoy.WaitStat(t, "tcp.rbac.denied", atLeast(1), 5*time.Second)
+	a.envoy.WaitStat(t, "tcp.rbac.denied", atLeast(1))
 	if got := a.app.Requests(); got != before {
 		t.Errorf("the application received %d requests through the TCP port", got-before)
 	}

@@ -5,7 +5,6 @@ import (
 	"math"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -24,7 +23,7 @@ func TestFolderEditsApplyWithoutRestart(t *testing.T) {
 
 	// A second endpoint: traffic spreads over both.
 	p.WriteConfig(t, "reviews.yaml", serviceEntry("reviews", port, endpoint{v1, "v1"}, endpoint{v2, "v2"}))
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		got, err := count(port, "reviews", 20)
 		if err == nil && (got["v1"] == 0 || got["v2"] == 0) {
 			err = fmt.Errorf("answers %v: want both endpoints", got)
@@ -37,10 +36,10 @@ func TestFolderEditsApplyWithoutRestart(t *testing.T) {
 	// warming answers 503).
 	p.WriteConfig(t, "subsets.yaml", subsets("reviews"))
 	for _, subset := range []string{"v1", "v2"} {
-		envoy.WaitStat(t, fmt.Sprintf("cluster.outbound|%d|%s|reviews.default.svc.cluster.local.update_success", port, subset), atLeast(1), 15*time.Second)
+		envoy.WaitStat(t, fmt.Sprintf("cluster.outbound|%d|%s|reviews.default.svc.cluster.local.update_success", port, subset), atLeast(1))
 	}
 	p.WriteConfig(t, "routing.yaml", split("reviews", 100))
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		got, err := count(port, "reviews", 50)
 		if err == nil && got["v1"] != 50 {
 			err = fmt.Errorf("answers %v: want all v1", got)
@@ -52,7 +51,7 @@ func TestFolderEditsApplyWithoutRestart(t *testing.T) {
 	rds := fmt.Sprintf("http.outbound_127.0.0.1_%d.rds.%d.update_success", port, port)
 	routesBefore := envoy.Stat(t, rds)
 	p.WriteConfig(t, "routing.yaml", split("reviews", 50))
-	envoy.WaitStat(t, rds, atLeast(routesBefore+1), 15*time.Second)
+	envoy.WaitStat(t, rds, atLeast(routesBefore+1))
 	const n = 1000
 	got, err := count(port, "reviews", n)
 	if err != nil {
@@ -91,7 +90,7 @@ func TestEndpointChangeResendsOnlyItsAssignment(t *testing.T) {
 
 			p.WriteConfig(t, "a.yaml", serviceEntry("svc-a", port, endpoint{upstream: a2}))
 			eventuallyAnswers(t, port, "svc-a", "a2")
-			envoy.WaitStat(t, edsA, atLeast(beforeA+1), 10*time.Second)
+			envoy.WaitStat(t, edsA, atLeast(beforeA+1))
 			if got := envoy.Stat(t, edsB); got != beforeB {
 				t.Errorf("svc-b's assignment was re-sent: %s went from %d to %d", edsB, beforeB, got)
 			}
@@ -125,7 +124,7 @@ func TestBrokenEditKeepsServing(t *testing.T) {
 	}
 	for _, c := range cases {
 		p.WriteConfig(t, "reviews.yaml", c.content)
-		framework.Eventually(t, 10*time.Second, func() error {
+		framework.Eventually(t, func() error {
 			_, body := p.Get(t, "/debug/config_errors")
 			if !strings.Contains(string(body), c.wantError) {
 				return fmt.Errorf("%s: /debug/config_errors lacks %q: %s", c.name, c.wantError, body)
@@ -143,7 +142,7 @@ func TestBrokenEditKeepsServing(t *testing.T) {
 		}
 	}
 	p.WriteConfig(t, "reviews.yaml", good)
-	framework.Eventually(t, 10*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		if got := p.Metric(t, "skiff_config_errors", nil); got != 0 {
 			return fmt.Errorf("skiff_config_errors = %v after the fix", got)
 		}

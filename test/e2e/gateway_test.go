@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -121,7 +120,7 @@ func TestGatewaySeedRoutesAnyHost(t *testing.T) {
 			t.Errorf("Envoy's config_dump lacks %s", want)
 		}
 	}
-	framework.Eventually(t, 10*time.Second, func() error { return allAcked(p.Syncz(t), gatewayNode, false) })
+	framework.Eventually(t, func() error { return allAcked(p.Syncz(t), gatewayNode, false) })
 }
 
 // TestGatewayHTTPS: a kubernetes.io/tls Secret in the gateway's namespace terminates TLS for
@@ -180,12 +179,12 @@ spec:
 			envoy := startGateway(t, p, delta)
 
 			t.Run("simple", func(t *testing.T) {
-				framework.Eventually(t, 15*time.Second, func() error {
+				framework.Eventually(t, func() error {
 					return pki.expectHTTPS(httpsPort, nil, "productpage")
 				})
 			})
 			t.Run("mutual", func(t *testing.T) {
-				framework.Eventually(t, 15*time.Second, func() error {
+				framework.Eventually(t, func() error {
 					return pki.expectHTTPS(mtlsPort, &pki.client, "productpage")
 				})
 				if err := pki.expectHTTPS(mtlsPort, nil, "productpage"); err == nil {
@@ -236,17 +235,17 @@ spec:
 						t.Errorf("%s contains the private key", what)
 					}
 				}
-				framework.Eventually(t, 10*time.Second, func() error { return typeAcked(p.Syncz(t), gatewayNode, "sds") })
-				framework.Eventually(t, 10*time.Second, func() error { return allAcked(p.Syncz(t), gatewayNode, delta) })
+				framework.Eventually(t, func() error { return typeAcked(p.Syncz(t), gatewayNode, "sds") })
+				framework.Eventually(t, func() error { return allAcked(p.Syncz(t), gatewayNode, delta) })
 			})
 			t.Run("rotation", func(t *testing.T) {
 				// A new certificate in the Secret reaches Envoy over SDS; no restart, no NACK.
 				next := newTestPKI(t, "bookinfo.example.com")
 				p.WriteConfig(t, "secret.yaml", next.secretYAML("bookinfo-credential", "istio-system"))
-				framework.Eventually(t, 15*time.Second, func() error {
+				framework.Eventually(t, func() error {
 					return next.expectHTTPS(httpsPort, nil, "productpage")
 				})
-				framework.Eventually(t, 15*time.Second, func() error {
+				framework.Eventually(t, func() error {
 					return next.expectHTTPS(mtlsPort, &next.client, "productpage")
 				})
 			})
@@ -344,7 +343,7 @@ spec:
 	startGateway(t, p, false)
 
 	eventuallyAnswers(t, tcpPort, "anything", "tcp-backend")
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		return pki.expectHTTPS(tlsPort, nil, "secure-backend")
 	})
 	// No chain matches another name, so Envoy closes the connection before any handshake. The
@@ -359,7 +358,7 @@ spec:
 	}
 	// No HTTP server, so no RDS: every other type must be ACKed.
 	for _, typ := range []string{"cds", "eds", "lds"} {
-		framework.Eventually(t, 10*time.Second, func() error { return typeAcked(p.Syncz(t), gatewayNode, typ) })
+		framework.Eventually(t, func() error { return typeAcked(p.Syncz(t), gatewayNode, typ) })
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -54,7 +53,7 @@ spec:
 		Interception: "redirect",
 	})
 
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		dump := string(envoy.ConfigDump(t))
 		for _, want := range []string{`"name": "virtualInbound"`, `"name": "virtualOutbound"`,
 			`"name": "inbound|9080||"`, `"name": "inbound|3307||"`, `"name": "InboundPassthroughCluster"`} {

@@ -23,7 +23,7 @@ func TestRedirectModeIsAccepted(t *testing.T) {
 	envoy := framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: sidecarNode("captured-1"), Interception: "redirect"})
 
 	// The service's listener arrives once pilot has read the file (debounced).
-	framework.Eventually(t, 10*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		dump := string(envoy.ConfigDump(t))
 		for _, want := range []string{`"name": "virtualOutbound"`, `"use_original_dst": true`, `"bind_to_port": false`} {
 			if !strings.Contains(dump, want) {
@@ -49,7 +49,7 @@ func connectionToItselfDropped(t *testing.T, envoy *framework.Envoy, listener st
 	if n, err := conn.Read(make([]byte, 1)); err != io.EOF && !isReset(err) {
 		t.Errorf("a connection to %d itself: read %d bytes, %v; want it closed", port, n, err)
 	}
-	envoy.WaitStat(t, "tcp.BlackHoleCluster.downstream_cx_total", atLeast(1), 5*time.Second)
+	envoy.WaitStat(t, "tcp.BlackHoleCluster.downstream_cx_total", atLeast(1))
 }
 
 func isReset(err error) bool {
@@ -68,12 +68,12 @@ func TestEnvoySurvivesPilotRestart(t *testing.T) {
 	eventuallyAnswers(t, port, "reviews", "reviews")
 
 	p.Stop(t)
-	envoy.WaitStat(t, "control_plane.connected_state", func(v uint64) bool { return v == 0 }, 10*time.Second)
+	envoy.WaitStat(t, "control_plane.connected_state", func(v uint64) bool { return v == 0 })
 	if got, err := get(port, "reviews"); err != nil || got != "reviews" {
 		t.Errorf("with pilot down: %q, %v", got, err)
 	}
 	p.Restart(t)
-	envoy.WaitStat(t, "control_plane.connected_state", func(v uint64) bool { return v == 1 }, 30*time.Second)
-	framework.Eventually(t, 15*time.Second, func() error { return allAcked(p.Syncz(t), node, false) })
+	envoy.WaitStat(t, "control_plane.connected_state", func(v uint64) bool { return v == 1 })
+	framework.Eventually(t, func() error { return allAcked(p.Syncz(t), node, false) })
 	eventuallyAnswers(t, port, "reviews", "reviews")
 }

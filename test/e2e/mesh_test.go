@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -109,7 +108,7 @@ func get(port int, host string) (string, error) {
 // eventuallyAnswers waits until requests for host are answered by want.
 func eventuallyAnswers(t *testing.T, port int, host, want string) {
 	t.Helper()
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		got, err := get(port, host)
 		if err != nil {
 			return err

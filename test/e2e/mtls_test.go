@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -194,7 +193,7 @@ spec:
 func (m *mtlsMesh) throughMesh(t *testing.T) map[string]string {
 	t.Helper()
 	var seen map[string]string
-	framework.Eventually(t, 20*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		resp, err := framework.Send("GET", fmt.Sprintf("http://%s:%d/headers", m.place.clientIP, m.svcPort), m.place.host(),
 			map[string]string{"x-forwarded-client-cert": "URI=spiffe://cluster.local/ns/default/sa/forged"})
 		if err != nil {
@@ -250,7 +249,7 @@ func TestMTLSStrict(t *testing.T) {
 	if after := m.handshakes(t); after <= before {
 		t.Errorf("server TLS handshakes %d → %d; want growth", before, after)
 	}
-	m.client.WaitStat(t, fmt.Sprintf("cluster.outbound|%d||%s.ssl.handshake", m.svcPort, mtlsHost), atLeast(1), 5*time.Second)
+	m.client.WaitStat(t, fmt.Sprintf("cluster.outbound|%d||%s.ssl.handshake", m.svcPort, mtlsHost), atLeast(1))
 
 	resp, err := m.direct("/", nil)
 	if err == nil && resp.Status == 200 {
@@ -269,7 +268,7 @@ func TestMTLSPermissive(t *testing.T) {
 	}
 
 	var seen map[string]string
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		resp, err := m.direct("/headers", map[string]string{"x-forwarded-client-cert": "URI=spiffe://cluster.local/ns/default/sa/forged"})
 		if err != nil {
 			return err
@@ -285,7 +284,7 @@ func TestMTLSPermissive(t *testing.T) {
 	}
 
 	m.pilot.WriteConfig(t, "peerauthentication.yaml", peerAuthentication("STRICT"))
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		if resp, err := m.direct("/", nil); err == nil && resp.Status == 200 {
 			return fmt.Errorf("after STRICT, plaintext still answered %d", resp.Status)
 		}
@@ -299,7 +298,7 @@ func TestMTLSPermissive(t *testing.T) {
 func TestMTLSHTTP2(t *testing.T) {
 	m := startMTLSMesh(t, "HTTP2", peerAuthentication("STRICT"))
 	wantClientIdentity(t, m.throughMesh(t))
-	m.server.WaitStat(t, "http.inbound_inbound|"+fmt.Sprint(m.inPort)+"||.downstream_cx_http2_total", atLeast(1), 5*time.Second)
+	m.server.WaitStat(t, "http.inbound_inbound|"+fmt.Sprint(m.inPort)+"||.downstream_cx_http2_total", atLeast(1))
 }
 
 // TestMTLSAuthorizationPrincipals: on the mTLS chain the peer's SPIFFE ID is what
@@ -322,7 +321,7 @@ spec:
         principals: ["cluster.local/ns/default/sa/client"]
 `)
 	wantClientIdentity(t, m.throughMesh(t))
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		resp, err := m.direct("/", nil)
 		if err != nil {
 			return err

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -42,13 +41,13 @@ func TestRoutesByHost(t *testing.T) {
 					t.Errorf("Envoy's config_dump lacks %s", name)
 				}
 			}
-			envoy.WaitStat(t, "cluster_manager.cds.update_success", atLeast(1), 10*time.Second)
-			envoy.WaitStat(t, "listener_manager.lds.update_success", atLeast(1), 10*time.Second)
-			envoy.WaitStat(t, fmt.Sprintf("http.outbound_127.0.0.1_%d.rds.%d.update_success", port, port), atLeast(1), 10*time.Second)
-			envoy.WaitStat(t, fmt.Sprintf("cluster.outbound|%d||reviews.default.svc.cluster.local.update_success", port), atLeast(1), 10*time.Second)
+			envoy.WaitStat(t, "cluster_manager.cds.update_success", atLeast(1))
+			envoy.WaitStat(t, "listener_manager.lds.update_success", atLeast(1))
+			envoy.WaitStat(t, fmt.Sprintf("http.outbound_127.0.0.1_%d.rds.%d.update_success", port, port), atLeast(1))
+			envoy.WaitStat(t, fmt.Sprintf("cluster.outbound|%d||reviews.default.svc.cluster.local.update_success", port), atLeast(1))
 
 			// Pilot's view: every type sent was ACKed by this proxy.
-			framework.Eventually(t, 10*time.Second, func() error { return allAcked(p.Syncz(t), node, delta) })
+			framework.Eventually(t, func() error { return allAcked(p.Syncz(t), node, delta) })
 			if got := p.Metric(t, "pilot_xds", nil); got != 1 {
 				t.Errorf("pilot_xds = %v, want 1 connected proxy", got)
 			}

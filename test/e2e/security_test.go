@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -109,7 +108,7 @@ func adminGet(e *framework.Envoy, path string) (int, []byte, error) {
 // waitWorkloadCert waits until Envoy holds a workload certificate and returns its serials.
 func waitWorkloadCert(t *testing.T, e *framework.Envoy) (chains, cas []string) {
 	t.Helper()
-	framework.Eventually(t, 20*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		var err error
 		chains, cas, err = certSerials(e)
 		if err != nil {
@@ -185,7 +184,7 @@ func TestSecurityRotation(t *testing.T) {
 		}
 	}
 	for _, e := range []*framework.Envoy{m.server, m.client} {
-		e.WaitStat(t, "sds.default.update_success", atLeast(2), 5*time.Second)
+		e.WaitStat(t, "sds.default.update_success", atLeast(2))
 	}
 	wantClientIdentity(t, m.throughMesh(t))
 }
@@ -193,10 +192,8 @@ func TestSecurityRotation(t *testing.T) {
 // caRoot runs `pilot ca root --ca-dir dir`.
 func caRoot(t *testing.T, dir string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, framework.PilotBinary(t), "ca", "root", "--ca-dir", dir)
+	cmd := exec.CommandContext(t.Context(), framework.PilotBinary(t), "ca", "root", "--ca-dir", dir)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("pilot ca root --ca-dir %s: %v\n%s", dir, err, stderr.String())
@@ -224,7 +221,7 @@ func TestSecurityRestartKeepsRoot(t *testing.T) {
 
 	m.pilot.Stop(t)
 	for _, e := range []*framework.Envoy{m.server, m.client} {
-		e.WaitStat(t, "control_plane.connected_state", func(v uint64) bool { return v == 0 }, 15*time.Second)
+		e.WaitStat(t, "control_plane.connected_state", func(v uint64) bool { return v == 0 })
 	}
 	// No control plane: new mTLS connections still use the certificates the Envoys hold.
 	for range 3 {
@@ -242,11 +239,11 @@ func TestSecurityRestartKeepsRoot(t *testing.T) {
 		t.Errorf("root-cert.pem changed across the restart (err %v)", err)
 	}
 	for _, e := range []*framework.Envoy{m.server, m.client} {
-		e.WaitStat(t, "control_plane.connected_state", func(v uint64) bool { return v == 1 }, 30*time.Second)
+		e.WaitStat(t, "control_plane.connected_state", func(v uint64) bool { return v == 1 })
 	}
 	// Certificates live in pilot's memory only: the restarted pilot issues new ones, from the
 	// same root, which the server Envoy takes without its trust bundle changing.
-	m.server.WaitStat(t, "sds.default.update_success", atLeast(sdsBefore+1), 20*time.Second)
+	m.server.WaitStat(t, "sds.default.update_success", atLeast(sdsBefore+1))
 	_, casAfter := waitWorkloadCert(t, m.server)
 	if !slices.Equal(casAfter, casBefore) {
 		t.Errorf("the server Envoy's trusted CA serials %v → %v across the restart; want unchanged", casBefore, casAfter)
@@ -323,7 +320,7 @@ spec:
 	})
 	before = m.app.Requests()
 	handshakes := m.handshakes(t)
-	framework.Eventually(t, 20*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		resp, err := framework.Send(http.MethodGet, fmt.Sprintf("http://%s:%d/", otherIP, m.svcPort), p.host(), nil)
 		if err != nil {
 			return err
@@ -340,7 +337,7 @@ spec:
 	if got := m.app.Requests(); got != before {
 		t.Errorf("the application received %d requests from namespace other", got-before)
 	}
-	m.server.WaitStat(t, fmt.Sprintf("http.inbound_inbound|%d||.rbac.denied", m.inPort), atLeast(2), 5*time.Second)
+	m.server.WaitStat(t, fmt.Sprintf("http.inbound_inbound|%d||.rbac.denied", m.inPort), atLeast(2))
 }
 
 // TestSecurityPortLevelMtls: a workload PeerAuthentication STRICT overall with portLevelMtls
@@ -401,13 +398,13 @@ spec:
 	// still warming.
 	for _, port := range []int{strictPort, plainPort} {
 		listener := fmt.Sprintf("%s_%d", serverIP, port)
-		framework.Eventually(t, 15*time.Second, func() error {
+		framework.Eventually(t, func() error {
 			_, err := httpFilterNames(server.ConfigDump(t), listener)
 			return err
 		})
 	}
 
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		resp, err := framework.Send(http.MethodGet, fmt.Sprintf("http://%s:%d/", serverIP, plainPort), "", nil)
 		if err != nil {
 			return err

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -46,7 +45,7 @@ func TestSeedMesh(t *testing.T) {
 	p := framework.StartPilot(t, framework.PilotOptions{})
 	p.WriteConfig(t, "services.yaml", servicesYAML)
 	p.WriteConfig(t, "seed.yaml", seedYAML)
-	framework.Eventually(t, 10*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		_, body := p.Get(t, "/debug/config_errors")
 		if !strings.Contains(string(body), `"errors": []`) {
 			return fmt.Errorf("the tutorial's YAML is rejected: %s", body)
@@ -65,7 +64,7 @@ func TestSeedMesh(t *testing.T) {
 		BootstrapArgs: []string{"--labels", "istio=ingressgateway"},
 	})
 	for _, target := range []struct{ host, path string }{{"temple-ui.local", "/"}, {"anything.example.com", "/some/page"}} {
-		framework.Eventually(t, 15*time.Second, func() error {
+		framework.Eventually(t, func() error {
 			resp, err := framework.Send(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", gatewayPort, target.path), target.host, nil)
 			if err != nil {
 				return err
@@ -80,7 +79,7 @@ func TestSeedMesh(t *testing.T) {
 	// A sidecar in the canary's namespace.
 	client := framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: sidecarNode("temple-client-1")})
 	url := fmt.Sprintf("http://127.0.0.1:%d/", servicePort)
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		_, err := get(servicePort, "temple-api-service")
 		return err
 	})

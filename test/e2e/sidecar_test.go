@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -37,8 +36,8 @@ spec:
 
 	// reviews, PassthroughCluster, BlackHoleCluster for the scoped proxy; ratings too for the
 	// other, and InboundPassthroughCluster, since it is captured (virtualInbound).
-	scoped.WaitStat(t, "cluster_manager.active_clusters", func(v uint64) bool { return v == 3+1 }, 15*time.Second) // +1: xds-grpc
-	other.WaitStat(t, "cluster_manager.active_clusters", func(v uint64) bool { return v == 5+1 }, 15*time.Second)
+	scoped.WaitStat(t, "cluster_manager.active_clusters", func(v uint64) bool { return v == 3+1 }) // +1: xds-grpc
+	other.WaitStat(t, "cluster_manager.active_clusters", func(v uint64) bool { return v == 5+1 })
 	if dump := string(scoped.ConfigDump(t)); strings.Contains(dump, "ratings.default.svc.cluster.local") {
 		t.Errorf("the scoped proxy still has ratings' configuration")
 	}
@@ -72,7 +71,7 @@ spec:
 `, inPort, app.Address()))
 	envoy := framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: "sidecar~127.0.4.5~app-1.default~default.svc.cluster.local"})
 
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		resp, err := framework.Send("GET", fmt.Sprintf("http://127.0.4.5:%d/", inPort), "app.default", nil)
 		if err != nil {
 			return err
@@ -82,7 +81,7 @@ spec:
 		}
 		return nil
 	})
-	envoy.WaitStat(t, fmt.Sprintf("cluster.inbound|%d||.upstream_rq_total", inPort), atLeast(1), 5*time.Second)
+	envoy.WaitStat(t, fmt.Sprintf("cluster.inbound|%d||.upstream_rq_total", inPort), atLeast(1))
 
 	eventuallyAnswers(t, outPort, "reviews", "reviews")
 	resp, err := framework.Send("GET", fmt.Sprintf("http://127.0.0.1:%d/", outPort), "unknown.example.com", nil)

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -54,7 +53,7 @@ func TestExamplesTour(t *testing.T) {
 	}
 
 	framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: node})
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		got, err := get(listenPort, "ratings")
 		if err != nil {
 			return err

@@ -39,12 +39,12 @@ func startVSEnvoy(t *testing.T, p *framework.Pilot) *framework.Envoy {
 func applyRoutes(t *testing.T, p *framework.Pilot, envoy *framework.Envoy, port int, name, yaml string, check func() error) {
 	t.Helper()
 	rds := fmt.Sprintf("http.outbound_127.0.0.1_%d.rds.%d.update_success", port, port)
-	envoy.WaitStat(t, rds, atLeast(1), 15*time.Second)
+	envoy.WaitStat(t, rds, atLeast(1))
 	before := envoy.Stat(t, rds)
 	p.WriteConfig(t, name, yaml)
-	envoy.WaitStat(t, rds, atLeast(before+1), 15*time.Second)
+	envoy.WaitStat(t, rds, atLeast(before+1))
 	if check != nil {
-		framework.Eventually(t, 15*time.Second, check)
+		framework.Eventually(t, check)
 	}
 }
 
@@ -100,7 +100,7 @@ func TestVirtualServiceCanary(t *testing.T) {
 	// Make before break: the subsets' clusters first, the routes once Envoy has them.
 	p.WriteConfig(t, "subsets.yaml", subsets("temple-api"))
 	for _, subset := range []string{"v1", "v2"} {
-		envoy.WaitStat(t, clusterStat(port, subset, "temple-api", "update_success"), atLeast(1), 15*time.Second)
+		envoy.WaitStat(t, clusterStat(port, subset, "temple-api", "update_success"), atLeast(1))
 	}
 	applyRoutes(t, p, envoy, port, "canary.yaml", `apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -244,7 +244,7 @@ spec:
       attempts: 0
 `, nil)
 
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		start := time.Now()
 		resp, err := send(port, "slow", "/", nil)
 		elapsed := time.Since(start)
@@ -257,7 +257,7 @@ spec:
 		t.Logf("504 after %v", elapsed)
 		return nil
 	})
-	envoy.WaitStat(t, clusterStat(port, "", "slow", "upstream_rq_timeout"), atLeast(1), 5*time.Second)
+	envoy.WaitStat(t, clusterStat(port, "", "slow", "upstream_rq_timeout"), atLeast(1))
 }
 
 // TestVirtualServicePerTryTimeout: a first try that hangs is cut by perTryTimeout and the
@@ -291,7 +291,7 @@ spec:
       retryOn: 5xx
 `, nil)
 
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		start := time.Now()
 		resp, err := send(port, "hangs", "/", nil)
 		elapsed := time.Since(start)
@@ -304,7 +304,7 @@ spec:
 		t.Logf("%q after %v", resp.Body, elapsed)
 		return nil
 	})
-	envoy.WaitStat(t, clusterStat(port, "", "hangs", "upstream_rq_per_try_timeout"), atLeast(1), 5*time.Second)
+	envoy.WaitStat(t, clusterStat(port, "", "hangs", "upstream_rq_per_try_timeout"), atLeast(1))
 }
 
 // TestVirtualServiceFault: an abort for 50% of requests fails about half of 1,000, and a fixed
@@ -525,7 +525,7 @@ spec:
 
 	// The proxy labelled app=api does not get the web-only route. It is captured (its listeners
 	// do not bind, so it can run beside the first), so its routes are read from its config dump.
-	other.WaitStat(t, "listener_manager.lds.update_success", atLeast(1), 10*time.Second)
+	other.WaitStat(t, "listener_manager.lds.update_success", atLeast(1))
 	dump := string(other.ConfigDump(t))
 	if !strings.Contains(dump, `"prefix": "/teapot"`) && !strings.Contains(dump, `"path": "/teapot"`) {
 		t.Fatalf("the app=api proxy has not got the VirtualService's routes")
@@ -549,7 +549,7 @@ func TestVirtualServiceMirror(t *testing.T) {
 	p.WriteConfig(t, "svc.yaml", serviceEntry("orders", port, endpoint{upstream: primary})+"---\n"+
 		serviceEntry("orders-shadow", port, endpoint{upstream: mirror}))
 	envoy := startVSEnvoy(t, p)
-	envoy.WaitStat(t, clusterStat(port, "", "orders-shadow", "update_success"), atLeast(1), 15*time.Second)
+	envoy.WaitStat(t, clusterStat(port, "", "orders-shadow", "update_success"), atLeast(1))
 	applyRoutes(t, p, envoy, port, "mirror.yaml", `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
@@ -588,7 +588,12 @@ spec:
 		}
 	}
 	// Mirrored requests are fire-and-forget: wait for the last copies to land.
-	framework.WaitFor(t, "the mirror to receive every copy", func() bool { return mirror.Requests()-before >= n }, 10*time.Second)
+	framework.Eventually(t, func() error {
+		if got := mirror.Requests() - before; got < n {
+			return fmt.Errorf("the mirror received %d copies of %d", got, n)
+		}
+		return nil
+	})
 	if h, _ := shadowHost.Load().(string); !strings.HasSuffix(h, "-shadow") {
 		t.Errorf("mirrored request Host %q, want a -shadow suffix", h)
 	}
@@ -627,7 +632,7 @@ spec:
 `)
 	startVSEnvoy(t, p)
 
-	framework.Eventually(t, 15*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		got, err := readTCPName(fmt.Sprintf("127.0.0.1:%d", port), nil)
 		if err == nil && got != "a" && got != "b" {
 			err = fmt.Errorf("answered %q", got)
@@ -692,7 +697,7 @@ spec:
 		"old.partner.example.com":          "legacy",
 		"legacy.default.svc.cluster.local": "legacy",
 	} {
-		framework.Eventually(t, 15*time.Second, func() error {
+		framework.Eventually(t, func() error {
 			got, err := readTCPName(address, &tls.Config{ServerName: sni, InsecureSkipVerify: true}) //nolint:gosec // test upstreams use a throwaway self-signed certificate
 			if err == nil && got != want {
 				err = fmt.Errorf("SNI %s answered by %q, want %q", sni, got, want)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -28,7 +27,7 @@ func TestEnvoyJoinsOverTLS(t *testing.T) {
 	eventuallyAnswers(t, port, "reviews", "reviews")
 
 	// The ACKed state pilot records is for this proxy's TLS stream.
-	framework.Eventually(t, 10*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		var statuses []struct {
 			NodeID string `json:"proxy"`
 			Types  map[string]struct {

@@ -31,8 +31,6 @@ type EnvoyOptions struct {
 	// rejected no xDS update; only for tests that feed Envoy bad config on
 	// purpose.
 	AllowRejections bool
-	// ReadyTimeout bounds the wait for Envoy's /ready; 30s by default.
-	ReadyTimeout time.Duration
 }
 
 // Envoy is a running Envoy process.
@@ -87,7 +85,7 @@ func StartEnvoy(tb testing.TB, p *Pilot, opts EnvoyOptions) *Envoy {
 		}
 		tb.Fatalf("framework: starting Envoy %s: %v", opts.NodeID, err)
 	}
-	if err := e.proc.WaitFor(5*time.Second, e.initialXDSCheck); err != nil {
+	if err := e.proc.WaitFor(Patience, e.initialXDSCheck); err != nil {
 		tb.Fatalf("framework: Envoy %s is LIVE but did not get its initial config from the pilot at %s: %v",
 			e.NodeID, p.XDSAddress, err)
 	}
@@ -158,7 +156,7 @@ func launchEnvoy(tb testing.TB, bootstrap string, opts EnvoyOptions) (*Envoy, bo
 	e.proc = proc
 	tb.Cleanup(func() { e.cleanup(tb) })
 
-	if err := e.waitLive(adminPath, opts.ReadyTimeout, true); err != nil {
+	if err := e.waitLive(adminPath, true); err != nil {
 		proc.Stop(&e.log)
 		return nil, addressInUse(e.log.String()), err
 	}
@@ -183,14 +181,11 @@ func envoyArgs(bootstrapPath, adminPath string, extra []string) []string {
 	}, extra...)
 }
 
-// waitLive waits, within timeout (30 s when zero), until Envoy has written its admin address
-// to adminPath, which becomes e.AdminAddress when fromFile, and its admin answers /ready.
-func (e *Envoy) waitLive(adminPath string, timeout time.Duration, fromFile bool) error {
-	if timeout == 0 {
-		timeout = 30 * time.Second
-	}
-	deadline := time.Now().Add(timeout)
-	err := e.proc.WaitFor(timeout, func() error {
+// waitLive waits, within Patience, until Envoy has written its admin address to adminPath,
+// which becomes e.AdminAddress when fromFile, and its admin answers /ready.
+func (e *Envoy) waitLive(adminPath string, fromFile bool) error {
+	deadline := time.Now().Add(Patience)
+	err := e.proc.WaitFor(Patience, func() error {
 		b, err := os.ReadFile(adminPath)
 		if err != nil || len(strings.TrimSpace(string(b))) == 0 {
 			return fmt.Errorf("admin address not yet written to %s", adminPath)
@@ -289,19 +284,4 @@ func (e *Envoy) ConfigDump(tb testing.TB) []byte {
 		tb.Fatalf("framework: Envoy %s /config_dump is not JSON: %.200s", e.NodeID, body)
 	}
 	return body
-}
-
-// WaitFor polls cond until it is true and fails the test if that does not
-// happen within timeout, or at once if Envoy exits meanwhile.
-func (e *Envoy) WaitFor(tb testing.TB, what string, cond func() bool, timeout time.Duration) {
-	tb.Helper()
-	err := e.proc.WaitFor(timeout, func() error {
-		if cond() {
-			return nil
-		}
-		return fmt.Errorf("still waiting for %s", what)
-	})
-	if err != nil {
-		tb.Fatalf("framework: Envoy %s: %v", e.NodeID, err)
-	}
 }

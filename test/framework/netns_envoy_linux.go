@@ -11,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // NetNSEnvoyAdmin is where an Envoy started by StartEnvoyInNetNS serves its admin interface,
@@ -35,8 +34,6 @@ type NetNSEnvoyOptions struct {
 	BootstrapArgs, EnvoyArgs []string
 	// AllowRejections turns off the check, when the test ends, that Envoy rejected no update.
 	AllowRejections bool
-	// ReadyTimeout bounds the wait for Envoy's /ready; 30s by default.
-	ReadyTimeout time.Duration
 }
 
 // StartEnvoyInNetNS starts an Envoy inside ns, as opts.UID/opts.GID, bootstrapped by `pilot
@@ -98,9 +95,9 @@ func StartEnvoyInNetNS(tb testing.TB, p *Pilot, ns *NetNS, opts NetNSEnvoyOption
 	tb.Cleanup(func() { e.cleanup(tb) })
 
 	// The admin address Envoy writes is inside the namespace; the forwarder's stays.
-	err = e.waitLive(adminPath, opts.ReadyTimeout, false)
+	err = e.waitLive(adminPath, false)
 	if err == nil {
-		err = proc.WaitFor(5*time.Second, e.initialXDSCheck)
+		err = proc.WaitFor(Patience, e.initialXDSCheck)
 	}
 	if err != nil {
 		tb.Fatalf("framework: Envoy %s in %s did not start with its config from the pilot at %s: %v",

@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -86,9 +85,10 @@ func deleteStale(prefix string) {
 	}
 }
 
-// runIP runs the ip command with a deadline and returns its combined output.
+// runIP runs the ip command and returns its combined output. The deadline only turns a hung
+// command into an error; ip itself answers in milliseconds.
 func runIP(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
 	return string(out), err

@@ -2,7 +2,6 @@ package framework
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -11,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // PilotOptions configures StartPilot.
@@ -27,8 +25,6 @@ type PilotOptions struct {
 	// directory, and --xds-tls-address empty, i.e. off); a flag given again
 	// here wins.
 	Args []string
-	// ReadyTimeout bounds the wait for /ready; 30s by default.
-	ReadyTimeout time.Duration
 }
 
 // Pilot is a running pilot process, listening on free loopback ports.
@@ -37,12 +33,11 @@ type Pilot struct {
 	MonitoringAddress string // host:port serving /ready, /metrics, /debug/...
 	ConfigDir         string
 
-	binary  string
-	caDir   string
-	args    []string
-	timeout time.Duration
-	log     logBuffer
-	proc    *Process
+	binary string
+	caDir  string
+	args   []string
+	log    logBuffer
+	proc   *Process
 }
 
 // StartPilot starts the pilot (see PilotBinary) on two free ports of
@@ -88,7 +83,7 @@ func StartPilots(tb testing.TB, n int, opts PilotOptions, args func(i int) []str
 		pilots[i].proc = proc
 	}
 	for i, p := range pilots {
-		if err := p.proc.WaitFor(p.timeout, readyCheck(p.MonitoringAddress, "/ready")); err != nil {
+		if err := p.proc.WaitFor(Patience, readyCheck(p.MonitoringAddress, "/ready")); err != nil {
 			tb.Fatalf("framework: pilot %d not ready: %v", i, err)
 		}
 	}
@@ -96,12 +91,9 @@ func StartPilots(tb testing.TB, n int, opts PilotOptions, args func(i int) []str
 }
 
 func newPilot(tb testing.TB, opts PilotOptions) *Pilot {
-	p := &Pilot{binary: PilotBinary(tb), ConfigDir: opts.ConfigDir, timeout: opts.ReadyTimeout}
+	p := &Pilot{binary: PilotBinary(tb), ConfigDir: opts.ConfigDir}
 	if p.ConfigDir == "" && opts.Kubeconfig == "" {
 		p.ConfigDir = tb.TempDir()
-	}
-	if p.timeout == 0 {
-		p.timeout = 30 * time.Second
 	}
 	logOnFailure(tb, "pilot", &p.log)
 	tb.Cleanup(func() { p.Stop(tb) })
@@ -135,7 +127,7 @@ func (p *Pilot) launch() error {
 		return err
 	}
 	p.proc = proc
-	if err := proc.WaitFor(p.timeout, readyCheck(p.MonitoringAddress, "/ready")); err != nil {
+	if err := proc.WaitFor(Patience, readyCheck(p.MonitoringAddress, "/ready")); err != nil {
 		proc.Stop(&p.log)
 		return err
 	}
@@ -244,10 +236,8 @@ func (p *Pilot) RemoveConfig(tb testing.TB, name string) {
 // pilot to be running.
 func (p *Pilot) Bootstrap(tb testing.TB, nodeID string, extra ...string) string {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	args := append([]string{"bootstrap", "--node", nodeID, "--xds-address", p.XDSAddress}, extra...)
-	cmd := exec.CommandContext(ctx, p.binary, args...)
+	cmd := exec.CommandContext(tb.Context(), p.binary, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -1,7 +1,6 @@
 package framework
 
 import (
-	"errors"
 	"testing"
 	"time"
 )
@@ -11,33 +10,35 @@ import (
 // loading the machine.
 const pollInterval = 50 * time.Millisecond
 
+// Patience bounds every wait for state that becomes true later: a push
+// reaching Envoy, a stat growing, a process answering. A healthy wait ends in
+// milliseconds to seconds; the bound only decides when a wait that will never
+// end is reported, so it is set for a 2-core machine that is also running two
+// other test packages and someone's build (see `make test-stress`), and stays
+// well inside go test's -timeout. Waits that assert how long something takes
+// (a timeout firing, a rotation at half-life) use EventuallyWithin instead.
+const Patience = 2 * time.Minute
+
 // Eventually calls fn until it returns nil and fails the test with fn's last
-// error if that does not happen within timeout. fn runs once more after the
-// deadline is reached, so a timeout shorter than one call still gets a try.
-// fn must not call tb.Fatal (that would end the test at the first try):
-// return an error instead, e.g. from Send.
-func Eventually(tb testing.TB, timeout time.Duration, fn func() error) {
+// error if that does not happen within Patience. fn must not call tb.Fatal
+// (that would end the test at the first try): return an error instead, one that
+// says what was seen, e.g. from Send.
+func Eventually(tb testing.TB, fn func() error) {
+	tb.Helper()
+	EventuallyWithin(tb, Patience, fn)
+}
+
+// EventuallyWithin is Eventually with a bound of its own, for the few checks
+// whose subject is time itself. fn runs once more after the deadline is
+// reached, so a timeout shorter than one call still gets a try.
+func EventuallyWithin(tb testing.TB, timeout time.Duration, fn func() error) {
 	tb.Helper()
 	if err := poll(timeout, fn); err != nil {
 		tb.Fatalf("framework: still failing after %v: %v", timeout, err)
 	}
 }
 
-// WaitFor polls cond until it is true and fails the test, naming what was
-// awaited, if it is not within timeout.
-func WaitFor(tb testing.TB, what string, cond func() bool, timeout time.Duration) {
-	tb.Helper()
-	if err := poll(timeout, func() error {
-		if cond() {
-			return nil
-		}
-		return errors.New("condition false")
-	}); err != nil {
-		tb.Fatalf("framework: timed out after %v waiting for %s", timeout, what)
-	}
-}
-
-// poll is Eventually returning the error instead of failing.
+// poll is EventuallyWithin returning the error instead of failing.
 func poll(timeout time.Duration, fn func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // Stats returns Envoy's counters and gauges by name (histograms and text
@@ -41,12 +40,12 @@ func (e *Envoy) Stat(tb testing.TB, name string) uint64 {
 }
 
 // WaitStat polls the stat name until ok accepts its value, and fails the test
-// if that does not happen within timeout or Envoy exits. A stat that does not
+// if that does not happen within Patience or Envoy exits. A stat that does not
 // exist yet is waited for.
-func (e *Envoy) WaitStat(tb testing.TB, name string, ok func(uint64) bool, timeout time.Duration) {
+func (e *Envoy) WaitStat(tb testing.TB, name string, ok func(uint64) bool) {
 	tb.Helper()
 	last := "absent"
-	err := e.proc.WaitFor(timeout, func() error {
+	err := e.proc.WaitFor(Patience, func() error {
 		stats, err := e.stats(exactStat(name))
 		if err != nil {
 			return err
@@ -62,8 +61,8 @@ func (e *Envoy) WaitStat(tb testing.TB, name string, ok func(uint64) bool, timeo
 		return nil
 	})
 	if err != nil {
-		tb.Fatalf("framework: Envoy %s: stat %s not as expected after %v (last value: %s): %v%s",
-			e.NodeID, name, timeout, last, err, e.nearStats(name))
+		tb.Fatalf("framework: Envoy %s: stat %s not as expected (last value: %s): %v%s",
+			e.NodeID, name, last, err, e.nearStats(name))
 	}
 }
 

@@ -191,7 +191,7 @@ func TestInjectionByTheAPIServer(t *testing.T) {
 	// The injector writes its CA into the webhooks' caBundle shortly after it starts; until
 	// then, with failurePolicy Fail, the API server refuses Pods in the labelled namespace.
 	var injected *corev1.Pod
-	framework.Eventually(t, 60*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		p, err := pods.Pods("meshed").Create(ctx(t), newPod(fmt.Sprintf("web-%d", time.Now().UnixNano()), map[string]string{"app": "web"}), metav1.CreateOptions{})
 		if err != nil {
 			return err

@@ -28,11 +28,13 @@ import (
 const KubeVersion = "v1.37.2"
 
 // How long start-up may take. Generous, because CI runs test packages side by
-// side on two cores; a healthy start takes a few seconds.
+// side on two cores, often beside other builds; a healthy start takes a few
+// seconds, and these bounds only turn a start that never comes into a failure
+// that says what was awaited, well inside go test's -timeout.
 const (
-	etcdStartTimeout      = time.Minute
-	apiserverStartTimeout = 2 * time.Minute
-	crdTimeout            = time.Minute
+	etcdStartTimeout      = 3 * time.Minute
+	apiserverStartTimeout = 3 * time.Minute
+	crdTimeout            = 3 * time.Minute
 )
 
 // Cluster is a running etcd and kube-apiserver with Istio's CRDs installed.
@@ -413,10 +415,10 @@ func (c *Cluster) buildClients() error {
 func (c *Cluster) logPath(name string) string { return filepath.Join(c.dir, name+".log") }
 
 // Context returns a context for one call to the cluster from a test: it ends
-// with the test, and after a minute, so a hung call fails instead of eating
-// the package's whole timeout.
+// with the test, and after framework.Patience, so a hung call fails instead of
+// eating the package's whole timeout.
 func Context(tb testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(tb.Context(), time.Minute)
+	ctx, cancel := context.WithTimeout(tb.Context(), framework.Patience)
 	tb.Cleanup(cancel)
 	return ctx
 }

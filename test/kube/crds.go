@@ -69,10 +69,36 @@ func (c *Cluster) installCRDs() error {
 			return fmt.Errorf("applying CRD %s: %w", crd.Name, err)
 		}
 	}
-	for _, crd := range crds {
-		var last error
+	names := make([]string, len(crds))
+	for i, crd := range crds {
+		names[i] = crd.Name
+	}
+	return waitEstablished(ctx, client, names)
+}
+
+// WaitEstablished polls until every named CRD (such as
+// "issuers.cert-manager.io") is Established and its names accepted, for CRDs a
+// test installs itself. A freshly created CRD has no conditions at all for a
+// moment (`kubectl wait --for condition=established` fails at once on that), so
+// this asks the API server until the conditions say so.
+func (c *Cluster) WaitEstablished(tb testing.TB, names ...string) {
+	tb.Helper()
+	client, err := apiextensions.NewForConfig(c.Config)
+	if err != nil {
+		tb.Fatalf("kube: building the apiextensions client: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(tb.Context(), crdTimeout)
+	defer cancel()
+	if err := waitEstablished(ctx, client, names); err != nil {
+		tb.Fatalf("kube: %v", err)
+	}
+}
+
+func waitEstablished(ctx context.Context, client apiextensions.Interface, names []string) error {
+	for _, name := range names {
+		var last error = errors.New("not read yet")
 		err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-			got, err := client.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, crd.Name, metav1.GetOptions{})
+			got, err := client.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				last = err
 				return false, nil
@@ -81,7 +107,7 @@ func (c *Cluster) installCRDs() error {
 			return established(got), nil
 		})
 		if err != nil {
-			return fmt.Errorf("CRD %s not Established within %v: %v", crd.Name, crdTimeout, last)
+			return fmt.Errorf("CRD %s not Established within %v; last seen: %v", name, crdTimeout, last)
 		}
 	}
 	return nil

@@ -9,11 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-)
 
-// kubectlTimeout bounds one kubectl run, so a hung one fails the test.
-const kubectlTimeout = 2 * time.Minute
+	"github.com/skiffmesh/skiff/test/framework"
+)
 
 // Kubectl runs the built kubectl with the admin kubeconfig, from the
 // repository root (so "-f deploy/..." and "-k deploy/crds" work as in a
@@ -28,7 +26,7 @@ func (c *Cluster) Kubectl(tb testing.TB, args ...string) (stdout string, err err
 // KubectlWithInput is Kubectl with stdin, for "-f -".
 func (c *Cluster) KubectlWithInput(tb testing.TB, stdin string, args ...string) (stdout string, err error) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(tb.Context(), kubectlTimeout)
+	ctx, cancel := context.WithTimeout(tb.Context(), framework.Patience) // a hung kubectl fails the test
 	defer cancel()
 	// The discovery cache goes in the cluster's folder, not ~/.kube, and
 	// KUBECONFIG is ignored in favour of the flag.

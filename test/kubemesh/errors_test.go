@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -52,7 +51,7 @@ spec:
 	apply(t, fmt.Sprintf(good, `prefix: /`, "good"))
 	waitRule(t, pods, url, host, "good")
 	apply(t, fmt.Sprintf(good, `regex: "(("`, "bad"))
-	framework.Eventually(t, 30*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		if n := pilot.Metric(t, "skiff_config_errors", nil); n != 1 {
 			return fmt.Errorf("skiff_config_errors = %v, want 1", n)
 		}
@@ -82,7 +81,7 @@ spec:
     - destination: {host: ratngs}
     - destination: {host: ratings, subset: v9}
 `, ns))
-	framework.Eventually(t, 30*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		var codes []string
 		for _, w := range configErrors(t, pilot).Warnings {
 			if w.Namespace == ns && w.Name == "typo" {
@@ -108,7 +107,7 @@ spec:
 // waitRule waits until responses carry the x-rule header value want.
 func waitRule(t *testing.T, pods *podNetwork, url, host, want string) {
 	t.Helper()
-	framework.Eventually(t, 30*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		resp, err := pods.get(url, host)
 		if err != nil {
 			return err

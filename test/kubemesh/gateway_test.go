@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -70,7 +69,7 @@ spec:
 		},
 		TLSClientConfig: &tls.Config{RootCAs: pki.Roots, ServerName: "shop.example.com"},
 	}}
-	framework.Eventually(t, 30*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		resp, err := client.Get("https://shop.example.com/")
 		if err != nil {
 			return err

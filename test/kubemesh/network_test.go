@@ -100,7 +100,7 @@ func (n *podNetwork) routedTo(url, host string, headers map[string]string) (stri
 // eventuallyRoutedTo waits until requests land on want.
 func (n *podNetwork) eventuallyRoutedTo(t *testing.T, url, host string, headers map[string]string, want string) {
 	t.Helper()
-	framework.Eventually(t, 30*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		got, err := n.routedTo(url, host, headers)
 		if err != nil {
 			return err

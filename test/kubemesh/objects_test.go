@@ -30,8 +30,10 @@ const (
 
 var namespaceCount atomic.Int64
 
+// ctx is the context of one call to the API server: it ends with the test, and after
+// framework.Patience, so that a hung call fails instead of eating the package's timeout.
 func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	c, cancel := context.WithTimeout(t.Context(), framework.Patience)
 	t.Cleanup(cancel)
 	return c
 }
@@ -55,7 +57,7 @@ func newNamespace(t *testing.T, prefix string) string {
 // does both: otherwise one test's objects (a broken VirtualService, say) would stay in every
 // later pilot's view.
 func deleteNamespace(t *testing.T, name string) {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	c, cancel := context.WithTimeout(context.Background(), framework.Patience)
 	defer cancel()
 	all, opts := metav1.DeleteOptions{}, metav1.ListOptions{}
 	kube, net, sec := cluster.Kube, cluster.Istio.NetworkingV1(), cluster.Istio.SecurityV1()

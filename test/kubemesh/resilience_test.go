@@ -69,7 +69,7 @@ spec:
 	apply(t, routeTo("v2"))
 	// client-go's reflectors back off up to 30 s between attempts, jittered up to twice that,
 	// so after a minute's outage a resync can take a minute.
-	framework.Eventually(t, 100*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		got, err := pods.routedTo(url, host, nil)
 		if err != nil || got != "details-v2" {
 			return fmt.Errorf("routed to %q (%v); want details-v2 after the API server came back", got, err)
@@ -133,7 +133,7 @@ func TestKubernetesRootCertConfigMaps(t *testing.T) {
 	if _, err := maps.Update(ctx(t), cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	framework.Eventually(t, 30*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		if got := rootConfigMap(t, ns); got != root {
 			return fmt.Errorf("root-cert.pem not restored after an edit")
 		}
@@ -142,7 +142,7 @@ func TestKubernetesRootCertConfigMaps(t *testing.T) {
 	if err := maps.Delete(ctx(t), "istio-ca-root-cert", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	framework.Eventually(t, 30*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		if got := rootConfigMap(t, ns); got != root {
 			return fmt.Errorf("ConfigMap not recreated after a delete")
 		}
@@ -154,7 +154,7 @@ func TestKubernetesRootCertConfigMaps(t *testing.T) {
 func rootConfigMap(t *testing.T, ns string) string {
 	t.Helper()
 	var cm *corev1.ConfigMap
-	framework.Eventually(t, 30*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		var err error
 		cm, err = cluster.Kube.CoreV1().ConfigMaps(ns).Get(ctx(t), "istio-ca-root-cert", metav1.GetOptions{})
 		if err == nil && cm.Data["root-cert.pem"] == "tampered" {

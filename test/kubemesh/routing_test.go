@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -52,7 +51,7 @@ spec:
 	v1b := pods.startApp(t, "10.253.0.19", "reviews-v1b")
 	createPod(t, ns, "reviews-v1-2", "10.253.0.19", "reviews", map[string]string{"app": "reviews", "version": "v1"})
 	createSlice(t, ns, "reviews", "reviews-v1-2", "http", v1b.address)
-	framework.Eventually(t, 30*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		got, err := pods.routedTo(url, host, nil)
 		if err != nil {
 			return err
@@ -83,7 +82,7 @@ spec:
 	if err := cluster.Istio.NetworkingV1().VirtualServices(ns).Delete(ctx(t), "reviews", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	framework.Eventually(t, 30*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		if dump := string(envoy.ConfigDump(t)); strings.Contains(dump, "jason") {
 			return fmt.Errorf("Envoy's routes still match end-user: jason")
 		}
@@ -94,7 +93,7 @@ spec:
 	if err := cluster.Kube.CoreV1().Services(ns).Delete(ctx(t), "reviews", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	framework.Eventually(t, 30*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		if _, clusters := envoy.Get(t, "/clusters"); strings.Contains(string(clusters), host) {
 			return fmt.Errorf("Envoy still has clusters of %s", host)
 		}
@@ -118,7 +117,7 @@ func translatesOfflineTheSame(t *testing.T, kubePilot *framework.Pilot, node str
 	folderPilot := framework.StartPilot(t, framework.PilotOptions{})
 	folderPilot.WriteConfig(t, "cluster-dump.yaml", dump)
 	want := kubePilot.ConfigDump(t, node)
-	framework.Eventually(t, 10*time.Second, func() error {
+	framework.Eventually(t, func() error {
 		if got := folderPilot.ConfigDump(t, node); string(got) != string(want) {
 			return fmt.Errorf("the folder pilot's config for %s differs from the Kubernetes pilot's:\n%s\nwant:\n%s", node, got, want)
 		}
