@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,7 +27,10 @@ import (
 //
 // The merge follows istiod's mergeGateways: plaintext HTTP servers of one port share the route
 // configuration `http.PORT`; each HTTPS server that terminates TLS gets its own filter chain
-// (matched by SNI) and route configuration `https.PORT.PORTNAME.GATEWAY.NAMESPACE`; TLS
+// (matched by SNI) and route configuration `https.PORT.PORTNAME.GATEWAY.NAMESPACE`. A server
+// with a bind address adds `.BIND` to either name, as istiod's gatewayRDSRouteName does: its
+// listener is another one than the wildcard's on that port, so must be its route configuration
+// (else 127.0.0.1:80 would serve the hosts of 0.0.0.0:80 and the reverse); TLS
 // passthrough servers get a filter chain per SNI match of the VirtualServices' tls routes; TCP
 // servers (and TLS servers that terminate) forward with tcp_proxy by the VirtualServices' tcp
 // routes. A server that conflicts with one merged before it (plaintext and TLS on one port, two
@@ -156,11 +160,15 @@ func newGatewayServer(gw *networkingv1.Gateway, s *networking.Server, secrets se
 		hosts:   sanitizeServerHosts(s.Hosts, gw.Namespace),
 		port:    model.Port{Name: p.Name, Number: p.Number, Protocol: model.ParseProtocol(p.Protocol)},
 	}
+	bind := ""
+	if s.GetBind() != "" {
+		bind = "." + s.GetBind()
+	}
 	tls := s.GetTls()
 	switch {
 	case gs.port.Protocol.IsHTTP():
 		gs.kind = serverHTTP
-		gs.routeName = fmt.Sprintf("http.%d", p.Number)
+		gs.routeName = "http." + strconv.FormatUint(uint64(p.Number), 10) + bind
 		return gs
 	case tls == nil:
 		gs.kind = serverTCP
@@ -179,7 +187,7 @@ func newGatewayServer(gw *networkingv1.Gateway, s *networking.Server, secrets se
 	}
 	if gs.port.Protocol == model.HTTPS {
 		gs.kind = serverHTTPS
-		gs.routeName = fmt.Sprintf("https.%d.%s.%s.%s", p.Number, p.Name, gw.Name, gw.Namespace)
+		gs.routeName = fmt.Sprintf("https.%d.%s.%s.%s%s", p.Number, p.Name, gw.Name, gw.Namespace, bind)
 	} else {
 		gs.kind = serverTLSTerminate
 	}
@@ -251,21 +259,6 @@ func (gs *gatewayServer) sniHosts() []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
-}
-
-// hostsForNamespace are the server hosts a VirtualService in namespace ns may bind to: those
-// without a namespace, and those of its namespace, without the namespace part.
-func (gs *gatewayServer) hostsForNamespace(ns string) []string {
-	out := make([]string, 0, len(gs.hosts))
-	for _, h := range gs.hosts {
-		hostNS, name, ok := strings.Cut(h, "/")
-		if !ok {
-			out = append(out, h)
-		} else if hostNS == ns {
-			out = append(out, name)
-		}
-	}
-	return out
 }
 
 // resolveGatewayName turns a gateway reference in a VirtualService in namespace ns into

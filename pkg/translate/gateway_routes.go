@@ -1,8 +1,6 @@
 package translate
 
 import (
-	"slices"
-	"strconv"
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -12,16 +10,20 @@ import (
 )
 
 // The route configurations of a gateway proxy: `http.PORT` for the plaintext HTTP servers of a
-// port, `https.PORT.PORTNAME.GATEWAY.NAMESPACE` for each HTTPS server, as istiod's
-// buildGatewayHTTPRouteConfig builds them. A virtual host per host that a server and a bound
-// VirtualService have in common carries that VirtualService's http routes, translated by the
-// sidecar code with the gateway as the match context.
+// port, `https.PORT.PORTNAME.GATEWAY.NAMESPACE` for each HTTPS server (both `.BIND` suffixed when
+// the server names a bind address), as istiod's buildGatewayHTTPRouteConfig builds them. The
+// hosts that a server and a bound VirtualService have in common carry that VirtualService's http
+// routes, translated by the sidecar code with the gateway as the match context; hosts with the
+// same routes share one virtual host (gateway_vhosts.go).
 
 // gatewayRoutes builds a gateway proxy's route configurations, sorted by name.
 func gatewayRoutes(snap *model.Snapshot, proxy *model.Proxy) []*routev3.RouteConfiguration {
 	merged := mergeGateways(snap, proxy)
-	bound := map[string][]*networkingv1.VirtualService{} // by gateway, computed once
 	out := make([]*routev3.RouteConfiguration, 0, len(merged.routes))
+	if len(merged.routes) == 0 {
+		return out
+	}
+	bound := bindGatewayVirtualServices(snap, proxy)
 	for _, name := range sortedKeys(merged.routes) {
 		out = append(out, gatewayRouteConfig(snap, proxy, name, merged.routes[name], bound))
 	}
@@ -29,57 +31,34 @@ func gatewayRoutes(snap *model.Snapshot, proxy *model.Proxy) []*routev3.RouteCon
 }
 
 // gatewayRouteConfig builds one route configuration for the servers that share it.
-func gatewayRouteConfig(snap *model.Snapshot, proxy *model.Proxy, name string, servers []*gatewayServer, bound map[string][]*networkingv1.VirtualService) *routev3.RouteConfiguration {
-	vhosts := map[string]*routev3.VirtualHost{}
-	// The routes of one VirtualService for one gateway are the same for each of its hosts:
-	// translate them once and share them between virtual hosts.
-	translated := map[string][]*routev3.Route{}
+func gatewayRouteConfig(snap *model.Snapshot, proxy *model.Proxy, name string, servers []*gatewayServer, bound gatewayBindings) *routev3.RouteConfiguration {
+	hostCount := 0
 	for _, gs := range servers {
-		vss, ok := bound[gs.gateway]
-		if !ok {
-			vss = gatewayVirtualServices(snap, proxy, gs.gateway)
-			bound[gs.gateway] = vss
-		}
+		hostCount += len(gs.hosts)
+	}
+	// Every server of a route configuration listens on one port (the name says which).
+	vhosts := newGatewayVHosts(servers[0].port.Number, hostCount)
+	for _, gs := range servers {
 		redirect := gs.server.GetTls().GetHttpsRedirect()
-		for _, vs := range vss {
+		// As istiod's RouteOptions.IsTLS: any TLS settings, httpsRedirect included.
+		tls := gs.server.GetTls() != nil
+		for _, vs := range bound[gs.gateway] {
 			hosts := overlappingHosts(gs, vs)
 			if len(hosts) == 0 {
 				continue
 			}
-			// As istiod's RouteOptions.IsTLS: any TLS settings, httpsRedirect included.
-			tls := gs.server.GetTls() != nil
-			key := gs.gateway + "|" + vs.Namespace + "/" + vs.Name + "|" + strconv.FormatBool(tls)
-			routes, ok := translated[key]
-			if !ok {
-				routes = httpRoutesFor(snap, proxy, vs, gs.port, []string{gs.gateway}, tls)
-				translated[key] = routes
-			}
+			id := vhosts.routeList(routeListKey{gateway: gs.gateway, vs: vs, tls: tls}, func() []*routev3.Route {
+				return httpRoutesFor(snap, proxy, vs, gs.port, []string{gs.gateway}, tls)
+			})
 			for _, h := range hosts {
-				h = strings.ToLower(h)
-				vh := vhosts[h]
-				if vh == nil {
-					vh = gatewayVirtualHost(h, gs.port.Number)
-					vh.Routes = make([]*routev3.Route, 0, len(routes))
-					vhosts[h] = vh
-				}
-				vh.Routes = append(vh.Routes, routes...)
-				if redirect {
-					vh.RequireTls = routev3.VirtualHost_ALL
-				}
+				vhosts.bind(h, id, redirect)
 			}
 		}
-		if !redirect {
-			continue
-		}
-		// httpsRedirect redirects every host of the server, routed or not.
-		for _, h := range gs.sniHosts() {
-			h = strings.ToLower(h)
-			vh := vhosts[h]
-			if vh == nil {
-				vh = gatewayVirtualHost(h, gs.port.Number)
-				vhosts[h] = vh
+		if redirect {
+			// httpsRedirect redirects every host of the server, routed or not.
+			for _, h := range gs.sniHosts() {
+				vhosts.redirect(h)
 			}
-			vh.RequireTls = routev3.VirtualHost_ALL
 		}
 	}
 
@@ -88,52 +67,16 @@ func gatewayRouteConfig(snap *model.Snapshot, proxy *model.Proxy, name string, s
 		// As for sidecars: a route naming an unknown cluster answers 503 rather than the
 		// whole configuration being rejected.
 		ValidateClusters: falseValue(),
+		VirtualHosts:     vhosts.virtualHosts(),
 	}
-	if len(vhosts) == 0 {
+	if len(rc.VirtualHosts) == 0 {
 		// Nothing is bound: every request gets 404, from a virtual host without routes.
 		rc.VirtualHosts = []*routev3.VirtualHost{{
-			Name:    "blackhole:" + strconv.FormatUint(uint64(servers[0].port.Number), 10),
+			Name:    "blackhole:" + vhosts.port,
 			Domains: []string{"*"},
 		}}
-		return rc
 	}
-	rc.VirtualHosts = make([]*routev3.VirtualHost, 0, len(vhosts))
-	for _, vh := range vhosts {
-		vh.Routes = catchAllLast(vh.Routes)
-		rc.VirtualHosts = append(rc.VirtualHosts, vh)
-	}
-	// Sorted by name, as istiod sorts them (Envoy picks a virtual host by its domains, so the
-	// order only keeps the output stable).
-	slices.SortFunc(rc.VirtualHosts, func(a, b *routev3.VirtualHost) int { return strings.Compare(a.Name, b.Name) })
 	return rc
-}
-
-// gatewayVirtualHost is the virtual host of one gateway host: HOST and HOST:PORT (just `*` for
-// the wildcard, which covers any port), with Istio's request attempt count header.
-func gatewayVirtualHost(host string, port uint32) *routev3.VirtualHost {
-	p := strconv.FormatUint(uint64(port), 10)
-	domains := []string{host}
-	if host != "*" {
-		domains = append(domains, host+":"+p)
-	}
-	return &routev3.VirtualHost{
-		Name:                       host + ":" + p,
-		Domains:                    domains,
-		IncludeRequestAttemptCount: true,
-	}
-}
-
-// gatewayVirtualServices lists the VirtualServices bound to gateway (NAMESPACE/NAME) that a
-// proxy in its namespace may see (exportTo), in configuration order.
-func gatewayVirtualServices(snap *model.Snapshot, proxy *model.Proxy, gateway string) []*networkingv1.VirtualService {
-	var out []*networkingv1.VirtualService
-	for _, vs := range snap.VirtualServices {
-		if matchesGateway(vs.Spec.Gateways, vs.Namespace, gateway) &&
-			model.ParseVisibility(vs.Namespace, vs.Spec.ExportTo).VisibleTo(proxy.Namespace) {
-			out = append(out, vs)
-		}
-	}
-	return out
 }
 
 // overlappingHosts are the hosts a server and a VirtualService have in common, as istiod's
@@ -151,7 +94,15 @@ func overlappingHosts(gs *gatewayServer, vs *networkingv1.VirtualService) []stri
 		}
 		out = append(out, h)
 	}
-	for _, sh := range gs.hostsForNamespace(vs.Namespace) {
+	for _, sh := range gs.hosts {
+		// A host without a namespace binds VirtualServices of any namespace; `ns/host` only
+		// those of ns.
+		if hostNS, name, ok := strings.Cut(sh, "/"); ok {
+			if hostNS != vs.Namespace {
+				continue
+			}
+			sh = name
+		}
 		for _, vh := range vs.Spec.Hosts {
 			vh = model.ResolveHost(vh, vs.Namespace)
 			switch {
@@ -184,6 +135,20 @@ func hostSubsetOf(h, o string) bool {
 // rest, as istiod does for gateway virtual hosts: when several VirtualServices share a host, a
 // catch-all of the first must not hide the specific routes of the others.
 func catchAllLast(routes []*routev3.Route) []*routev3.Route {
+	// Usually there is nothing to move (one VirtualService's routes end at their first
+	// catch-all): return the list itself rather than a copy.
+	sorted, seenCatchAll := true, false
+	for _, r := range routes {
+		catchAll := isCatchAll(r.GetMatch())
+		if seenCatchAll && !catchAll {
+			sorted = false
+			break
+		}
+		seenCatchAll = seenCatchAll || catchAll
+	}
+	if sorted {
+		return routes
+	}
 	var tail []*routev3.Route
 	out := routes[:0:0]
 	for _, r := range routes {
