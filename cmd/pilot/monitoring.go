@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,14 @@ func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configS
 		fmt.Fprintln(w, "ready")
 	})
 	mux.HandleFunc("GET /debug/syncz", server.SynczHandler)
+	// Go's profiles (CPU, heap, goroutines, ...), for `go tool pprof
+	// http://localhost:15014/debug/pprof/profile`: the port is pilot's own monitoring port,
+	// which serves config dumps too and must not be exposed beyond the operators.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/config_dump", server.ConfigDumpHandler)
 	mux.HandleFunc("GET /debug/config_errors", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -36,6 +45,7 @@ func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configS
   /debug/syncz                    connected proxies: per type, version sent, ACKed, last NACK
   /debug/config_dump?proxy=ID     what pilot serves a proxy (node ID or POD.NAMESPACE), Envoy-style JSON
   /debug/config_errors            configuration currently rejected, and analysis warnings
+  /debug/pprof/                   Go profiles of pilot itself (go tool pprof)
   /metrics                        Prometheus metrics
   /ready                          200 once the first configuration is loaded
 `)

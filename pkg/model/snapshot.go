@@ -27,8 +27,11 @@ type Snapshot struct {
 	Config *config.Set
 
 	servicesByHost map[string][]*Service
-	workloads      map[string]*networkingv1.WorkloadEntry
-	pods           map[string]*corev1.Pod
+	// endpointsBySource are the endpoints each workload (Endpoint.Source) backs, so a proxy's
+	// inbound ports are found without walking every service.
+	endpointsBySource map[string][]ServiceEndpoint
+	workloads         map[string]*networkingv1.WorkloadEntry
+	pods              map[string]*corev1.Pod
 	// Routing objects by the hosts they name, resolved once here rather than on every lookup:
 	// exact hosts in a map, wildcard hosts in a list, each in configuration order.
 	virtualServices  hostIndex[*networkingv1.VirtualService]
@@ -102,11 +105,25 @@ func Build(set *config.Set) *Snapshot {
 	slices.SortStableFunc(s.Services, func(a, b *Service) int {
 		return cmp.Or(cmp.Compare(a.Hostname, b.Hostname), cmp.Compare(a.Namespace, b.Namespace))
 	})
+	s.endpointsBySource = map[string][]ServiceEndpoint{}
 	for _, svc := range s.Services {
 		s.servicesByHost[svc.Hostname] = append(s.servicesByHost[svc.Hostname], svc)
+		for _, ep := range svc.Endpoints {
+			s.endpointsBySource[ep.Source] = append(s.endpointsBySource[ep.Source], ServiceEndpoint{svc, ep})
+		}
 	}
 	return s
 }
+
+// ServiceEndpoint is one endpoint with the service it belongs to.
+type ServiceEndpoint struct {
+	Service  *Service
+	Endpoint *Endpoint
+}
+
+// EndpointsFrom returns the endpoints that source (Endpoint.Source, such as
+// "Pod/default/reviews-v1-abc") declares, in service order.
+func (s *Snapshot) EndpointsFrom(source string) []ServiceEndpoint { return s.endpointsBySource[source] }
 
 // servicesFromServiceEntry makes one Service per host of the entry.
 func servicesFromServiceEntry(se *networkingv1.ServiceEntry, workloads []*networkingv1.WorkloadEntry) []*Service {

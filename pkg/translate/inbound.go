@@ -42,20 +42,14 @@ func workloadInboundPorts(snap *model.Snapshot, proxy *model.Proxy) []inboundPor
 	if w == nil {
 		return nil
 	}
-	source := w.Source()
 	byNumber := map[uint32]bool{}
-	for _, svc := range snap.Services {
-		for _, ep := range svc.Endpoints {
-			if ep.Source != source {
+	for _, se := range snap.EndpointsFrom(w.Source()) {
+		for _, port := range se.Service.Ports {
+			if port.Protocol == model.UDP {
 				continue
 			}
-			for _, port := range svc.Ports {
-				if port.Protocol == model.UDP {
-					continue
-				}
-				n := ep.PortFor(port)
-				byNumber[n] = byNumber[n] || port.Protocol.IsHTTP()
-			}
+			n := se.Endpoint.PortFor(port)
+			byNumber[n] = byNumber[n] || port.Protocol.IsHTTP()
 		}
 	}
 	out := make([]inboundPort, 0, len(byNumber))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -24,21 +25,30 @@ import (
 // asked for would be rejected.
 var classTypes = []string{resourcev3.ClusterType, resourcev3.SecretType, resourcev3.ListenerType, resourcev3.RouteType}
 
-// classCache is the go-control-plane cache behind the ADS server. It keeps one LinearCache per
-// proxy class and type for listeners, routes, clusters and secrets, and one LinearCache for all
-// endpoints. A LinearCache serialises each resource once per version however many streams
-// watch it, and re-sends only what changed where the protocol allows (RDS, EDS, and every type
-// in delta), which is what makes a push to thousands of proxies cheap.
+// classCache is the go-control-plane cache behind the ADS server. Proxies are grouped twice:
 //
-// A class appears when its first proxy asks for something. Its resources are translated by the
-// push loop, never on the stream's goroutine; until then the watches of that class are parked
-// and replayed against the class's caches once they are filled.
+//   - a stream belongs to its proxy class (model.Proxy.Class, one per workload), which comes
+//     from the node alone and never changes while the stream lives;
+//   - each proxy class is bound to a shared configuration: the LinearCaches of listeners,
+//     routes, clusters and secrets for one translate.ConfigKey. Every proxy class with that key
+//     (the replicas of one Deployment, say) watches the same caches, so a configuration is
+//     translated, diffed and marshalled once however many proxies share it.
+//
+// Endpoints are one LinearCache for the whole mesh. A LinearCache serialises each resource once
+// per version however many streams watch it, and re-sends only what changed where the protocol
+// allows (RDS, EDS, and every type in delta).
+//
+// A proxy class is bound by the push loop, never on a stream's goroutine; until then its
+// watches are parked and replayed against its shared caches once bound. When a push finds that
+// a class's key changed (a Pod relabelled), the class is bound to the other configuration and
+// its streams are closed: Envoy reconnects at once, keeps serving its current configuration
+// meanwhile, and its new stream watches the caches of its new configuration.
 type classCache struct {
 	endpoints *cachev3.LinearCache
 	// versionPrefix makes versions from an earlier pilot process look foreign, so a
 	// reconnecting Envoy is always answered in full.
 	versionPrefix string
-	// onNewClass asks the push loop to translate a class that has no resources yet.
+	// onNewClass asks the push loop to bind a class that has no configuration yet.
 	onNewClass func(class string, proxy *model.Proxy)
 	// sds serves the per-proxy secrets (default, ROOTCA) from per-stream caches, and
 	// streamOf ties a Secret request to its stream and source address.
@@ -49,17 +59,30 @@ type classCache struct {
 
 	mu      sync.Mutex
 	classes map[string]*proxyClass
+	configs map[string]*sharedConfig
+	// configSeq numbers shared configurations, for their version prefixes.
+	configSeq int
 }
 
-// proxyClass holds the caches of one class, and the watches that arrived before they were filled.
+// proxyClass is one workload's streams: its configuration binding, and the watches that
+// arrived before it was bound.
 type proxyClass struct {
-	proxy  *model.Proxy // a representative: every member translates identically
-	ready  bool
-	caches map[string]*cachev3.LinearCache
+	proxy  *model.Proxy  // a representative: the node of the class's first stream
+	config *sharedConfig // nil until bound
 	parked map[*parkedWatch]struct{}
 }
 
-// parkedWatch is a SotW or delta watch waiting for its class's first translation.
+// sharedConfig holds the caches of one configuration key.
+type sharedConfig struct {
+	key    string
+	caches map[string]*cachev3.LinearCache
+	// snap is the snapshot the caches were last filled from: a class that appears later with
+	// the same key is bound without translating again while snap is current.
+	snap    *model.Snapshot
+	members int // proxy classes bound to it
+}
+
+// parkedWatch is a SotW or delta watch waiting for its class to be bound.
 type parkedWatch struct {
 	request      *cachev3.Request
 	deltaRequest *cachev3.DeltaRequest
@@ -78,6 +101,7 @@ func newClassCache(versionPrefix string, onNewClass func(string, *model.Proxy)) 
 		versionPrefix: versionPrefix,
 		onNewClass:    onNewClass,
 		classes:       map[string]*proxyClass{},
+		configs:       map[string]*sharedConfig{},
 	}
 }
 
@@ -149,8 +173,8 @@ func (c *classCache) watch(w *parkedWatch) (func(), error) {
 		pc = &proxyClass{proxy: proxy, parked: map[*parkedWatch]struct{}{}}
 		c.classes[class] = pc
 	}
-	if pc.ready {
-		lc := pc.caches[typeURL]
+	if pc.config != nil {
+		lc := pc.config.caches[typeURL]
 		c.mu.Unlock()
 		return w.start(lc)
 	}
@@ -199,53 +223,125 @@ func (c *classCache) Classes() map[string]*model.Proxy {
 	return out
 }
 
-// Update replaces the resources of one class: only resources whose content changed get a new
-// version, so watchers are woken only for real changes. The first update of a class makes it
-// ready and replays its parked watches. It returns the EDS names of modified clusters, whose
-// endpoints must be sent again (see ResendEndpoints).
-func (c *classCache) Update(class string, byType map[string]map[string]types.Resource) (rewarm []string, err error) {
+// Config returns the shared configuration of key if its caches were filled from snap, so a
+// class with that key can be bound without translating.
+func (c *classCache) Config(key string, snap *model.Snapshot) bool {
 	c.mu.Lock()
-	pc, ok := c.classes[class]
+	defer c.mu.Unlock()
+	sc, ok := c.configs[key]
+	return ok && sc.snap == snap
+}
+
+// UpdateConfig makes the caches of key hold byType, translated from snap: only resources whose
+// content changed get a new version, so streams are woken only for real changes, and the diff
+// is made once per key, not per proxy. It returns the EDS names of modified clusters, whose
+// endpoints must be sent again (see ResendEndpoints).
+func (c *classCache) UpdateConfig(key string, snap *model.Snapshot, byType map[string]map[string]types.Resource) (rewarm []string, err error) {
+	c.mu.Lock()
+	sc, ok := c.configs[key]
 	if !ok {
-		c.mu.Unlock()
-		return nil, nil // the last proxy of the class left while it was being translated
-	}
-	if pc.caches == nil {
-		pc.caches = map[string]*cachev3.LinearCache{}
+		c.configSeq++
+		// Each configuration versions its resources apart from every other, so that the
+		// version an Envoy holds from one configuration never looks current in another.
+		prefix := c.versionPrefix + strconv.Itoa(c.configSeq) + "-"
+		sc = &sharedConfig{key: key, caches: map[string]*cachev3.LinearCache{}}
 		for _, t := range classTypes {
-			pc.caches[t] = cachev3.NewLinearCache(t, cachev3.WithVersionPrefix(c.versionPrefix))
+			sc.caches[t] = cachev3.NewLinearCache(t, cachev3.WithVersionPrefix(prefix))
 		}
+		c.configs[key] = sc
 	}
-	caches := pc.caches
+	sc.snap = snap
+	caches := sc.caches
 	c.mu.Unlock()
 
 	var errs []error
 	for _, t := range classTypes {
 		modified, err := updateLinear(caches[t], byType[t])
 		if err != nil {
-			errs = append(errs, fmt.Errorf("class %s type %s: %w", class, t, err))
+			errs = append(errs, fmt.Errorf("configuration %s type %s: %w", key, t, err))
 		}
 		if t == resourcev3.ClusterType {
 			rewarm = edsNames(byType[t], modified)
 		}
 	}
+	return rewarm, errors.Join(errs...)
+}
 
+// Bind binds class to the configuration of key, which UpdateConfig has filled. A class bound
+// for the first time has its parked watches replayed on the configuration's caches; a class
+// that was bound to another key reports moved, and its streams must reconnect (their watches
+// are on the old key's caches).
+func (c *classCache) Bind(class, key string) (moved bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if pc.ready {
-		return rewarm, errors.Join(errs...)
+	pc, ok := c.classes[class]
+	sc := c.configs[key]
+	if !ok || sc == nil {
+		return false, nil // the last proxy of the class left while it was being translated
 	}
-	pc.ready = true
+	if pc.config == sc {
+		return false, nil
+	}
+	if pc.config != nil {
+		c.releaseLocked(pc.config)
+		moved = true
+	}
+	pc.config = sc
+	sc.members++
+	var errs []error
 	for w := range pc.parked {
-		cancel, err := w.start(caches[w.typeURL()])
+		cancel, err := w.start(sc.caches[w.typeURL()])
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		w.cancel = cancel
 	}
-	pc.parked = nil
-	return rewarm, errors.Join(errs...)
+	pc.parked = map[*parkedWatch]struct{}{}
+	return moved, errors.Join(errs...)
+}
+
+// releaseLocked drops one member of sc. An unused configuration stays until Prune, at the end
+// of a push, so that a class binding later in the same push still finds it.
+func (c *classCache) releaseLocked(sc *sharedConfig) { sc.members-- }
+
+// Advance records that every configuration translates from snap as it did from the snapshot
+// its caches were filled from, so classes that appear are bound without translating.
+func (c *classCache) Advance(snap *model.Snapshot) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, sc := range c.configs {
+		sc.snap = snap
+	}
+}
+
+// Prune drops configurations that no class is bound to: left by their last class, or
+// translated for a class whose proxy left before it was bound.
+func (c *classCache) Prune() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, sc := range c.configs {
+		if sc.members <= 0 {
+			delete(c.configs, key)
+		}
+	}
+}
+
+// KeyOf returns the configuration key class is bound to, "" if none yet.
+func (c *classCache) KeyOf(class string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if pc, ok := c.classes[class]; ok && pc.config != nil {
+		return pc.config.key
+	}
+	return ""
+}
+
+// ConfigCount is the number of distinct configurations served.
+func (c *classCache) ConfigCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.configs)
 }
 
 func (w *parkedWatch) typeURL() string {
@@ -288,8 +384,8 @@ func (c *classCache) Resources(class string) (map[string]map[string]types.Resour
 	c.mu.Lock()
 	pc, ok := c.classes[class]
 	var caches map[string]*cachev3.LinearCache
-	if ok && pc.ready {
-		caches = pc.caches
+	if ok && pc.config != nil {
+		caches = pc.config.caches
 	}
 	c.mu.Unlock()
 	if caches == nil {
@@ -308,8 +404,8 @@ func (c *classCache) classSecrets(class string) map[string]types.Resource {
 	c.mu.Lock()
 	pc, ok := c.classes[class]
 	var lc *cachev3.LinearCache
-	if ok && pc.ready {
-		lc = pc.caches[resourcev3.SecretType]
+	if ok && pc.config != nil {
+		lc = pc.config.caches[resourcev3.SecretType]
 	}
 	c.mu.Unlock()
 	if lc == nil {
@@ -322,5 +418,8 @@ func (c *classCache) classSecrets(class string) map[string]types.Resource {
 func (c *classCache) Forget(class string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if pc, ok := c.classes[class]; ok && pc.config != nil {
+		c.releaseLocked(pc.config)
+	}
 	delete(c.classes, class)
 }

@@ -14,6 +14,10 @@ type metrics struct {
 	rejects     *prometheus.CounterVec
 	convergence *prometheus.HistogramVec
 	badNodes    prometheus.Counter
+	// configs and translations show how much proxies share: replicas of one workload are one
+	// configuration, translated once per change.
+	configs      prometheus.Gauge
+	translations prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -39,8 +43,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "skiff_xds_rejected_streams_total",
 			Help: "ADS streams refused because of a missing or malformed node ID.",
 		}),
+		configs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "skiff_xds_configs",
+			Help: "Distinct proxy configurations served (translate.ConfigKey); proxies with one key share its translation and caches.",
+		}),
+		translations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "skiff_xds_translations_total",
+			Help: "Proxy configurations translated (listeners, routes, clusters and secrets of one key).",
+		}),
 	}
-	reg.MustRegister(m.connected, m.pushes, m.rejects, m.convergence, m.badNodes)
+	reg.MustRegister(m.connected, m.pushes, m.rejects, m.convergence, m.badNodes, m.configs, m.translations)
 	return m
 }
 

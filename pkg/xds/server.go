@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -59,12 +60,14 @@ type Server struct {
 	cache   *classCache
 	sds     *sdsServer
 	tracker *tracker
+	metrics *metrics
 	log     *slog.Logger
 
-	mu         sync.Mutex
-	snap       *model.Snapshot
-	changedAt  time.Time
-	fullPush   bool
+	mu        sync.Mutex
+	snap      *model.Snapshot
+	changedAt time.Time
+	// pending is the push the latest snapshots call for, the largest since the last push.
+	pending    pushKind
 	newClasses map[string]*model.Proxy
 	wake       chan struct{}
 }
@@ -85,7 +88,8 @@ func New(opts Options) *Server {
 	prefix := strconv.FormatInt(time.Now().UnixMilli(), 36) + "-"
 	s.cache = newClassCache(prefix, s.classAppeared)
 	s.cache.ignoreNodeLabels = opts.IgnoreNodeLabels
-	s.tracker = newTracker(newMetrics(reg), log, s.cache.Forget, s.lastChange)
+	s.metrics = newMetrics(reg)
+	s.tracker = newTracker(s.metrics, log, s.cache.Forget, s.lastChange)
 	s.tracker.ignoreNodeLabels = opts.IgnoreNodeLabels
 	s.sds = newSDSServer(opts.CA, opts.WorkloadCertTTL, prefix, log, reg)
 	s.sds.snapshot, s.sds.classSecrets, s.sds.setIdentity = s.Snapshot, s.cache.classSecrets, s.tracker.setIdentity
@@ -119,11 +123,15 @@ type adsService struct {
 }
 
 func (a *adsService) StreamAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	return a.xds.StreamAggregatedResources(newAnsweringStream(stream))
+	return serveEndable(stream, func(ctx context.Context) error {
+		return a.xds.StreamAggregatedResources(sotwEndable{newAnsweringStream(stream), ctx})
+	})
 }
 
 func (a *adsService) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
-	return a.xds.DeltaAggregatedResources(stream)
+	return serveEndable(stream, func(ctx context.Context) error {
+		return a.xds.DeltaAggregatedResources(deltaEndable{stream, ctx})
+	})
 }
 
 // Serve accepts gRPC connections on lis until Stop.
@@ -136,7 +144,13 @@ func (s *Server) Stop() { s.grpc.Stop() }
 // produced it reached pilot, for the convergence metric.
 func (s *Server) Push(snap *model.Snapshot, changedAt time.Time) {
 	s.mu.Lock()
-	s.snap, s.changedAt, s.fullPush = snap, changedAt, true
+	kind := pushFull
+	if model.EndpointsOnly(s.snap, snap) {
+		// Compared with the previous snapshot, not the one last pushed: a full push still
+		// pending stays full (pending only grows).
+		kind = pushEndpoints
+	}
+	s.snap, s.changedAt, s.pending = snap, changedAt, max(s.pending, kind)
 	s.mu.Unlock()
 	s.signal()
 }
@@ -161,9 +175,10 @@ func (s *Server) lastChange() time.Time {
 	return s.changedAt
 }
 
-// Run is the push loop: it translates on every new snapshot (all classes and the endpoints)
-// and for classes that appear, until ctx ends. Pushes coalesce: the loop always works from the
-// latest snapshot, so a burst of changes costs one translation per class.
+// Run is the push loop: it translates on every new snapshot (every configuration in use and
+// the endpoints) and for proxy classes that appear, until ctx ends. Pushes coalesce: the loop
+// always works from the latest snapshot, so a burst of changes costs one translation per
+// configuration key.
 func (s *Server) Run(ctx context.Context) {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	for {
@@ -174,44 +189,114 @@ func (s *Server) Run(ctx context.Context) {
 		case <-s.wake:
 		}
 		s.mu.Lock()
-		snap, full, fresh := s.snap, s.fullPush, s.newClasses
+		snap, kind, fresh := s.snap, s.pending, s.newClasses
 		if snap == nil {
 			// No configuration yet: new classes stay parked until the first snapshot.
 			s.mu.Unlock()
 			continue
 		}
-		s.fullPush, s.newClasses = false, map[string]*model.Proxy{}
+		s.pending, s.newClasses = pushNone, map[string]*model.Proxy{}
 		s.mu.Unlock()
-
-		started := time.Now()
-		classes := fresh
-		if full {
-			if err := s.cache.UpdateEndpoints(endpointResources(snap)); err != nil {
-				s.log.Error("updating endpoints", "error", err)
-			}
-			classes = s.cache.Classes()
-		}
-		rewarm := map[string]bool{}
-		for class, proxy := range classes {
-			byType := classResources(snap, proxy)
-			names, err := s.cache.Update(class, byType)
-			if err != nil {
-				s.log.Error("updating proxy class", "class", class, "error", err)
-			}
-			s.sds.syncClass(class, byType[resourcev3.SecretType])
-			for _, n := range names {
-				rewarm[n] = true
-			}
-		}
-		if full {
-			// A WorkloadEntry may have moved or changed service account.
-			s.sds.recheck(snap)
-		}
-		if err := s.cache.ResendEndpoints(slices.Collect(maps.Keys(rewarm))); err != nil {
-			s.log.Error("re-sending endpoints of modified clusters", "error", err)
-		}
-		s.log.Debug("pushed", "full", full, "classes", len(classes), "took", time.Since(started))
+		s.push(snap, kind, fresh)
 	}
+}
+
+// pushKind is how much of the caches a push must rebuild.
+type pushKind int
+
+const (
+	// pushNone: no new snapshot, only proxy classes that appeared need binding.
+	pushNone pushKind = iota
+	// pushEndpoints: the snapshot moved endpoints only (model.EndpointsOnly): new
+	// ClusterLoadAssignments and identity checks, no translation.
+	pushEndpoints
+	// pushFull: anything else; every configuration in use is translated again.
+	pushFull
+)
+
+// push brings the caches up to snap. A full push re-translates every configuration in use; an
+// endpoints push rebuilds only the ClusterLoadAssignments; in every case the fresh classes are
+// bound, translating just the keys that have no configuration from snap yet.
+func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*model.Proxy) {
+	started := time.Now()
+	full := kind == pushFull
+	classes := fresh
+	if kind >= pushEndpoints {
+		if err := s.cache.UpdateEndpoints(endpointResources(snap)); err != nil {
+			s.log.Error("updating endpoints", "error", err)
+		}
+		// A WorkloadEntry may have moved or changed service account.
+		s.sds.recheck(snap)
+	}
+	if kind == pushEndpoints {
+		// Every configuration translates from snap exactly as from the snapshot it was built from.
+		s.cache.Advance(snap)
+	}
+	if full {
+		classes = s.cache.Classes()
+	}
+	// Group the classes by configuration key, and translate each key once.
+	keyOf := make(map[string]string, len(classes))
+	todo := map[string]*model.Proxy{}
+	for class, proxy := range classes {
+		key := translate.ConfigKey(snap, proxy)
+		keyOf[class] = key
+		if _, ok := todo[key]; !ok && (full || !s.cache.Config(key, snap)) {
+			todo[key] = proxy
+		}
+	}
+	translated := translateAll(snap, todo)
+	s.metrics.translations.Add(float64(len(translated)))
+	rewarm := map[string]bool{}
+	for key, byType := range translated {
+		names, err := s.cache.UpdateConfig(key, snap, byType)
+		if err != nil {
+			s.log.Error("updating configuration", "key", key, "error", err)
+		}
+		for _, n := range names {
+			rewarm[n] = true
+		}
+	}
+	for class, key := range keyOf {
+		moved, err := s.cache.Bind(class, key)
+		if err != nil {
+			s.log.Error("binding proxy class", "class", class, "error", err)
+		}
+		if moved {
+			// Its streams watch the old configuration's caches: have them reconnect.
+			s.log.Info("proxy class changed configuration; its proxies reconnect", "class", class, "key", key)
+			s.tracker.disconnectClass(class)
+		}
+		s.sds.syncClass(class, s.cache.classSecrets(class))
+	}
+	s.cache.Prune()
+	if err := s.cache.ResendEndpoints(slices.Collect(maps.Keys(rewarm))); err != nil {
+		s.log.Error("re-sending endpoints of modified clusters", "error", err)
+	}
+	s.metrics.configs.Set(float64(s.cache.ConfigCount()))
+	s.log.Debug("pushed", "kind", kind, "classes", len(classes), "translated", len(translated), "took", time.Since(started))
+}
+
+// translateAll translates one proxy per key on all cores: translation is pure and the snapshot
+// immutable, so keys are independent. The pool is bounded by GOMAXPROCS, so a push of many keys
+// does not pile up goroutines that each hold a translation's garbage.
+func translateAll(snap *model.Snapshot, byKey map[string]*model.Proxy) map[string]map[string]map[string]types.Resource {
+	out := make(map[string]map[string]map[string]types.Resource, len(byKey))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for key, proxy := range byKey {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			byType := classResources(snap, proxy)
+			mu.Lock()
+			out[key] = byType
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // classResources translates one proxy class into cache form. Secrets (gateway credentials)
@@ -248,7 +333,13 @@ func endpointResources(snap *model.Snapshot) map[string]types.Resource {
 }
 
 // Statuses lists connected proxies and their per-type sync state.
-func (s *Server) Statuses() []ProxyStatus { return s.tracker.Statuses() }
+func (s *Server) Statuses() []ProxyStatus {
+	out := s.tracker.Statuses()
+	for i := range out {
+		out[i].Config = s.cache.KeyOf(out[i].Class)
+	}
+	return out
+}
 
 // Snapshot returns the configuration being served, or nil before the first push.
 func (s *Server) Snapshot() *model.Snapshot {

@@ -20,8 +20,11 @@ import (
 
 // ProxyStatus is one connected proxy as /debug/syncz shows it.
 type ProxyStatus struct {
-	NodeID    string    `json:"proxy"`
-	Class     string    `json:"class"`
+	NodeID string `json:"proxy"`
+	Class  string `json:"class"`
+	// Config is the configuration key (translate.ConfigKey) the proxy's class is bound to:
+	// proxies that show the same one share one translation.
+	Config    string    `json:"config,omitempty"`
 	Protocol  string    `json:"protocol"` // sotw or delta
 	Address   string    `json:"address,omitempty"`
 	Connected time.Time `json:"connected"`
@@ -31,6 +34,8 @@ type ProxyStatus struct {
 	Types    map[string]*TypeStatus `json:"types"`
 	// pendingSecret is this stream's entry in tracker.secretRequests.
 	pendingSecret any
+	// end ends the stream (see serveEndable); nil for streams served otherwise.
+	end func()
 }
 
 // TypeStatus says what was sent to a proxy for one type and what the proxy made of it.
@@ -84,7 +89,7 @@ func newTracker(m *metrics, log *slog.Logger, onClassEmpty func(string), lastCha
 }
 
 func (t *tracker) open(ctx context.Context, id int64, protocol string) error {
-	st := &ProxyStatus{Protocol: protocol, Connected: time.Now(), Types: map[string]*TypeStatus{}}
+	st := &ProxyStatus{Protocol: protocol, Connected: time.Now(), Types: map[string]*TypeStatus{}, end: endStreamOf(ctx)}
 	if p, ok := peer.FromContext(ctx); ok {
 		if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
 			st.Address = host
@@ -247,7 +252,7 @@ func (t *tracker) Statuses() []ProxyStatus {
 			continue
 		}
 		cp := *st
-		cp.pendingSecret = nil
+		cp.pendingSecret, cp.end = nil, nil
 		cp.Types = map[string]*TypeStatus{}
 		for k, v := range st.Types {
 			tv := *v
@@ -280,6 +285,21 @@ func (t *tracker) ClassOf(proxyID string) (nodeID, class string, ok bool) {
 		}
 	}
 	return "", "", false
+}
+
+// disconnectClass ends every stream of class, so that its proxies reconnect.
+func (t *tracker) disconnectClass(class string) {
+	t.mu.Lock()
+	var ends []func()
+	for _, st := range t.streams {
+		if st.Class == class && st.end != nil {
+			ends = append(ends, st.end)
+		}
+	}
+	t.mu.Unlock()
+	for _, end := range ends {
+		end()
+	}
 }
 
 // The go-control-plane callbacks.

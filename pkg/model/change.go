@@ -1,0 +1,94 @@
+package model
+
+import (
+	"maps"
+	"reflect"
+	"slices"
+
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/skiffmesh/skiff/pkg/config"
+)
+
+// EndpointsOnly reports whether next differs from prev at most in the addresses of endpoints
+// and workloads: the change a scaled Deployment, a rescheduled Pod or an edited endpoint
+// address makes. Such a change needs new ClusterLoadAssignments (and identity checks against
+// the new addresses) but no translation, since listeners, routes and clusters name no endpoint
+// address — except the clusters of DNS-resolved services, which list their endpoints inline,
+// so a change there is not endpoints-only. Anything this cannot tell apart counts as a change:
+// a false "no" only costs a translation, a false "yes" would serve stale configuration.
+func EndpointsOnly(prev, next *Snapshot) bool {
+	if prev == nil || next == nil || prev.Config == nil || next.Config == nil {
+		return false
+	}
+	return sameConfigExceptEndpoints(prev.Config, next.Config) &&
+		slices.EqualFunc(prev.Services, next.Services, sameServiceExceptAddresses) &&
+		sameWorkloadsExceptAddresses(prev, next)
+}
+
+// endpointKinds are the Set fields whose objects reach translation only through the model's
+// services, endpoints and workloads, which EndpointsOnly compares on their own.
+var endpointKinds = map[string]bool{"ServiceEntries": true, "WorkloadEntries": true, "EndpointSlices": true, "Pods": true}
+
+// sameConfigExceptEndpoints compares every other kind of object, whatever kinds Set gains:
+// unchanged objects are usually the very same pointers (a folder's untouched files, an
+// informer's cache), and others are compared in full.
+func sameConfigExceptEndpoints(a, b *config.Set) bool {
+	va, vb := reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem()
+	for i := range va.NumField() {
+		if endpointKinds[va.Type().Field(i).Name] {
+			continue
+		}
+		fa, fb := va.Field(i), vb.Field(i)
+		if fa.Len() != fb.Len() {
+			return false
+		}
+		for j := range fa.Len() {
+			x, y := fa.Index(j), fb.Index(j)
+			if x.Pointer() != y.Pointer() && !reflect.DeepEqual(x.Interface(), y.Interface()) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// sameServiceExceptAddresses compares two services as translation sees them; endpoint
+// addresses may differ where the service's endpoints travel by EDS.
+func sameServiceExceptAddresses(a, b *Service) bool {
+	if a == b {
+		return true
+	}
+	if a.Hostname != b.Hostname || a.Namespace != b.Namespace || a.Resolution != b.Resolution || a.Source != b.Source ||
+		!slices.Equal(a.Addresses, b.Addresses) || !slices.Equal(a.Ports, b.Ports) || !reflect.DeepEqual(a.ExportTo, b.ExportTo) {
+		return false
+	}
+	byEDS := a.Resolution == networking.ServiceEntry_STATIC
+	return slices.EqualFunc(a.Endpoints, b.Endpoints, func(x, y *Endpoint) bool {
+		return (byEDS || x.Address == y.Address) && x.ServiceAccount == y.ServiceAccount && x.Network == y.Network &&
+			x.Locality == y.Locality && x.Weight == y.Weight && x.Source == y.Source &&
+			maps.Equal(x.Ports, y.Ports) && maps.Equal(x.Labels, y.Labels)
+	})
+}
+
+// sameWorkloadsExceptAddresses compares what translation reads of the workloads proxies are:
+// their labels (Sidecar, policy and Gateway selection), and which workloads exist. Service
+// accounts and addresses decide identity, which pilot re-checks on every push anyway.
+func sameWorkloadsExceptAddresses(prev, next *Snapshot) bool {
+	if len(prev.pods) != len(next.pods) || len(prev.workloads) != len(next.workloads) {
+		return false
+	}
+	for key, p := range prev.pods {
+		q, ok := next.pods[key]
+		if !ok || (p != q && !maps.Equal(p.Labels, q.Labels)) {
+			return false
+		}
+	}
+	for key, w := range prev.workloads {
+		v, ok := next.workloads[key]
+		if !ok || (w != v && !maps.Equal(w.Spec.Labels, v.Spec.Labels)) {
+			return false
+		}
+	}
+	return true
+}

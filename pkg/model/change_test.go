@@ -1,0 +1,84 @@
+package model
+
+import (
+	"testing"
+
+	networking "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiffmesh/skiff/pkg/config"
+)
+
+// changeMesh is built afresh on every call, as a folder reload decodes a changed file again:
+// equal content, new pointers.
+type changeMesh struct {
+	resolution networking.ServiceEntry_Resolution
+	address    string // of the ServiceEntry's endpoint
+	weeAddress string // of the WorkloadEntry
+	weight     uint32 // of the VirtualService's route
+	podLabel   string
+}
+
+func (m changeMesh) snapshot() *Snapshot {
+	return Build(&config.Set{
+		ServiceEntries: []*networkingv1.ServiceEntry{{
+			ObjectMeta: metav1.ObjectMeta{Name: "reviews", Namespace: "default"},
+			Spec: networking.ServiceEntry{
+				Hosts:      []string{"reviews.default.svc.cluster.local"},
+				Ports:      []*networking.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP"}},
+				Resolution: m.resolution,
+				Endpoints:  []*networking.WorkloadEntry{{Address: m.address, Labels: map[string]string{"version": "v1"}}},
+			},
+		}},
+		WorkloadEntries: []*networkingv1.WorkloadEntry{{
+			ObjectMeta: metav1.ObjectMeta{Name: "vm-1", Namespace: "default"},
+			Spec:       networking.WorkloadEntry{Address: m.weeAddress, Labels: map[string]string{"app": "vm"}, ServiceAccount: "vm"},
+		}},
+		VirtualServices: []*networkingv1.VirtualService{{
+			ObjectMeta: metav1.ObjectMeta{Name: "reviews", Namespace: "default"},
+			Spec: networking.VirtualService{
+				Hosts: []string{"reviews"},
+				Http: []*networking.HTTPRoute{{Route: []*networking.HTTPRouteDestination{
+					{Destination: &networking.Destination{Host: "reviews"}, Weight: int32(m.weight)},
+					{Destination: &networking.Destination{Host: "reviews", Subset: "v2"}, Weight: int32(100 - m.weight)},
+				}}},
+			},
+		}},
+		Pods: []*corev1.Pod{{
+			ObjectMeta: metav1.ObjectMeta{Name: "client", Namespace: "default", Labels: map[string]string{"app": m.podLabel}},
+			Status:     corev1.PodStatus{PodIP: "10.1.0.1"},
+		}},
+	})
+}
+
+func TestEndpointsOnly(t *testing.T) {
+	base := changeMesh{resolution: networking.ServiceEntry_STATIC, address: "10.0.0.1", weeAddress: "10.0.1.1", weight: 90, podLabel: "client"}
+	for _, c := range []struct {
+		name string
+		edit func(*changeMesh)
+		want bool
+	}{
+		{"nothing", func(*changeMesh) {}, true},
+		{"an EDS endpoint's address", func(m *changeMesh) { m.address = "10.0.0.2" }, true},
+		{"a WorkloadEntry's address", func(m *changeMesh) { m.weeAddress = "10.0.1.2" }, true},
+		{"a VirtualService's weights", func(m *changeMesh) { m.weight = 80 }, false},
+		{"a Pod's labels", func(m *changeMesh) { m.podLabel = "other" }, false},
+		{"a DNS endpoint's address", func(m *changeMesh) { m.resolution = networking.ServiceEntry_DNS }, false},
+	} {
+		next := base
+		c.edit(&next)
+		prev := base
+		if c.name == "a DNS endpoint's address" {
+			prev.resolution = networking.ServiceEntry_DNS
+			next.address = "10.0.0.2"
+		}
+		if got := EndpointsOnly(prev.snapshot(), next.snapshot()); got != c.want {
+			t.Errorf("%s changed: EndpointsOnly = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if EndpointsOnly(nil, base.snapshot()) {
+		t.Error("the first snapshot counts as endpoints-only")
+	}
+}

@@ -1,0 +1,58 @@
+package translate
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// ConfigKey names the configuration class of a proxy in snap: proxies with equal keys get
+// identical listeners, routes, clusters and gateway secrets from ForProxy and Secrets, so pilot
+// translates, diffs and marshals once per key, however many proxies share it. It is made of
+// exactly the inputs translation reads from a proxy, resolved against the snapshot:
+//
+//   - type, namespace and interception mode;
+//   - the labels that select Gateways, Sidecars and policies: the Pod's in Kubernetes
+//     (Snapshot.ResolveProxy), else the node's;
+//   - for a captured sidecar, the application ports its workload serves (virtualInbound's
+//     chains and inbound clusters), found from the endpoints the workload backs;
+//   - without capture, the proxy's IP, which Sidecar ingress listeners bind.
+//
+// The pod name is not part of it, so the replicas of a Deployment share one class. A key
+// changes when any of these inputs does (a Pod relabelled, a Service selecting the workload
+// on a new port), and the proxy then belongs to another class. Any new input translation
+// reads from a proxy must be added here, or proxies that differ in it would share config.
+func ConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
+	proxy = snap.ResolveProxy(proxy)
+	var b strings.Builder
+	b.WriteString(string(proxy.Type))
+	b.WriteByte('/')
+	b.WriteString(proxy.Namespace)
+	b.WriteByte('/')
+	b.WriteString(string(proxy.InterceptionMode))
+	if proxy.InterceptionMode == model.InterceptionNone {
+		b.WriteString("/ip=")
+		b.WriteString(proxy.IP.String())
+	}
+	if capturedSidecar(proxy) {
+		b.WriteString("/ports=")
+		for i, p := range workloadInboundPorts(snap, proxy) {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(strconv.FormatUint(uint64(p.number), 10))
+			if p.http {
+				b.WriteString("h")
+			}
+		}
+	}
+	for _, k := range sortedKeys(proxy.Labels) {
+		// Quoted, so that no label value can imitate another label or field.
+		b.WriteString("/")
+		b.WriteString(strconv.Quote(k))
+		b.WriteByte('=')
+		b.WriteString(strconv.Quote(proxy.Labels[k]))
+	}
+	return b.String()
+}

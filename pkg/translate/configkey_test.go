@@ -1,0 +1,172 @@
+package translate_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+	"github.com/skiffmesh/skiff/pkg/translate"
+)
+
+// replicaMesh is a Service with three ready Pods: two replicas of reviews v1 and one v2, plus a
+// VirtualService, an AuthorizationPolicy and a Sidecar that select by labels.
+const replicaMesh = `apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec:
+  clusterIP: 10.96.0.20
+  clusterIPs: [10.96.0.20]
+  ports:
+  - {name: http, port: 9080, targetPort: 8080}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: reviews-x1
+  namespace: shop
+  labels: {kubernetes.io/service-name: reviews}
+addressType: IPv4
+endpoints:
+- addresses: [10.244.0.5]
+  conditions: {ready: true}
+  targetRef: {kind: Pod, name: reviews-v1-a, namespace: shop}
+- addresses: [10.244.0.6]
+  conditions: {ready: true}
+  targetRef: {kind: Pod, name: reviews-v1-b, namespace: shop}
+- addresses: [10.244.0.7]
+  conditions: {ready: true}
+  targetRef: {kind: Pod, name: reviews-v2-a, namespace: shop}
+ports:
+- {name: http, port: 8080}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v1-a, namespace: shop, labels: {app: reviews, version: v1}}
+spec: {containers: [{name: app, image: reviews}]}
+status: {podIP: 10.244.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v1-b, namespace: shop, labels: {app: reviews, version: v1}}
+spec: {containers: [{name: app, image: reviews}]}
+status: {podIP: 10.244.0.6}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v2-a, namespace: shop, labels: {app: reviews, version: v2}}
+spec: {containers: [{name: app, image: reviews}]}
+status: {podIP: 10.244.0.7}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: v2-only-get, namespace: shop}
+spec:
+  selector: {matchLabels: {version: v2}}
+  rules:
+  - to: [{operation: {methods: [GET]}}]
+`
+
+func loadYAML(t *testing.T, yaml string) *model.Snapshot {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "mesh.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return loadCase(t, path)
+}
+
+func podProxy(t *testing.T, pod, ip string) *model.Proxy {
+	t.Helper()
+	p, err := model.ParseNodeID("sidecar~" + ip + "~" + pod + ".shop~shop.svc.cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Replicas of one Deployment share a configuration class and get identical configuration; a Pod
+// with other labels, or one relabelled, belongs to another.
+func TestConfigKeySharesReplicas(t *testing.T) {
+	snap := loadYAML(t, replicaMesh)
+	a, b := podProxy(t, "reviews-v1-a", "10.244.0.5"), podProxy(t, "reviews-v1-b", "10.244.0.6")
+	v2 := podProxy(t, "reviews-v2-a", "10.244.0.7")
+
+	keyA, keyB, keyV2 := translate.ConfigKey(snap, a), translate.ConfigKey(snap, b), translate.ConfigKey(snap, v2)
+	if keyA != keyB {
+		t.Errorf("replicas have keys %q and %q, want one", keyA, keyB)
+	}
+	if keyA == keyV2 {
+		t.Errorf("v1 and v2 share key %q", keyA)
+	}
+	if !strings.Contains(keyA, "/ports=8080h") {
+		t.Errorf("key %q lacks the workload's inbound port", keyA)
+	}
+	sameConfig(t, snap, a, b)
+
+	// The AuthorizationPolicy selects v2 only, so v2's listeners differ: sharing v1's would be wrong.
+	if equalConfig(snap, a, v2) {
+		t.Errorf("v1 and v2 translate alike; the test mesh does not tell them apart")
+	}
+
+	// Relabel reviews-v1-b as v2: it moves to v2's class, and gets v2's configuration.
+	relabelled := loadYAML(t, strings.Replace(replicaMesh,
+		"metadata: {name: reviews-v1-b, namespace: shop, labels: {app: reviews, version: v1}}",
+		"metadata: {name: reviews-v1-b, namespace: shop, labels: {app: reviews, version: v2}}", 1))
+	if got := translate.ConfigKey(relabelled, b); got != translate.ConfigKey(relabelled, v2) {
+		t.Errorf("relabelled Pod has key %q, want v2's %q", got, translate.ConfigKey(relabelled, v2))
+	}
+	sameConfig(t, relabelled, b, v2)
+}
+
+// Without capture the proxy's IP is bound by Sidecar ingress listeners, so it is part of the key;
+// a gateway's key has no inbound ports.
+func TestConfigKeyInputs(t *testing.T) {
+	snap := loadYAML(t, replicaMesh)
+	a, b := podProxy(t, "reviews-v1-a", "10.244.0.5"), podProxy(t, "reviews-v1-b", "10.244.0.6")
+	a.InterceptionMode, b.InterceptionMode = model.InterceptionNone, model.InterceptionNone
+	if translate.ConfigKey(snap, a) == translate.ConfigKey(snap, b) {
+		t.Errorf("proxies without capture on different IPs share key %q", translate.ConfigKey(snap, a))
+	}
+	gw, err := model.ParseNodeID("router~10.244.0.9~ingress-1.shop~shop.svc.cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key := translate.ConfigKey(snap, gw); strings.Contains(key, "ports=") || !strings.HasPrefix(key, "router/shop/") {
+		t.Errorf("gateway key %q", key)
+	}
+	// A label value cannot pass for another label.
+	x, y := podProxy(t, "x", "10.0.0.1"), podProxy(t, "y", "10.0.0.1")
+	x.Labels = map[string]string{"a": `1"/"b"="2`}
+	y.Labels = map[string]string{"a": "1", "b": "2"}
+	if translate.ConfigKey(snap, x) == translate.ConfigKey(snap, y) {
+		t.Errorf("different labels share key %q", translate.ConfigKey(snap, x))
+	}
+}
+
+func sameConfig(t *testing.T, snap *model.Snapshot, p, q *model.Proxy) {
+	t.Helper()
+	if !equalConfig(snap, p, q) {
+		t.Errorf("%s and %s share a key but translate differently", p.NodeID, q.NodeID)
+	}
+}
+
+func equalConfig(snap *model.Snapshot, p, q *model.Proxy) bool {
+	rp, rq := translate.ForProxy(snap, p), translate.ForProxy(snap, q)
+	eq := func(a, b []proto.Message) bool {
+		if len(a) != len(b) {
+			return false
+		}
+		for i := range a {
+			if !proto.Equal(a[i], b[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	return eq(messages(rp.Listeners), messages(rq.Listeners)) && eq(messages(rp.Routes), messages(rq.Routes)) &&
+		eq(messages(rp.Clusters), messages(rq.Clusters))
+}

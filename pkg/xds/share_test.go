@@ -1,0 +1,181 @@
+package xds
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	networking "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiffmesh/skiff/pkg/config"
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// podMesh is the reviews service, with one endpoint at endpoint, and a Sidecar that lets
+// version=v2 proxies see only themselves; the Pods reviews-0..n-1 carry the labels of
+// labelsOf(i).
+func podMesh(n int, endpoint string, labelsOf func(i int) map[string]string) *model.Snapshot {
+	set := &config.Set{
+		ServiceEntries: []*networkingv1.ServiceEntry{{
+			ObjectMeta: metav1.ObjectMeta{Name: "reviews", Namespace: "default"},
+			Spec: networking.ServiceEntry{
+				Hosts:      []string{"reviews.default.svc.cluster.local"},
+				Ports:      []*networking.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP"}},
+				Resolution: networking.ServiceEntry_STATIC,
+				Endpoints:  []*networking.WorkloadEntry{{Address: endpoint}},
+			},
+		}},
+		Sidecars: []*networkingv1.Sidecar{{
+			ObjectMeta: metav1.ObjectMeta{Name: "v2-sees-nothing", Namespace: "default"},
+			Spec: networking.Sidecar{
+				WorkloadSelector: &networking.WorkloadSelector{Labels: map[string]string{"version": "v2"}},
+				Egress:           []*networking.IstioEgressListener{{Hosts: []string{"./nothing.default.svc.cluster.local"}}},
+			},
+		}},
+	}
+	for i := range n {
+		set.Pods = append(set.Pods, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("reviews-%d", i), Namespace: "default", Labels: labelsOf(i)},
+			Status:     corev1.PodStatus{PodIP: fmt.Sprintf("10.1.0.%d", i+1)},
+		})
+	}
+	return model.Build(set)
+}
+
+func podNode(i int) string {
+	return fmt.Sprintf("sidecar~10.1.0.%d~reviews-%d.default~default.svc.cluster.local", i+1, i)
+}
+
+func v1Labels(int) map[string]string { return map[string]string{"app": "reviews", "version": "v1"} }
+
+// recvClusterNames reads one CDS response.
+func recvClusterNames(t *testing.T, stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient) map[string]bool {
+	t.Helper()
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, a := range resp.Resources {
+		var c clusterv3.Cluster
+		if err := a.UnmarshalTo(&c); err != nil {
+			t.Fatal(err)
+		}
+		names[c.Name] = true
+	}
+	return names
+}
+
+// Replicas of one workload (Pods with the same labels) are one configuration: translated once
+// however many connect, each still its own class for status and identity.
+func TestReplicasShareOneTranslation(t *testing.T) {
+	s, conn := serve(t, Options{IgnoreNodeLabels: true})
+	const n = 5
+	s.Push(podMesh(n, "10.0.0.1", v1Labels), time.Now())
+	for i := range n {
+		stream := openADS(t, conn)
+		if err := stream.Send(cdsRequest(podNode(i))); err != nil {
+			t.Fatal(err)
+		}
+		if names := recvClusterNames(t, stream); !names["outbound|80||reviews.default.svc.cluster.local"] {
+			t.Errorf("proxy %d: clusters %v lack reviews", i, names)
+		}
+	}
+	if got := len(s.cache.Classes()); got != n {
+		t.Errorf("%d proxy classes, want %d (one per workload)", got, n)
+	}
+	if got := s.cache.ConfigCount(); got != 1 {
+		t.Errorf("%d configurations for %d replicas, want 1", got, n)
+	}
+	if got := counterValue(t, s.metrics.translations); got != 1 {
+		t.Errorf("%v translations for %d replicas, want 1", got, n)
+	}
+	// A change translates the one configuration again, not each replica.
+	s.Push(podMesh(n, "10.0.0.1", func(int) map[string]string {
+		return map[string]string{"app": "reviews", "version": "v1", "team": "books"}
+	}), time.Now())
+	waitFor(t, "the second translation", func() bool { return counterValue(t, s.metrics.translations) == 2 })
+	// Moving the endpoint translates nothing: only its ClusterLoadAssignment changes.
+	pushes := counterValue(t, s.metrics.pushes.WithLabelValues("eds"))
+	eds := openADS(t, conn)
+	req := &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: podNode(0)}, TypeUrl: resourcev3.EndpointType,
+		ResourceNames: []string{"outbound|80||reviews.default.svc.cluster.local"}}
+	if err := eds.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	first, err := eds.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.VersionInfo, req.ResponseNonce = first.VersionInfo, first.Nonce // the ACK, after which updates flow
+	if err := eds.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	s.Push(podMesh(n, "10.0.0.2", func(int) map[string]string {
+		return map[string]string{"app": "reviews", "version": "v1", "team": "books"}
+	}), time.Now())
+	resp, err := eds.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cla endpointv3.ClusterLoadAssignment
+	if err := resp.Resources[0].UnmarshalTo(&cla); err != nil {
+		t.Fatal(err)
+	}
+	if got := cla.Endpoints[0].LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress().GetAddress(); got != "10.0.0.2" {
+		t.Errorf("endpoint %s after the move, want 10.0.0.2", got)
+	}
+	if got := counterValue(t, s.metrics.translations); got != 2 {
+		t.Errorf("%v translations after an endpoint moved, want still 2", got)
+	}
+	if got := counterValue(t, s.metrics.pushes.WithLabelValues("eds")) - pushes; got < 2 {
+		t.Errorf("%v EDS responses, want the subscription's answer and the move", got)
+	}
+}
+
+// A relabelled Pod moves its proxy to the configuration of its new labels: its stream is ended
+// with Unavailable, and the stream it opens next gets the new configuration.
+func TestRelabelledPodMovesToItsNewConfiguration(t *testing.T) {
+	s, conn := serve(t, Options{IgnoreNodeLabels: true})
+	s.Push(podMesh(2, "10.0.0.1", v1Labels), time.Now())
+	stream := openADS(t, conn)
+	if err := stream.Send(cdsRequest(podNode(1))); err != nil {
+		t.Fatal(err)
+	}
+	if names := recvClusterNames(t, stream); !names["outbound|80||reviews.default.svc.cluster.local"] {
+		t.Fatalf("as v1: clusters %v lack reviews", names)
+	}
+	before := s.cache.KeyOf(s.Statuses()[0].Class)
+
+	// reviews-1 becomes v2, whose Sidecar hides reviews.
+	s.Push(podMesh(2, "10.0.0.1", func(i int) map[string]string {
+		if i == 1 {
+			return map[string]string{"app": "reviews", "version": "v2"}
+		}
+		return v1Labels(i)
+	}), time.Now())
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("after the relabel the stream got %v, want it ended with Unavailable", err)
+	}
+	again := openADS(t, conn)
+	if err := again.Send(cdsRequest(podNode(1))); err != nil {
+		t.Fatal(err)
+	}
+	if names := recvClusterNames(t, again); names["outbound|80||reviews.default.svc.cluster.local"] {
+		t.Errorf("as v2: clusters %v still hold reviews", names)
+	}
+	waitFor(t, "the reconnected proxy's status", func() bool { return len(s.Statuses()) == 1 })
+	if after := s.Statuses()[0].Config; after == before || after == "" {
+		t.Errorf("configuration key %q after the relabel, was %q", after, before)
+	}
+}
