@@ -30,8 +30,10 @@ type Snapshot struct {
 	// endpointsBySource are the endpoints each workload (Endpoint.Source) backs, so a proxy's
 	// inbound ports are found without walking every service.
 	endpointsBySource map[string][]ServiceEndpoint
-	workloads         map[string]*networkingv1.WorkloadEntry
-	pods              map[string]*corev1.Pod
+	// selectorKeys are the label keys some object selects proxies by (selectors.go).
+	selectorKeys map[string]bool
+	workloads    map[string]*networkingv1.WorkloadEntry
+	pods         map[string]*corev1.Pod
 	// Routing objects by the hosts they name, resolved once here rather than on every lookup:
 	// exact hosts in a map, wildcard hosts in a list, each in configuration order.
 	virtualServices  hostIndex[*networkingv1.VirtualService]
@@ -83,6 +85,7 @@ func Build(set *config.Set) *Snapshot {
 		servicesByHost:   map[string][]*Service{},
 		workloads:        map[string]*networkingv1.WorkloadEntry{},
 		pods:             make(map[string]*corev1.Pod, len(set.Pods)),
+		selectorKeys:     selectorLabelKeys(set),
 	}
 	for _, pod := range set.Pods {
 		s.pods[pod.Namespace+"/"+pod.Name] = pod

@@ -14,12 +14,14 @@ import (
 //
 //   - type, namespace and interception mode;
 //   - the labels that select Gateways, Sidecars and policies: the Pod's in Kubernetes
-//     (Snapshot.ResolveProxy), else the node's;
+//     (Snapshot.ResolveProxy), else the node's, and of those only the keys some selector in
+//     the snapshot names (Snapshot.SelectsByLabel): other labels cannot change the output;
 //   - for a captured sidecar, the application ports its workload serves (virtualInbound's
 //     chains and inbound clusters), found from the endpoints the workload backs;
 //   - without capture, the proxy's IP, which Sidecar ingress listeners bind.
 //
-// The pod name is not part of it, so the replicas of a Deployment share one class. A key
+// The pod name is not part of it, so the replicas of a Deployment share one class, and so do
+// Deployments of one namespace that no selector tells apart. A key
 // changes when any of these inputs does (a Pod relabelled, a Service selecting the workload
 // on a new port), and the proxy then belongs to another class. Any new input translation
 // reads from a proxy must be added here, or proxies that differ in it would share config.
@@ -48,6 +50,9 @@ func ConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
 		}
 	}
 	for _, k := range sortedKeys(proxy.Labels) {
+		if !snap.SelectsByLabel(k) {
+			continue
+		}
 		// Quoted, so that no label value can imitate another label or field.
 		b.WriteString("/")
 		b.WriteString(strconv.Quote(k))

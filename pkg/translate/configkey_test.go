@@ -138,12 +138,48 @@ func TestConfigKeyInputs(t *testing.T) {
 	if key := translate.ConfigKey(snap, gw); strings.Contains(key, "ports=") || !strings.HasPrefix(key, "router/shop/") {
 		t.Errorf("gateway key %q", key)
 	}
-	// A label value cannot pass for another label.
-	x, y := podProxy(t, "x", "10.0.0.1"), podProxy(t, "y", "10.0.0.1")
+}
+
+// Only label keys that some selector names are part of the key: Deployments that no selector
+// tells apart share one configuration, and a label value cannot pass for another label.
+func TestConfigKeyLabels(t *testing.T) {
+	snap := loadYAML(t, replicaMesh) // selects by version only
+	x, y := podProxy(t, "x", "10.0.0.1"), podProxy(t, "y", "10.0.0.2")
+	x.Labels = map[string]string{"app": "ratings", "version": "v1"}
+	y.Labels = map[string]string{"app": "details", "version": "v1"}
+	if kx, ky := translate.ConfigKey(snap, x), translate.ConfigKey(snap, y); kx != ky || strings.Contains(kx, "app") {
+		t.Errorf("keys %q and %q: want one, without the label no selector names", kx, ky)
+	}
+	sameConfig(t, snap, x, y)
+
+	bySidecar := loadYAML(t, replicaMesh+`---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ratings, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  egress: [{hosts: [./nothing.shop.svc.cluster.local]}]
+`)
+	if translate.ConfigKey(bySidecar, x) == translate.ConfigKey(bySidecar, y) {
+		t.Errorf("a Sidecar selects by app, yet ratings and details share key %q", translate.ConfigKey(bySidecar, x))
+	}
+	if equalConfig(bySidecar, x, y) {
+		t.Errorf("the Sidecar changes nothing for ratings; the test does not tell them apart")
+	}
+
+	quoted := loadYAML(t, replicaMesh+`---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ab, namespace: shop}
+spec:
+  selector: {matchLabels: {a: "1", b: "2"}}
+  action: DENY
+  rules: [{to: [{operation: {methods: [POST]}}]}]
+`)
 	x.Labels = map[string]string{"a": `1"/"b"="2`}
 	y.Labels = map[string]string{"a": "1", "b": "2"}
-	if translate.ConfigKey(snap, x) == translate.ConfigKey(snap, y) {
-		t.Errorf("different labels share key %q", translate.ConfigKey(snap, x))
+	if translate.ConfigKey(quoted, x) == translate.ConfigKey(quoted, y) {
+		t.Errorf("different labels share key %q", translate.ConfigKey(quoted, x))
 	}
 }
 
