@@ -151,6 +151,7 @@ Flags given explicitly override a scenario's proxies, services and workloads.`,
 	f.Float64Var(&cfg.DeltaFraction, "delta-fraction", 0, "fraction of proxies using delta xDS (the rest state of the world)")
 	delta := f.Bool("delta", false, "every proxy uses delta xDS (--delta-fraction 1)")
 	f.Float64Var(&cfg.NackFraction, "nack-fraction", 0, "fraction of proxies that NACK their first RDS response")
+	f.BoolVar(&cfg.Policies, "policies", false, "an AuthorizationPolicy per workload, selecting it by app label, so that every workload's configuration differs (without it, workloads that no selector tells apart share one)")
 	f.IntVar(&cfg.Changes, "changes", 5, "VirtualService changes, and then endpoint changes, measured one after the other")
 	f.StringVar(&cfg.PilotBinary, "pilot", "bin/pilot", "pilot binary to start (go build -o bin/ ./cmd/pilot)")
 	f.StringVar(&cfg.PilotLog, "pilot-log", "", "file for the started pilot's output (default: shown only if it fails to start)")

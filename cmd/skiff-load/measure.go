@@ -19,6 +19,8 @@ type Config struct {
 	Workloads     int
 	DeltaFraction float64
 	NackFraction  float64
+	// Policies adds an AuthorizationPolicy per workload (WritePolicies).
+	Policies bool
 	// Changes is how many VirtualService changes, and then how many endpoint changes, are
 	// measured, each on its own service.
 	Changes int
@@ -62,7 +64,12 @@ func Run(parent context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	slog.Info("generated mesh", "dir", dir, "services", cfg.Services)
+	if cfg.Policies {
+		if err := WritePolicies(dir, cfg.Workloads); err != nil {
+			return nil, err
+		}
+	}
+	slog.Info("generated mesh", "dir", dir, "services", cfg.Services, "policies", cfg.Policies)
 
 	var pilot *Pilot
 	if cfg.PilotAddress != "" {

@@ -182,3 +182,25 @@ func subsetCluster(i int, subset string) string {
 
 // virtualHostName is the name pilot gives service i's virtual host in route configuration "8080".
 func virtualHostName(i int) string { return fmt.Sprintf("%s:%d", serviceHost(i), servicePort) }
+
+// WritePolicies writes, for each of workloads, an AuthorizationPolicy in the workload's
+// namespace that selects it by its app label (as proxyNode labels it) and allows GETs. Pilot
+// translates workloads that no selector tells apart once between them; these policies make
+// every workload's listeners differ, the shape of a mesh where each workload has a policy.
+func WritePolicies(dir string, workloads int) error {
+	for w := range workloads {
+		ns := namespace(w % namespaces)
+		doc := fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: wl-%d, namespace: %s}
+spec:
+  selector: {matchLabels: {app: wl-%d}}
+  rules: [{to: [{operation: {methods: [GET]}}]}]
+`, w, ns, w)
+		path := filepath.Join(dir, ns, fmt.Sprintf("policy-wl-%d.yaml", w))
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+			return fmt.Errorf("writing the policy of workload %d: %w", w, err)
+		}
+	}
+	return nil
+}

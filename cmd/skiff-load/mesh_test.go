@@ -37,6 +37,12 @@ func TestGeneratedMeshLoadsInPilot(t *testing.T) {
 		return set
 	}
 	load("generated")
+	if err := WritePolicies(dir, 12); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(load("with policies").AuthorizationPolicies); got != 12 {
+		t.Errorf("%d AuthorizationPolicies, want one per workload (12)", got)
+	}
 
 	if err := m.SetWeights(3, 80, 20); err != nil {
 		t.Fatal(err)
