@@ -176,6 +176,6 @@ func TestRelabelledPodMovesToItsNewConfiguration(t *testing.T) {
 	}
 	waitFor(t, "the reconnected proxy's status", func() bool { return len(s.Statuses()) == 1 })
 	if after := s.Statuses()[0].Config; after == before || after == "" {
-		t.Errorf("configuration key %q after the relabel, was %q", after, before)
+		t.Errorf("configuration key %q after the relabel, was %q; statuses %+v; classes %v", after, before, s.Statuses(), s.cache.Classes())
 	}
 }

@@ -64,7 +64,8 @@ type tracker struct {
 	log     *slog.Logger
 	// ignoreNodeLabels: see Options.IgnoreNodeLabels.
 	ignoreNodeLabels bool
-	// onClassEmpty is called when the last proxy of a class disconnects.
+	// onClassEmpty is called when the last proxy of a class disconnects, with mu held; it must
+	// not call back into the tracker.
 	onClassEmpty func(class string)
 	// lastChange is when the configuration change being pushed reached pilot.
 	lastChange func() time.Time
@@ -182,20 +183,19 @@ func (t *tracker) closed(id int64) {
 	if ok && st.pendingSecret != nil {
 		delete(t.secretRequests, st.pendingSecret)
 	}
-	empty := ""
 	if ok && st.Class != "" {
 		t.metrics.connected.Dec()
 		t.members[st.Class]--
 		if t.members[st.Class] <= 0 {
 			delete(t.members, st.Class)
-			empty = st.Class
+			// Under the lock: a stream of the class that joins now (a proxy reconnecting while
+			// its old stream winds down) is counted only after the class is forgotten, so its
+			// watches find the class anew instead of one about to be dropped under them.
+			t.onClassEmpty(st.Class)
 		}
 		t.log.Info("proxy disconnected", "proxy", st.NodeID)
 	}
 	t.mu.Unlock()
-	if empty != "" {
-		t.onClassEmpty(empty)
-	}
 	if t.onStreamClosed != nil {
 		t.onStreamClosed(id)
 	}
