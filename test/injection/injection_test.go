@@ -131,8 +131,10 @@ func setFailurePolicy(t *testing.T, policy admissionregv1.FailurePolicyType) {
 	}
 }
 
+// ctx is the context of one call to the API server: it ends with the test, and after
+// framework.Patience, so that a hung call fails instead of eating the package's timeout.
 func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	c, cancel := context.WithTimeout(t.Context(), framework.Patience)
 	t.Cleanup(cancel)
 	return c
 }
@@ -260,10 +262,15 @@ func TestInjectionByTheAPIServer(t *testing.T) {
 		t.Errorf("with failurePolicy Fail and the injector down: err %v, want the webhook's failure", err)
 	}
 	setFailurePolicy(t, admissionregv1.Ignore)
-	p, err = pods.Pods("meshed").Create(ctx(t), newPod("while-down", nil), metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("with failurePolicy Ignore and the injector down: %v", err)
-	}
+	// The API server applies a changed webhook configuration a moment later (its informer),
+	// so the Pod is refused, as under Fail, until it has.
+	framework.Eventually(t, func() error {
+		p, err = pods.Pods("meshed").Create(ctx(t), newPod("while-down", nil), metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("with failurePolicy Ignore and the injector down: %w", err)
+		}
+		return nil
+	})
 	if slices.Contains(containerNames(p.Spec.Containers), inject.ProxyContainerName) {
 		t.Errorf("a Pod admitted while the injector was down has a sidecar")
 	}
