@@ -37,23 +37,22 @@ const rbacTCPStatPrefix = "tcp."
 // them first.
 func AuthorizationFilters(snap *model.Snapshot, proxy *model.Proxy) (http []*hcmv3.HttpFilter, network []*listenerv3.Filter) {
 	byAction := authorizationPoliciesFor(snap, proxy)
+	var packer rbacPacker // packs as MustAny does, see authz_pack.go
 	for _, action := range []rbacv3.RBAC_Action{rbacv3.RBAC_LOG, rbacv3.RBAC_DENY, rbacv3.RBAC_ALLOW} {
 		policies := byAction[action]
 		if len(policies) == 0 {
 			continue
 		}
+		httpRules, tcpRules := rbacRules(policies, action)
 		http = append(http, &hcmv3.HttpFilter{
-			Name: wellknown.HTTPRoleBasedAccessControl,
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: MustAny(&rbachttpv3.RBAC{
-				Rules: rbacRules(policies, action, false),
-			})},
+			Name:       wellknown.HTTPRoleBasedAccessControl,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: packer.pack(&rbachttpv3.RBAC{}, httpRules)},
 		})
 		network = append(network, &listenerv3.Filter{
 			Name: wellknown.RoleBasedAccessControl,
-			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: MustAny(&rbacnetworkv3.RBAC{
-				Rules:      rbacRules(policies, action, true),
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: packer.pack(&rbacnetworkv3.RBAC{
 				StatPrefix: rbacTCPStatPrefix,
-			})},
+			}, tcpRules)},
 		})
 	}
 	return http, network
@@ -108,33 +107,69 @@ func selects(selector, labels map[string]string) bool {
 	return true
 }
 
-// rbacRules compiles the policies of one action into one RBAC configuration, an Envoy policy
-// per rule, named as istiod names them so stats, logs and dumps lead back to the YAML. A rule
-// that cannot be enforced as written here (see authz_rules.go) is left out of an ALLOW
-// configuration, which then allows less; for DENY and AUDIT only the offending fields are.
-func rbacRules(policies []*securityv1.AuthorizationPolicy, action rbacv3.RBAC_Action, forTCP bool) *rbacv3.RBAC {
-	out := &rbacv3.RBAC{Action: action, Policies: map[string]*rbacv3.Policy{}}
+// rbacRules compiles the policies of one action into the RBAC configurations of the HTTP and
+// of the network filter, an Envoy policy per rule, named as istiod names them so stats, logs
+// and dumps lead back to the YAML. A rule that cannot be enforced as written here (see
+// authz_rules.go) is left out of an ALLOW configuration, which then allows less; for DENY and
+// AUDIT only the offending fields are. Both are compiled in one pass, which shares what does
+// not depend on the filter (see rulePolicies).
+//
+// Rules that say the same thing in the same namespace compile to the same policies, which are
+// then shared (and packed once, see rbacPacker): policies stamped from one template, as in
+// istiod's own benchmark, commonly repeat their rules. The key is the rule's deterministic
+// encoding, much cheaper than compiling and packing it again.
+func rbacRules(policies []*securityv1.AuthorizationPolicy, action rbacv3.RBAC_Action) (forHTTP, forTCP *rbacv3.RBAC) {
+	type compiled struct{ forHTTP, forTCP *rbacv3.Policy }
+	var seen map[string]compiled
+	var key []byte
+	size := 0
+	for _, ap := range policies {
+		size += max(1, len(ap.Spec.GetRules()))
+	}
+	forHTTP = &rbacv3.RBAC{Action: action, Policies: make(map[string]*rbacv3.Policy, size)}
+	forTCP = &rbacv3.RBAC{Action: action, Policies: make(map[string]*rbacv3.Policy, size)}
 	for _, ap := range policies {
 		rules := ap.Spec.GetRules()
 		if len(rules) == 0 {
 			// `rules` unset matches nothing (so an ALLOW policy without rules denies
 			// everything it applies to), unlike `rules: [{}]`, which matches everything.
-			out.Policies[rbacPolicyName(ap.Namespace, ap.Name, 0)] = matchNeverPolicy()
+			name := rbacPolicyName(ap.Namespace, ap.Name, 0)
+			forHTTP.Policies[name] = matchNeverPolicy()
+			forTCP.Policies[name] = forHTTP.Policies[name]
 			continue
 		}
-		c := ruleContext{action: action, forTCP: forTCP, policyNamespace: ap.Namespace}
+		c := ruleContext{action: action, policyNamespace: ap.Namespace}
 		for i, r := range rules {
 			if r == nil {
 				continue // validation rejects null rules
 			}
-			p, err := rulePolicy(c, r)
-			if err != nil {
+			var httpPolicy, tcpPolicy *rbacv3.Policy
+			var err error
+			key, err = deterministic.MarshalAppend(append(append(key[:0], ap.Namespace...), 0), r)
+			if p, ok := seen[string(key)]; ok && err == nil {
+				httpPolicy, tcpPolicy = p.forHTTP, p.forTCP
+			} else {
+				httpPolicy, tcpPolicy = rulePolicies(c, r)
+				if err == nil {
+					if seen == nil {
+						seen = map[string]compiled{}
+					}
+					seen[string(key)] = compiled{httpPolicy, tcpPolicy}
+				}
+			}
+			if httpPolicy == nil && tcpPolicy == nil {
 				continue
 			}
-			out.Policies[rbacPolicyName(ap.Namespace, ap.Name, i)] = p
+			name := rbacPolicyName(ap.Namespace, ap.Name, i)
+			if httpPolicy != nil {
+				forHTTP.Policies[name] = httpPolicy
+			}
+			if tcpPolicy != nil {
+				forTCP.Policies[name] = tcpPolicy
+			}
 		}
 	}
-	return out
+	return forHTTP, forTCP
 }
 
 // rbacPolicyName is istiod's `ns[NAMESPACE]-policy[NAME]-rule[INDEX]`.

@@ -46,7 +46,13 @@ func stringMatchIgnoreCase(v string, ignoreCase bool) *matcherv3.StringMatcher {
 	case strings.HasSuffix(v, "*"):
 		return &matcherv3.StringMatcher{IgnoreCase: ignoreCase, MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: v[:len(v)-1]}}
 	default:
-		return &matcherv3.StringMatcher{IgnoreCase: ignoreCase, MatchPattern: &matcherv3.StringMatcher_Exact{Exact: v}}
+		// The common case (a method, a host), allocated at once like the combinators below.
+		m := &struct {
+			m matcherv3.StringMatcher
+			w matcherv3.StringMatcher_Exact
+		}{w: matcherv3.StringMatcher_Exact{Exact: v}}
+		m.m.IgnoreCase, m.m.MatchPattern = ignoreCase, &m.w
+		return &m.m
 	}
 }
 
@@ -67,16 +73,24 @@ func stringMatchWithPrefix(v, prefix string) *matcherv3.StringMatcher {
 	}
 }
 
-// regexMatch is a full-string RE2 match (Envoy's default engine).
+// regexMatch is a full-string RE2 match (Envoy's default engine). Its messages are allocated
+// at once, like the combinators below: namespaces and service accounts are regexes.
 func regexMatch(re string) *matcherv3.StringMatcher {
-	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{
-		SafeRegex: &matcherv3.RegexMatcher{Regex: re},
-	}}
+	m := &struct {
+		m matcherv3.StringMatcher
+		w matcherv3.StringMatcher_SafeRegex
+		r matcherv3.RegexMatcher
+	}{r: matcherv3.RegexMatcher{Regex: re}}
+	m.w.SafeRegex, m.m.MatchPattern = &m.r, &m.w
+	return &m.m
 }
 
 // globRegex turns a value whose only wildcard is `*` (any run of characters) into a regex,
 // quoting everything else.
 func globRegex(v string) string {
+	if !strings.Contains(v, "*") {
+		return regexp.QuoteMeta(v) // v itself when it has nothing to quote, as names rarely do
+	}
 	parts := strings.Split(v, "*")
 	for i, p := range parts {
 		parts[i] = regexp.QuoteMeta(p)
@@ -89,9 +103,12 @@ func headerMatch(name, v string, ignoreCase bool) *routev3.HeaderMatcher {
 	if v == "*" {
 		return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}}
 	}
-	return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
-		StringMatch: stringMatchIgnoreCase(v, ignoreCase),
-	}}
+	h := &struct {
+		m routev3.HeaderMatcher
+		w routev3.HeaderMatcher_StringMatch
+	}{w: routev3.HeaderMatcher_StringMatch{StringMatch: stringMatchIgnoreCase(v, ignoreCase)}}
+	h.m.Name, h.m.HeaderMatchSpecifier = name, &h.w
+	return &h.m
 }
 
 // pathPermission matches the request path without its query (url_path), after the
@@ -139,9 +156,13 @@ func parsePort(v string) (uint32, error) {
 // authenticatedPrincipal matches the identity of the peer certificate: its URI SAN (the
 // SPIFFE ID), else its subject. A plaintext connection has none, so it never matches.
 func authenticatedPrincipal(m *matcherv3.StringMatcher) *rbacv3.Principal {
-	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{
-		Authenticated: &rbacv3.Principal_Authenticated{PrincipalName: m},
-	}}
+	p := &struct {
+		m rbacv3.Principal
+		w rbacv3.Principal_Authenticated_
+		a rbacv3.Principal_Authenticated
+	}{a: rbacv3.Principal_Authenticated{PrincipalName: m}}
+	p.w.Authenticated, p.m.Identifier = &p.a, &p.w
+	return &p.m
 }
 
 // namespaceRegex matches SPIFFE IDs of a namespace (`*` allowed anywhere in the name).
@@ -212,36 +233,91 @@ func metadataPrincipal(m *matcherv3.MetadataMatcher) *rbacv3.Principal {
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Metadata{Metadata: m}}
 }
 
-// The RBAC combinators, for permissions and principals alike.
+// The RBAC combinators, for permissions and principals alike. Each allocates its message, the
+// oneof wrapper and the set in one go: a policy is mostly these, and a workload may have
+// hundreds of policies, compiled for two filters each push.
 
 func permissionAny() *rbacv3.Permission {
-	return &rbacv3.Permission{Rule: &rbacv3.Permission_Any{Any: true}}
+	p := &struct {
+		m rbacv3.Permission
+		w rbacv3.Permission_Any
+	}{w: rbacv3.Permission_Any{Any: true}}
+	p.m.Rule = &p.w
+	return &p.m
 }
 
 func permissionAnd(ps []*rbacv3.Permission) *rbacv3.Permission {
-	return &rbacv3.Permission{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: ps}}}
+	p := &struct {
+		m rbacv3.Permission
+		w rbacv3.Permission_AndRules
+		s rbacv3.Permission_Set
+	}{s: rbacv3.Permission_Set{Rules: ps}}
+	p.w.AndRules, p.m.Rule = &p.s, &p.w
+	return &p.m
 }
 
 func permissionOr(ps []*rbacv3.Permission) *rbacv3.Permission {
-	return &rbacv3.Permission{Rule: &rbacv3.Permission_OrRules{OrRules: &rbacv3.Permission_Set{Rules: ps}}}
+	p := &struct {
+		m rbacv3.Permission
+		w rbacv3.Permission_OrRules
+		s rbacv3.Permission_Set
+	}{s: rbacv3.Permission_Set{Rules: ps}}
+	p.w.OrRules, p.m.Rule = &p.s, &p.w
+	return &p.m
 }
 
-func permissionNot(p *rbacv3.Permission) *rbacv3.Permission {
-	return &rbacv3.Permission{Rule: &rbacv3.Permission_NotRule{NotRule: p}}
+func permissionNot(not *rbacv3.Permission) *rbacv3.Permission {
+	p := &struct {
+		m rbacv3.Permission
+		w rbacv3.Permission_NotRule
+	}{w: rbacv3.Permission_NotRule{NotRule: not}}
+	p.m.Rule = &p.w
+	return &p.m
+}
+
+func headerPermission(h *routev3.HeaderMatcher) *rbacv3.Permission {
+	p := &struct {
+		m rbacv3.Permission
+		w rbacv3.Permission_Header
+	}{w: rbacv3.Permission_Header{Header: h}}
+	p.m.Rule = &p.w
+	return &p.m
 }
 
 func principalAny() *rbacv3.Principal {
-	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Any{Any: true}}
+	p := &struct {
+		m rbacv3.Principal
+		w rbacv3.Principal_Any
+	}{w: rbacv3.Principal_Any{Any: true}}
+	p.m.Identifier = &p.w
+	return &p.m
 }
 
 func principalAnd(ps []*rbacv3.Principal) *rbacv3.Principal {
-	return &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: ps}}}
+	p := &struct {
+		m rbacv3.Principal
+		w rbacv3.Principal_AndIds
+		s rbacv3.Principal_Set
+	}{s: rbacv3.Principal_Set{Ids: ps}}
+	p.w.AndIds, p.m.Identifier = &p.s, &p.w
+	return &p.m
 }
 
 func principalOr(ps []*rbacv3.Principal) *rbacv3.Principal {
-	return &rbacv3.Principal{Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{Ids: ps}}}
+	p := &struct {
+		m rbacv3.Principal
+		w rbacv3.Principal_OrIds
+		s rbacv3.Principal_Set
+	}{s: rbacv3.Principal_Set{Ids: ps}}
+	p.w.OrIds, p.m.Identifier = &p.s, &p.w
+	return &p.m
 }
 
-func principalNot(p *rbacv3.Principal) *rbacv3.Principal {
-	return &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: p}}
+func principalNot(not *rbacv3.Principal) *rbacv3.Principal {
+	p := &struct {
+		m rbacv3.Principal
+		w rbacv3.Principal_NotId
+	}{w: rbacv3.Principal_NotId{NotId: not}}
+	p.m.Identifier = &p.w
+	return &p.m
 }

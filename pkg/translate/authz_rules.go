@@ -61,11 +61,12 @@ type ruleContext struct {
 	policyNamespace string // resolves service accounts without a namespace
 }
 
-// skip decides what a field that cannot be built does to its rule: it fails an ALLOW rule,
-// and is left out of a DENY or AUDIT rule (nil error).
-func (c ruleContext) skip(err error) error {
+// skip decides what a field (key) that cannot be built does to its rule: it fails an ALLOW
+// rule, and is left out of a DENY or AUDIT rule (nil error). The error is only wrapped when it
+// is returned: a DENY rule with HTTP fields skips them on every TCP filter.
+func (c ruleContext) skip(key string, err error) error {
 	if c.action == rbacv3.RBAC_ALLOW {
-		return err
+		return fmt.Errorf("%s: %w", key, err)
 	}
 	return nil
 }
@@ -96,12 +97,12 @@ func (t term[T]) build(c ruleContext, o ops[T]) ([]T, error) {
 // built and the context says to leave it out.
 func (t term[T]) match(c ruleContext, o ops[T], list []string) (m T, ok bool, err error) {
 	if t.httpOnly && c.forTCP {
-		return m, false, c.skip(fmt.Errorf("%s: %w", t.key, errHTTPOnly))
+		return m, false, c.skip(t.key, errHTTPOnly)
 	}
 	if t.all != nil {
 		m, err := t.all(list)
 		if err != nil {
-			return m, false, c.skip(fmt.Errorf("%s: %w", t.key, err))
+			return m, false, c.skip(t.key, err)
 		}
 		return m, true, nil
 	}
@@ -109,7 +110,7 @@ func (t term[T]) match(c ruleContext, o ops[T], list []string) (m T, ok bool, er
 	for _, v := range list {
 		one, err := t.one(v)
 		if err != nil {
-			if err := c.skip(fmt.Errorf("%s: %w", t.key, err)); err != nil {
+			if err := c.skip(t.key, err); err != nil {
 				return m, false, err
 			}
 			continue // a DENY or AUDIT rule just loses this value, as in istiod
@@ -139,42 +140,84 @@ func andTerms[T any](c ruleContext, o ops[T], terms []term[T]) (T, error) {
 	return o.and(and), nil
 }
 
-// rulePolicy builds the RBAC policy of one rule. An error means the rule must be left out.
-func rulePolicy(c ruleContext, r *security.Rule) (*rbacv3.Policy, error) {
+// rulePolicies builds the RBAC policy of one rule for the HTTP filter and for the network
+// filter (c.forTCP is ignored); nil where the rule must be left out. The terms are built once,
+// and the network filter's principals and permissions are the HTTP filter's, shared, unless
+// some of their terms need an HTTP request: generated protos are never modified, and this
+// halves the work for most rules.
+func rulePolicies(c ruleContext, r *security.Rule) (forHTTP, forTCP *rbacv3.Policy) {
 	basePermission, basePrincipal, err := conditionTerms(c, r.GetWhen())
 	if err != nil {
-		return nil, err
+		return nil, nil
 	}
-	policy := &rbacv3.Policy{}
+	// One principal per `from` (or one made of the conditions only), one permission per `to`.
+	principals := make([][]term[*rbacv3.Principal], 0, max(1, len(r.GetFrom())))
 	for _, from := range r.GetFrom() {
-		p, err := andTerms(c, principalOps, append(sourceTerms(c, from.GetSource()), basePrincipal...))
-		if err != nil {
-			return nil, err
-		}
-		policy.Principals = append(policy.Principals, p)
+		principals = append(principals, append(sourceTerms(c, from.GetSource()), basePrincipal...))
 	}
 	if len(r.GetFrom()) == 0 {
-		p, err := andTerms(c, principalOps, basePrincipal)
-		if err != nil {
-			return nil, err
-		}
-		policy.Principals = append(policy.Principals, p)
+		principals = append(principals, basePrincipal)
 	}
+	permissions := make([][]term[*rbacv3.Permission], 0, max(1, len(r.GetTo())))
 	for _, to := range r.GetTo() {
-		p, err := andTerms(c, permissionOps, append(operationTerms(to.GetOperation()), basePermission...))
-		if err != nil {
-			return nil, err
-		}
-		policy.Permissions = append(policy.Permissions, p)
+		permissions = append(permissions, append(operationTerms(to.GetOperation()), basePermission...))
 	}
 	if len(r.GetTo()) == 0 {
-		p, err := andTerms(c, permissionOps, basePermission)
+		permissions = append(permissions, basePermission)
+	}
+
+	httpContext, tcpContext := c, c
+	httpContext.forTCP, tcpContext.forTCP = false, true
+	httpPrincipals, httpPrincipalsErr := andEach(httpContext, principalOps, principals)
+	tcpPrincipals, tcpPrincipalsErr := httpPrincipals, httpPrincipalsErr
+	principalsShared := !anyHTTPOnly(principals)
+	if !principalsShared {
+		tcpPrincipals, tcpPrincipalsErr = andEach(tcpContext, principalOps, principals)
+	}
+	httpPermissions, httpPermissionsErr := andEach(httpContext, permissionOps, permissions)
+	tcpPermissions, tcpPermissionsErr := httpPermissions, httpPermissionsErr
+	permissionsShared := !anyHTTPOnly(permissions)
+	if !permissionsShared {
+		tcpPermissions, tcpPermissionsErr = andEach(tcpContext, permissionOps, permissions)
+	}
+
+	if httpPrincipalsErr == nil && httpPermissionsErr == nil {
+		forHTTP = &rbacv3.Policy{Permissions: httpPermissions, Principals: httpPrincipals}
+	}
+	switch {
+	case tcpPrincipalsErr != nil || tcpPermissionsErr != nil:
+	case principalsShared && permissionsShared:
+		forTCP = forHTTP
+	default:
+		forTCP = &rbacv3.Policy{Permissions: tcpPermissions, Principals: tcpPrincipals}
+	}
+	return forHTTP, forTCP
+}
+
+// andEach builds one principal or permission per list of terms (andTerms).
+func andEach[T any](c ruleContext, o ops[T], lists [][]term[T]) ([]T, error) {
+	out := make([]T, 0, len(lists))
+	for _, terms := range lists {
+		m, err := andTerms(c, o, terms)
 		if err != nil {
 			return nil, err
 		}
-		policy.Permissions = append(policy.Permissions, p)
+		out = append(out, m)
 	}
-	return policy, nil
+	return out, nil
+}
+
+// anyHTTPOnly reports whether a term needs an HTTP request, so that it builds differently for
+// the network filter.
+func anyHTTPOnly[T any](lists [][]term[T]) bool {
+	for _, terms := range lists {
+		for _, t := range terms {
+			if t.httpOnly {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // matchNeverPolicy is what a policy without rules compiles to: it matches no request, so an
@@ -213,10 +256,10 @@ func operationTerms(o *security.Operation) []term[*rbacv3.Permission] {
 		// The authority as the client sent it: with a port if it had one, so `example.com`
 		// does not match `example.com:8080` (Istio's advice is to list `example.com:*` too).
 		{key: "hosts", values: o.GetHosts(), notValues: o.GetNotHosts(), httpOnly: true, one: func(v string) (*rbacv3.Permission, error) {
-			return &rbacv3.Permission{Rule: &rbacv3.Permission_Header{Header: headerMatch(":authority", v, true)}}, nil
+			return headerPermission(headerMatch(":authority", v, true)), nil
 		}},
 		{key: "methods", values: o.GetMethods(), notValues: o.GetNotMethods(), httpOnly: true, one: func(v string) (*rbacv3.Permission, error) {
-			return &rbacv3.Permission{Rule: &rbacv3.Permission_Header{Header: headerMatch(":method", v, false)}}, nil
+			return headerPermission(headerMatch(":method", v, false)), nil
 		}},
 		{key: "paths", values: o.GetPaths(), notValues: o.GetNotPaths(), httpOnly: true, one: func(v string) (*rbacv3.Permission, error) {
 			return pathPermission(v), nil

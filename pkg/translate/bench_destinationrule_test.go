@@ -96,8 +96,10 @@ func BenchmarkDestinationRuleHeavy(b *testing.B) {
 	}
 	const n = 100
 	snap := destinationRuleMesh(n)
-	if got := len(translate.Clusters(snap, proxy)); got != 4*n+2 {
-		b.Fatalf("%d clusters, want %d: a cluster per service and subset, and the two fixed ones", got, 4*n+2)
+	// The proxy is captured, so InboundPassthroughCluster joins PassthroughCluster and
+	// BlackHoleCluster.
+	if got := len(translate.Clusters(snap, proxy)); got != 4*n+3 {
+		b.Fatalf("%d clusters, want %d: a cluster per service and subset, and the three fixed ones", got, 4*n+3)
 	}
 	benchmarkPerType(b, fmt.Sprintf("services=%d", n), snap, proxy)
 }

@@ -8,7 +8,9 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skiffmesh/skiff/pkg/config"
@@ -18,7 +20,9 @@ import (
 
 // httpMesh is n HTTP ServiceEntries on port 80, each with two endpoints and a VirtualService
 // that matches a prefix and splits traffic by weight: the shape of istiod's own benchmark mesh.
-func httpMesh(n int) *model.Snapshot {
+func httpMesh(n int) *model.Snapshot { return model.Build(httpMeshSet(n)) }
+
+func httpMeshSet(n int) *config.Set {
 	set := &config.Set{}
 	for i := range n {
 		host := fmt.Sprintf("svc-%d.bench.svc.cluster.local", i)
@@ -47,7 +51,7 @@ func httpMesh(n int) *model.Snapshot {
 			},
 		}})
 	}
-	return model.Build(set)
+	return set
 }
 
 // BenchmarkGenerate measures one sidecar's generation per type, translating and marshalling
@@ -61,6 +65,73 @@ func BenchmarkGenerate(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		benchmarkPerType(b, fmt.Sprintf("services=%d", n), httpMesh(n), proxy)
 	}
+}
+
+// BenchmarkGenerateAuthorization is istiod's authorizationpolicy benchmark shape
+// (pilot/pkg/xds/testdata/benchmarks/authorizationpolicy.yaml) on top of httpMesh(100): the
+// proxy is a captured sidecar whose WorkloadEntry an HTTP ServiceEntry selects on port 80, and
+// 100 namespace-wide DENY policies (POST from the proxy's own namespace) apply to it, so
+// virtualInbound carries the RBAC filters. As in istiod's, listeners are what it is about.
+// istiod's policies are all alike; distinct-rules gives each its own source namespace, so that
+// no two rules compile to the same RBAC policy.
+func BenchmarkGenerateAuthorization(b *testing.B) {
+	for _, distinct := range []bool{false, true} {
+		name := "services=100/listeners"
+		if distinct {
+			name = "services=100,distinct-rules/listeners"
+		}
+		snap, proxy := authorizationMesh(b, distinct)
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				for _, l := range translate.Listeners(snap, proxy) {
+					if _, err := anypb.New(l); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
+
+func authorizationMesh(b *testing.B, distinct bool) (*model.Snapshot, *model.Proxy) {
+	set := httpMeshSet(100)
+	meta := metav1.ObjectMeta{Name: "app", Namespace: "bench"}
+	set.ServiceEntries = append(set.ServiceEntries, &networkingv1.ServiceEntry{ObjectMeta: meta, Spec: networking.ServiceEntry{
+		Hosts:            []string{"app.bench.svc.cluster.local"},
+		Ports:            []*networking.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP"}},
+		Resolution:       networking.ServiceEntry_STATIC,
+		WorkloadSelector: &networking.WorkloadSelector{Labels: map[string]string{"app": "app"}},
+	}})
+	set.WorkloadEntries = append(set.WorkloadEntries, &networkingv1.WorkloadEntry{
+		ObjectMeta: metav1.ObjectMeta{Name: "app-1", Namespace: "bench"},
+		Spec:       networking.WorkloadEntry{Address: "10.0.0.1", Labels: map[string]string{"app": "app"}},
+	})
+	for i := range 100 {
+		from := "bench"
+		if distinct {
+			from = fmt.Sprintf("client-%d", i)
+		}
+		set.AuthorizationPolicies = append(set.AuthorizationPolicies, &securityv1.AuthorizationPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("authn-%d", i), Namespace: "bench"},
+			Spec: security.AuthorizationPolicy{
+				Action: security.AuthorizationPolicy_DENY,
+				Rules: []*security.Rule{{
+					From: []*security.Rule_From{{Source: &security.Source{Namespaces: []string{from}}}},
+					To:   []*security.Rule_To{{Operation: &security.Operation{Methods: []string{"POST"}}}},
+				}},
+			},
+		})
+	}
+	snap := model.Build(set)
+	proxy, err := model.ParseNodeID("sidecar~10.0.0.1~app-1.bench~bench.svc.cluster.local")
+	if err != nil {
+		b.Fatal(err)
+	}
+	proxy = snap.ResolveProxy(proxy)
+	if filters, _ := translate.AuthorizationFilters(snap, proxy); len(filters) != 1 {
+		b.Fatalf("%d RBAC filters, want the DENY one", len(filters))
+	}
+	return snap, proxy
 }
 
 // benchmarkPerType runs one sub-benchmark per resource type of the proxy (secrets for gateway

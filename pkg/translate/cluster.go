@@ -16,6 +16,23 @@ import (
 // Istio's defaults for outbound clusters when no DestinationRule says otherwise.
 const defaultConnectTimeout = 10 * time.Second
 
+// What every outbound cluster carries unless its traffic policy says otherwise, built once and
+// shared like previousHostsAny: generated protos are never modified after construction (a
+// traffic policy replaces these pointers, see applyConnectionPool, never what they point to).
+var (
+	sharedConnectTimeout  = Duration(defaultConnectTimeout)
+	sharedCircuitBreakers = defaultCircuitBreakers()
+	sharedADSConfigSource = ADSConfigSource()
+	edsDiscoveryType      = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+)
+
+// edsCluster is an EDS cluster's messages allocated together: a sidecar has a cluster per
+// service port and subset, and allocation is most of what building one costs.
+type edsCluster struct {
+	cluster clusterv3.Cluster
+	eds     clusterv3.Cluster_EdsClusterConfig
+}
+
 // outboundClusters builds `outbound|PORT|SUBSET|HOST` for every port of every service the proxy
 // sees, one more per DestinationRule subset, and the two fixed clusters.
 func outboundClusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Cluster {
@@ -42,20 +59,18 @@ func outboundClusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Clu
 // DestinationRule's traffic policy (dr may be nil).
 func outboundCluster(snap *model.Snapshot, svc *model.Service, port model.Port, dr *networkingv1.DestinationRule, subset *networking.Subset) *clusterv3.Cluster {
 	name := OutboundClusterName(port.Number, subset.GetName(), svc.Hostname)
-	c := &clusterv3.Cluster{
-		Name:            name,
-		ConnectTimeout:  Duration(defaultConnectTimeout),
-		LbPolicy:        clusterv3.Cluster_LEAST_REQUEST, // Istio's default since 1.14
-		CircuitBreakers: defaultCircuitBreakers(),
-		Metadata: IstioMetadata(map[string]string{
-			"services": svc.Hostname,
-			"config":   svc.Source,
-		}),
-	}
+	parts := &edsCluster{}
+	c := &parts.cluster
+	c.Name = name
+	c.ConnectTimeout = sharedConnectTimeout
+	c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST // Istio's default since 1.14
+	c.CircuitBreakers = sharedCircuitBreakers
+	c.Metadata = istioMetadata2("services", svc.Hostname, "config", svc.Source)
 	switch svc.Resolution {
 	case networking.ServiceEntry_STATIC:
-		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
-		c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ADSConfigSource(), ServiceName: name}
+		c.ClusterDiscoveryType = edsDiscoveryType
+		parts.eds.EdsConfig, parts.eds.ServiceName = sharedADSConfigSource, name
+		c.EdsClusterConfig = &parts.eds
 	case networking.ServiceEntry_DNS, networking.ServiceEntry_DNS_ROUND_ROBIN, networking.ServiceEntry_DYNAMIC_DNS:
 		// DNS names are resolved by Envoy, so the endpoints travel inside the cluster.
 		typ := clusterv3.Cluster_STRICT_DNS
@@ -94,7 +109,8 @@ func dnsLoadAssignment(snap *model.Snapshot, name string, svc *model.Service, po
 }
 
 // defaultCircuitBreakers lifts Envoy's small built-in limits (1024) to the maximum, as Istio
-// does, so that limits only apply where a DestinationRule asks for them.
+// does, so that limits only apply where a DestinationRule asks for them. A new value, which
+// the caller may change; clusters without limits of their own share sharedCircuitBreakers.
 func defaultCircuitBreakers() *clusterv3.CircuitBreakers {
 	max := wrapperspb.UInt32(math.MaxUint32)
 	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
@@ -112,9 +128,9 @@ func passthroughCluster() *clusterv3.Cluster {
 	return &clusterv3.Cluster{
 		Name:                 PassthroughCluster,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
-		ConnectTimeout:       Duration(defaultConnectTimeout),
+		ConnectTimeout:       sharedConnectTimeout,
 		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
-		CircuitBreakers:      defaultCircuitBreakers(),
+		CircuitBreakers:      sharedCircuitBreakers,
 	}
 }
 
@@ -123,6 +139,6 @@ func blackHoleCluster() *clusterv3.Cluster {
 	return &clusterv3.Cluster{
 		Name:                 BlackHoleCluster,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-		ConnectTimeout:       Duration(defaultConnectTimeout),
+		ConnectTimeout:       sharedConnectTimeout,
 	}
 }

@@ -53,14 +53,23 @@ func l4MatchApplies(matchPort uint32, gateways []string, sourceLabels map[string
 	return true
 }
 
+// matchAllRequests is the match of a rule without one, and of default routes: shared, like
+// noTimeout, because nearly every virtual host has such a route and it is never modified.
+var matchAllRequests = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+
+// matchAll matches every request (the shared matchAllRequests: never modify it).
+func matchAll() *routev3.RouteMatch { return matchAllRequests }
+
 // translateRouteMatch builds the request-time part of a match. ok is false when the match can
-// never be true on this proxy (a JWT claim condition).
+// never be true on this proxy (a JWT claim condition). No match is matchAll, shared.
 func translateRouteMatch(m *networking.HTTPMatchRequest) (*routev3.RouteMatch, bool) {
-	out := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
 	if m == nil {
-		return out, true
+		return matchAll(), true
 	}
+	out := &routev3.RouteMatch{}
 	switch u := m.Uri.GetMatchType().(type) {
+	default:
+		out.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
 	case *networking.StringMatch_Exact:
 		out.PathSpecifier = &routev3.RouteMatch_Path{Path: u.Exact}
 	case *networking.StringMatch_Prefix:

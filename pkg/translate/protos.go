@@ -36,6 +36,12 @@ func MustAny(m proto.Message) *anypb.Any {
 // Duration converts a Go duration to its proto form.
 func Duration(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
 
+// noTimeout is the zero route timeout Istio sets to turn off Envoy's 15 s default. Nearly
+// every route carries it, so one immutable value is shared, like previousHostsAny: generated
+// protos are never modified after construction (code that needs another timeout replaces the
+// pointer, never the value).
+var noTimeout = durationpb.New(0)
+
 // ADSConfigSource says "fetch this resource over the same ADS stream".
 func ADSConfigSource() *corev3.ConfigSource {
 	return &corev3.ConfigSource{
@@ -67,11 +73,46 @@ func TCPProxy(statPrefix, cluster string) *listenerv3.Filter {
 // IstioMetadata is the filter metadata Istio attaches to generated resources, naming the
 // configuration object they came from, so a config dump leads back to the YAML.
 func IstioMetadata(fields map[string]string) *corev3.Metadata {
-	s := &structpb.Struct{Fields: map[string]*structpb.Value{}}
+	s := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(fields))}
 	for k, v := range fields {
 		s.Fields[k] = structpb.NewStringValue(v)
 	}
 	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": s}}
+}
+
+// metadataParts are the messages of istioMetadata with up to two fields, allocated at once:
+// every route and cluster carries such metadata, and allocation is most of its cost.
+type metadataParts struct {
+	metadata corev3.Metadata
+	istio    structpb.Struct
+	values   [2]structpb.Value
+	strings  [2]structpb.Value_StringValue
+}
+
+// istioMetadata is IstioMetadata with one field.
+func istioMetadata(key, value string) *corev3.Metadata {
+	return newMetadataParts(1).set(0, key, value).done()
+}
+
+// istioMetadata2 is IstioMetadata with two fields.
+func istioMetadata2(k1, v1, k2, v2 string) *corev3.Metadata {
+	return newMetadataParts(2).set(0, k1, v1).set(1, k2, v2).done()
+}
+
+func newMetadataParts(n int) *metadataParts {
+	return &metadataParts{istio: structpb.Struct{Fields: make(map[string]*structpb.Value, n)}}
+}
+
+func (p *metadataParts) set(i int, k, v string) *metadataParts {
+	p.strings[i].StringValue = v
+	p.values[i].Kind = &p.strings[i]
+	p.istio.Fields[k] = &p.values[i]
+	return p
+}
+
+func (p *metadataParts) done() *corev3.Metadata {
+	p.metadata.FilterMetadata = map[string]*structpb.Struct{"istio": &p.istio}
+	return &p.metadata
 }
 
 func falseValue() *wrapperspb.BoolValue { return wrapperspb.Bool(false) }
@@ -79,7 +120,14 @@ func falseValue() *wrapperspb.BoolValue { return wrapperspb.Bool(false) }
 func uint32Value(v uint32) *wrapperspb.UInt32Value { return wrapperspb.UInt32(v) }
 
 // sortedKeys gives map-driven output a stable order, so goldens and versions do not churn.
-func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+// Most maps it sees (a match's headers, a rule's header operations) are empty, for which the
+// iterator would still be allocated.
+func sortedKeys[V any](m map[string]V) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(m))
+}
 
 // previousHostsAny is the packed (empty) previous_hosts predicate config. It is built once
 // because nearly every route carries it; generated protos are never modified after

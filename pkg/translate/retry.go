@@ -34,20 +34,37 @@ func defaultRetryPolicy() *routev3.RetryPolicy {
 	}
 }
 
+// sharedDefaultRetry and sharedHashedRetry are Istio's default policy, without the
+// previous-hosts predicate for hashed routes. Nearly every route carries one, so each is built
+// once and shared by every route of every translation, like previousHostsAny: generated protos
+// are never modified after construction (retryPolicy builds a fresh one to change anything).
+var (
+	sharedDefaultRetry = defaultRetryPolicy()
+	sharedHashedRetry  = func() *routev3.RetryPolicy {
+		p := defaultRetryPolicy()
+		p.RetryHostPredicate = nil
+		return p
+	}()
+)
+
 // retryPolicy translates HTTPRetry as istiod's ConvertPolicy does: nil means Istio's default,
 // attempts 0 means no retries, and numeric entries in retryOn become retriable status codes.
 // With consistent hashing (hashed), a retry must stay on the host the hash picked, so the
-// previous-hosts predicate is left out unless retryIgnorePreviousHosts asks for it.
+// previous-hosts predicate is left out unless retryIgnorePreviousHosts asks for it. The
+// result may be shared with other routes: never modify it.
 func retryPolicy(r *networking.HTTPRetry, hashed bool) *routev3.RetryPolicy {
-	p := defaultRetryPolicy()
-	if hashed {
-		p.RetryHostPredicate = nil
-	}
 	if r == nil {
-		return p
+		if hashed {
+			return sharedHashedRetry
+		}
+		return sharedDefaultRetry
 	}
 	if r.Attempts <= 0 {
 		return nil
+	}
+	p := defaultRetryPolicy()
+	if hashed {
+		p.RetryHostPredicate = nil
 	}
 	p.NumRetries = uint32Value(uint32(r.Attempts))
 	p.PerTryTimeout = r.PerTryTimeout

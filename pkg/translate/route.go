@@ -35,7 +35,9 @@ func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.R
 			// Envoy should answer 503 for that route, not reject the whole configuration.
 			ValidateClusters: falseValue(),
 		}
-		claimed := map[string]bool{}
+		// Each service has about ten domains; sized once, the set does not grow while filling.
+		claimed := make(map[string]struct{}, 10*len(byPort[n]))
+		rc.VirtualHosts = make([]*routev3.VirtualHost, 0, len(byPort[n])+1)
 		for _, svc := range byPort[n] {
 			port, _ := svc.Port(n)
 			if vh := serviceVirtualHost(snap, proxy, svc, port, claimed); len(vh.Domains) > 0 {
@@ -53,10 +55,11 @@ func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.R
 
 // serviceVirtualHost routes one service port: by its VirtualService if one applies, else
 // straight to the service's cluster.
-func serviceVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Service, port model.Port, claimed map[string]bool) *routev3.VirtualHost {
+func serviceVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Service, port model.Port, claimed map[string]struct{}) *routev3.VirtualHost {
+	domains := serviceDomains(svc, port, proxy)
 	vh := &routev3.VirtualHost{
-		Name:                       svc.Hostname + ":" + strconv.FormatUint(uint64(port.Number), 10),
-		Domains:                    unclaimed(serviceDomains(svc, port, proxy), claimed),
+		Name:                       domains[1], // HOSTNAME:PORT, before unclaimed may drop it
+		Domains:                    unclaimed(domains, claimed),
 		IncludeRequestAttemptCount: true,
 	}
 	if vs := snap.VirtualServiceFor(svc.Hostname, proxy.Namespace, model.MeshGateway); vs != nil {
@@ -74,15 +77,15 @@ func serviceVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Ser
 }
 
 // defaultRoute sends everything to one cluster with Istio's defaults: no timeout, and the
-// default retry policy.
+// default retry policy (both shared, see noTimeout).
 func defaultRoute(cluster string) *routev3.Route {
 	return &routev3.Route{
 		Name:  "default",
-		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Match: matchAll(),
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
-			Timeout:          Duration(0),
-			RetryPolicy:      defaultRetryPolicy(),
+			Timeout:          noTimeout,
+			RetryPolicy:      sharedDefaultRetry,
 		}},
 	}
 }
@@ -110,7 +113,7 @@ func catchAllVirtualHost(registryOnly bool) *routev3.VirtualHost {
 			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: PassthroughCluster},
-				Timeout:          Duration(0),
+				Timeout:          noTimeout,
 			}},
 		}},
 	}
@@ -118,33 +121,54 @@ func catchAllVirtualHost(registryOnly bool) *routev3.VirtualHost {
 
 // serviceDomains are the Host header values that reach a service port, as Istio builds them:
 // the full name, the short forms a client in the proxy's namespace (or the cluster) may use,
-// the service addresses, each with and without ":PORT".
+// the service addresses, each with and without ":PORT". The first two are HOSTNAME and
+// HOSTNAME:PORT.
+//
+// A sidecar has a virtual host per service, so this runs for every service of every route
+// configuration: the short forms are prefixes of the hostname (no allocation), and the
+// ":PORT" forms are cut from one string built at once.
 func serviceDomains(svc *model.Service, port model.Port, proxy *model.Proxy) []string {
-	hosts := []string{svc.Hostname}
+	var hostsBuf [8]string
+	hosts := append(hostsBuf[:0], svc.Hostname)
 	if nameNS, ok := strings.CutSuffix(svc.Hostname, "."+model.DefaultDomainSuffix); ok {
 		if name, ns, found := strings.Cut(nameNS, "."); found && !strings.Contains(ns, ".") {
 			if ns == proxy.Namespace {
 				hosts = append(hosts, name)
 			}
-			hosts = append(hosts, nameNS, nameNS+".svc")
+			// NAME.NS.svc is the hostname up to the suffix's first label.
+			hosts = append(hosts, nameNS, svc.Hostname[:len(nameNS)+len(".svc")])
 		}
 	}
 	hosts = append(hosts, svc.Addresses...)
-	out := make([]string, 0, 2*len(hosts))
-	suffix := ":" + strconv.FormatUint(uint64(port.Number), 10)
+	var suffixBuf [11]byte
+	suffix := strconv.AppendUint(append(suffixBuf[:0], ':'), uint64(port.Number), 10)
+	size := 0
 	for _, h := range hosts {
-		out = append(out, h, h+suffix)
+		size += len(h) + len(suffix)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for _, h := range hosts {
+		b.WriteString(h)
+		b.Write(suffix)
+	}
+	withPorts := b.String()
+	out := make([]string, 0, 2*len(hosts))
+	for _, h := range hosts {
+		end := len(h) + len(suffix)
+		out = append(out, h, withPorts[:end])
+		withPorts = withPorts[end:]
 	}
 	return out
 }
 
 // unclaimed drops domains an earlier virtual host of the same route configuration already
 // has: Envoy rejects a route configuration in which two virtual hosts share a domain.
-func unclaimed(domains []string, claimed map[string]bool) []string {
+func unclaimed(domains []string, claimed map[string]struct{}) []string {
 	out := domains[:0]
 	for _, d := range domains {
-		if !claimed[d] {
-			claimed[d] = true
+		if _, dup := claimed[d]; !dup {
+			claimed[d] = struct{}{}
 			out = append(out, d)
 		}
 	}

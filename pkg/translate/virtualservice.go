@@ -6,6 +6,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
@@ -59,6 +60,18 @@ func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Vi
 			if m.GetName() != "" {
 				name += "." + m.GetName() // istiod's naming, leading dot included when the rule has none
 			}
+			if out == nil {
+				out = make([]*routev3.Route, 0, len(vs.Spec.Http))
+			}
+			if len(matches) == 1 {
+				// The usual rule, with one match (or none): its action is its only route.
+				action.Name, action.Match, action.StatPrefix = name, match, m.GetStatPrefix()
+				out = append(out, action)
+				if isCatchAll(match) {
+					return out
+				}
+				continue
+			}
 			// The routes of one rule share their action's messages: generated protos are never
 			// modified after construction, and a rule's matches differ only in name and match.
 			out = append(out, &routev3.Route{
@@ -81,13 +94,25 @@ func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Vi
 	return out
 }
 
+// forwardingRoute holds the messages of a forwarding route in one allocation instead of three
+// (a redirect or direct response leaves the last two unused). A sidecar has a route or two per
+// service, and allocation is most of what building them costs; the messages are used through
+// pointers into it like any others.
+type forwardingRoute struct {
+	route  routev3.Route
+	action routev3.Route_Route
+	ra     routev3.RouteAction
+}
+
 // ruleAction builds what every route of a rule carries: its action, header operations, fault
 // and CORS configuration and metadata, as a route without name or match. nil when the rule's
 // action is not one Skiff translates.
 func ruleAction(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, index int,
 	rule *networking.HTTPRoute, port model.Port, tls bool,
 ) *routev3.Route {
-	out := &routev3.Route{Metadata: IstioMetadata(map[string]string{"config": virtualServiceRef(vs, index)})}
+	parts := &forwardingRoute{}
+	out := &parts.route
+	out.Metadata = istioMetadata("config", virtualServiceRef(vs, index))
 	ops := translateHeaders(rule.Headers)
 	ops.applyToRoute(out)
 	switch {
@@ -100,7 +125,9 @@ func ruleAction(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Virtu
 	case rule.DirectResponse != nil:
 		out.Action = directResponseAction(rule.DirectResponse)
 	case len(rule.Route) > 0:
-		out.Action = &routev3.Route_Route{Route: routeAction(snap, proxy, vs.Namespace, rule, port, ops.authority, out)}
+		parts.action.Route = &parts.ra
+		routeAction(&parts.ra, snap, proxy, vs.Namespace, rule, port, ops.authority, out)
+		out.Action = &parts.action
 	default:
 		return nil
 	}
@@ -130,8 +157,9 @@ func virtualServiceRef(vs *networkingv1.VirtualService, rule int) string {
 // (none unless set: Istio turns off Envoy's 15 s default), the authority from the rule's headers
 // and then from its rewrite, path rewrites, mirrors, destinations with their own header
 // operations, and the retry policy, which depends on whether the destination hashes.
-func routeAction(snap *model.Snapshot, proxy *model.Proxy, ns string, rule *networking.HTTPRoute, port model.Port, authority string, route *routev3.Route) *routev3.RouteAction {
-	action := &routev3.RouteAction{Timeout: Duration(0)}
+// It fills action, a new RouteAction.
+func routeAction(action *routev3.RouteAction, snap *model.Snapshot, proxy *model.Proxy, ns string, rule *networking.HTTPRoute, port model.Port, authority string, route *routev3.Route) {
+	action.Timeout = noTimeout
 	if rule.Timeout != nil {
 		action.Timeout = rule.Timeout
 	}
@@ -143,7 +171,6 @@ func routeAction(snap *model.Snapshot, proxy *model.Proxy, ns string, rule *netw
 	setClusters(action, route, snap, proxy, ns, rule.Route, port)
 	hashed := len(rule.Route) == 1 && len(action.HashPolicy) > 0
 	action.RetryPolicy = retryPolicy(rule.Retries, hashed)
-	return action
 }
 
 // setClusters names one cluster, or weighted clusters when the rule splits traffic. A single
@@ -152,7 +179,8 @@ func routeAction(snap *model.Snapshot, proxy *model.Proxy, ns string, rule *netw
 func setClusters(action *routev3.RouteAction, route *routev3.Route, snap *model.Snapshot, proxy *model.Proxy, ns string, dests []*networking.HTTPRouteDestination, port model.Port) {
 	if len(dests) == 1 {
 		d := dests[0]
-		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: destinationCluster(snap, proxy, ns, d.Destination, port)}
+		host, number := destinationHostPort(snap, proxy, ns, d.Destination, port)
+		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: OutboundClusterName(number, d.Destination.GetSubset(), host)}
 		ops := translateHeaders(d.Headers)
 		ops.applyToRoute(route)
 		// The route's own rewrite wins: Envoy would otherwise apply both, differently for one
@@ -160,31 +188,47 @@ func setClusters(action *routev3.RouteAction, route *routev3.Route, snap *model.
 		if ops.authority != "" && action.HostRewriteSpecifier == nil {
 			setHostRewrite(action, ops.authority)
 		}
-		action.HashPolicy = destinationHashPolicy(snap, proxy, ns, d.Destination, port)
+		action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, d.Destination.GetSubset())
 		return
 	}
-	weighted := &routev3.WeightedCluster{}
-	for _, d := range dests {
+	// The entries are allocated together, like forwardingRoute.
+	parts := &struct {
+		specifier routev3.RouteAction_WeightedClusters
+		weighted  routev3.WeightedCluster
+	}{}
+	entries := make([]clusterWeightParts, len(dests))
+	weighted := &parts.weighted
+	weighted.Clusters = make([]*routev3.WeightedCluster_ClusterWeight, 0, len(dests))
+	for i, d := range dests {
 		if d.Weight <= 0 {
 			continue // Istio drops destinations with no weight when there are several.
 		}
-		weighted.Clusters = append(weighted.Clusters, clusterWeight(snap, proxy, ns, d, port, uint32(d.Weight)))
+		weighted.Clusters = append(weighted.Clusters, clusterWeight(&entries[i], snap, proxy, ns, d, port, uint32(d.Weight)))
 	}
 	if len(weighted.Clusters) == 0 {
 		// No weights at all: split evenly rather than send nowhere.
-		for _, d := range dests {
-			weighted.Clusters = append(weighted.Clusters, clusterWeight(snap, proxy, ns, d, port, 1))
+		for i, d := range dests {
+			weighted.Clusters = append(weighted.Clusters, clusterWeight(&entries[i], snap, proxy, ns, d, port, 1))
 		}
 	}
-	action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: weighted}
-	action.HashPolicy = destinationHashPolicy(snap, proxy, ns, dests[0].Destination, port)
+	parts.specifier.WeightedClusters = weighted
+	action.ClusterSpecifier = &parts.specifier
+	host, number := destinationHostPort(snap, proxy, ns, dests[0].Destination, port)
+	action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, dests[0].Destination.GetSubset())
 }
 
-func clusterWeight(snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.HTTPRouteDestination, port model.Port, weight uint32) *routev3.WeightedCluster_ClusterWeight {
-	c := &routev3.WeightedCluster_ClusterWeight{
-		Name:   destinationCluster(snap, proxy, ns, d.Destination, port),
-		Weight: uint32Value(weight),
-	}
+// clusterWeightParts is one weighted destination's messages, allocated together.
+type clusterWeightParts struct {
+	entry  routev3.WeightedCluster_ClusterWeight
+	weight wrapperspb.UInt32Value
+}
+
+// clusterWeight fills parts with one weighted destination and returns its entry.
+func clusterWeight(parts *clusterWeightParts, snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.HTTPRouteDestination, port model.Port, weight uint32) *routev3.WeightedCluster_ClusterWeight {
+	parts.weight.Value = weight
+	c := &parts.entry
+	c.Name = destinationCluster(snap, proxy, ns, d.Destination, port)
+	c.Weight = &parts.weight
 	translateHeaders(d.Headers).applyToClusterWeight(c)
 	return c
 }
@@ -209,16 +253,16 @@ func destinationHostPort(snap *model.Snapshot, proxy *model.Proxy, ns string, d 
 	return host, number
 }
 
-// destinationHashPolicy is the consistent-hash policy of the destination's DestinationRule
-// for its port and subset, which istiod puts on the route so that Envoy's hashing cluster
-// hashes what the rule says (a header, cookie, source IP or query parameter).
-func destinationHashPolicy(snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.Destination, port model.Port) []*routev3.RouteAction_HashPolicy {
-	host, number := destinationHostPort(snap, proxy, ns, d, port)
+// destinationHashPolicy is the consistent-hash policy of the DestinationRule of a destination
+// (as destinationHostPort resolves it) for its port and subset, which istiod puts on the route
+// so that Envoy's hashing cluster hashes what the rule says (a header, cookie, source IP or
+// query parameter).
+func destinationHashPolicy(snap *model.Snapshot, proxy *model.Proxy, host string, number uint32, subset string) []*routev3.RouteAction_HashPolicy {
 	target := model.Port{Number: number}
 	if svc := snap.Service(host, proxy.Namespace); svc != nil {
 		if p, ok := svc.Port(number); ok {
 			target = p
 		}
 	}
-	return HashPolicy(snap.DestinationRuleFor(host, proxy.Namespace), target, d.GetSubset())
+	return HashPolicy(snap.DestinationRuleFor(host, proxy.Namespace), target, subset)
 }
