@@ -525,11 +525,15 @@ spec:
 
 	// The proxy labelled app=api does not get the web-only route. It is captured (its listeners
 	// do not bind, so it can run beside the first), so its routes are read from its config dump.
-	other.WaitStat(t, "listener_manager.lds.update_success", atLeast(1))
-	dump := string(other.ConfigDump(t))
-	if !strings.Contains(dump, `"prefix": "/teapot"`) && !strings.Contains(dump, `"path": "/teapot"`) {
-		t.Fatalf("the app=api proxy has not got the VirtualService's routes")
-	}
+	// Its route configuration comes by RDS after its listeners, so wait for the routes.
+	var dump string
+	framework.Eventually(t, func() error {
+		dump = string(other.ConfigDump(t))
+		if !strings.Contains(dump, `"prefix": "/teapot"`) && !strings.Contains(dump, `"path": "/teapot"`) {
+			return fmt.Errorf("the app=api proxy has not got the VirtualService's routes yet")
+		}
+		return nil
+	})
 	if strings.Contains(dump, "/web-only") {
 		t.Errorf("the app=api proxy got the route for sourceLabels app=web")
 	}
