@@ -3,7 +3,6 @@ package xds
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strconv"
 	"sync"
@@ -15,36 +14,38 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/skiffmesh/skiff/pkg/model"
+	"github.com/skiffmesh/skiff/pkg/xds/fanout"
 )
 
 // classTypes are the types translated per proxy class; endpoints are shared by the whole mesh.
-// Update fills the caches in this order, so a gateway's secrets are in place before the
+// Update fills the stores in this order, so a gateway's secrets are in place before the
 // listeners that name them reach Envoy: a state-of-the-world SDS answer without the secret
 // asked for would be rejected.
 var classTypes = []string{resourcev3.ClusterType, resourcev3.SecretType, resourcev3.ListenerType, resourcev3.RouteType}
 
-// classCache is the go-control-plane cache behind the ADS server. Proxies are grouped twice:
+// classCache is the cache behind the ADS server. Proxies are grouped twice:
 //
 //   - a stream belongs to its proxy class (model.Proxy.Class, one per workload), which comes
 //     from the node alone and never changes while the stream lives;
-//   - each proxy class is bound to a shared configuration: the LinearCaches of listeners,
+//   - each proxy class is bound to a shared configuration: the fanout stores of listeners,
 //     routes, clusters and secrets for one translate.ConfigKey. Every proxy class with that key
-//     (the replicas of one Deployment, say) watches the same caches, so a configuration is
-//     translated, diffed and marshalled once however many proxies share it.
+//     (the replicas of one Deployment, say) watches the same stores, so a configuration is
+//     translated, compared and marshalled once however many proxies share it.
 //
-// Endpoints are one LinearCache for the whole mesh. A LinearCache serialises each resource once
-// per version however many streams watch it, and re-sends only what changed where the protocol
-// allows (RDS, EDS, and every type in delta).
+// Endpoints are one store for the whole mesh. A store sends each resource's bytes as encoded
+// once, and re-sends only what changed where the protocol allows (RDS, EDS, and every type in
+// delta).
 //
 // A proxy class is bound by the push loop, never on a stream's goroutine; until then its
-// watches are parked and replayed against its shared caches once bound. When a push finds that
+// watches are parked and replayed against its shared stores once bound. When a push finds that
 // a class's key changed (a Pod relabelled), the class is bound to the other configuration and
 // its streams are closed: Envoy reconnects at once, keeps serving its current configuration
-// meanwhile, and its new stream watches the caches of its new configuration.
+// meanwhile, and its new stream watches the stores of its new configuration.
 type classCache struct {
-	endpoints *cachev3.LinearCache
+	endpoints *fanout.Store
 	// versionPrefix makes versions from an earlier pilot process look foreign, so a
 	// reconnecting Envoy is always answered in full.
 	versionPrefix string
@@ -72,11 +73,11 @@ type proxyClass struct {
 	parked map[*parkedWatch]struct{}
 }
 
-// sharedConfig holds the caches of one configuration key.
+// sharedConfig holds the stores of one configuration key.
 type sharedConfig struct {
 	key    string
-	caches map[string]*cachev3.LinearCache
-	// snap is the snapshot the caches were last filled from: a class that appears later with
+	stores map[string]*fanout.Store
+	// snap is the snapshot the stores were last filled from: a class that appears later with
 	// the same key is bound without translating again while snap is current.
 	snap    *model.Snapshot
 	members int // proxy classes bound to it
@@ -97,7 +98,7 @@ var _ cachev3.Cache = (*classCache)(nil)
 
 func newClassCache(versionPrefix string, onNewClass func(string, *model.Proxy)) *classCache {
 	return &classCache{
-		endpoints:     cachev3.NewLinearCache(resourcev3.EndpointType, cachev3.WithVersionPrefix(versionPrefix)),
+		endpoints:     fanout.NewStore(resourcev3.EndpointType, versionPrefix+"eds-"),
 		versionPrefix: versionPrefix,
 		onNewClass:    onNewClass,
 		classes:       map[string]*proxyClass{},
@@ -107,6 +108,7 @@ func newClassCache(versionPrefix string, onNewClass func(string, *model.Proxy)) 
 
 // CreateWatch implements cachev3.ConfigWatcher for state-of-the-world streams.
 func (c *classCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, value chan cachev3.Response) (func(), error) {
+	fanout.Unstash(req) // the names the stream took out of it before the server saw it
 	if req.GetTypeUrl() == resourcev3.EndpointType {
 		return c.endpoints.CreateWatch(req, sub, value)
 	}
@@ -174,9 +176,9 @@ func (c *classCache) watch(w *parkedWatch) (func(), error) {
 		c.classes[class] = pc
 	}
 	if pc.config != nil {
-		lc := pc.config.caches[typeURL]
+		store := pc.config.stores[typeURL]
 		c.mu.Unlock()
-		return w.start(lc)
+		return w.start(store)
 	}
 	pc.parked[w] = struct{}{}
 	c.mu.Unlock()
@@ -193,12 +195,12 @@ func (w *parkedWatch) node() *corev3.Node {
 	return w.deltaRequest.GetNode()
 }
 
-// start opens the watch on the class's cache for its type.
-func (w *parkedWatch) start(lc *cachev3.LinearCache) (func(), error) {
+// start opens the watch on a store: the class's for its type, or a stream's own for its secrets.
+func (w *parkedWatch) start(on cachev3.ConfigWatcher) (func(), error) {
 	if w.request != nil {
-		return lc.CreateWatch(w.request, w.sub, w.value)
+		return on.CreateWatch(w.request, w.sub, w.value)
 	}
-	return lc.CreateDeltaWatch(w.deltaRequest, w.sub, w.deltaValue)
+	return on.CreateDeltaWatch(w.deltaRequest, w.sub, w.deltaValue)
 }
 
 func (c *classCache) cancelParked(class string, w *parkedWatch) {
@@ -223,7 +225,7 @@ func (c *classCache) Classes() map[string]*model.Proxy {
 	return out
 }
 
-// Config returns the shared configuration of key if its caches were filled from snap, so a
+// Config returns the shared configuration of key if its stores were filled from snap, so a
 // class with that key can be bound without translating.
 func (c *classCache) Config(key string, snap *model.Snapshot) bool {
 	c.mu.Lock()
@@ -232,11 +234,11 @@ func (c *classCache) Config(key string, snap *model.Snapshot) bool {
 	return ok && sc.snap == snap
 }
 
-// UpdateConfig makes the caches of key hold byType, translated from snap: only resources whose
-// content changed get a new version, so streams are woken only for real changes, and the diff
+// UpdateConfig makes the stores of key hold byType, translated from snap: only resources whose
+// bytes changed are sent again, so streams are woken only for real changes, and the comparison
 // is made once per key, not per proxy. It returns the EDS names of modified clusters, whose
 // endpoints must be sent again (see ResendEndpoints).
-func (c *classCache) UpdateConfig(key string, snap *model.Snapshot, byType map[string]map[string]types.Resource) (rewarm []string, err error) {
+func (c *classCache) UpdateConfig(key string, snap *model.Snapshot, byType map[string]map[string]*fanout.Resource) (rewarm []string) {
 	c.mu.Lock()
 	sc, ok := c.configs[key]
 	if !ok {
@@ -244,33 +246,29 @@ func (c *classCache) UpdateConfig(key string, snap *model.Snapshot, byType map[s
 		// Each configuration versions its resources apart from every other, so that the
 		// version an Envoy holds from one configuration never looks current in another.
 		prefix := c.versionPrefix + strconv.Itoa(c.configSeq) + "-"
-		sc = &sharedConfig{key: key, caches: map[string]*cachev3.LinearCache{}}
+		sc = &sharedConfig{key: key, stores: map[string]*fanout.Store{}}
 		for _, t := range classTypes {
-			sc.caches[t] = cachev3.NewLinearCache(t, cachev3.WithVersionPrefix(prefix))
+			sc.stores[t] = fanout.NewStore(t, prefix)
 		}
 		c.configs[key] = sc
 	}
 	sc.snap = snap
-	caches := sc.caches
+	stores := sc.stores
 	c.mu.Unlock()
 
-	var errs []error
 	for _, t := range classTypes {
-		modified, err := updateLinear(caches[t], byType[t])
-		if err != nil {
-			errs = append(errs, fmt.Errorf("configuration %s type %s: %w", key, t, err))
-		}
+		modified := stores[t].Update(byType[t])
 		if t == resourcev3.ClusterType {
 			rewarm = edsNames(byType[t], modified)
 		}
 	}
-	return rewarm, errors.Join(errs...)
+	return rewarm
 }
 
 // Bind binds class to the configuration of key, which UpdateConfig has filled. A class bound
-// for the first time has its parked watches replayed on the configuration's caches; a class
+// for the first time has its parked watches replayed on the configuration's stores; a class
 // that was bound to another key reports moved, and its streams must reconnect (their watches
-// are on the old key's caches).
+// are on the old key's stores).
 func (c *classCache) Bind(class, key string) (moved bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -290,7 +288,7 @@ func (c *classCache) Bind(class, key string) (moved bool, err error) {
 	sc.members++
 	var errs []error
 	for w := range pc.parked {
-		cancel, err := w.start(sc.caches[w.typeURL()])
+		cancel, err := w.start(sc.stores[w.typeURL()])
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -306,7 +304,7 @@ func (c *classCache) Bind(class, key string) (moved bool, err error) {
 func (c *classCache) releaseLocked(sc *sharedConfig) { sc.members-- }
 
 // Advance records that every configuration translates from snap as it did from the snapshot
-// its caches were filled from, so classes that appear are bound without translating.
+// its stores were filled from, so classes that appear are bound without translating.
 func (c *classCache) Advance(snap *model.Snapshot) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -355,21 +353,24 @@ func (w *parkedWatch) typeURL() string {
 // waits for that cluster's endpoints again but asks with a version it already has, which the
 // cache would not answer, and Envoy would sit out its 15 s initial fetch timeout. istiod pushes
 // EDS with every CDS change for the same reason.
-func (c *classCache) ResendEndpoints(names []string) error {
-	return resend(c.endpoints, names)
+func (c *classCache) ResendEndpoints(names []string) {
+	c.endpoints.Resend(names)
 }
 
 // UpdateEndpoints replaces the mesh's ClusterLoadAssignments, re-sending only changed ones.
-func (c *classCache) UpdateEndpoints(resources map[string]types.Resource) error {
-	_, err := updateLinear(c.endpoints, resources)
-	return err
+func (c *classCache) UpdateEndpoints(resources map[string]*fanout.Resource) {
+	c.endpoints.Update(resources)
 }
 
 // edsNames are the EDS service names of the named clusters.
-func edsNames(clusters map[string]types.Resource, names []string) []string {
+func edsNames(clusters map[string]*fanout.Resource, names []string) []string {
 	var out []string
 	for _, n := range names {
-		if c, ok := clusters[n].(*clusterv3.Cluster); ok {
+		m, err := clusters[n].Message()
+		if err != nil {
+			continue // cannot happen: it was just encoded from a Cluster
+		}
+		if c, ok := m.(*clusterv3.Cluster); ok {
 			if svc := c.GetEdsClusterConfig().GetServiceName(); svc != "" {
 				out = append(out, svc)
 			}
@@ -379,39 +380,56 @@ func edsNames(clusters map[string]types.Resource, names []string) []string {
 }
 
 // Resources returns what a class's proxies are served, by type, including the endpoints of its
-// clusters. ok is false when the class has no translated resources.
-func (c *classCache) Resources(class string) (map[string]map[string]types.Resource, bool) {
+// clusters, decoded from the bytes they are sent as. ok is false when the class has no
+// translated resources.
+func (c *classCache) Resources(class string) (byType map[string]map[string]types.Resource, ok bool, err error) {
 	c.mu.Lock()
 	pc, ok := c.classes[class]
-	var caches map[string]*cachev3.LinearCache
+	var stores map[string]*fanout.Store
 	if ok && pc.config != nil {
-		caches = pc.config.caches
+		stores = pc.config.stores
 	}
 	c.mu.Unlock()
-	if caches == nil {
-		return nil, false
+	if stores == nil {
+		return nil, false, nil
 	}
-	out := map[string]map[string]types.Resource{}
-	for t, lc := range caches {
-		out[t] = lc.GetResources()
+	byType = map[string]map[string]types.Resource{}
+	for t, store := range stores {
+		if byType[t], err = asResources(store.Resources()); err != nil {
+			return nil, false, err
+		}
 	}
-	out[resourcev3.EndpointType] = c.endpoints.GetResources()
-	return out, true
+	if byType[resourcev3.EndpointType], err = asResources(c.endpoints.Resources()); err != nil {
+		return nil, false, err
+	}
+	return byType, true, nil
 }
 
 // classSecrets returns the translated kubernetes:// secrets of a class, nil if it has none yet.
-func (c *classCache) classSecrets(class string) map[string]types.Resource {
+func (c *classCache) classSecrets(class string) (map[string]types.Resource, error) {
 	c.mu.Lock()
 	pc, ok := c.classes[class]
-	var lc *cachev3.LinearCache
+	var store *fanout.Store
 	if ok && pc.config != nil {
-		lc = pc.config.caches[resourcev3.SecretType]
+		store = pc.config.stores[resourcev3.SecretType]
 	}
 	c.mu.Unlock()
-	if lc == nil {
-		return nil
+	if store == nil {
+		return nil, nil
 	}
-	return lc.GetResources()
+	return asResources(store.Resources())
+}
+
+// asResources converts a store's messages to go-control-plane's resource type.
+func asResources(msgs map[string]proto.Message, err error) (map[string]types.Resource, error) {
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]types.Resource, len(msgs))
+	for name, m := range msgs {
+		out[name] = m
+	}
+	return out, nil
 }
 
 // Forget drops a class whose last proxy disconnected.

@@ -4,8 +4,12 @@ import (
 	"io"
 	"sync"
 	"time"
+	"weak"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/skiffmesh/skiff/pkg/xds/fanout"
 )
 
 // drainTimeout bounds how long a half-closed stream waits for its answers.
@@ -22,6 +26,11 @@ type answeringStream struct {
 	mu       sync.Mutex
 	awaiting map[string]bool // type URL → a response is owed
 	answered chan struct{}   // signalled on every Send
+
+	// stashed is the last request of each type whose names were stashed (see stash); it is
+	// only touched by the goroutine that calls Recv. The pointers are weak: once the cache
+	// has the request, this must not keep its thousands of names alive.
+	stashed map[string]weak.Pointer[discoveryv3.DiscoveryRequest]
 }
 
 func newAnsweringStream(s discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) *answeringStream {
@@ -29,7 +38,35 @@ func newAnsweringStream(s discoveryv3.AggregatedDiscoveryService_StreamAggregate
 		AggregatedDiscoveryService_StreamAggregatedResourcesServer: s,
 		awaiting: map[string]bool{},
 		answered: make(chan struct{}, 1),
+		stashed:  map[string]weak.Pointer[discoveryv3.DiscoveryRequest]{},
 	}
+}
+
+// stash takes the names out of EDS and RDS requests before go-control-plane copies them into
+// the stream's subscription (fanout.StashNames); the cache restores them. A request of the
+// same type that came before has reached the cache by now, or was skipped by the server as
+// stale: either way its names are no longer needed.
+func (s *answeringStream) stash(req *discoveryv3.DiscoveryRequest) {
+	t := req.GetTypeUrl()
+	if t != resourcev3.EndpointType && t != resourcev3.RouteType {
+		fanout.InternNames(req.ResourceNames)
+		return
+	}
+	if prev := s.stashed[t].Value(); prev != nil {
+		fanout.DropStashed(prev)
+	}
+	fanout.StashNames(req)
+	s.stashed[t] = weak.Make(req)
+}
+
+// dropStashed forgets the names of requests that never reached the cache.
+func (s *answeringStream) dropStashed() {
+	for _, p := range s.stashed {
+		if req := p.Value(); req != nil {
+			fanout.DropStashed(req)
+		}
+	}
+	clear(s.stashed)
 }
 
 func (s *answeringStream) Recv() (*discoveryv3.DiscoveryRequest, error) {
@@ -37,10 +74,13 @@ func (s *answeringStream) Recv() (*discoveryv3.DiscoveryRequest, error) {
 	switch {
 	case err == io.EOF:
 		s.waitForAnswers()
+		s.dropStashed()
 		return nil, err
 	case err != nil:
+		s.dropStashed()
 		return nil, err
 	}
+	s.stash(req)
 	// A request that is not an ACK/NACK of an earlier response opens a subscription, which
 	// the server always answers.
 	if req.GetResponseNonce() == "" {

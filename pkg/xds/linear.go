@@ -32,22 +32,3 @@ func updateLinear(lc *cachev3.LinearCache, want map[string]types.Resource) (modi
 	}
 	return modified, lc.UpdateResources(changed, removed)
 }
-
-// resend gives the named resources a new version without changing them, so every stream that
-// watches them receives them again.
-func resend(lc *cachev3.LinearCache, names []string) error {
-	if len(names) == 0 {
-		return nil
-	}
-	have := lc.GetResources()
-	again := make(map[string]types.Resource, len(names))
-	for _, n := range names {
-		if res, ok := have[n]; ok {
-			again[n] = res
-		}
-	}
-	if len(again) == 0 {
-		return nil
-	}
-	return lc.UpdateResources(again, nil)
-}

@@ -31,6 +31,7 @@ import (
 	"github.com/skiffmesh/skiff/pkg/ca"
 	"github.com/skiffmesh/skiff/pkg/model"
 	"github.com/skiffmesh/skiff/pkg/translate"
+	"github.com/skiffmesh/skiff/pkg/xds/fanout"
 )
 
 // Options configure a Server.
@@ -92,7 +93,7 @@ func New(opts Options) *Server {
 	s.tracker = newTracker(s.metrics, log, s.cache.Forget, s.lastChange)
 	s.tracker.ignoreNodeLabels = opts.IgnoreNodeLabels
 	s.sds = newSDSServer(opts.CA, opts.WorkloadCertTTL, prefix, log, reg)
-	s.sds.snapshot, s.sds.classSecrets, s.sds.setIdentity = s.Snapshot, s.cache.classSecrets, s.tracker.setIdentity
+	s.sds.snapshot, s.sds.classSecrets, s.sds.setIdentity = s.Snapshot, s.classSecrets, s.tracker.setIdentity
 	s.cache.sds, s.cache.streamOf = s.sds, s.tracker.streamOfSecretRequest
 	s.tracker.onStreamClosed = s.sds.drop
 	// Ordered ADS sends responses in the order the caches change: clusters, secrets,
@@ -102,6 +103,8 @@ func New(opts Options) *Server {
 
 	s.grpc = grpc.NewServer(
 		grpc.MaxConcurrentStreams(100000),
+		// Responses go out around the resources' shared bytes, not copied per stream.
+		grpc.ForceServerCodecV2(fanout.Codec{}),
 		// Proxies keep one stream for hours; pings find dead peers behind NATs and idle timeouts.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
@@ -222,8 +225,10 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 	full := kind == pushFull
 	classes := fresh
 	if kind >= pushEndpoints {
-		if err := s.cache.UpdateEndpoints(endpointResources(snap)); err != nil {
-			s.log.Error("updating endpoints", "error", err)
+		if eds, err := fanout.EncodeAll(resourcev3.EndpointType, endpointResources(snap)); err != nil {
+			s.log.Error("encoding endpoints; keeping the last ones", "error", err)
+		} else {
+			s.cache.UpdateEndpoints(eds)
 		}
 		// A WorkloadEntry may have moved or changed service account.
 		s.sds.recheck(snap)
@@ -249,11 +254,12 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 	s.metrics.translations.Add(float64(len(translated)))
 	rewarm := map[string]bool{}
 	for key, byType := range translated {
-		names, err := s.cache.UpdateConfig(key, snap, byType)
-		if err != nil {
-			s.log.Error("updating configuration", "key", key, "error", err)
+		if byType.err != nil {
+			// The last good configuration of key stays (a class new to key stays parked).
+			s.log.Error("encoding configuration; keeping the last one", "key", key, "error", byType.err)
+			continue
 		}
-		for _, n := range names {
+		for _, n := range s.cache.UpdateConfig(key, snap, byType.resources) {
 			rewarm[n] = true
 		}
 	}
@@ -267,21 +273,30 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 			s.log.Info("proxy class changed configuration; its proxies reconnect", "class", class, "key", key)
 			s.tracker.disconnectClass(class)
 		}
-		s.sds.syncClass(class, s.cache.classSecrets(class))
+		if secrets, err := s.cache.classSecrets(class); err != nil {
+			s.log.Error("decoding a proxy class's secrets; its proxies keep the last ones", "class", class, "error", err)
+		} else {
+			s.sds.syncClass(class, secrets)
+		}
 	}
 	s.cache.Prune()
-	if err := s.cache.ResendEndpoints(slices.Collect(maps.Keys(rewarm))); err != nil {
-		s.log.Error("re-sending endpoints of modified clusters", "error", err)
-	}
+	s.cache.ResendEndpoints(slices.Collect(maps.Keys(rewarm)))
 	s.metrics.configs.Set(float64(s.cache.ConfigCount()))
 	s.log.Debug("pushed", "kind", kind, "classes", len(classes), "translated", len(translated), "took", time.Since(started))
 }
 
-// translateAll translates one proxy per key on all cores: translation is pure and the snapshot
-// immutable, so keys are independent. The pool is bounded by GOMAXPROCS, so a push of many keys
-// does not pile up goroutines that each hold a translation's garbage.
-func translateAll(snap *model.Snapshot, byKey map[string]*model.Proxy) map[string]map[string]map[string]types.Resource {
-	out := make(map[string]map[string]map[string]types.Resource, len(byKey))
+// encodedConfig is one configuration translated and encoded for the stores, or why it could
+// not be encoded.
+type encodedConfig struct {
+	resources map[string]map[string]*fanout.Resource // by type, by name
+	err       error
+}
+
+// translateAll translates and encodes one proxy per key on all cores: translation is pure and
+// the snapshot immutable, so keys are independent. The pool is bounded by GOMAXPROCS, so a
+// push of many keys does not pile up goroutines that each hold a translation's garbage.
+func translateAll(snap *model.Snapshot, byKey map[string]*model.Proxy) map[string]encodedConfig {
+	out := make(map[string]encodedConfig, len(byKey))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, runtime.GOMAXPROCS(0))
@@ -289,13 +304,24 @@ func translateAll(snap *model.Snapshot, byKey map[string]*model.Proxy) map[strin
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			byType := classResources(snap, proxy)
+			enc := encodeConfig(classResources(snap, proxy))
 			mu.Lock()
-			out[key] = byType
+			out[key] = enc
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
+	return out
+}
+
+// encodeConfig marshals every resource of a configuration once, for all its streams.
+func encodeConfig(byType map[string]map[string]types.Resource) encodedConfig {
+	out := encodedConfig{resources: make(map[string]map[string]*fanout.Resource, len(byType))}
+	for t, resources := range byType {
+		if out.resources[t], out.err = fanout.EncodeAll(t, resources); out.err != nil {
+			return out
+		}
+	}
 	return out
 }
 
@@ -330,6 +356,15 @@ func endpointResources(snap *model.Snapshot) map[string]types.Resource {
 		out[cla.ClusterName] = cla
 	}
 	return out
+}
+
+// classSecrets is the kubernetes:// secrets a class's proxies are served.
+func (s *Server) classSecrets(class string) map[string]types.Resource {
+	secrets, err := s.cache.classSecrets(class)
+	if err != nil {
+		s.log.Error("decoding a proxy class's secrets", "class", class, "error", err)
+	}
+	return secrets
 }
 
 // Statuses lists connected proxies and their per-type sync state.

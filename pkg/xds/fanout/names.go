@@ -1,0 +1,138 @@
+package fanout
+
+import (
+	"hash/maphash"
+	"sync"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+)
+
+// names interns the resource names stores serve. Every Envoy of a mesh asks for the same few
+// thousand cluster names; go-control-plane keeps each stream's last request and subscription,
+// so without interning each stream holds its own copy of every name.
+var names = &interner{byName: map[string]string{}}
+
+type interner struct {
+	mu     sync.RWMutex
+	byName map[string]string
+}
+
+// canonical returns the interned copy of name, adding it. Only names of served resources are
+// added, so a client cannot grow the table.
+func (in *interner) canonical(name string) string {
+	in.mu.RLock()
+	c, ok := in.byName[name]
+	in.mu.RUnlock()
+	if ok {
+		return c
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if c, ok := in.byName[name]; ok {
+		return c
+	}
+	in.byName[name] = name
+	return name
+}
+
+// InternNames replaces each name of a request that a store serves by the store's copy, so the
+// request's own strings can be collected. Names no store serves are left alone.
+func InternNames(list []string) {
+	names.mu.RLock()
+	defer names.mu.RUnlock()
+	for i, n := range list {
+		if c, ok := names.byName[n]; ok {
+			list[i] = c
+		}
+	}
+}
+
+// nameSet is an interned subscription: the resource names one or more requests ask for.
+type nameSet struct {
+	id    uint64
+	names map[string]struct{}
+}
+
+func (s *nameSet) has(name string) bool {
+	_, ok := s.names[name]
+	return ok
+}
+
+// maxNameSets bounds a store's table of subscriptions. Forgetting one costs only a larger
+// answer: a client whose version names a forgotten set is sent everything it asks for.
+const maxNameSets = 4096
+
+// setTable interns the name sets of one store's requests.
+type setTable struct {
+	seed   maphash.Seed
+	lastID uint64
+	byHash map[uint64][]*nameSet
+	byID   map[uint64]*nameSet
+}
+
+func newSetTable() setTable {
+	return setTable{seed: maphash.MakeSeed(), byHash: map[uint64][]*nameSet{}, byID: map[uint64]*nameSet{}}
+}
+
+// intern returns the set of list. The hash is a sum of the names' hashes, so the order of the
+// names does not matter.
+func (t *setTable) intern(list []string) *nameSet {
+	var h uint64
+	for _, n := range list {
+		h += maphash.String(t.seed, n)
+	}
+	for _, s := range t.byHash[h] {
+		if sameNames(s, list) {
+			return s
+		}
+	}
+	if len(t.byID) >= maxNameSets {
+		*t = setTable{seed: t.seed, lastID: t.lastID, byHash: map[uint64][]*nameSet{}, byID: map[uint64]*nameSet{}}
+	}
+	t.lastID++
+	s := &nameSet{id: t.lastID, names: make(map[string]struct{}, len(list))}
+	for _, n := range list {
+		s.names[n] = struct{}{}
+	}
+	t.byHash[h] = append(t.byHash[h], s)
+	t.byID[s.id] = s
+	return s
+}
+
+func sameNames(s *nameSet, list []string) bool {
+	if len(s.names) != len(list) {
+		return false
+	}
+	for _, n := range list {
+		if !s.has(n) {
+			return false
+		}
+	}
+	return true
+}
+
+// stashed holds the resource names of state-of-the-world requests between the stream's Recv
+// and the cache's CreateWatch (see StashNames).
+var stashed sync.Map // *discoveryv3.DiscoveryRequest → []string
+
+// StashNames takes the resource names out of a state-of-the-world request on its way from the
+// stream to go-control-plane's server, and Unstash puts them back when the request reaches the
+// cache. The server copies the names of every request into a per-stream map that this cache
+// never reads (a state-of-the-world version says what the client holds); for EDS, thousands of
+// names per stream, that map would be most of pilot's memory. The names are interned first.
+func StashNames(req *discoveryv3.DiscoveryRequest) {
+	InternNames(req.ResourceNames)
+	stashed.Store(req, req.ResourceNames)
+	req.ResourceNames = nil
+}
+
+// Unstash restores the names StashNames took from req, if it took any.
+func Unstash(req *discoveryv3.DiscoveryRequest) {
+	if list, ok := stashed.LoadAndDelete(req); ok {
+		req.ResourceNames = list.([]string)
+	}
+}
+
+// DropStashed forgets req's names if they were never restored: the server skipped the
+// request (a stale nonce) or the stream ended before it reached the cache.
+func DropStashed(req *discoveryv3.DiscoveryRequest) { stashed.Delete(req) }

@@ -1,0 +1,141 @@
+package fanout
+
+import (
+	"context"
+	"slices"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// sotwWatch is a state-of-the-world request waiting for a change.
+type sotwWatch struct {
+	req  *discoveryv3.DiscoveryRequest // trimmed: see trimRequest
+	ch   chan cachev3.Response
+	set  *nameSet // nil for wildcard types
+	from version  // what the client holds
+	// nack: the client rejected the last answer. It is answered on the next change, not now:
+	// answering at once would send what it just rejected, and it would reject it again.
+	nack bool
+}
+
+// CreateWatch implements cachev3.ConfigWatcher for state-of-the-world streams: it answers at
+// once when the client lacks something it asks for, and otherwise parks the request until a
+// change concerns it.
+func (s *Store) CreateWatch(req *cachev3.Request, _ cachev3.Subscription, ch chan cachev3.Response) (func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := &sotwWatch{
+		req:  trimRequest(req),
+		ch:   ch,
+		from: s.parseVersion(req.GetVersionInfo()),
+		nack: req.GetErrorDetail() != nil,
+	}
+	if !s.wildcard {
+		w.set = s.sets.intern(req.GetResourceNames())
+	}
+	if !w.nack {
+		var res []*anypb.Any
+		switch {
+		case !s.wildcard:
+			res = s.answerLocked(w.set, w.from)
+		case !w.from.ours || w.from.seq != s.seq:
+			res = s.allLocked()
+		}
+		if len(res) > 0 {
+			s.respondLocked(w, res)
+			return func() {}, nil
+		}
+	}
+	s.sotw[w] = struct{}{}
+	return func() { s.cancelSotw(w) }, nil
+}
+
+func (s *Store) cancelSotw(w *sotwWatch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sotw, w)
+}
+
+// answerLocked is what a client that holds from lacks of set: the resources that changed since
+// from, and all those it did not ask for then. Resources that do not exist are not sent; they
+// are when they appear.
+func (s *Store) answerLocked(set *nameSet, from version) []*anypb.Any {
+	key := answerKey{set: set, from: from}
+	if res, ok := s.answers[key]; ok {
+		return res
+	}
+	var before *nameSet
+	if from.ours && from.set != 0 {
+		before = s.sets.byID[from.set] // nil if forgotten: then everything is sent
+	}
+	var lacking []string
+	for name := range set.names {
+		e, ok := s.entries[name]
+		if !ok {
+			continue
+		}
+		if !from.ours || before == nil || e.seq > from.seq || !before.has(name) {
+			lacking = append(lacking, name)
+		}
+	}
+	slices.Sort(lacking)
+	res := make([]*anypb.Any, len(lacking))
+	for i, name := range lacking {
+		res[i] = s.entries[name].res.any
+	}
+	s.answers[key] = res
+	return res
+}
+
+// respondLocked sends w its answer. The server's response channel has room for one response
+// per type and a watch is answered once, so this never blocks.
+func (s *Store) respondLocked(w *sotwWatch, res []*anypb.Any) {
+	delete(s.sotw, w)
+	v := version{ours: true, seq: s.seq}
+	if w.set != nil {
+		v.set = w.set.id
+	}
+	w.ch <- &sotwResponse{req: w.req, version: v.format(s.prefix), resources: res}
+}
+
+// trimRequest keeps what the server and its callbacks read from a request once it is
+// answered. The resource names, thousands for EDS, are not kept: a parked watch holds its
+// interned name set instead.
+func trimRequest(req *discoveryv3.DiscoveryRequest) *discoveryv3.DiscoveryRequest {
+	return &discoveryv3.DiscoveryRequest{
+		VersionInfo:   req.GetVersionInfo(),
+		Node:          req.GetNode(),
+		TypeUrl:       req.GetTypeUrl(),
+		ResponseNonce: req.GetResponseNonce(),
+	}
+}
+
+// sotwResponse is a state-of-the-world answer. Its resources are shared with every other
+// answer that sends them; the DiscoveryResponse is built for each send because the server
+// writes the stream's nonce into it.
+type sotwResponse struct {
+	req       *discoveryv3.DiscoveryRequest
+	version   string
+	resources []*anypb.Any
+}
+
+var _ cachev3.Response = (*sotwResponse)(nil)
+
+func (r *sotwResponse) GetDiscoveryResponse() (*discoveryv3.DiscoveryResponse, error) {
+	return &discoveryv3.DiscoveryResponse{
+		VersionInfo: r.version,
+		Resources:   r.resources,
+		TypeUrl:     r.req.GetTypeUrl(),
+	}, nil
+}
+
+func (r *sotwResponse) GetRequest() *discoveryv3.DiscoveryRequest { return r.req }
+func (r *sotwResponse) GetVersion() (string, error)               { return r.version, nil }
+func (r *sotwResponse) GetResponseVersion() string                { return r.version }
+func (r *sotwResponse) GetContext() context.Context               { return context.Background() }
+
+// GetReturnedResources is nil: the version says what the client holds. The server only stores
+// it in the stream's subscription, which this cache never reads for state of the world.
+func (r *sotwResponse) GetReturnedResources() map[string]string { return nil }
