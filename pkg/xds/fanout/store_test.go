@@ -1,0 +1,315 @@
+package fanout
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// assignment is a ClusterLoadAssignment whose content is set by weight.
+func assignment(t *testing.T, name string, weight uint32) *Resource {
+	t.Helper()
+	r, err := Encode(resourcev3.EndpointType, name, &endpointv3.ClusterLoadAssignment{
+		ClusterName: name,
+		Endpoints:   []*endpointv3.LocalityLbEndpoints{{LoadBalancingWeight: wrapperspb.UInt32(weight)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func cluster(t *testing.T, name string, seconds int64) *Resource {
+	t.Helper()
+	r, err := Encode(resourcev3.ClusterType, name, &clusterv3.Cluster{Name: name, ConnectTimeout: &durationpb.Duration{Seconds: seconds}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func set(rs ...*Resource) map[string]*Resource {
+	out := map[string]*Resource{}
+	for _, r := range rs {
+		out[r.Name()] = r
+	}
+	return out
+}
+
+// sotw opens a state-of-the-world watch and returns the answer, or nil if it parked (then
+// the channel gets the answer later).
+func sotw(t *testing.T, s *Store, req *discoveryv3.DiscoveryRequest) (cachev3.Response, chan cachev3.Response, func()) {
+	t.Helper()
+	ch := make(chan cachev3.Response, 1)
+	cancel, err := s.CreateWatch(req, streamv3.NewSotwSubscription(req.ResourceNames, true), ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-ch:
+		return r, ch, cancel
+	default:
+		return nil, ch, cancel
+	}
+}
+
+// namesOf lists the names of an answer's resources.
+func namesOf(t *testing.T, r cachev3.Response) []string {
+	t.Helper()
+	out, err := r.GetDiscoveryResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, a := range out.Resources {
+		m, err := a.UnmarshalNew()
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, cachev3.GetResourceName(m))
+	}
+	return names
+}
+
+func pending(ch chan cachev3.Response) cachev3.Response {
+	select {
+	case r := <-ch:
+		return r
+	default:
+		return nil
+	}
+}
+
+func TestWildcardAnswersEverythingOnlyWhenSomethingChanged(t *testing.T) {
+	s := NewStore(resourcev3.ClusterType, "p-")
+	s.Update(set(cluster(t, "a", 1), cluster(t, "b", 1)))
+
+	first, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType})
+	if first == nil || !slices.Equal(namesOf(t, first), []string{"a", "b"}) {
+		t.Fatalf("first request: want a and b at once, got %v", first)
+	}
+	v, _ := first.GetVersion()
+	ack, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: v})
+	if ack != nil {
+		t.Fatalf("ACK of the current version answered: %v", namesOf(t, ack))
+	}
+	// The same content encoded again is no change.
+	s.Update(set(cluster(t, "a", 1), cluster(t, "b", 1)))
+	if r := pending(ch); r != nil {
+		t.Fatalf("an update with equal bytes woke the watch: %v", namesOf(t, r))
+	}
+	s.Update(set(cluster(t, "a", 2)))
+	r := pending(ch)
+	if r == nil || !slices.Equal(namesOf(t, r), []string{"a"}) {
+		t.Fatalf("after b was removed and a changed: want the whole state [a], got %v", r)
+	}
+}
+
+func TestNamedAnswersOnlyWhatTheClientLacks(t *testing.T) {
+	s := NewStore(resourcev3.EndpointType, "p-")
+	s.Update(set(assignment(t, "a", 1), assignment(t, "b", 1), assignment(t, "c", 1)))
+
+	first, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b", "missing"}})
+	if first == nil || !slices.Equal(namesOf(t, first), []string{"a", "b"}) {
+		t.Fatalf("first request: want the existing named resources a and b, got %v", first)
+	}
+	v, _ := first.GetVersion()
+
+	// Another client asking the same from scratch shares the answer.
+	again, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"missing", "b", "a"}})
+	if again == nil || !slices.Equal(namesOf(t, again), []string{"a", "b"}) {
+		t.Fatalf("same names in another order: got %v", again)
+	}
+
+	ack, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b", "missing"}, VersionInfo: v})
+	if ack != nil {
+		t.Fatalf("ACK answered: %v", namesOf(t, ack))
+	}
+	s.Update(set(assignment(t, "a", 1), assignment(t, "b", 1), assignment(t, "c", 2)))
+	if r := pending(ch); r != nil {
+		t.Fatalf("a change of c, which the client does not ask for, woke it: %v", namesOf(t, r))
+	}
+	s.Update(set(assignment(t, "a", 1), assignment(t, "b", 2), assignment(t, "c", 2), assignment(t, "missing", 1)))
+	r := pending(ch)
+	if r == nil || !slices.Equal(namesOf(t, r), []string{"b", "missing"}) {
+		t.Fatalf("after b changed and missing appeared: want [b missing], got %v", r)
+	}
+	v, _ = r.GetVersion()
+
+	// A new name with the current version: only the new one is sent.
+	more, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b", "c", "missing"}, VersionInfo: v})
+	if more == nil || !slices.Equal(namesOf(t, more), []string{"c"}) {
+		t.Fatalf("subscribing to c as well: want [c], got %v", more)
+	}
+	// A version from another process: everything named.
+	foreign, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "c"}, VersionInfo: "other-7.1"})
+	if foreign == nil || !slices.Equal(namesOf(t, foreign), []string{"a", "c"}) {
+		t.Fatalf("foreign version: want [a c], got %v", foreign)
+	}
+}
+
+func TestNACKWaitsForTheNextChange(t *testing.T) {
+	s := NewStore(resourcev3.EndpointType, "p-")
+	s.Update(set(assignment(t, "a", 1), assignment(t, "b", 1)))
+	first, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b"}})
+	accepted, _ := first.GetVersion()
+	s.Update(set(assignment(t, "a", 2), assignment(t, "b", 1)))
+
+	nack := &discoveryv3.DiscoveryRequest{
+		TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b"}, VersionInfo: accepted,
+		ErrorDetail: &statuspb.Status{Message: "rejected a"},
+	}
+	r, ch, _ := sotw(t, s, nack)
+	if r != nil {
+		t.Fatalf("a NACK was answered at once (with what was just rejected): %v", namesOf(t, r))
+	}
+	s.Update(set(assignment(t, "a", 2), assignment(t, "b", 2)))
+	r = pending(ch)
+	if r == nil || !slices.Equal(namesOf(t, r), []string{"a", "b"}) {
+		t.Fatalf("after the next change: want everything since the accepted version [a b], got %v", r)
+	}
+}
+
+func TestResendSendsUnchangedResourcesAgain(t *testing.T) {
+	s := NewStore(resourcev3.EndpointType, "p-")
+	s.Update(set(assignment(t, "a", 1), assignment(t, "b", 1)))
+	first, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b"}})
+	v, _ := first.GetVersion()
+	_, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b"}, VersionInfo: v})
+
+	dch := make(chan cachev3.DeltaResponse, 1)
+	sub := streamv3.NewDeltaSubscription([]string{"a", "b"}, nil, map[string]string{"a": s.entries["a"].res.Hash(), "b": s.entries["b"].res.Hash()}, false)
+	if _, err := s.CreateDeltaWatch(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType}, &sub, dch); err != nil {
+		t.Fatal(err)
+	}
+	if len(dch) != 0 {
+		t.Fatal("a delta client holding every version was answered")
+	}
+
+	s.Resend([]string{"a", "unknown"})
+	if r := pending(ch); r == nil || !slices.Equal(namesOf(t, r), []string{"a"}) {
+		t.Fatalf("state of the world after Resend(a): want [a], got %v", r)
+	}
+	select {
+	case r := <-dch:
+		out, _ := r.GetDeltaDiscoveryResponse()
+		if len(out.Resources) != 1 || out.Resources[0].Name != "a" {
+			t.Fatalf("delta after Resend(a): want a, got %v", out.Resources)
+		}
+	default:
+		t.Fatal("delta client not sent a again")
+	}
+}
+
+func TestDeltaSendsChangesAndRemovals(t *testing.T) {
+	s := NewStore(resourcev3.ClusterType, "p-")
+	a, b := cluster(t, "a", 1), cluster(t, "b", 1)
+	s.Update(set(a, b))
+
+	// A reconnecting client that holds a (by hash, from any pilot) is sent only b.
+	sub := streamv3.NewDeltaSubscription(nil, nil, map[string]string{"a": a.Hash()}, true)
+	dch := make(chan cachev3.DeltaResponse, 1)
+	if _, err := s.CreateDeltaWatch(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType}, &sub, dch); err != nil {
+		t.Fatal(err)
+	}
+	r := <-dch
+	out, _ := r.GetDeltaDiscoveryResponse()
+	if len(out.Resources) != 1 || out.Resources[0].Name != "b" || out.Resources[0].Version != b.Hash() {
+		t.Fatalf("want b alone with its hash as version, got %v", out.Resources)
+	}
+	sub.SetReturnedResources(r.GetNextVersionMap())
+
+	if _, err := s.CreateDeltaWatch(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType}, &sub, dch); err != nil {
+		t.Fatal(err)
+	}
+	if len(dch) != 0 {
+		t.Fatal("an up-to-date delta client was answered")
+	}
+	s.Update(set(cluster(t, "a", 2)))
+	r = <-dch
+	out, _ = r.GetDeltaDiscoveryResponse()
+	if len(out.Resources) != 1 || out.Resources[0].Name != "a" || !slices.Equal(out.RemovedResources, []string{"b"}) {
+		t.Fatalf("after a changed and b was removed: got resources %v removed %v", out.Resources, out.RemovedResources)
+	}
+	if _, held := r.GetNextVersionMap()["b"]; held {
+		t.Fatal("the removed b is still in the next version map")
+	}
+}
+
+func TestManyStreamsShareOneAnswer(t *testing.T) {
+	s := NewStore(resourcev3.EndpointType, "p-")
+	var names []string
+	want := map[string]*Resource{}
+	for i := range 100 {
+		n := fmt.Sprintf("outbound|8080||svc-%d", i)
+		names = append(names, n)
+		want[n] = assignment(t, n, 1)
+	}
+	s.Update(want)
+	first, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: names})
+	v, _ := first.GetVersion()
+	var chans []chan cachev3.Response
+	for range 50 {
+		_, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: slices.Clone(names), VersionInfo: v})
+		chans = append(chans, ch)
+	}
+	if got := len(s.sets.byID); got != 1 {
+		t.Fatalf("51 requests for the same names: %d interned sets, want 1", got)
+	}
+	want[names[7]] = assignment(t, names[7], 2)
+	s.Update(want)
+	var first0 *discoveryv3.DiscoveryResponse
+	for i, ch := range chans {
+		r := pending(ch)
+		if r == nil {
+			t.Fatalf("stream %d not answered", i)
+		}
+		out, _ := r.GetDiscoveryResponse()
+		if len(out.Resources) != 1 {
+			t.Fatalf("stream %d: %d resources, want the one that changed", i, len(out.Resources))
+		}
+		if first0 == nil {
+			first0 = out
+		} else if out.Resources[0] != first0.Resources[0] {
+			t.Fatal("streams were sent copies of the resource, not the shared encoding")
+		}
+	}
+}
+
+func TestCodecWritesWhatProtoMarshalWrites(t *testing.T) {
+	a, b := cluster(t, "a", 1), cluster(t, "b", 2)
+	sotwMsg := &discoveryv3.DiscoveryResponse{VersionInfo: "p-3", TypeUrl: resourcev3.ClusterType, Nonce: "12", Resources: []*anypb.Any{a.any, b.any}}
+	deltaMsg := &discoveryv3.DeltaDiscoveryResponse{
+		SystemVersionInfo: "3", TypeUrl: resourcev3.ClusterType, Nonce: "4",
+		Resources: []*discoveryv3.Resource{a.delta, b.delta}, RemovedResources: []string{"c", "d"},
+	}
+	other := &discoveryv3.DiscoveryResponse{VersionInfo: "1", Canary: true, Resources: []*anypb.Any{a.any}}
+	for _, m := range []proto.Message{sotwMsg, deltaMsg, other} {
+		want, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := Codec{}.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := out.Materialize(); string(got) != string(want) {
+			t.Errorf("%T: codec wrote %d bytes that differ from proto.Marshal's %d", m, len(got), len(want))
+		}
+	}
+	if out, _ := (Codec{}).Marshal(sotwMsg); len(out) < 3 {
+		t.Errorf("the SotW response was not written around its resources' buffers: %d buffers", len(out))
+	}
+}
