@@ -129,7 +129,7 @@ func NewFleet(cfg FleetConfig, xdsAddress string) (*Fleet, error) {
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			// A sidecar route configuration for 1,000 services is hundreds of kB and CDS
 			// several MB; Envoy accepts any size.
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.ForceCodecV2(aliasCodec{})),
 			// Envoy's HTTP/2 windows are large (256 MiB by default), so pilot's pushes are
 			// never held back by flow control; gRPC's 64 kB start would be.
 			grpc.WithInitialWindowSize(16<<20),
