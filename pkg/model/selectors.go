@@ -14,33 +14,41 @@ import (
 // translation until something selects by `app`. Anything new that reads proxy labels must add
 // its keys here.
 
-// selectorLabelKeys collects every label key that some object selects proxies by.
-func selectorLabelKeys(set *config.Set) map[string]bool {
-	keys := map[string]bool{}
-	add := func(labels map[string]string) {
-		for k := range labels {
-			keys[k] = true
+// selectorLabelKeys collects every label key that some object selects proxies by (all), and
+// those that objects other than AuthorizationPolicies and PeerAuthentications select by
+// (traffic). Policies shape only a workload's inbound listener chains (RBAC filters, the mTLS
+// mode), so labels that only policies select by cannot change a proxy's clusters, routes or
+// secrets.
+func selectorLabelKeys(set *config.Set) (all, traffic map[string]bool) {
+	all, traffic = map[string]bool{}, map[string]bool{}
+	add := func(into map[string]bool) func(map[string]string) {
+		return func(labels map[string]string) {
+			for k := range labels {
+				into[k] = true
+				all[k] = true
+			}
 		}
 	}
+	addTraffic, addPolicy := add(traffic), add(all)
 	for _, sc := range set.Sidecars {
-		add(sc.Spec.GetWorkloadSelector().GetLabels())
+		addTraffic(sc.Spec.GetWorkloadSelector().GetLabels())
 	}
 	for _, dr := range set.DestinationRules {
-		add(dr.Spec.GetWorkloadSelector().GetMatchLabels())
+		addTraffic(dr.Spec.GetWorkloadSelector().GetMatchLabels())
 	}
 	for _, ap := range set.AuthorizationPolicies {
-		add(ap.Spec.GetSelector().GetMatchLabels())
+		addPolicy(ap.Spec.GetSelector().GetMatchLabels())
 	}
 	for _, pa := range set.PeerAuthentications {
-		add(pa.Spec.GetSelector().GetMatchLabels())
+		addPolicy(pa.Spec.GetSelector().GetMatchLabels())
 	}
 	for _, gw := range set.Gateways {
-		add(gw.Spec.GetSelector())
+		addTraffic(gw.Spec.GetSelector())
 	}
 	for _, vs := range set.VirtualServices {
-		addVirtualServiceSourceLabels(&vs.Spec, add)
+		addVirtualServiceSourceLabels(&vs.Spec, addTraffic)
 	}
-	return keys
+	return all, traffic
 }
 
 func addVirtualServiceSourceLabels(vs *networking.VirtualService, add func(map[string]string)) {
@@ -63,3 +71,8 @@ func addVirtualServiceSourceLabels(vs *networking.VirtualService, add func(map[s
 
 // SelectsByLabel reports whether any object in the snapshot selects proxies by label key.
 func (s *Snapshot) SelectsByLabel(key string) bool { return s.selectorKeys[key] }
+
+// SelectsTrafficByLabel reports whether an object other than an AuthorizationPolicy or
+// PeerAuthentication selects proxies by label key: whether the label can change a proxy's
+// clusters, routes or secrets.
+func (s *Snapshot) SelectsTrafficByLabel(key string) bool { return s.trafficSelectorKeys[key] }

@@ -30,10 +30,11 @@ type Snapshot struct {
 	// endpointsBySource are the endpoints each workload (Endpoint.Source) backs, so a proxy's
 	// inbound ports are found without walking every service.
 	endpointsBySource map[string][]ServiceEndpoint
-	// selectorKeys are the label keys some object selects proxies by (selectors.go).
-	selectorKeys map[string]bool
-	workloads    map[string]*networkingv1.WorkloadEntry
-	pods         map[string]*corev1.Pod
+	// selectorKeys are the label keys some object selects proxies by, trafficSelectorKeys
+	// those that objects other than policies select by (selectors.go).
+	selectorKeys, trafficSelectorKeys map[string]bool
+	workloads                         map[string]*networkingv1.WorkloadEntry
+	pods                              map[string]*corev1.Pod
 	// Routing objects by the hosts they name, resolved once here rather than on every lookup:
 	// exact hosts in a map, wildcard hosts in a list, each in configuration order.
 	virtualServices  hostIndex[*networkingv1.VirtualService]
@@ -85,8 +86,8 @@ func Build(set *config.Set) *Snapshot {
 		servicesByHost:   map[string][]*Service{},
 		workloads:        map[string]*networkingv1.WorkloadEntry{},
 		pods:             make(map[string]*corev1.Pod, len(set.Pods)),
-		selectorKeys:     selectorLabelKeys(set),
 	}
+	s.selectorKeys, s.trafficSelectorKeys = selectorLabelKeys(set)
 	for _, pod := range set.Pods {
 		s.pods[pod.Namespace+"/"+pod.Name] = pod
 	}

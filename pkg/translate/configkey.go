@@ -26,7 +26,20 @@ import (
 // on a new port), and the proxy then belongs to another class. Any new input translation
 // reads from a proxy must be added here, or proxies that differ in it would share config.
 func ConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
-	proxy = snap.ResolveProxy(proxy)
+	return configKey(snap, snap.ResolveProxy(proxy), snap.SelectsByLabel)
+}
+
+// TrafficConfigKey is ConfigKey without the labels that only AuthorizationPolicies and
+// PeerAuthentications select by (model.Snapshot.SelectsTrafficByLabel). Policies shape only
+// listeners (a workload's inbound RBAC filters and mTLS mode), so Clusters, Routes and Secrets
+// give identical resources for proxies with equal traffic keys: workloads told apart only by
+// their policies share those, and differ in their listeners alone.
+func TrafficConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
+	return configKey(snap, snap.ResolveProxy(proxy), snap.SelectsTrafficByLabel)
+}
+
+// configKey builds the key of a resolved proxy from its labels that selects says matter.
+func configKey(snap *model.Snapshot, proxy *model.Proxy, selects func(labelKey string) bool) string {
 	var b strings.Builder
 	b.WriteString(string(proxy.Type))
 	b.WriteByte('/')
@@ -50,7 +63,7 @@ func ConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
 		}
 	}
 	for _, k := range sortedKeys(proxy.Labels) {
-		if !snap.SelectsByLabel(k) {
+		if !selects(k) {
 			continue
 		}
 		// Quoted, so that no label value can imitate another label or field.

@@ -122,6 +122,34 @@ func TestConfigKeySharesReplicas(t *testing.T) {
 	sameConfig(t, relabelled, b, v2)
 }
 
+// Workloads told apart only by an AuthorizationPolicy share a traffic key, and so their
+// clusters, routes and secrets; a Sidecar selecting by the same label separates them again.
+func TestTrafficConfigKeyLeavesOutPolicyLabels(t *testing.T) {
+	snap := loadYAML(t, replicaMesh)
+	v1, v2 := podProxy(t, "reviews-v1-a", "10.244.0.5"), podProxy(t, "reviews-v2-a", "10.244.0.7")
+	if translate.ConfigKey(snap, v1) == translate.ConfigKey(snap, v2) {
+		t.Fatal("the policy's label is missing from the full keys")
+	}
+	if k1, k2 := translate.TrafficConfigKey(snap, v1), translate.TrafficConfigKey(snap, v2); k1 != k2 {
+		t.Errorf("traffic keys %q and %q differ, though only an AuthorizationPolicy tells them apart", k1, k2)
+	}
+	r1, r2 := translate.ForProxy(snap, v1), translate.ForProxy(snap, v2)
+	if !equalMessages(messages(r1.Clusters), messages(r2.Clusters)) || !equalMessages(messages(r1.Routes), messages(r2.Routes)) {
+		t.Error("equal traffic keys, yet clusters or routes differ")
+	}
+	withSidecar := loadYAML(t, replicaMesh+`---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: v2, namespace: shop}
+spec:
+  workloadSelector: {labels: {version: v2}}
+  egress: [{hosts: ["./*"]}]
+`)
+	if translate.TrafficConfigKey(withSidecar, v1) == translate.TrafficConfigKey(withSidecar, v2) {
+		t.Error("a Sidecar selects by version, yet v1 and v2 share a traffic key")
+	}
+}
+
 // Without capture the proxy's IP is bound by Sidecar ingress listeners, so it is part of the key;
 // a gateway's key has no inbound ports.
 func TestConfigKeyInputs(t *testing.T) {
@@ -192,17 +220,18 @@ func sameConfig(t *testing.T, snap *model.Snapshot, p, q *model.Proxy) {
 
 func equalConfig(snap *model.Snapshot, p, q *model.Proxy) bool {
 	rp, rq := translate.ForProxy(snap, p), translate.ForProxy(snap, q)
-	eq := func(a, b []proto.Message) bool {
-		if len(a) != len(b) {
+	return equalMessages(messages(rp.Listeners), messages(rq.Listeners)) && equalMessages(messages(rp.Routes), messages(rq.Routes)) &&
+		equalMessages(messages(rp.Clusters), messages(rq.Clusters))
+}
+
+func equalMessages(a, b []proto.Message) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !proto.Equal(a[i], b[i]) {
 			return false
 		}
-		for i := range a {
-			if !proto.Equal(a[i], b[i]) {
-				return false
-			}
-		}
-		return true
 	}
-	return eq(messages(rp.Listeners), messages(rq.Listeners)) && eq(messages(rp.Routes), messages(rq.Routes)) &&
-		eq(messages(rp.Clusters), messages(rq.Clusters))
+	return true
 }

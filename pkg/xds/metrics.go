@@ -14,9 +14,11 @@ type metrics struct {
 	rejects     *prometheus.CounterVec
 	convergence *prometheus.HistogramVec
 	badNodes    prometheus.Counter
-	// configs and translations show how much proxies share: replicas of one workload are one
-	// configuration, translated once per change.
+	// configs, stores and translations show how much proxies share: replicas of one workload
+	// are one configuration, translated once per change, and configurations that differ only
+	// in their listeners share the stores of the other types.
 	configs      prometheus.Gauge
+	stores       prometheus.Gauge
 	translations prometheus.Counter
 }
 
@@ -45,14 +47,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		configs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "skiff_xds_configs",
-			Help: "Distinct proxy configurations served (translate.ConfigKey); proxies with one key share its translation and caches.",
+			Help: "Distinct proxy configurations served (translate.ConfigKey); proxies with one key share its translation and stores.",
+		}),
+		stores: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "skiff_xds_config_stores",
+			Help: "Stores of translated resources, one per type and key: listeners per configuration, clusters, routes and secrets per translate.TrafficConfigKey.",
 		}),
 		translations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skiff_xds_translations_total",
-			Help: "Proxy configurations translated (listeners, routes, clusters and secrets of one key).",
+			Help: "Translations of one resource type for one key (listeners, routes, clusters or secrets).",
 		}),
 	}
-	reg.MustRegister(m.connected, m.pushes, m.rejects, m.convergence, m.badNodes, m.configs, m.translations)
+	reg.MustRegister(m.connected, m.pushes, m.rejects, m.convergence, m.badNodes, m.configs, m.stores, m.translations)
 	return m
 }
 

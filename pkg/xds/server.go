@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -240,37 +239,46 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 	if full {
 		classes = s.cache.Classes()
 	}
-	// Group the classes by configuration key, and translate each key once.
-	keyOf := make(map[string]string, len(classes))
-	todo := map[string]*model.Proxy{}
+	// Group the classes by configuration key, per type, and translate each key once.
+	keysOf := make(map[string]map[string]string, len(classes))
+	todo := map[configID]*model.Proxy{}
 	for class, proxy := range classes {
-		key := translate.ConfigKey(snap, proxy)
-		keyOf[class] = key
-		if _, ok := todo[key]; !ok && (full || !s.cache.Config(key, snap)) {
-			todo[key] = proxy
+		keys := configKeys(snap, proxy)
+		keysOf[class] = keys
+		for t, key := range keys {
+			id := configID{t, key}
+			if _, ok := todo[id]; !ok && (full || !s.cache.Config(id, snap)) {
+				todo[id] = proxy
+			}
 		}
 	}
 	translated := translateAll(snap, todo)
 	s.metrics.translations.Add(float64(len(translated)))
 	rewarm := map[string]bool{}
-	for key, byType := range translated {
-		if byType.err != nil {
-			// The last good configuration of key stays (a class new to key stays parked).
-			s.log.Error("encoding configuration; keeping the last one", "key", key, "error", byType.err)
-			continue
-		}
-		for _, n := range s.cache.UpdateConfig(key, snap, byType.resources) {
-			rewarm[n] = true
+	// Stores are filled in the order of classTypes (a gateway's secrets before its listeners).
+	for _, t := range classTypes {
+		for id, enc := range translated {
+			if id.typeURL != t {
+				continue
+			}
+			if enc.err != nil {
+				// The last good configuration stays (a class new to the key stays parked).
+				s.log.Error("encoding configuration; keeping the last one", "type", t, "key", id.key, "error", enc.err)
+				continue
+			}
+			for _, n := range s.cache.UpdateConfig(id, snap, enc.resources) {
+				rewarm[n] = true
+			}
 		}
 	}
-	for class, key := range keyOf {
-		moved, err := s.cache.Bind(class, key)
+	for class, keys := range keysOf {
+		moved, err := s.cache.Bind(class, keys)
 		if err != nil {
 			s.log.Error("binding proxy class", "class", class, "error", err)
 		}
 		if moved {
-			// Its streams watch the old configuration's caches: have them reconnect.
-			s.log.Info("proxy class changed configuration; its proxies reconnect", "class", class, "key", key)
+			// Its streams watch the old configuration's stores: have them reconnect.
+			s.log.Info("proxy class changed configuration; its proxies reconnect", "class", class, "key", keys[resourcev3.ListenerType])
 			s.tracker.disconnectClass(class)
 		}
 		if secrets, err := s.cache.classSecrets(class); err != nil {
@@ -281,73 +289,10 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 	}
 	s.cache.Prune()
 	s.cache.ResendEndpoints(slices.Collect(maps.Keys(rewarm)))
-	s.metrics.configs.Set(float64(s.cache.ConfigCount()))
+	configs, stores := s.cache.ConfigCount()
+	s.metrics.configs.Set(float64(configs))
+	s.metrics.stores.Set(float64(stores))
 	s.log.Debug("pushed", "kind", kind, "classes", len(classes), "translated", len(translated), "took", time.Since(started))
-}
-
-// encodedConfig is one configuration translated and encoded for the stores, or why it could
-// not be encoded.
-type encodedConfig struct {
-	resources map[string]map[string]*fanout.Resource // by type, by name
-	err       error
-}
-
-// translateAll translates and encodes one proxy per key on all cores: translation is pure and
-// the snapshot immutable, so keys are independent. The pool is bounded by GOMAXPROCS, so a
-// push of many keys does not pile up goroutines that each hold a translation's garbage.
-func translateAll(snap *model.Snapshot, byKey map[string]*model.Proxy) map[string]encodedConfig {
-	out := make(map[string]encodedConfig, len(byKey))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	slots := make(chan struct{}, runtime.GOMAXPROCS(0))
-	for key, proxy := range byKey {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			enc := encodeConfig(classResources(snap, proxy))
-			mu.Lock()
-			out[key] = enc
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	return out
-}
-
-// encodeConfig marshals every resource of a configuration once, for all its streams.
-func encodeConfig(byType map[string]map[string]types.Resource) encodedConfig {
-	out := encodedConfig{resources: make(map[string]map[string]*fanout.Resource, len(byType))}
-	for t, resources := range byType {
-		if out.resources[t], out.err = fanout.EncodeAll(t, resources); out.err != nil {
-			return out
-		}
-	}
-	return out
-}
-
-// classResources translates one proxy class into cache form. Secrets (gateway credentials)
-// hold private keys: they go to the proxy and nowhere else.
-func classResources(snap *model.Snapshot, proxy *model.Proxy) map[string]map[string]types.Resource {
-	res := translate.ForProxy(snap, proxy)
-	out := map[string]map[string]types.Resource{
-		resourcev3.ClusterType:  {},
-		resourcev3.ListenerType: {},
-		resourcev3.RouteType:    {},
-		resourcev3.SecretType:   {},
-	}
-	for _, s := range translate.Secrets(snap, proxy) {
-		out[resourcev3.SecretType][s.Name] = s
-	}
-	for _, c := range res.Clusters {
-		out[resourcev3.ClusterType][c.Name] = c
-	}
-	for _, l := range res.Listeners {
-		out[resourcev3.ListenerType][l.Name] = l
-	}
-	for _, r := range res.Routes {
-		out[resourcev3.RouteType][r.Name] = r
-	}
-	return out
 }
 
 func endpointResources(snap *model.Snapshot) map[string]types.Resource {

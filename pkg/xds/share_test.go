@@ -94,17 +94,19 @@ func TestReplicasShareOneTranslation(t *testing.T) {
 	if got := len(s.cache.Classes()); got != n {
 		t.Errorf("%d proxy classes, want %d (one per workload)", got, n)
 	}
-	if got := s.cache.ConfigCount(); got != 1 {
+	if got, _ := s.cache.ConfigCount(); got != 1 {
 		t.Errorf("%d configurations for %d replicas, want 1", got, n)
 	}
-	if got := counterValue(t, s.metrics.translations); got != 1 {
-		t.Errorf("%v translations for %d replicas, want 1", got, n)
+	// One translation per type.
+	perConfig := float64(len(classTypes))
+	if got := counterValue(t, s.metrics.translations); got != perConfig {
+		t.Errorf("%v translations for %d replicas, want %v", got, n, perConfig)
 	}
 	// A change translates the one configuration again, not each replica.
 	s.Push(podMesh(n, "10.0.0.1", func(int) map[string]string {
 		return map[string]string{"app": "reviews", "version": "v1", "team": "books"}
 	}), time.Now())
-	waitFor(t, "the second translation", func() bool { return counterValue(t, s.metrics.translations) == 2 })
+	waitFor(t, "the second translation", func() bool { return counterValue(t, s.metrics.translations) == 2*perConfig })
 	// Moving the endpoint translates nothing: only its ClusterLoadAssignment changes.
 	pushes := counterValue(t, s.metrics.pushes.WithLabelValues("eds"))
 	eds := openADS(t, conn)
@@ -135,8 +137,8 @@ func TestReplicasShareOneTranslation(t *testing.T) {
 	if got := cla.Endpoints[0].LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress().GetAddress(); got != "10.0.0.2" {
 		t.Errorf("endpoint %s after the move, want 10.0.0.2", got)
 	}
-	if got := counterValue(t, s.metrics.translations); got != 2 {
-		t.Errorf("%v translations after an endpoint moved, want still 2", got)
+	if got := counterValue(t, s.metrics.translations); got != 2*perConfig {
+		t.Errorf("%v translations after an endpoint moved, want still %v", got, 2*perConfig)
 	}
 	if got := counterValue(t, s.metrics.pushes.WithLabelValues("eds")) - pushes; got < 2 {
 		t.Errorf("%v EDS responses, want the subscription's answer and the move", got)

@@ -1,0 +1,79 @@
+package xds
+
+import (
+	"runtime"
+	"sync"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+	"github.com/skiffmesh/skiff/pkg/translate"
+	"github.com/skiffmesh/skiff/pkg/xds/fanout"
+)
+
+// encodedConfig is one type of a configuration translated and encoded for its store, or why
+// it could not be encoded.
+type encodedConfig struct {
+	resources map[string]*fanout.Resource // by name
+	err       error
+}
+
+// translateAll translates and encodes each configuration, for one proxy that has its key, on
+// all cores: translation is pure and the snapshot immutable, so configurations are
+// independent. The pool is bounded by GOMAXPROCS, so a push of many keys does not pile up
+// goroutines that each hold a translation's garbage.
+func translateAll(snap *model.Snapshot, byID map[configID]*model.Proxy) map[configID]encodedConfig {
+	out := make(map[configID]encodedConfig, len(byID))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for id, proxy := range byID {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			var enc encodedConfig
+			enc.resources, enc.err = fanout.EncodeAll(id.typeURL, typeResources(snap, snap.ResolveProxy(proxy), id.typeURL))
+			mu.Lock()
+			out[id] = enc
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// typeResources translates one type of a resolved proxy's configuration, by name. Secrets
+// (gateway credentials) hold private keys: they go to the proxy and nowhere else.
+func typeResources(snap *model.Snapshot, proxy *model.Proxy, typeURL string) map[string]types.Resource {
+	out := map[string]types.Resource{}
+	switch typeURL {
+	case resourcev3.ClusterType:
+		for _, c := range translate.Clusters(snap, proxy) {
+			out[c.Name] = c
+		}
+	case resourcev3.ListenerType:
+		for _, l := range translate.Listeners(snap, proxy) {
+			out[l.Name] = l
+		}
+	case resourcev3.RouteType:
+		for _, r := range translate.Routes(snap, proxy) {
+			out[r.Name] = r
+		}
+	case resourcev3.SecretType:
+		for _, s := range translate.Secrets(snap, proxy) {
+			out[s.Name] = s
+		}
+	}
+	return out
+}
+
+// classResources translates every type of a proxy's configuration.
+func classResources(snap *model.Snapshot, proxy *model.Proxy) map[string]map[string]types.Resource {
+	proxy = snap.ResolveProxy(proxy)
+	out := make(map[string]map[string]types.Resource, len(classTypes))
+	for _, t := range classTypes {
+		out[t] = typeResources(snap, proxy, t)
+	}
+	return out
+}
