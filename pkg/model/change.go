@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	networking "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
 	"github.com/skiffmesh/skiff/pkg/config"
 )
@@ -21,7 +22,7 @@ func EndpointsOnly(prev, next *Snapshot) bool {
 	if prev == nil || next == nil || prev.Config == nil || next.Config == nil {
 		return false
 	}
-	return sameConfigExceptEndpoints(prev.Config, next.Config) &&
+	return sameConfigExcept(prev.Config, next.Config, endpointKinds) &&
 		slices.EqualFunc(prev.Services, next.Services, sameServiceExceptAddresses) &&
 		sameWorkloadsExceptAddresses(prev, next)
 }
@@ -30,13 +31,13 @@ func EndpointsOnly(prev, next *Snapshot) bool {
 // services, endpoints and workloads, which EndpointsOnly compares on their own.
 var endpointKinds = map[string]bool{"ServiceEntries": true, "WorkloadEntries": true, "EndpointSlices": true, "Pods": true}
 
-// sameConfigExceptEndpoints compares every other kind of object, whatever kinds Set gains:
-// unchanged objects are usually the very same pointers (a folder's untouched files, an
+// sameConfigExcept compares every kind of object but those named in skip, whatever kinds Set
+// gains: unchanged objects are usually the very same pointers (a folder's untouched files, an
 // informer's cache), and others are compared in full.
-func sameConfigExceptEndpoints(a, b *config.Set) bool {
+func sameConfigExcept(a, b *config.Set, skip map[string]bool) bool {
 	va, vb := reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem()
 	for i := range va.NumField() {
-		if endpointKinds[va.Type().Field(i).Name] {
+		if skip[va.Type().Field(i).Name] {
 			continue
 		}
 		fa, fb := va.Field(i), vb.Field(i)
@@ -91,4 +92,44 @@ func sameWorkloadsExceptAddresses(prev, next *Snapshot) bool {
 		}
 	}
 	return true
+}
+
+// HTTPRoutesOnly reports whether next differs from prev at most in VirtualServices that route
+// HTTP alone, before and after the change (no tcp or tls routes). Of a sidecar's
+// configuration, such a change reaches only its route configurations: its listeners read
+// VirtualServices only for tcp and tls routes, and its clusters and secrets not at all.
+// Gateways read VirtualServices everywhere. As with EndpointsOnly, a false "no" only costs
+// translations.
+func HTTPRoutesOnly(prev, next *Snapshot) bool {
+	if prev == nil || next == nil || prev.Config == nil || next.Config == nil {
+		return false
+	}
+	if !sameConfigExcept(prev.Config, next.Config, map[string]bool{"VirtualServices": true}) {
+		return false
+	}
+	key := func(vs *networkingv1.VirtualService) string { return vs.Namespace + "/" + vs.Name }
+	before := make(map[string]*networkingv1.VirtualService, len(prev.Config.VirtualServices))
+	for _, vs := range prev.Config.VirtualServices {
+		before[key(vs)] = vs
+	}
+	for _, vs := range next.Config.VirtualServices {
+		old, existed := before[key(vs)]
+		delete(before, key(vs))
+		if old == vs || (existed && reflect.DeepEqual(old, vs)) {
+			continue
+		}
+		if !httpOnly(vs) || (existed && !httpOnly(old)) {
+			return false
+		}
+	}
+	for _, removed := range before {
+		if !httpOnly(removed) {
+			return false
+		}
+	}
+	return true
+}
+
+func httpOnly(vs *networkingv1.VirtualService) bool {
+	return len(vs.Spec.GetTcp()) == 0 && len(vs.Spec.GetTls()) == 0
 }

@@ -19,6 +19,7 @@ type changeMesh struct {
 	weeAddress string // of the WorkloadEntry
 	weight     uint32 // of the VirtualService's route
 	podLabel   string
+	tcp        bool // the VirtualService routes TCP too
 }
 
 func (m changeMesh) snapshot() *Snapshot {
@@ -44,6 +45,7 @@ func (m changeMesh) snapshot() *Snapshot {
 					{Destination: &networking.Destination{Host: "reviews"}, Weight: int32(m.weight)},
 					{Destination: &networking.Destination{Host: "reviews", Subset: "v2"}, Weight: int32(100 - m.weight)},
 				}}},
+				Tcp: m.tcpRoutes(),
 			},
 		}},
 		Pods: []*corev1.Pod{{
@@ -80,5 +82,38 @@ func TestEndpointsOnly(t *testing.T) {
 	}
 	if EndpointsOnly(nil, base.snapshot()) {
 		t.Error("the first snapshot counts as endpoints-only")
+	}
+}
+
+func (m changeMesh) tcpRoutes() []*networking.TCPRoute {
+	if !m.tcp {
+		return nil
+	}
+	return []*networking.TCPRoute{{Route: []*networking.RouteDestination{{Destination: &networking.Destination{Host: "reviews"}}}}}
+}
+
+func TestHTTPRoutesOnly(t *testing.T) {
+	base := changeMesh{resolution: networking.ServiceEntry_STATIC, address: "10.0.0.1", weeAddress: "10.0.1.1", weight: 90, podLabel: "client"}
+	for _, c := range []struct {
+		name       string
+		prev, next func(*changeMesh)
+		want       bool
+	}{
+		{"nothing", func(*changeMesh) {}, func(*changeMesh) {}, true},
+		{"an HTTP route's weights", func(*changeMesh) {}, func(m *changeMesh) { m.weight = 80 }, true},
+		{"weights of a VirtualService with TCP routes", func(m *changeMesh) { m.tcp = true }, func(m *changeMesh) { m.tcp, m.weight = true, 80 }, false},
+		{"TCP routes added", func(*changeMesh) {}, func(m *changeMesh) { m.tcp = true }, false},
+		{"an endpoint's address", func(*changeMesh) {}, func(m *changeMesh) { m.address = "10.0.0.2" }, false},
+		{"a Pod's labels", func(*changeMesh) {}, func(m *changeMesh) { m.podLabel = "other" }, false},
+	} {
+		prev, next := base, base
+		c.prev(&prev)
+		c.next(&next)
+		if got := HTTPRoutesOnly(prev.snapshot(), next.snapshot()); got != c.want {
+			t.Errorf("%s: HTTPRoutesOnly = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if HTTPRoutesOnly(nil, base.snapshot()) {
+		t.Error("the first snapshot counts as routes-only")
 	}
 }

@@ -139,6 +139,18 @@ func (c *classCache) Advance(snap *model.Snapshot) {
 	}
 }
 
+// AdvanceConfig records that the existing configuration id translates from snap as from the
+// snapshot its store was filled from. It reports false if there is no such configuration.
+func (c *classCache) AdvanceConfig(id configID, snap *model.Snapshot) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sc, ok := c.configs[id]
+	if ok {
+		sc.snap = snap
+	}
+	return ok
+}
+
 // Prune drops configurations that no class is bound to: left by their last class, or
 // translated for a class whose proxy left before it was bound.
 func (c *classCache) Prune() {

@@ -146,11 +146,14 @@ func (s *Server) Stop() { s.grpc.Stop() }
 // produced it reached pilot, for the convergence metric.
 func (s *Server) Push(snap *model.Snapshot, changedAt time.Time) {
 	s.mu.Lock()
+	// Compared with the previous snapshot, not the one last pushed: a full push still pending
+	// stays full (pending only grows).
 	kind := pushFull
-	if model.EndpointsOnly(s.snap, snap) {
-		// Compared with the previous snapshot, not the one last pushed: a full push still
-		// pending stays full (pending only grows).
+	switch {
+	case model.EndpointsOnly(s.snap, snap):
 		kind = pushEndpoints
+	case model.HTTPRoutesOnly(s.snap, snap):
+		kind = pushRoutes
 	}
 	s.snap, s.changedAt, s.pending = snap, changedAt, max(s.pending, kind)
 	s.mu.Unlock()
@@ -212,6 +215,10 @@ const (
 	// pushEndpoints: the snapshot moved endpoints only (model.EndpointsOnly): new
 	// ClusterLoadAssignments and identity checks, no translation.
 	pushEndpoints
+	// pushRoutes: at most endpoints and HTTP-only VirtualServices changed
+	// (model.HTTPRoutesOnly): sidecars' route configurations are translated again, their
+	// other types are not; gateways are translated in full.
+	pushRoutes
 	// pushFull: anything else; every configuration in use is translated again.
 	pushFull
 )
@@ -221,7 +228,7 @@ const (
 // bound, translating just the keys that have no configuration from snap yet.
 func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*model.Proxy) {
 	started := time.Now()
-	full := kind == pushFull
+	full := kind >= pushRoutes // every configuration in use is brought up to snap
 	classes := fresh
 	if kind >= pushEndpoints {
 		if eds, err := fanout.EncodeAll(resourcev3.EndpointType, endpointResources(snap)); err != nil {
@@ -242,14 +249,23 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 	// Group the classes by configuration key, per type, and translate each key once.
 	keysOf := make(map[string]map[string]string, len(classes))
 	todo := map[configID]*model.Proxy{}
+	seen := map[configID]bool{}
 	for class, proxy := range classes {
 		keys := configKeys(snap, proxy)
 		keysOf[class] = keys
 		for t, key := range keys {
 			id := configID{t, key}
-			if _, ok := todo[id]; !ok && (full || !s.cache.Config(id, snap)) {
-				todo[id] = proxy
+			if seen[id] {
+				continue
 			}
+			seen[id] = true
+			if !full && s.cache.Config(id, snap) {
+				continue
+			}
+			if kind == pushRoutes && t != resourcev3.RouteType && proxy.Type == model.SidecarProxy && s.cache.AdvanceConfig(id, snap) {
+				continue // filled from the last snapshot, which translates the same for this type
+			}
+			todo[id] = proxy
 		}
 	}
 	translated := translateAll(snap, todo)

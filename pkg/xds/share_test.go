@@ -13,7 +13,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
+	typev1beta1 "istio.io/api/type/v1beta1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -179,5 +182,66 @@ func TestRelabelledPodMovesToItsNewConfiguration(t *testing.T) {
 	waitFor(t, "the reconnected proxy's status", func() bool { return len(s.Statuses()) == 1 })
 	if after := s.Statuses()[0].Config; after == before || after == "" {
 		t.Errorf("configuration key %q after the relabel, was %q; statuses %+v; classes %v", after, before, s.Statuses(), s.cache.Classes())
+	}
+}
+
+// withPolicy adds to a mesh an AuthorizationPolicy selecting version v2, and drops the Sidecar
+// (which selects by version too), so that only the policy tells v1 from v2.
+func withPolicy(snap *model.Snapshot) *config.Set {
+	set := *snap.Config
+	set.Sidecars = nil
+	set.AuthorizationPolicies = []*securityv1.AuthorizationPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "v2-get", Namespace: "default"},
+		Spec: security.AuthorizationPolicy{
+			Selector: &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{"version": "v2"}},
+			Rules:    []*security.Rule{{To: []*security.Rule_To{{Operation: &security.Operation{Methods: []string{"GET"}}}}}},
+		},
+	}}
+	return &set
+}
+
+// withRoute returns a copy of set whose only VirtualService sends weight percent of reviews to
+// v1; every other object is the same, as a folder reload leaves untouched files.
+func withRoute(set *config.Set, weight int32) *model.Snapshot {
+	next := *set
+	next.VirtualServices = []*networkingv1.VirtualService{{
+		ObjectMeta: metav1.ObjectMeta{Name: "reviews", Namespace: "default"},
+		Spec: networking.VirtualService{
+			Hosts: []string{"reviews.default.svc.cluster.local"},
+			Http: []*networking.HTTPRoute{{Route: []*networking.HTTPRouteDestination{
+				{Destination: &networking.Destination{Host: "reviews.default.svc.cluster.local"}, Weight: weight},
+				{Destination: &networking.Destination{Host: "reviews.default.svc.cluster.local", Subset: "v2"}, Weight: 100 - weight},
+			}}},
+		},
+	}}
+	return model.Build(&next)
+}
+
+// Workloads told apart only by an AuthorizationPolicy share clusters, routes and secrets and
+// differ in their listeners; an HTTP route change translates their one route configuration
+// and nothing else.
+func TestPolicyOnlyWorkloadsShareAllButListeners(t *testing.T) {
+	s, conn := serve(t, Options{IgnoreNodeLabels: true})
+	set := withPolicy(podMesh(2, "10.0.0.1", func(i int) map[string]string {
+		return map[string]string{"app": "reviews", "version": fmt.Sprintf("v%d", i+1)}
+	}))
+	s.Push(withRoute(set, 90), time.Now())
+	for i := range 2 {
+		stream := openADS(t, conn)
+		if err := stream.Send(cdsRequest(podNode(i))); err != nil {
+			t.Fatal(err)
+		}
+		recvClusterNames(t, stream)
+	}
+	configs, stores := s.cache.ConfigCount()
+	if configs != 2 || stores != 2+3 {
+		t.Errorf("%d configurations in %d stores, want 2 in 5 (two listener stores, one each for clusters, routes and secrets)", configs, stores)
+	}
+	before := counterValue(t, s.metrics.translations)
+	s.Push(withRoute(set, 80), time.Now())
+	waitFor(t, "the route change's translation", func() bool { return counterValue(t, s.metrics.translations) > before })
+	// A push counts all its translations at once.
+	if got := counterValue(t, s.metrics.translations) - before; got != 1 {
+		t.Errorf("an HTTP route change made %v translations, want 1 (the shared route configuration)", got)
 	}
 }
