@@ -49,7 +49,6 @@ func newAnsweringStream(s discoveryv3.AggregatedDiscoveryService_StreamAggregate
 func (s *answeringStream) stash(req *discoveryv3.DiscoveryRequest) {
 	t := req.GetTypeUrl()
 	if t != resourcev3.EndpointType && t != resourcev3.RouteType {
-		fanout.InternNames(req.ResourceNames)
 		return
 	}
 	if prev := s.stashed[t].Value(); prev != nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-
-	"github.com/skiffmesh/skiff/pkg/xds/fanout"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -64,12 +62,3 @@ type deltaEndable struct {
 }
 
 func (s deltaEndable) Context() context.Context { return s.ctx }
-
-// Recv interns the names a delta request subscribes to (see fanout.InternNames).
-func (s deltaEndable) Recv() (*discoveryv3.DeltaDiscoveryRequest, error) {
-	req, err := s.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Recv()
-	if err == nil {
-		fanout.InternNames(req.ResourceNamesSubscribe)
-	}
-	return req, err
-}

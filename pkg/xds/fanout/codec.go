@@ -28,9 +28,6 @@ var standard = encoding.GetCodecV2(protocodec.Name)
 // Name is the standard codec's, so clients see no difference.
 func (Codec) Name() string { return protocodec.Name }
 
-// Unmarshal is the standard codec's.
-func (Codec) Unmarshal(data mem.BufferSlice, v any) error { return standard.Unmarshal(data, v) }
-
 // Marshal writes discovery responses around their shared resource bytes.
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {

@@ -1,15 +1,17 @@
 package fanout
 
 import (
+	"errors"
 	"hash/maphash"
 	"sync"
+	"unicode/utf8"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 )
 
 // names interns the resource names stores serve. Every Envoy of a mesh asks for the same few
-// thousand cluster names; go-control-plane keeps each stream's last request and subscription,
-// so without interning each stream holds its own copy of every name.
+// thousand cluster names, in every request; Codec decodes them to these copies, so that no
+// request allocates them again and no stream holds a copy of its own.
 var names = &interner{byName: map[string]string{}}
 
 type interner struct {
@@ -35,16 +37,18 @@ func (in *interner) canonical(name string) string {
 	return name
 }
 
-// InternNames replaces each name of a request that a store serves by the store's copy, so the
-// request's own strings can be collected. Names no store serves are left alone.
-func InternNames(list []string) {
-	names.mu.RLock()
-	defer names.mu.RUnlock()
-	for i, n := range list {
-		if c, ok := names.byName[n]; ok {
-			list[i] = c
-		}
+// decodeLocked returns the interned copy of a name read from a request, without allocating,
+// or a new string for a name no store serves. Names must be UTF-8, as proto3 strings are. The
+// caller holds in.mu for reading.
+func (in *interner) decodeLocked(b []byte) (string, error) {
+	c, ok := in.byName[string(b)]
+	if ok {
+		return c, nil
 	}
+	if !utf8.Valid(b) {
+		return "", errors.New("not UTF-8")
+	}
+	return string(b), nil
 }
 
 // nameSet is an interned subscription: the resource names one or more requests ask for.
@@ -119,9 +123,8 @@ var stashed sync.Map // *discoveryv3.DiscoveryRequest → []string
 // stream to go-control-plane's server, and Unstash puts them back when the request reaches the
 // cache. The server copies the names of every request into a per-stream map that this cache
 // never reads (a state-of-the-world version says what the client holds); for EDS, thousands of
-// names per stream, that map would be most of pilot's memory. The names are interned first.
+// names per stream, that map would be most of pilot's memory.
 func StashNames(req *discoveryv3.DiscoveryRequest) {
-	InternNames(req.ResourceNames)
 	stashed.Store(req, req.ResourceNames)
 	req.ResourceNames = nil
 }

@@ -4,14 +4,18 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"unsafe"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -311,5 +315,40 @@ func TestCodecWritesWhatProtoMarshalWrites(t *testing.T) {
 	}
 	if out, _ := (Codec{}).Marshal(sotwMsg); len(out) < 3 {
 		t.Errorf("the SotW response was not written around its resources' buffers: %d buffers", len(out))
+	}
+}
+
+func TestCodecDecodesRequestsWithInternedNames(t *testing.T) {
+	served := cluster(t, "outbound|8080||served.default.svc.cluster.local", 1) // interns its name
+	req := &discoveryv3.DiscoveryRequest{
+		VersionInfo: "p-1.2", TypeUrl: resourcev3.EndpointType, ResponseNonce: "9",
+		Node:          &corev3.Node{Id: "sidecar~10.0.0.1~a.default~default.svc.cluster.local"},
+		ResourceNames: []string{served.Name(), "outbound|8080||other.default.svc.cluster.local"},
+		ErrorDetail:   &statuspb.Status{Code: 3, Message: "rejected"},
+	}
+	b, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := &discoveryv3.DiscoveryRequest{}
+	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, got); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(got, req) {
+		t.Fatalf("decoded %v, want %v", got, req)
+	}
+	if unsafe.StringData(got.ResourceNames[0]) != unsafe.StringData(served.Name()) {
+		t.Error("a served name was decoded to a new string, not the interned one")
+	}
+	again := &discoveryv3.DiscoveryRequest{}
+	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, again); err != nil {
+		t.Fatal(err)
+	}
+	if unsafe.SliceData(again.ResourceNames) != unsafe.SliceData(got.ResourceNames) {
+		t.Error("the same names decoded twice: not shared")
+	}
+	bad := protowire.AppendString(protowire.AppendTag(nil, 3, protowire.BytesType), "\xff")
+	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(bad)}, &discoveryv3.DiscoveryRequest{}); err == nil {
+		t.Error("a resource name that is not UTF-8 was accepted")
 	}
 }

@@ -1,0 +1,143 @@
+package fanout
+
+import (
+	"bytes"
+	"fmt"
+	"hash/maphash"
+	"slices"
+	"sync"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// Unmarshal is the standard codec's, except that the resource names of discovery requests are
+// decoded to the interned copies of the names stores serve. Envoy repeats every name it
+// subscribes to in each state-of-the-world ACK (thousands of clusters for EDS); decoded the
+// standard way, each ACK would allocate them all again.
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	switch m := v.(type) {
+	case *discoveryv3.DiscoveryRequest:
+		return unmarshalInterning(data, m, 3, func(list []string) { m.ResourceNames = list })
+	case *discoveryv3.DeltaDiscoveryRequest:
+		return unmarshalInterning(data, m, 3, func(list []string) { m.ResourceNamesSubscribe = list })
+	}
+	return standard.Unmarshal(data, v)
+}
+
+// unmarshalInterning decodes m from data with its repeated string field nameField interned:
+// every other field is decoded by proto.Unmarshal from a copy of its bytes, and set receives
+// the names.
+func unmarshalInterning(data mem.BufferSlice, m proto.Message, nameField protowire.Number, set func([]string)) error {
+	var b []byte
+	if len(data) == 1 {
+		b = data[0].ReadOnlyData() // only read here: nothing decoded points into it
+	} else {
+		b = data.Materialize()
+	}
+	var rest []byte
+	var list []string
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("decoding %T: %w", m, protowire.ParseError(n))
+		}
+		size := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if size < 0 {
+			return fmt.Errorf("decoding %T: %w", m, protowire.ParseError(size))
+		}
+		if num != nameField || typ != protowire.BytesType {
+			rest = append(rest, b[:n+size]...)
+			b = b[n+size:]
+			continue
+		}
+		// The names are written one after the other: decode the run at once.
+		run := nameRun(b, nameField)
+		decoded, err := lists.decode(run, nameField)
+		if err != nil {
+			return fmt.Errorf("decoding %T: resource names: %w", m, err)
+		}
+		if list == nil {
+			list = decoded // shared: never appended to in place (see below)
+		} else {
+			list = append(slices.Clip(list), decoded...)
+		}
+		b = b[len(run):]
+	}
+	if err := proto.Unmarshal(rest, m); err != nil {
+		return err
+	}
+	set(list)
+	return nil
+}
+
+// nameRun is the longest prefix of b made of nameField entries.
+func nameRun(b []byte, nameField protowire.Number) []byte {
+	end := 0
+	for end < len(b) {
+		num, typ, n := protowire.ConsumeTag(b[end:])
+		if n < 0 || num != nameField || typ != protowire.BytesType {
+			break
+		}
+		size := protowire.ConsumeFieldValue(num, typ, b[end+n:])
+		if size < 0 {
+			break
+		}
+		end += n + size
+	}
+	return b[:end]
+}
+
+// lists remembers decoded runs of names by their bytes. Every state-of-the-world ACK repeats
+// the proxy's whole subscription, and the replicas of a workload subscribe to the same names
+// in the same order: a run seen before is handed out again, shared, instead of being decoded
+// name by name. Callers must not modify the lists.
+var lists = &listCache{seed: maphash.MakeSeed(), byHash: map[uint64]decodedRun{}}
+
+// maxRuns bounds the cache; when full it starts again.
+const maxRuns = 1024
+
+type listCache struct {
+	seed   maphash.Seed
+	mu     sync.Mutex
+	byHash map[uint64]decodedRun
+}
+
+type decodedRun struct {
+	raw  []byte
+	list []string
+}
+
+func (c *listCache) decode(run []byte, nameField protowire.Number) ([]string, error) {
+	h := maphash.Bytes(c.seed, run)
+	c.mu.Lock()
+	hit, ok := c.byHash[h]
+	c.mu.Unlock()
+	if ok && bytes.Equal(hit.raw, run) {
+		return hit.list, nil
+	}
+	var list []string
+	names.mu.RLock()
+	for b := run; len(b) > 0; {
+		_, _, n := protowire.ConsumeTag(b)
+		value, size := protowire.ConsumeBytes(b[n:])
+		name, err := names.decodeLocked(value)
+		if err != nil {
+			names.mu.RUnlock()
+			return nil, err
+		}
+		list = append(list, name)
+		b = b[n+size:]
+	}
+	names.mu.RUnlock()
+	c.mu.Lock()
+	if len(c.byHash) >= maxRuns {
+		clear(c.byHash)
+	}
+	c.byHash[h] = decodedRun{raw: bytes.Clone(run), list: list}
+	c.mu.Unlock()
+	return list, nil
+}
+
