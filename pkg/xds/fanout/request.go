@@ -140,4 +140,3 @@ func (c *listCache) decode(run []byte, nameField protowire.Number) ([]string, er
 	c.mu.Unlock()
 	return list, nil
 }
-
