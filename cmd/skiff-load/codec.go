@@ -2,6 +2,10 @@ package main
 
 import (
 	"fmt"
+	"hash/maphash"
+	"slices"
+	"sync"
+	"unsafe"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/encoding"
@@ -24,7 +28,84 @@ var standardCodec = encoding.GetCodecV2(protocodec.Name)
 
 func (aliasCodec) Name() string { return protocodec.Name }
 
-func (aliasCodec) Marshal(v any) (mem.BufferSlice, error) { return standardCodec.Marshal(v) }
+// Marshal writes a state-of-the-world request whose names are an interned list (see
+// requestLists) around that list's encoding, made once: every ACK repeats the subscription,
+// thousands of EDS names, and the replicas of a workload share one.
+func (aliasCodec) Marshal(v any) (mem.BufferSlice, error) {
+	req, ok := v.(*discoveryv3.DiscoveryRequest)
+	if !ok {
+		return standardCodec.Marshal(v)
+	}
+	encoded := requestLists.encoded(req.ResourceNames)
+	if encoded == nil {
+		return standardCodec.Marshal(v)
+	}
+	rest, err := proto.Marshal(&discoveryv3.DiscoveryRequest{
+		VersionInfo: req.VersionInfo, Node: req.Node, TypeUrl: req.TypeUrl,
+		ResponseNonce: req.ResponseNonce, ErrorDetail: req.ErrorDetail,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return mem.BufferSlice{mem.SliceBuffer(rest), mem.SliceBuffer(encoded)}, nil
+}
+
+// requestLists interns the sorted name lists the proxies subscribe to, with their encoding as
+// field 3 (resource_names) of a DiscoveryRequest.
+var requestLists = &listInterner{byHash: map[uint64][]*internedList{}, byData: map[*string]*internedList{}}
+
+type listInterner struct {
+	mu     sync.Mutex
+	byHash map[uint64][]*internedList
+	byData map[*string]*internedList // by the list's first element, which identifies it
+}
+
+type internedList struct {
+	names   []string
+	encoded []byte
+}
+
+func (in *listInterner) intern(names []string) []string {
+	if len(names) == 0 {
+		return names
+	}
+	h := maphash.Hash{}
+	h.SetSeed(hashSeed)
+	for _, n := range names {
+		h.WriteString(n)
+		h.WriteByte(0)
+	}
+	sum := h.Sum64()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for _, l := range in.byHash[sum] {
+		if slices.Equal(l.names, names) {
+			return l.names
+		}
+	}
+	var enc []byte
+	for _, n := range names {
+		enc = protowire.AppendTag(enc, 3, protowire.BytesType)
+		enc = protowire.AppendString(enc, n)
+	}
+	l := &internedList{names: slices.Clip(names), encoded: enc}
+	in.byHash[sum] = append(in.byHash[sum], l)
+	in.byData[unsafe.SliceData(l.names)] = l
+	return l.names
+}
+
+// encoded is the encoding of an interned list, nil for any other.
+func (in *listInterner) encoded(names []string) []byte {
+	if len(names) == 0 {
+		return nil
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if l, ok := in.byData[unsafe.SliceData(names)]; ok && len(l.names) == len(names) {
+		return l.encoded
+	}
+	return nil
+}
 
 func (aliasCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {

@@ -37,3 +37,22 @@ func TestAliasCodecDecodesAsProto(t *testing.T) {
 		}
 	}
 }
+
+func TestAliasCodecWritesInternedRequests(t *testing.T) {
+	names := requestLists.intern([]string{"outbound|8080||a", "outbound|8080||b"})
+	if again := requestLists.intern([]string{"outbound|8080||a", "outbound|8080||b"}); &again[0] != &names[0] {
+		t.Fatal("equal lists were not interned to one")
+	}
+	req := &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, VersionInfo: "v1", ResponseNonce: "2", ResourceNames: names}
+	out, err := (aliasCodec{}).Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 2 {
+		t.Fatalf("%d buffers, want the request's fields and the list's shared encoding", len(out))
+	}
+	got := &discoveryv3.DiscoveryRequest{}
+	if err := proto.Unmarshal(out.Materialize(), got); err != nil || !proto.Equal(got, req) {
+		t.Fatalf("decoded %v (%v), want %v", got, err, req)
+	}
+}

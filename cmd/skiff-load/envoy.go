@@ -418,7 +418,7 @@ func referenced(c *nameCache, resources []*anypb.Any) []string {
 		names = append(names, c.get(r).refs...)
 	}
 	slices.Sort(names)
-	return slices.Compact(names)
+	return requestLists.intern(slices.Compact(names))
 }
 
 // recvError turns the end of a stream into the error to report; the run's own cancellation
