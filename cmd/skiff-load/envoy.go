@@ -133,6 +133,8 @@ func NewFleet(cfg FleetConfig, xdsAddress string) (*Fleet, error) {
 			// Envoy's HTTP/2 windows are large (256 MiB by default), so pilot's pushes are
 			// never held back by flow control; gRPC's 64 kB start would be.
 			grpc.WithInitialWindowSize(16<<20),
+			// Fewer, larger reads: the fleet receives gigabytes per change.
+			grpc.WithReadBufferSize(256<<10),
 			grpc.WithInitialConnWindowSize(64<<20),
 		)
 		if err != nil {

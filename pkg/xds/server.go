@@ -104,6 +104,10 @@ func New(opts Options) *Server {
 		grpc.MaxConcurrentStreams(100000),
 		// Responses go out around the resources' shared bytes, not copied per stream.
 		grpc.ForceServerCodecV2(fanout.Codec{}),
+		// A megabyte of routes is written in a few system calls rather than one per 32 kB;
+		// the buffer is released after each flush, so idle connections hold none.
+		grpc.WriteBufferSize(256<<10),
+		grpc.SharedWriteBuffer(true),
 		// Proxies keep one stream for hours; pings find dead peers behind NATs and idle timeouts.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
