@@ -27,7 +27,7 @@ test-stress:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./pkg/...
 
-SCALE_SCENARIOS ?= 100x1000,500x1000,2000x100,2000x100-replicas,2000x1000-replicas,2000x1000
+SCALE_SCENARIOS ?= 100x1000,500x1000,2000x100,2000x100-replicas,2000x1000-replicas,2000x1000,2000x1000-policies
 .PHONY: bench-scale
 ## bench-scale: pilot at scale against simulated Envoys (cmd/skiff-load), the table of the scale
 ## goals; takes the machine for a long time. SCALE_SCENARIOS=smoke for a quick look.

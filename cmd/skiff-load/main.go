@@ -32,9 +32,11 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// scenario is a named shape from the scale table: proxies × services, replicas of workloads.
+// scenario is a named shape from the scale table: proxies × services, replicas of workloads,
+// and whether each workload has a policy of its own (see --policies).
 type scenario struct {
 	proxies, services, workloads int
+	policies                     bool
 }
 
 // scenarios are the rows of the scale table, plus smoke, which the tests run.
@@ -46,6 +48,7 @@ var scenarios = map[string]scenario{
 	"2000x100-replicas":  {proxies: 2000, services: 100, workloads: 4},
 	"2000x1000-replicas": {proxies: 2000, services: 1000, workloads: 50},
 	"2000x1000":          {proxies: 2000, services: 1000, workloads: 2000},
+	"2000x1000-policies": {proxies: 2000, services: 1000, workloads: 2000, policies: true},
 }
 
 func scenarioNames() []string {
@@ -202,6 +205,9 @@ func plan(cmd *cobra.Command, base Config, names []string) ([]Config, error) {
 		}
 		if !cmd.Flags().Changed("workloads") {
 			c.Workloads = s.workloads
+		}
+		if !cmd.Flags().Changed("policies") {
+			c.Policies = s.policies
 		}
 		runs = append(runs, c)
 	}

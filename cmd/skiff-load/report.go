@@ -16,6 +16,7 @@ type Result struct {
 	Proxies       int     `json:"proxies"`
 	Services      int     `json:"services"`
 	Workloads     int     `json:"workloads"`
+	Policies      bool    `json:"policies,omitempty"`
 	DeltaFraction float64 `json:"delta_fraction"`
 	NackFraction  float64 `json:"nack_fraction"`
 	// Classes and Configs are the distinct proxy classes and configurations (translations)
@@ -73,7 +74,7 @@ func (m ms) String() string { return time.Duration(float64(m) * float64(time.Mil
 
 func newResult(cfg Config) *Result {
 	return &Result{
-		Scenario: cfg.Scenario, Proxies: cfg.Proxies, Services: cfg.Services, Workloads: cfg.Workloads,
+		Scenario: cfg.Scenario, Proxies: cfg.Proxies, Services: cfg.Services, Workloads: cfg.Workloads, Policies: cfg.Policies,
 		DeltaFraction: cfg.DeltaFraction, NackFraction: cfg.NackFraction,
 		Responses: map[string]int64{}, Bytes: map[string]int64{},
 		Classes: -1, Configs: -1, PilotTranslations: -1,
@@ -95,6 +96,8 @@ func TableHeader() string {
 func (r *Result) TableRow() string {
 	shape := fmt.Sprintf("%s × %s", thousands(r.Proxies), thousands(r.Services))
 	switch {
+	case r.Workloads == r.Proxies && r.Policies:
+		shape += " (distinct, a policy each)"
 	case r.Workloads == r.Proxies:
 		shape += " (distinct)"
 	default:
