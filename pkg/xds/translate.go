@@ -46,24 +46,27 @@ func translateAll(snap *model.Snapshot, byID map[configID]*model.Proxy) map[conf
 // typeResources translates one type of a resolved proxy's configuration, by name. Secrets
 // (gateway credentials) hold private keys: they go to the proxy and nowhere else.
 func typeResources(snap *model.Snapshot, proxy *model.Proxy, typeURL string) map[string]types.Resource {
-	out := map[string]types.Resource{}
 	switch typeURL {
 	case resourcev3.ClusterType:
-		for _, c := range translate.Clusters(snap, proxy) {
-			out[c.Name] = c
-		}
+		return byName(translate.Clusters(snap, proxy))
 	case resourcev3.ListenerType:
-		for _, l := range translate.Listeners(snap, proxy) {
-			out[l.Name] = l
-		}
+		return byName(translate.Listeners(snap, proxy))
 	case resourcev3.RouteType:
-		for _, r := range translate.Routes(snap, proxy) {
-			out[r.Name] = r
-		}
+		return byName(translate.Routes(snap, proxy))
 	case resourcev3.SecretType:
-		for _, s := range translate.Secrets(snap, proxy) {
-			out[s.Name] = s
-		}
+		return byName(translate.Secrets(snap, proxy))
+	}
+	return map[string]types.Resource{}
+}
+
+// byName indexes resources by their names.
+func byName[R interface {
+	types.Resource
+	GetName() string
+}](list []R) map[string]types.Resource {
+	out := make(map[string]types.Resource, len(list))
+	for _, r := range list {
+		out[r.GetName()] = r
 	}
 	return out
 }
