@@ -21,6 +21,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof" // --debug-address
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -84,7 +87,7 @@ func newRootCommand() *cobra.Command {
 func newBenchCommand() *cobra.Command {
 	cfg := Config{}
 	var names []string
-	var jsonPath, cpuProfile string
+	var jsonPath, cpuProfile, debugAddress string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Run scenarios and print the scale table",
@@ -99,6 +102,17 @@ Flags given explicitly override a scenario's proxies, services and workloads.`,
 			runs, err := plan(cmd, cfg, names)
 			if err != nil {
 				return err
+			}
+			if debugAddress != "" {
+				// Goroutine dumps of the fleet while it runs: how to see where a slow change
+				// waits on the receiving side.
+				lis, err := net.Listen("tcp", debugAddress)
+				if err != nil {
+					return fmt.Errorf("--debug-address: %w", err)
+				}
+				defer lis.Close()
+				go http.Serve(lis, http.DefaultServeMux) //nolint:errcheck // ends when lis closes
+				slog.Info("serving /debug/pprof/", "address", lis.Addr().String())
 			}
 			if cpuProfile != "" {
 				// The simulated proxies share the machine with pilot: what they cost is part
@@ -170,6 +184,7 @@ Flags given explicitly override a scenario's proxies, services and workloads.`,
 	f.DurationVar(&cfg.Gap, "gap", 500*time.Millisecond, "quiet time between changes")
 	f.StringVar(&jsonPath, "json", "", "write the full results as JSON to this file")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write skiff-load's own CPU profile to this file")
+	f.StringVar(&debugAddress, "debug-address", "", "serve skiff-load's own /debug/pprof/ on this address while it runs (e.g. 127.0.0.1:6060)")
 	cmd.PreRun = func(*cobra.Command, []string) {
 		if *delta {
 			cfg.DeltaFraction = 1
