@@ -2,6 +2,7 @@ package xds
 
 import (
 	"io"
+	"slices"
 	"sync"
 	"time"
 	"weak"
@@ -27,10 +28,10 @@ type answeringStream struct {
 	awaiting map[string]bool // type URL → a response is owed
 	answered chan struct{}   // signalled on every Send
 
-	// stashed is the last request of each type whose names were stashed (see stash); it is
-	// only touched by the goroutine that calls Recv. The pointers are weak: once the cache
-	// has the request, this must not keep its thousands of names alive.
-	stashed map[string]weak.Pointer[discoveryv3.DiscoveryRequest]
+	// stashed are the requests whose names were stashed (see stash) and may not have reached
+	// the cache yet; only the goroutine that calls Recv touches it. The pointers are weak:
+	// once the cache has a request, this must not keep its thousands of names alive.
+	stashed []weak.Pointer[discoveryv3.DiscoveryRequest]
 }
 
 func newAnsweringStream(s discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) *answeringStream {
@@ -38,34 +39,35 @@ func newAnsweringStream(s discoveryv3.AggregatedDiscoveryService_StreamAggregate
 		AggregatedDiscoveryService_StreamAggregatedResourcesServer: s,
 		awaiting: map[string]bool{},
 		answered: make(chan struct{}, 1),
-		stashed:  map[string]weak.Pointer[discoveryv3.DiscoveryRequest]{},
 	}
 }
 
 // stash takes the names out of EDS and RDS requests before go-control-plane copies them into
-// the stream's subscription (fanout.StashNames); the cache restores them. A request of the
-// same type that came before has reached the cache by now, or was skipped by the server as
-// stale: either way its names are no longer needed.
+// the stream's subscription (fanout.StashNames); the cache restores them. A request goes from
+// here to the server's loop, which may still be busy with the one before: nothing stashed is
+// dropped until the stream ends, except requests the cache has already restored (or that were
+// collected), which are forgotten here as new ones arrive.
 func (s *answeringStream) stash(req *discoveryv3.DiscoveryRequest) {
-	t := req.GetTypeUrl()
-	if t != resourcev3.EndpointType && t != resourcev3.RouteType {
+	if t := req.GetTypeUrl(); t != resourcev3.EndpointType && t != resourcev3.RouteType {
 		return
 	}
-	if prev := s.stashed[t].Value(); prev != nil {
-		fanout.DropStashed(prev)
-	}
+	s.stashed = slices.DeleteFunc(s.stashed, func(p weak.Pointer[discoveryv3.DiscoveryRequest]) bool {
+		r := p.Value()
+		return r == nil || !fanout.Stashed(r)
+	})
 	fanout.StashNames(req)
-	s.stashed[t] = weak.Make(req)
+	s.stashed = append(s.stashed, weak.Make(req))
 }
 
-// dropStashed forgets the names of requests that never reached the cache.
+// dropStashed forgets the names of requests that never reached the cache: the server skipped
+// them (a stale nonce) or the stream ended first.
 func (s *answeringStream) dropStashed() {
 	for _, p := range s.stashed {
 		if req := p.Value(); req != nil {
 			fanout.DropStashed(req)
 		}
 	}
-	clear(s.stashed)
+	s.stashed = nil
 }
 
 func (s *answeringStream) Recv() (*discoveryv3.DiscoveryRequest, error) {

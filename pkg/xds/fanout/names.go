@@ -136,6 +136,12 @@ func Unstash(req *discoveryv3.DiscoveryRequest) {
 	}
 }
 
+// Stashed reports whether req's names are stashed and not yet restored.
+func Stashed(req *discoveryv3.DiscoveryRequest) bool {
+	_, ok := stashed.Load(req)
+	return ok
+}
+
 // DropStashed forgets req's names if they were never restored: the server skipped the
 // request (a stale nonce) or the stream ended before it reached the cache.
 func DropStashed(req *discoveryv3.DiscoveryRequest) { stashed.Delete(req) }
