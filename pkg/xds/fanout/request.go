@@ -96,12 +96,15 @@ func nameRun(b []byte, nameField protowire.Number) []byte {
 // name by name. Callers must not modify the lists.
 var lists = &listCache{seed: maphash.MakeSeed(), byHash: map[uint64]decodedRun{}}
 
-// maxRuns bounds the cache; when full it starts again.
-const maxRuns = 1024
+// maxRunBytes bounds the bytes the cache keeps (an EDS subscription of 3,000 clusters is about
+// 200 kB); when full it starts again. Distinct subscriptions are about as many as distinct
+// configurations, so a mesh's all fit.
+const maxRunBytes = 64 << 20
 
 type listCache struct {
 	seed   maphash.Seed
 	mu     sync.Mutex
+	bytes  int // raw bytes held
 	byHash map[uint64]decodedRun
 }
 
@@ -133,9 +136,11 @@ func (c *listCache) decode(run []byte, nameField protowire.Number) ([]string, er
 	}
 	names.mu.RUnlock()
 	c.mu.Lock()
-	if len(c.byHash) >= maxRuns {
+	if c.bytes+len(run) > maxRunBytes {
 		clear(c.byHash)
+		c.bytes = 0
 	}
+	c.bytes += len(run)
 	c.byHash[h] = decodedRun{raw: bytes.Clone(run), list: list}
 	c.mu.Unlock()
 	return list, nil
