@@ -47,18 +47,22 @@ func serveEndable(stream grpc.ServerStream, handle func(ctx context.Context) err
 	}
 }
 
-// sotwEndable is a state-of-the-world stream whose Context is serveEndable's.
+// sotwEndable is a state-of-the-world stream whose Context is serveEndable's, sending within
+// the push budget (budget.go).
 type sotwEndable struct {
 	discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer
-	ctx context.Context
+	ctx  context.Context
+	flow *streamFlow
 }
 
 func (s sotwEndable) Context() context.Context { return s.ctx }
 
-// deltaEndable is a delta stream whose Context is serveEndable's.
+// deltaEndable is a delta stream whose Context is serveEndable's, sending within the push
+// budget.
 type deltaEndable struct {
 	discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer
-	ctx context.Context
+	ctx  context.Context
+	flow *streamFlow
 }
 
 func (s deltaEndable) Context() context.Context { return s.ctx }

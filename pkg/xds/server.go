@@ -50,6 +50,9 @@ type Options struct {
 	// sets it: a proxy's labels are its Pod's, and a proxy that could claim labels could
 	// choose which AuthorizationPolicies and PeerAuthentications apply to it.
 	IgnoreNodeLabels bool
+	// PushBudget bounds the bytes of responses sent and not yet acknowledged across all
+	// proxies (see pushBudget); zero means DefaultPushBudget.
+	PushBudget int64
 }
 
 // Server is the ADS server and its push loop.
@@ -113,7 +116,11 @@ func New(opts Options) *Server {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
 	)
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, &adsService{xds: s.xds})
+	budget := opts.PushBudget
+	if budget <= 0 {
+		budget = DefaultPushBudget
+	}
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, &adsService{xds: s.xds, budget: newPushBudget(budget)})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if opts.Reflection {
@@ -126,18 +133,19 @@ func New(opts Options) *Server {
 // streams wrapped so a half-closed stream is answered before it ends.
 type adsService struct {
 	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
-	xds serverv3.Server
+	xds    serverv3.Server
+	budget *pushBudget
 }
 
 func (a *adsService) StreamAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
 	return serveEndable(stream, func(ctx context.Context) error {
-		return a.xds.StreamAggregatedResources(sotwEndable{newAnsweringStream(stream), ctx})
+		return a.xds.StreamAggregatedResources(sotwEndable{newAnsweringStream(stream), ctx, newStreamFlow(a.budget)})
 	})
 }
 
 func (a *adsService) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
 	return serveEndable(stream, func(ctx context.Context) error {
-		return a.xds.DeltaAggregatedResources(deltaEndable{stream, ctx})
+		return a.xds.DeltaAggregatedResources(deltaEndable{stream, ctx, newStreamFlow(a.budget)})
 	})
 }
 

@@ -1,0 +1,82 @@
+package xds
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestPushBudgetAdmitsInOrderAndAloneWhenLarge(t *testing.T) {
+	b := newPushBudget(10)
+	ctx := context.Background()
+	if !b.acquire(ctx, 6) {
+		t.Fatal("first acquire refused")
+	}
+	order := make(chan int, 3)
+	for i, n := range []int64{6, 20, 1} { // 20 exceeds the limit: it goes when nothing else is out
+		go func() {
+			if b.acquire(ctx, n) {
+				order <- i
+			}
+		}()
+		time.Sleep(20 * time.Millisecond) // queue them in this order
+	}
+	select {
+	case i := <-order:
+		t.Fatalf("waiter %d admitted while the budget was full", i)
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.release(6)
+	if i := <-order; i != 0 {
+		t.Fatalf("admitted waiter %d first, want 0 (arrival order)", i)
+	}
+	b.release(6)
+	if i := <-order; i != 1 {
+		t.Fatalf("admitted waiter %d, want the large one alone", i)
+	}
+	b.release(20)
+	if i := <-order; i != 2 {
+		t.Fatalf("admitted waiter %d, want 2", i)
+	}
+	b.release(1)
+	if b.used != 0 {
+		t.Fatalf("%d bytes still counted", b.used)
+	}
+}
+
+func TestPushBudgetWaiterLeavesWithItsStream(t *testing.T) {
+	b := newPushBudget(10)
+	b.acquire(context.Background(), 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan bool)
+	go func() { done <- b.acquire(ctx, 5) }()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	if <-done {
+		t.Fatal("a cancelled waiter was admitted")
+	}
+	b.release(10)
+	if b.used != 0 || len(b.waiting) != 0 {
+		t.Fatalf("used %d, %d waiting after the stream left", b.used, len(b.waiting))
+	}
+}
+
+func TestStreamFlowReleasesOnAnswerAndClose(t *testing.T) {
+	b := newPushBudget(100)
+	f := newStreamFlow(b)
+	send := func() error { return nil }
+	if err := f.send(context.Background(), "rds", 40, send); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.send(context.Background(), "eds", 30, send); err != nil {
+		t.Fatal(err)
+	}
+	f.answered("rds")
+	if b.used != 30 {
+		t.Fatalf("after the RDS ACK %d bytes counted, want 30", b.used)
+	}
+	f.closed()
+	if b.used != 0 {
+		t.Fatalf("after the stream ended %d bytes counted, want 0", b.used)
+	}
+}
