@@ -26,7 +26,8 @@ import (
 // on a new port), and the proxy then belongs to another class. Any new input translation
 // reads from a proxy must be added here, or proxies that differ in it would share config.
 func ConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
-	return configKey(snap, snap.ResolveProxy(proxy), snap.SelectsByLabel)
+	full, _ := ConfigKeys(snap, proxy)
+	return full
 }
 
 // TrafficConfigKey is ConfigKey without the labels that only AuthorizationPolicies and
@@ -35,11 +36,14 @@ func ConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
 // give identical resources for proxies with equal traffic keys: workloads told apart only by
 // their policies share those, and differ in their listeners alone.
 func TrafficConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
-	return configKey(snap, snap.ResolveProxy(proxy), snap.SelectsTrafficByLabel)
+	_, traffic := ConfigKeys(snap, proxy)
+	return traffic
 }
 
-// configKey builds the key of a resolved proxy from its labels that selects says matter.
-func configKey(snap *model.Snapshot, proxy *model.Proxy, selects func(labelKey string) bool) string {
+// ConfigKeys is ConfigKey and TrafficConfigKey at once: the proxy is resolved and its inbound
+// ports found once, as a push does for every proxy class.
+func ConfigKeys(snap *model.Snapshot, proxy *model.Proxy) (full, traffic string) {
+	proxy = snap.ResolveProxy(proxy)
 	var b strings.Builder
 	b.WriteString(string(proxy.Type))
 	b.WriteByte('/')
@@ -62,7 +66,14 @@ func configKey(snap *model.Snapshot, proxy *model.Proxy, selects func(labelKey s
 			}
 		}
 	}
-	for _, k := range sortedKeys(proxy.Labels) {
+	common := b.String()
+	return common + labelKey(proxy.Labels, snap.SelectsByLabel), common + labelKey(proxy.Labels, snap.SelectsTrafficByLabel)
+}
+
+// labelKey is the part of a key made of the labels that selects says matter.
+func labelKey(labels map[string]string, selects func(labelKey string) bool) string {
+	var b strings.Builder
+	for _, k := range sortedKeys(labels) {
 		if !selects(k) {
 			continue
 		}
@@ -70,7 +81,7 @@ func configKey(snap *model.Snapshot, proxy *model.Proxy, selects func(labelKey s
 		b.WriteString("/")
 		b.WriteString(strconv.Quote(k))
 		b.WriteByte('=')
-		b.WriteString(strconv.Quote(proxy.Labels[k]))
+		b.WriteString(strconv.Quote(labels[k]))
 	}
 	return b.String()
 }

@@ -2,9 +2,16 @@ package xds
 
 import (
 	"context"
+	"fmt"
 	"testing"
-	"time"
 )
+
+// waiting is how many streams wait for the budget.
+func waiting(b *pushBudget) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.waiting)
+}
 
 func TestPushBudgetAdmitsInOrderAndAloneWhenLarge(t *testing.T) {
 	b := newPushBudget(10)
@@ -19,12 +26,11 @@ func TestPushBudgetAdmitsInOrderAndAloneWhenLarge(t *testing.T) {
 				order <- i
 			}
 		}()
-		time.Sleep(20 * time.Millisecond) // queue them in this order
+		// Queue them in this order.
+		waitFor(t, fmt.Sprintf("waiter %d to queue", i), func() bool { return waiting(b) == i+1 })
 	}
-	select {
-	case i := <-order:
-		t.Fatalf("waiter %d admitted while the budget was full", i)
-	case <-time.After(50 * time.Millisecond):
+	if len(order) != 0 {
+		t.Fatalf("a waiter was admitted while the budget was full")
 	}
 	b.release(6)
 	if i := <-order; i != 0 {
@@ -50,7 +56,7 @@ func TestPushBudgetWaiterLeavesWithItsStream(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan bool)
 	go func() { done <- b.acquire(ctx, 5) }()
-	time.Sleep(20 * time.Millisecond)
+	waitFor(t, "the waiter to queue", func() bool { return waiting(b) == 1 })
 	cancel()
 	if <-done {
 		t.Fatal("a cancelled waiter was admitted")

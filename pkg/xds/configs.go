@@ -23,9 +23,9 @@ type configID struct {
 // configKeys are a proxy's keys per type in snap: listeners by everything translation reads
 // from a proxy, the other types by all of it but the labels only policies select by.
 func configKeys(snap *model.Snapshot, proxy *model.Proxy) map[string]string {
-	traffic := translate.TrafficConfigKey(snap, proxy)
+	full, traffic := translate.ConfigKeys(snap, proxy)
 	return map[string]string{
-		resourcev3.ListenerType: translate.ConfigKey(snap, proxy),
+		resourcev3.ListenerType: full,
 		resourcev3.ClusterType:  traffic,
 		resourcev3.RouteType:    traffic,
 		resourcev3.SecretType:   traffic,

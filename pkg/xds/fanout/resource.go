@@ -1,7 +1,7 @@
 // Package fanout is the resource cache behind pilot's ADS server, built for many streams that
-// watch few configurations. It implements go-control-plane's cache interface, so the server
-// and its protocol handling stay go-control-plane's, and differs from its LinearCache where
-// scale needs it:
+// watch few configurations. Its stores implement go-control-plane's watch interface, so the
+// server and its protocol handling stay go-control-plane's; they differ from its LinearCache
+// where scale needs it:
 //
 //   - A resource is marshalled once, deterministically, when it is translated (Encode); every
 //     response to every stream shares those bytes. Whether it changed is decided by the hash of
@@ -75,9 +75,6 @@ func (r *Resource) Message() (proto.Message, error) {
 
 // Hash identifies the resource's content.
 func (r *Resource) Hash() string { return r.hash }
-
-// Size is the length of the resource's serialisation.
-func (r *Resource) Size() int { return len(r.any.Value) }
 
 // EncodeAll encodes a map of messages by name.
 func EncodeAll[M proto.Message](typeURL string, byName map[string]M) (map[string]*Resource, error) {

@@ -1,8 +1,6 @@
 package fanout
 
 import (
-	"context"
-	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,7 +13,8 @@ import (
 )
 
 // Store holds the resources of one type for the streams that watch them: one configuration's
-// clusters, say, or the whole mesh's endpoints. It implements cachev3.Cache.
+// clusters, say, or the whole mesh's endpoints. It implements cachev3.ConfigWatcher; the
+// ADS server's cache (pkg/xds) routes each watch to its store.
 type Store struct {
 	typeURL string
 	// wildcard types (listeners, clusters) are answered with every resource in state of the
@@ -51,7 +50,7 @@ type answerKey struct {
 	from version
 }
 
-var _ cachev3.Cache = (*Store)(nil)
+var _ cachev3.ConfigWatcher = (*Store)(nil)
 
 // NewStore returns an empty store of typeURL whose versions start with prefix, which must be
 // unique in the process and should differ between processes.
@@ -141,18 +140,6 @@ func (s *Store) Resources() (map[string]proto.Message, error) {
 		out[r.name] = m
 	}
 	return out, nil
-}
-
-// Version is the store's current state-of-the-world version for wildcard requests.
-func (s *Store) Version() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return version{seq: s.seq}.format(s.prefix)
-}
-
-// Fetch is the REST (polling) API, which Skiff does not serve.
-func (s *Store) Fetch(context.Context, *cachev3.Request) (cachev3.Response, error) {
-	return nil, errors.New("fetch is not supported: use ADS")
 }
 
 // changedLocked answers the parked watches that the change concerns. forced: the resources
