@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"slices"
+	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -15,8 +16,9 @@ type sotwWatch struct {
 	ch   chan cachev3.Response
 	set  *nameSet // nil for wildcard types
 	from version  // what the client holds
-	// nack: the client rejected the last answer. It is answered on the next change, not now:
-	// answering at once would send what it just rejected, and it would reject it again.
+	// nack: the client rejected the last answer. It is answered on the next change (or after
+	// nackRetry), not now: answering at once would send what it just rejected, and it would
+	// reject it again, in a loop.
 	nack bool
 }
 
@@ -49,7 +51,35 @@ func (s *Store) CreateWatch(req *cachev3.Request, _ cachev3.Subscription, ch cha
 		}
 	}
 	s.sotw[w] = struct{}{}
+	if w.nack {
+		// A rejection may be transient (a port briefly in use), and Envoy tries again only what
+		// it is sent again: without a change, the rejected answer is sent once more after
+		// nackRetry. That is one retry per interval, not the loop an immediate answer would be.
+		time.AfterFunc(nackRetry, func() { s.retryRejected(w) })
+	}
 	return func() { s.cancelSotw(w) }, nil
+}
+
+// nackRetry is how long a NACKed answer waits for a change before it is sent again (a
+// variable for tests).
+var nackRetry = 5 * time.Second
+
+// retryRejected answers w again if it is still waiting since its NACK.
+func (s *Store) retryRejected(w *sotwWatch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, waiting := s.sotw[w]; !waiting {
+		return
+	}
+	var res []*anypb.Any
+	if s.wildcard {
+		res = s.allLocked()
+	} else {
+		res = s.answerLocked(w.set, w.from)
+	}
+	if len(res) > 0 {
+		s.respondLocked(w, res)
+	}
 }
 
 func (s *Store) cancelSotw(w *sotwWatch) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 	"unsafe"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -350,5 +351,28 @@ func TestCodecDecodesRequestsWithInternedNames(t *testing.T) {
 	bad := protowire.AppendString(protowire.AppendTag(nil, 3, protowire.BytesType), "\xff")
 	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(bad)}, &discoveryv3.DiscoveryRequest{}); err == nil {
 		t.Error("a resource name that is not UTF-8 was accepted")
+	}
+}
+
+// Without a change, a rejected answer is sent once more after nackRetry: the rejection may
+// have been transient.
+func TestNACKIsRetriedWithoutAChange(t *testing.T) {
+	defer func(d time.Duration) { nackRetry = d }(nackRetry)
+	nackRetry = 10 * time.Millisecond
+	s := NewStore(resourcev3.ClusterType, "p-")
+	s.Update(set(cluster(t, "a", 1)))
+	first, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType})
+	v, _ := first.GetVersion()
+	s.Update(set(cluster(t, "a", 2)))
+	_, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{
+		TypeUrl: resourcev3.ClusterType, VersionInfo: v, ErrorDetail: &statuspb.Status{Message: "port in use"},
+	})
+	select {
+	case r := <-ch:
+		if !slices.Equal(namesOf(t, r), []string{"a"}) {
+			t.Fatalf("retry sent %v, want [a]", namesOf(t, r))
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("a NACKed answer was never sent again")
 	}
 }
