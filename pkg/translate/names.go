@@ -38,3 +38,8 @@ func ListenerName(address string, port uint32) string {
 
 // RouteConfigName is the sidecar route configuration for a port: just the number.
 func RouteConfigName(port uint32) string { return strconv.FormatUint(uint64(port), 10) }
+
+// VirtualHostName is a sidecar's virtual host for a service port, Istio's `HOSTNAME:PORT`.
+func VirtualHostName(hostname string, port uint32) string {
+	return hostname + ":" + strconv.FormatUint(uint64(port), 10)
+}

@@ -112,3 +112,43 @@ func parseRetryOn(retryOn string) (string, []uint32) {
 	}
 	return strings.Join(on, ","), codes
 }
+
+// noRetries is a route's own policy that turns retries off (VirtualService attempts: 0) when
+// its virtual host carries Istio's default: an empty policy retries on nothing.
+var noRetries = &routev3.RetryPolicy{NumRetries: uint32Value(0)}
+
+// hoistDefaultRetry moves Istio's default retry policy from a sidecar virtual host's routes
+// to the virtual host. Envoy applies a virtual host's retry policy to each route that has
+// none, and a route's own policy replaces it whole, so every route retries exactly as before;
+// but the policy, most of a route's bytes, is sent and held once per service rather than once
+// per route (a fifth of a 1,000-service route configuration). Routes that retry otherwise keep
+// their own policy, and routes that must not retry get noRetries. vh's routes must be its own:
+// they are changed in place.
+func hoistDefaultRetry(vh *routev3.VirtualHost) {
+	var plain, hashed int
+	for _, r := range vh.Routes {
+		switch r.GetRoute().GetRetryPolicy() {
+		case sharedDefaultRetry:
+			plain++
+		case sharedHashedRetry:
+			hashed++
+		}
+	}
+	if plain+hashed == 0 {
+		return
+	}
+	vh.RetryPolicy = sharedDefaultRetry
+	if hashed > plain {
+		vh.RetryPolicy = sharedHashedRetry
+	}
+	for _, r := range vh.Routes {
+		action := r.GetRoute()
+		switch {
+		case action == nil:
+		case action.RetryPolicy == vh.RetryPolicy:
+			action.RetryPolicy = nil
+		case action.RetryPolicy == nil:
+			action.RetryPolicy = noRetries
+		}
+	}
+}

@@ -2,7 +2,6 @@ package translate
 
 import (
 	"slices"
-	"strconv"
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -34,9 +33,13 @@ func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.R
 			// A route may name a cluster this proxy does not know (a typo in a destination);
 			// Envoy should answer 503 for that route, not reject the whole configuration.
 			ValidateClusters: falseValue(),
+			// As istiod's sidecars: a Host header's port is ignored when choosing the virtual
+			// host (the listener already chose the port), so a service's domains need no
+			// ":PORT" forms, which halves them.
+			IgnorePortInHostMatching: true,
 		}
-		// Each service has about ten domains; sized once, the set does not grow while filling.
-		claimed := make(map[string]struct{}, 10*len(byPort[n]))
+		// Each service has about five domains; sized once, the set does not grow while filling.
+		claimed := make(map[string]struct{}, 5*len(byPort[n]))
 		rc.VirtualHosts = make([]*routev3.VirtualHost, 0, len(byPort[n])+1)
 		for _, svc := range byPort[n] {
 			port, _ := svc.Port(n)
@@ -56,10 +59,9 @@ func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.R
 // serviceVirtualHost routes one service port: by its VirtualService if one applies, else
 // straight to the service's cluster.
 func serviceVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Service, port model.Port, claimed map[string]struct{}) *routev3.VirtualHost {
-	domains := serviceDomains(svc, port, proxy)
 	vh := &routev3.VirtualHost{
-		Name:                       domains[1], // HOSTNAME:PORT, before unclaimed may drop it
-		Domains:                    unclaimed(domains, claimed),
+		Name:                       VirtualHostName(svc.Hostname, port.Number),
+		Domains:                    unclaimed(serviceDomains(svc, proxy), claimed),
 		IncludeRequestAttemptCount: true,
 	}
 	if vs := snap.VirtualServiceFor(svc.Hostname, proxy.Namespace, model.MeshGateway); vs != nil {
@@ -73,6 +75,7 @@ func serviceVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Ser
 		r.GetRoute().HashPolicy = HashPolicy(snap.DestinationRuleFor(svc.Hostname, proxy.Namespace), port, "")
 		vh.Routes = []*routev3.Route{r}
 	}
+	hoistDefaultRetry(vh)
 	return vh
 }
 
@@ -119,47 +122,27 @@ func catchAllVirtualHost(registryOnly bool) *routev3.VirtualHost {
 	}
 }
 
-// serviceDomains are the Host header values that reach a service port, as Istio builds them:
-// the full name, the short forms a client in the proxy's namespace (or the cluster) may use,
-// the service addresses, each with and without ":PORT". The first two are HOSTNAME and
-// HOSTNAME:PORT.
+// serviceDomains are the Host header values that reach a service, as istiod builds them for
+// a sidecar: the full name, the short forms a client in the proxy's namespace (or the
+// cluster) may use, and the service addresses; the first is the hostname. Ports are left out:
+// the route configuration ignores them (IgnorePortInHostMatching).
 //
 // A sidecar has a virtual host per service, so this runs for every service of every route
-// configuration: the short forms are prefixes of the hostname (no allocation), and the
-// ":PORT" forms are cut from one string built at once.
-func serviceDomains(svc *model.Service, port model.Port, proxy *model.Proxy) []string {
-	var hostsBuf [8]string
-	hosts := append(hostsBuf[:0], svc.Hostname)
+// configuration: the short forms are prefixes of the hostname, so nothing but the slice is
+// allocated.
+func serviceDomains(svc *model.Service, proxy *model.Proxy) []string {
+	out := make([]string, 0, 4+len(svc.Addresses))
+	out = append(out, svc.Hostname)
 	if nameNS, ok := strings.CutSuffix(svc.Hostname, "."+model.DefaultDomainSuffix); ok {
 		if name, ns, found := strings.Cut(nameNS, "."); found && !strings.Contains(ns, ".") {
 			if ns == proxy.Namespace {
-				hosts = append(hosts, name)
+				out = append(out, name)
 			}
 			// NAME.NS.svc is the hostname up to the suffix's first label.
-			hosts = append(hosts, nameNS, svc.Hostname[:len(nameNS)+len(".svc")])
+			out = append(out, nameNS, svc.Hostname[:len(nameNS)+len(".svc")])
 		}
 	}
-	hosts = append(hosts, svc.Addresses...)
-	var suffixBuf [11]byte
-	suffix := strconv.AppendUint(append(suffixBuf[:0], ':'), uint64(port.Number), 10)
-	size := 0
-	for _, h := range hosts {
-		size += len(h) + len(suffix)
-	}
-	var b strings.Builder
-	b.Grow(size)
-	for _, h := range hosts {
-		b.WriteString(h)
-		b.Write(suffix)
-	}
-	withPorts := b.String()
-	out := make([]string, 0, 2*len(hosts))
-	for _, h := range hosts {
-		end := len(h) + len(suffix)
-		out = append(out, h, withPorts[:end])
-		withPorts = withPorts[end:]
-	}
-	return out
+	return append(out, svc.Addresses...)
 }
 
 // unclaimed drops domains an earlier virtual host of the same route configuration already
