@@ -1,6 +1,11 @@
 # Skiff: the two commands people run first are `make run` and `make test`.
 SHELL := /bin/bash
 GO ?= go
+# go-control-plane's generated vtprotobuf encoders are compiled in, as istiod is built: pilot
+# encodes route configurations about twice as fast with them (pkg/xds/fanout/marshal.go). A
+# build without the tag behaves the same, only slower. Every go command below, and the test
+# harness's own builds, inherit it.
+export GOFLAGS := $(strip $(GOFLAGS) -tags=vtprotobuf)
 ENVOY_VERSION := 1.40.0
 CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/skiff
 ENVOY_VENV := $(CACHE_DIR)/envoy-$(ENVOY_VERSION)

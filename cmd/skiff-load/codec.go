@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"slices"
 	"sync"
 	"unsafe"
@@ -110,16 +111,18 @@ func (in *listInterner) encoded(names []string) []byte {
 func (aliasCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *discoveryv3.DiscoveryResponse:
-		b := own(data)
+		b := own(data, m)
 		if err := decodeSotw(b, m); err != nil {
 			proto.Reset(m)
+			defer release(m) // the standard decode copies
 			return proto.Unmarshal(b, m)
 		}
 		return nil
 	case *discoveryv3.DeltaDiscoveryResponse:
-		b := own(data)
+		b := own(data, m)
 		if err := decodeDelta(b, m); err != nil {
 			proto.Reset(m)
+			defer release(m)
 			return proto.Unmarshal(b, m)
 		}
 		return nil
@@ -127,15 +130,59 @@ func (aliasCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return standardCodec.Unmarshal(data, v)
 }
 
-// own returns the message's bytes for the decoded message to point into. A message gRPC
-// read into one buffer is kept by taking a reference that is never released: the buffer then
-// never goes back to gRPC's pool and is collected with the message. Otherwise it is copied.
-func own(data mem.BufferSlice) []byte {
+// held maps a decoded response to the gRPC buffer its resources point into, until release.
+var held sync.Map // proto.Message → mem.Buffer
+
+// own returns the message's bytes for the decoded message m to point into, held until
+// release. A message gRPC read into one buffer is kept by taking a reference; one that came in
+// several (a buffer per HTTP/2 frame) is copied into one buffer from the fleet's pool.
+func own(data mem.BufferSlice, m proto.Message) []byte {
 	if len(data) == 1 {
 		data[0].Ref()
+		held.Store(m, data[0])
 		return data[0].ReadOnlyData()
 	}
-	return data.Materialize()
+	b := fleetBuffers.Get(data.Len())
+	data.CopyTo(*b)
+	held.Store(m, mem.NewBuffer(b, fleetBuffers))
+	return *b
+}
+
+// release gives the buffer a response was decoded from back to gRPC's pool once the proxy is
+// done with the response (nothing it keeps points into it: what it derives is copied out).
+// Reused, the buffers for a megabyte of routes per proxy per change are not allocated and
+// cleared again each time. A response that is never released is simply collected.
+func release(m proto.Message) {
+	if b, ok := held.LoadAndDelete(m); ok {
+		b.(mem.Buffer).Free()
+	}
+}
+
+// recvPool is the buffer pool of the fleet's connections: gRPC's default one clears every
+// buffer it hands out, which for the fleet was as much work as reading the bytes; a buffer gRPC
+// reads into is overwritten in full anyway. Power-of-two classes from 1 kB; a buffer goes back
+// to the class it came from.
+type recvPool struct {
+	classes [32]sync.Pool
+}
+
+func poolClass(length int) int { return max(bits.Len(uint(length-1)), 10) }
+
+func (p *recvPool) Get(length int) *[]byte {
+	c := poolClass(length)
+	if b, ok := p.classes[c].Get().(*[]byte); ok {
+		*b = (*b)[:length]
+		return b
+	}
+	b := make([]byte, length, 1<<c)
+	return &b
+}
+
+func (p *recvPool) Put(b *[]byte) {
+	c := bits.Len(uint(cap(*b))) - 1
+	if c >= 10 && c < len(p.classes) && cap(*b) == 1<<c {
+		p.classes[c].Put(b)
+	}
 }
 
 // errUnhandled sends a message to the standard decoder.
@@ -247,3 +294,6 @@ func decodeDelta(b []byte, m *discoveryv3.DeltaDiscoveryResponse) error {
 		return nil
 	})
 }
+
+// fleetBuffers is the one pool every connection of the fleet reads into.
+var fleetBuffers = &recvPool{}

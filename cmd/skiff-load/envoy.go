@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -136,6 +137,7 @@ func NewFleet(cfg FleetConfig, xdsAddress string) (*Fleet, error) {
 			// Fewer, larger reads: the fleet receives gigabytes per change.
 			grpc.WithReadBufferSize(256<<10),
 			grpc.WithInitialConnWindowSize(64<<20),
+			experimental.WithBufferPool(fleetBuffers),
 		)
 		if err != nil {
 			f.Close()
@@ -376,6 +378,7 @@ func (p *simProxy) runSotW(ctx context.Context, client discoveryv3.AggregatedDis
 			}
 			st.content = st.content || len(resp.GetResources()) > 0
 			p.checkSynced()
+			release(resp)
 			continue
 		}
 		st.version = resp.GetVersionInfo()
@@ -410,6 +413,7 @@ func (p *simProxy) runSotW(ctx context.Context, client discoveryv3.AggregatedDis
 		}
 		p.checkSynced()
 		p.fleet.observe(p.idx, typ, recv, resp.GetResources())
+		release(resp)
 	}
 }
 

@@ -72,6 +72,7 @@ func (p *simProxy) runDelta(ctx context.Context, client discoveryv3.AggregatedDi
 			}
 			st.content = st.content || len(resp.GetResources()) > 0
 			p.checkSynced()
+			release(resp)
 			continue
 		}
 		if err := send(ack); err != nil {
@@ -114,6 +115,7 @@ func (p *simProxy) runDelta(ctx context.Context, client discoveryv3.AggregatedDi
 		}
 		p.checkSynced()
 		p.fleet.observe(p.idx, typ, recv, anys)
+		release(resp)
 	}
 }
 

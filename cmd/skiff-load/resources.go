@@ -14,6 +14,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -122,15 +123,25 @@ func routeConfigNames(l *listenerv3.Listener) []string {
 // probe is one measured change: which proxies have received it and when. Proxies test the
 // resources they receive against the armed probe; a match records the arrival once.
 type probe struct {
-	kind    probeKind
-	start   time.Time // when the file was written
-	matches func(*anypb.Any) bool
+	kind  probeKind
+	start time.Time // when the file was written
+	match matcher
 
 	arrived []atomic.Int64 // per proxy: nanoseconds after start, 0 = not yet
 	reached atomic.Int64
-	// seen caches the verdict per distinct resource content, for the same reason as nameCache.
+	// seen caches the verdict per distinct content of the part that matters (see matcher),
+	// for the same reason as nameCache.
 	mu   sync.RWMutex
 	seen map[uint64]bool
+}
+
+// matcher says whether a resource carries a change. part picks out the bytes that can (a
+// service's virtual host, say; nil when the resource has none), and holds decides on them. The
+// probe decides once per distinct part rather than once per proxy, and never hashes or decodes
+// the rest of a megabyte of routes.
+type matcher struct {
+	part  func(resource []byte) []byte
+	holds func(part []byte) bool
 }
 
 type probeKind int
@@ -140,8 +151,8 @@ const (
 	probeEndpoints
 )
 
-func newProbe(kind probeKind, proxies int, matches func(*anypb.Any) bool) *probe {
-	return &probe{kind: kind, matches: matches, arrived: make([]atomic.Int64, proxies), seen: map[uint64]bool{}}
+func newProbe(kind probeKind, proxies int, m matcher) *probe {
+	return &probe{kind: kind, match: m, arrived: make([]atomic.Int64, proxies), seen: map[uint64]bool{}}
 }
 
 // observe records proxy idx's response, received at recv, if one of its resources carries the
@@ -151,7 +162,7 @@ func (p *probe) observe(idx int, recv time.Time, resources []*anypb.Any) {
 		return
 	}
 	for _, r := range resources {
-		if !p.match(r) {
+		if !p.matches(r.GetValue()) {
 			continue
 		}
 		d := max(recv.Sub(p.start), 1) // 0 means "not yet"
@@ -162,23 +173,27 @@ func (p *probe) observe(idx int, recv time.Time, resources []*anypb.Any) {
 	}
 }
 
-func (p *probe) match(r *anypb.Any) bool {
-	h := maphash.Bytes(hashSeed, r.GetValue())
+func (p *probe) matches(resource []byte) bool {
+	part := p.match.part(resource)
+	if part == nil {
+		return false
+	}
+	h := maphash.Bytes(hashSeed, part)
 	p.mu.RLock()
 	m, ok := p.seen[h]
 	p.mu.RUnlock()
 	if ok {
 		return m
 	}
-	m = p.matches(r)
+	m = p.match.holds(part)
 	p.mu.Lock()
 	p.seen[h] = m
 	p.mu.Unlock()
 	return m
 }
 
-// distinct is how many different contents of the probed type the proxies received while the
-// probe was armed: 1 means pilot served every proxy the same bytes.
+// distinct is how many different contents of the changed part the proxies received while the
+// probe was armed: 1 means pilot served every proxy the same bytes for it.
 func (p *probe) distinct() int {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -197,23 +212,16 @@ func (p *probe) latencies() []time.Duration {
 }
 
 // weightsMatcher matches a RouteConfiguration whose virtual host for service i splits its
-// weighted route v1/v2 as given. The bytes must name the host before anything is decoded,
-// which spares the decode of route configurations that cannot match.
-func weightsMatcher(i int, v1, v2 uint32) func(*anypb.Any) bool {
-	vhost := virtualHostName(i)
+// weighted route v1/v2 as given.
+func weightsMatcher(i int, v1, v2 uint32) matcher {
+	name := virtualHostName(i)
 	c1, c2 := subsetCluster(i, "v1"), subsetCluster(i, "v2")
-	hostBytes := []byte(serviceHost(i))
-	return func(a *anypb.Any) bool {
-		if !bytes.Contains(a.GetValue(), hostBytes) {
-			return false
-		}
-		rc := &routev3.RouteConfiguration{}
-		if err := a.UnmarshalTo(rc); err != nil {
-			return false
-		}
-		for _, vh := range rc.GetVirtualHosts() {
-			if vh.GetName() != vhost {
-				continue
+	return matcher{
+		part: func(rc []byte) []byte { return virtualHostBytes(rc, name) },
+		holds: func(part []byte) bool {
+			vh := &routev3.VirtualHost{}
+			if err := proto.Unmarshal(part, vh); err != nil {
+				return false
 			}
 			for _, r := range vh.GetRoutes() {
 				w := map[string]uint32{}
@@ -224,31 +232,90 @@ func weightsMatcher(i int, v1, v2 uint32) func(*anypb.Any) bool {
 					return true
 				}
 			}
-		}
-		return false
+			return false
+		},
 	}
 }
 
+// virtualHostBytes finds the virtual host named name in an encoded RouteConfiguration by
+// following the fields' length prefixes, decoding nothing else: one service's virtual host
+// is a kilobyte in a megabyte of routes. nil when there is none or the bytes are not a
+// RouteConfiguration.
+func virtualHostBytes(rc []byte, name string) []byte {
+	const virtualHosts, virtualHostName = 2, 1 // RouteConfiguration.virtual_hosts, VirtualHost.name
+	for len(rc) > 0 {
+		num, typ, n := protowire.ConsumeTag(rc)
+		if n < 0 {
+			return nil
+		}
+		rc = rc[n:]
+		if num == virtualHosts && typ == protowire.BytesType {
+			vh, m := protowire.ConsumeBytes(rc)
+			if m < 0 {
+				return nil
+			}
+			if v, ok := fieldBytes(vh, virtualHostName); ok && string(v) == name {
+				return vh
+			}
+			rc = rc[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, rc)
+		if m < 0 {
+			return nil
+		}
+		rc = rc[m:]
+	}
+	return nil
+}
+
+// fieldBytes is the value of the first length-delimited field numbered num in msg.
+func fieldBytes(msg []byte, num protowire.Number) ([]byte, bool) {
+	for len(msg) > 0 {
+		got, typ, n := protowire.ConsumeTag(msg)
+		if n < 0 {
+			return nil, false
+		}
+		msg = msg[n:]
+		if got == num && typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(msg)
+			return v, m >= 0
+		}
+		m := protowire.ConsumeFieldValue(got, typ, msg)
+		if m < 0 {
+			return nil, false
+		}
+		msg = msg[m:]
+	}
+	return nil, false
+}
+
 // addressMatcher matches the ClusterLoadAssignment of service i's cluster when it lists addr.
-func addressMatcher(i int, addr netip.Addr) func(*anypb.Any) bool {
+func addressMatcher(i int, addr netip.Addr) matcher {
 	cluster := subsetCluster(i, "")
 	clusterBytes, addrString := []byte(cluster), addr.String()
-	return func(a *anypb.Any) bool {
-		if !bytes.Contains(a.GetValue(), clusterBytes) {
-			return false
-		}
-		cla := &endpointv3.ClusterLoadAssignment{}
-		if err := a.UnmarshalTo(cla); err != nil || cla.GetClusterName() != cluster {
-			return false
-		}
-		for _, loc := range cla.GetEndpoints() {
-			for _, ep := range loc.GetLbEndpoints() {
-				if ep.GetEndpoint().GetAddress().GetSocketAddress().GetAddress() == addrString {
-					return true
+	return matcher{
+		// Endpoint assignments are small: the whole of the service's one is the part.
+		part: func(cla []byte) []byte {
+			if !bytes.Contains(cla, clusterBytes) {
+				return nil
+			}
+			return cla
+		},
+		holds: func(part []byte) bool {
+			cla := &endpointv3.ClusterLoadAssignment{}
+			if err := proto.Unmarshal(part, cla); err != nil || cla.GetClusterName() != cluster {
+				return false
+			}
+			for _, loc := range cla.GetEndpoints() {
+				for _, ep := range loc.GetLbEndpoints() {
+					if ep.GetEndpoint().GetAddress().GetSocketAddress().GetAddress() == addrString {
+						return true
+					}
 				}
 			}
-		}
-		return false
+			return false
+		},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
@@ -39,6 +40,8 @@ type Snapshot struct {
 	// exact hosts in a map, wildcard hosts in a list, each in configuration order.
 	virtualServices  hostIndex[*networkingv1.VirtualService]
 	destinationRules hostIndex[*networkingv1.DestinationRule]
+	// derived holds what translation derives from the snapshot alone (see Derived).
+	derived sync.Map
 }
 
 // hostIndex finds the objects that name a host, exactly or by wildcard.

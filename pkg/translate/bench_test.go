@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
@@ -16,6 +15,7 @@ import (
 	"github.com/skiffmesh/skiff/pkg/config"
 	"github.com/skiffmesh/skiff/pkg/model"
 	"github.com/skiffmesh/skiff/pkg/translate"
+	"github.com/skiffmesh/skiff/pkg/xds/fanout"
 )
 
 // httpMesh is n HTTP ServiceEntries on port 80, each with two endpoints and a VirtualService
@@ -54,8 +54,8 @@ func httpMeshSet(n int) *config.Set {
 	return set
 }
 
-// BenchmarkGenerate measures one sidecar's generation per type, translating and marshalling
-// every resource to Any: what a push costs pilot for one proxy class. The type split matches
+// BenchmarkGenerate measures one sidecar's generation per type, translating every resource and
+// encoding it as pilot does (fanout.Marshal): what a push costs pilot for one proxy class. The type split matches
 // istiod's benchmark so the numbers compare.
 func BenchmarkGenerate(b *testing.B) {
 	proxy, err := model.ParseNodeID("sidecar~10.0.0.1~app-1.bench~bench.svc.cluster.local")
@@ -84,7 +84,7 @@ func BenchmarkGenerateAuthorization(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
 				for _, l := range translate.Listeners(snap, proxy) {
-					if _, err := anypb.New(l); err != nil {
+					if _, err := fanout.Marshal(l); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -135,7 +135,7 @@ func authorizationMesh(b *testing.B, distinct bool) (*model.Snapshot, *model.Pro
 }
 
 // benchmarkPerType runs one sub-benchmark per resource type of the proxy (secrets for gateway
-// proxies too), each translating and marshalling every resource to Any, as a push does.
+// proxies too), each translating and encoding every resource, as a push does.
 func benchmarkPerType(b *testing.B, prefix string, snap *model.Snapshot, proxy *model.Proxy) {
 	types := []struct {
 		name     string
@@ -156,7 +156,7 @@ func benchmarkPerType(b *testing.B, prefix string, snap *model.Snapshot, proxy *
 		b.Run(prefix+"/"+typ.name, func(b *testing.B) {
 			for b.Loop() {
 				for _, m := range typ.generate() {
-					if _, err := anypb.New(m); err != nil {
+					if _, err := fanout.Marshal(m); err != nil {
 						b.Fatal(err)
 					}
 				}

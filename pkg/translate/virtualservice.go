@@ -1,6 +1,7 @@
 package translate
 
 import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"strconv"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -112,7 +113,7 @@ func ruleAction(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Virtu
 ) *routev3.Route {
 	parts := &forwardingRoute{}
 	out := &parts.route
-	out.Metadata = istioMetadata("config", virtualServiceRef(vs, index))
+	out.Metadata = ruleMetadata(snap, vs)[index]
 	ops := translateHeaders(rule.Headers)
 	ops.applyToRoute(out)
 	switch {
@@ -146,6 +147,19 @@ func setPerFilterConfig(r *routev3.Route, filter string, config *anypb.Any) {
 		r.TypedPerFilterConfig = map[string]*anypb.Any{}
 	}
 	r.TypedPerFilterConfig[filter] = config
+}
+
+// ruleMetadata is the route metadata of each of the VirtualService's http rules: where the
+// route came from, as istiod records it. It is the same for every proxy, so it is built once
+// per snapshot and shared.
+func ruleMetadata(snap *model.Snapshot, vs *networkingv1.VirtualService) []*corev3.Metadata {
+	return snap.Derived(vs, func() any {
+		out := make([]*corev3.Metadata, len(vs.Spec.Http))
+		for i := range out {
+			out[i] = istioMetadata("config", virtualServiceRef(vs, i))
+		}
+		return out
+	}).([]*corev3.Metadata)
 }
 
 // virtualServiceRef points at the rule in the source object, as Istio's route metadata does.

@@ -45,7 +45,7 @@ type Resource struct {
 // Encode marshals msg once for every stream that will be sent it. Call it where the resource is
 // translated (in parallel), not under a store's lock.
 func Encode(typeURL, name string, msg proto.Message) (*Resource, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+	b, err := Marshal(msg)
 	if err != nil {
 		return nil, fmt.Errorf("encoding %s %q: %w", typeURL, name, err)
 	}
