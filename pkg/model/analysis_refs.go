@@ -15,8 +15,8 @@ func (s *Snapshot) referenceWarnings() []Warning {
 	var out []Warning
 	for _, vs := range s.VirtualServices {
 		warn := func(field, msg string) {
-			out = append(out, Warning{Code: "IST0101", Kind: "VirtualService", Namespace: vs.Namespace, Name: vs.Name,
-				Message: field + ": " + msg})
+			out = append(out, Warning{Code: CodeReferencedResourceNotFound, Kind: "VirtualService", Namespace: vs.Namespace, Name: vs.Name,
+				Field: field, Message: msg})
 		}
 		for field, dest := range destinationsOf(vs) {
 			host := ResolveHost(dest.GetHost(), vs.Namespace)
