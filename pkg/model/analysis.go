@@ -35,6 +35,9 @@ const (
 	CodeReferencedResourceNotFound = "IST0101"
 	// CodeConflictingMeshGatewayVirtualServices (IST0109): two VirtualServices for one host.
 	CodeConflictingMeshGatewayVirtualServices = "IST0109"
+	// CodeConflictingGateways (IST0145): a Gateway server that conflicts with another on a
+	// port or host of a gateway proxy both select.
+	CodeConflictingGateways = "IST0145"
 	// CodeInvalidGatewayCredential (IST0161): a Secret a Gateway names lacks what it needs.
 	CodeInvalidGatewayCredential = "IST0161"
 	// CodeNotServed (SKF0001): a field or value pilot does not translate; the rest of the

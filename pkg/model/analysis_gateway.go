@@ -23,7 +23,9 @@ import (
 //   - an ISTIO_MUTUAL server that no gateway proxy it selects can serve, because none can be
 //     granted a workload certificate (its node ID must name a Pod or WorkloadEntry with a
 //     service account and an IP address): SKF0002;
-//   - what Skiff does not implement (AUTO_PASSTHROUGH, unix domain socket binds): SKF0001.
+//   - what Skiff does not implement (AUTO_PASSTHROUGH, unix domain socket binds): SKF0001;
+//   - a server that conflicts with one merged before it on a proxy both select: IST0145
+//     (analysis_gateway_conflicts.go).
 //
 // The analysis sees the snapshot, not the proxies that will connect: the gateway proxies a
 // Gateway selects are the Pods and WorkloadEntries whose labels its selector matches, and
@@ -52,7 +54,7 @@ func (s *Snapshot) gatewayWarnings() []Warning {
 	for _, gw := range s.Config.Gateways {
 		out = append(out, a.gateway(gw)...)
 	}
-	return out
+	return append(out, s.gatewayConflictWarnings(&a)...)
 }
 
 // gatewayAnalysis is what the Gateway checks share: the Secrets by NAMESPACE/NAME (and which

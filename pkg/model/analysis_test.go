@@ -241,3 +241,36 @@ spec:
 		"SKF0001 AuthorizationPolicy default/deny: spec.rules[0].from[0].source.notTrustDomains: notTrustDomains is not supported by Skiff: the rule is enforced without it",
 		"SKF0001 AuthorizationPolicy default/deny: spec.rules[0].from[0].source.notRequestPrincipals: ")
 }
+
+// Servers a gateway proxy cannot merge with those before them on its port are IST0145, for
+// every set of labels a proxy both Gateways select may have: the selectors' own, and those of
+// the workloads they select.
+func TestWarningConflictingGateways(t *testing.T) {
+	gw := func(name, selector, servers string) string {
+		return `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ` + name + `, namespace: istio-system}
+spec:
+  selector: ` + selector + `
+  servers: ` + servers
+	}
+	got := warningsOf(t,
+		gw("a", "{istio: ingressgateway}", `[
+    {port: {number: 443, name: tls, protocol: TLS}, hosts: [a.example.com], tls: {mode: PASSTHROUGH}},
+    {port: {number: 80, name: tcp, protocol: TCP}, hosts: ["*"]}]`),
+		gw("b", "{istio: ingressgateway}", `[
+    {port: {number: 443, name: https, protocol: HTTPS}, hosts: ["*/a.example.com", b.example.com], tls: {mode: SIMPLE, serverCertificate: /c, privateKey: /k}},
+    {port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]},
+    {port: {number: 8443, name: https-other, protocol: HTTPS}, hosts: [a.example.com], tls: {mode: SIMPLE, serverCertificate: /c, privateKey: /k}}]`),
+		// Another selector: it meets a and b only on the workload that has both labels.
+		gw("c", "{app: edge}", `[{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.example.com], tls: {mode: SIMPLE, serverCertificate: /c, privateKey: /k}}]`),
+		gw("d", "{app: lonely}", `[{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]`),
+		`apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: edge-1, namespace: istio-system}
+spec: {address: 10.0.0.9, serviceAccount: edge, labels: {istio: ingressgateway, app: edge}}`)
+	wantWarnings(t, got,
+		"IST0145 Gateway istio-system/b: spec.servers[0]: host a.example.com on port 443 is already claimed by istio-system/a spec.servers[0]",
+		"IST0145 Gateway istio-system/b: spec.servers[1]: port 80 is taken by istio-system/a spec.servers[1], a plaintext TCP server, which cannot share it with a plaintext HTTP server",
+		"IST0145 Gateway istio-system/c: spec.servers[0]: host a.example.com on port 443 is already claimed by istio-system/a spec.servers[0], and Envoy cannot tell two TLS servers of one host apart (for gateway proxies labelled app=edge,istio=ingressgateway)")
+}
