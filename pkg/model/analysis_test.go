@@ -274,3 +274,19 @@ spec: {address: 10.0.0.9, serviceAccount: edge, labels: {istio: ingressgateway, 
 		"IST0145 Gateway istio-system/b: spec.servers[1]: port 80 is taken by istio-system/a spec.servers[1], a plaintext TCP server, which cannot share it with a plaintext HTTP server",
 		"IST0145 Gateway istio-system/c: spec.servers[0]: host a.example.com on port 443 is already claimed by istio-system/a spec.servers[0], and Envoy cannot tell two TLS servers of one host apart (for gateway proxies labelled app=edge,istio=ingressgateway)")
 }
+
+// A VirtualService bound to a Gateway that does not exist is IST0101 on the reference, in
+// every form istiod resolves.
+func TestWarningGatewayNotFound(t *testing.T) {
+	got := warningsOf(t, reviewsEntry, gatewayDoc(`[{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]`), `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  gateways: [mesh, bookinfo/gw, gw.bookinfo.svc.cluster.local, gw, other/gw]
+  http:
+  - route: [{destination: {host: reviews}}]`)
+	wantWarnings(t, got,
+		"IST0101 VirtualService default/reviews: spec.gateways[3]: referenced gateway not found: default/gw",
+		"IST0101 VirtualService default/reviews: spec.gateways[4]: referenced gateway not found: other/gw")
+}
