@@ -318,8 +318,9 @@ func matchesGateway(refs []string, ns, gateway string) bool {
 func gatewayListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener {
 	merged := mergeGateways(snap, proxy)
 	out := make([]*listenerv3.Listener, 0, len(merged.listeners))
+	sockets := tlsSocketCache{}
 	for _, gl := range merged.listeners {
-		if l := buildGatewayListener(snap, proxy, gl); l != nil {
+		if l := buildGatewayListener(snap, proxy, gl, sockets); l != nil {
 			out = append(out, l)
 		}
 	}
@@ -328,7 +329,7 @@ func gatewayListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Li
 
 // buildGatewayListener builds one listener, or nil when no server on it has anything to serve
 // (a TCP server no VirtualService routes): Envoy rejects a listener without filter chains.
-func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayListener) *listenerv3.Listener {
+func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayListener, sockets tlsSocketCache) *listenerv3.Listener {
 	name := ListenerName(gl.bind, gl.port)
 	var chains []*listenerv3.FilterChain
 	httpDone := false
@@ -349,7 +350,7 @@ func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayL
 			}
 			chains = append(chains, &listenerv3.FilterChain{
 				FilterChainMatch: sniMatch(gs.sniHosts()),
-				TransportSocket:  downstreamTLSSocket(gs.server.Tls),
+				TransportSocket:  sockets.socket(gs.server.Tls),
 				Filters:          []*listenerv3.Filter{gatewayHTTPConnectionManager(statPrefix, gs.routeName)},
 			})
 		case serverTCP, serverTLSTerminate:
@@ -360,7 +361,7 @@ func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayL
 			chain := &listenerv3.FilterChain{Filters: filters}
 			if gs.kind == serverTLSTerminate {
 				chain.FilterChainMatch = sniMatch(gs.sniHosts())
-				chain.TransportSocket = downstreamTLSSocket(gs.server.Tls)
+				chain.TransportSocket = sockets.socket(gs.server.Tls)
 			}
 			chains = append(chains, chain)
 		case serverTLSPassthrough:

@@ -1,6 +1,9 @@
 package translate
 
 import (
+	"strconv"
+	"strings"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -26,6 +29,26 @@ func downstreamTLSSocket(tls *networking.ServerTLSSettings) *corev3.TransportSoc
 		Name:       wellknown.TransportSocketTLS,
 		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: MustAny(downstreamTLSContext(tls))},
 	}
+}
+
+// tlsSocketCache shares the transport socket of ISTIO_MUTUAL servers with the same settings
+// between a gateway proxy's filter chains (generated protos are never modified once built):
+// their context depends on a few fields only, and a gateway with a thousand such servers
+// (istiod's gateways benchmark) would otherwise build and encode a thousand equal ones.
+type tlsSocketCache map[string]*corev3.TransportSocket
+
+func (c tlsSocketCache) socket(tls *networking.ServerTLSSettings) *corev3.TransportSocket {
+	if tls.GetMode() != networking.ServerTLSSettings_ISTIO_MUTUAL {
+		return downstreamTLSSocket(tls)
+	}
+	// Exactly what istioMutualTLSContext reads; NUL separates, as no name contains it.
+	key := strings.Join(tls.GetSubjectAltNames(), "\x00") + "\x00\x00" + tls.GetCaCrl() + "\x00" + strconv.FormatBool(tls.GetInsecureSkipVerify().GetValue())
+	if s, ok := c[key]; ok {
+		return s
+	}
+	s := downstreamTLSSocket(tls)
+	c[key] = s
+	return s
 }
 
 // downstreamTLSContext is istiod's BuildListenerTLSContext for SIMPLE, MUTUAL and
