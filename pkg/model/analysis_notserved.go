@@ -26,6 +26,10 @@ import (
 //     and request.auth.* conditions, which need RequestAuthentication.
 //   - Gateway: ecdhCurves and insecureSkipVerify of servers terminating TLS with their own
 //     certificates.
+//   - Sidecar: ingress tls and connectionPool, inboundConnectionPool,
+//     outboundTrafficPolicy.egressProxy. (captureMode is not reported: a listener follows the
+//     proxy's interception mode, which is what captureMode says whenever the two agree, and
+//     only the connecting proxy knows its mode.)
 
 // jwtClaimHeaderPrefix starts a VirtualService header match that istiod turns into a match on
 // JWT claims.
@@ -68,7 +72,30 @@ func (s *Snapshot) notServedWarnings() []Warning {
 	for _, gw := range s.Config.Gateways {
 		out = append(out, gatewayTLSNotServed(gw)...)
 	}
+	for _, sc := range s.Config.Sidecars {
+		out = append(out, sidecarNotServed(sc)...)
+	}
 	return out
+}
+
+func sidecarNotServed(sc *networkingv1.Sidecar) []Warning {
+	n := &notServed{kind: "Sidecar", namespace: sc.Namespace, name: sc.Name}
+	for i, in := range sc.Spec.GetIngress() {
+		f := fmt.Sprintf("spec.ingress[%d]", i)
+		if in.GetTls() != nil {
+			n.add(f+".tls", "TLS termination on Sidecar ingress listeners is not supported by Skiff: the listener serves plaintext (or the mesh's mTLS, by PeerAuthentication)")
+		}
+		if in.GetConnectionPool() != nil {
+			n.add(f+".connectionPool", "connection pools on Sidecar ingress listeners are not supported by Skiff: Envoy's defaults apply")
+		}
+	}
+	if sc.Spec.GetInboundConnectionPool() != nil {
+		n.add("spec.inboundConnectionPool", "inbound connection pools are not supported by Skiff: Envoy's defaults apply")
+	}
+	if sc.Spec.GetOutboundTrafficPolicy().GetEgressProxy() != nil {
+		n.add("spec.outboundTrafficPolicy.egressProxy", "egressProxy is not supported by Skiff: traffic to unknown hosts follows the outboundTrafficPolicy mode")
+	}
+	return n.out
 }
 
 func virtualServiceNotServed(vs *networkingv1.VirtualService) []Warning {

@@ -290,3 +290,24 @@ spec:
 		"IST0101 VirtualService default/reviews: spec.gateways[3]: referenced gateway not found: default/gw",
 		"IST0101 VirtualService default/reviews: spec.gateways[4]: referenced gateway not found: other/gw")
 }
+
+// Sidecar fields pilot does not translate.
+func TestWarningSidecarNotServed(t *testing.T) {
+	got := warningsOf(t, reviewsEntry, `apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: app, namespace: default}
+spec:
+  workloadSelector: {labels: {app: reviews}}
+  ingress:
+  - port: {number: 9080, protocol: HTTPS, name: https}
+    defaultEndpoint: 127.0.0.1:8080
+    tls: {mode: SIMPLE, serverCertificate: /c, privateKey: /k}
+    connectionPool: {tcp: {maxConnections: 10}}
+  inboundConnectionPool: {http: {http1MaxPendingRequests: 10}}
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY, egressProxy: {host: egress.example.com}}`)
+	wantWarnings(t, got,
+		"SKF0001 Sidecar default/app: spec.ingress[0].tls: ",
+		"SKF0001 Sidecar default/app: spec.ingress[0].connectionPool: ",
+		"SKF0001 Sidecar default/app: spec.inboundConnectionPool: ",
+		"SKF0001 Sidecar default/app: spec.outboundTrafficPolicy.egressProxy: ")
+}
