@@ -29,7 +29,7 @@ const (
 	meshGatewayAppIP = "127.0.3.11"
 	meshGatewayNode  = "router~" + meshGatewayIP + "~mesh-gateway-1.istio-system~istio-system.svc.cluster.local"
 	meshGatewayID    = "spiffe://cluster.local/ns/istio-system/sa/mesh-gateway"
-	allowedClientID  = "spiffe://cluster.local/ns/default/sa/allowed"
+	meshGatewayClientID  = "spiffe://cluster.local/ns/default/sa/allowed"
 )
 
 // TestGatewayIstioMutual: on an ISTIO_MUTUAL server a client with a mesh certificate gets
@@ -103,7 +103,7 @@ spec:
   http:
   - route:
     - destination: {host: mesh-app.default.svc.cluster.local}
-`, meshGatewayIP, anyPort, sanPort, missingPort, allowedClientID))
+`, meshGatewayIP, anyPort, sanPort, missingPort, meshGatewayClientID))
 	envoy := framework.StartEnvoy(t, p, framework.EnvoyOptions{
 		NodeID:        meshGatewayNode,
 		BootstrapArgs: []string{"--labels", "istio=mesh-gateway"},
@@ -132,7 +132,7 @@ spec:
 			headers, err = meshGatewayGet(authority.Roots(), anyPort, allowed)
 			return err
 		})
-		if xfcc := headers["x-forwarded-client-cert"]; !strings.Contains(xfcc, "URI="+allowedClientID) {
+		if xfcc := headers["x-forwarded-client-cert"]; !strings.Contains(xfcc, "URI="+meshGatewayClientID) {
 			t.Errorf("the upstream saw x-forwarded-client-cert %q, want the client's SPIFFE ID", xfcc)
 		}
 		if _, err := meshGatewayGet(authority.Roots(), anyPort, other); err != nil {
@@ -157,13 +157,13 @@ spec:
 			return err
 		})
 		if _, err := meshGatewayGet(authority.Roots(), sanPort, other); err == nil {
-			t.Errorf("the server limited to %s answered spiffe://cluster.local/ns/default/sa/other", allowedClientID)
+			t.Errorf("the server limited to %s answered spiffe://cluster.local/ns/default/sa/other", meshGatewayClientID)
 		}
 		envoy.WaitStat(t, fmt.Sprintf("listener.0.0.0.0_%d.ssl.fail_verify_san", sanPort), atLeast(1))
 	})
 	t.Run("missing credential", func(t *testing.T) {
 		framework.Eventually(t, func() error {
-			return hasWarning(t, p, "IST0101", "Gateway", "istio-system", "no-secret", "spec.servers[0].tls.credentialName", "missing-credential")
+			return listedWarning(t, p, "IST0101", "Gateway", "istio-system", "no-secret", "spec.servers[0].tls.credentialName", "missing-credential")
 		})
 		if n := p.Metric(t, "skiff_config_warnings", nil); n < 1 {
 			t.Errorf("skiff_config_warnings = %v, want the missing credential counted", n)
@@ -251,9 +251,9 @@ func verifySPIFFE(raw [][]byte, roots *x509.CertPool, want string) error {
 	return nil
 }
 
-// hasWarning checks /debug/config_errors for a warning with the code on the object and field
+// listedWarning checks /debug/config_errors for a warning with the code on the object and field
 // whose message mentions text.
-func hasWarning(t *testing.T, p *framework.Pilot, code, kind, ns, name, field, text string) error {
+func listedWarning(t *testing.T, p *framework.Pilot, code, kind, ns, name, field, text string) error {
 	var view struct {
 		Warnings []struct {
 			Code, Kind, Namespace, Name, Field, Message string
