@@ -25,11 +25,11 @@ import (
 // as a sidecar would hold them.
 
 const (
-	meshGatewayIP    = "127.0.3.10"
-	meshGatewayAppIP = "127.0.3.11"
-	meshGatewayNode  = "router~" + meshGatewayIP + "~mesh-gateway-1.istio-system~istio-system.svc.cluster.local"
-	meshGatewayID    = "spiffe://cluster.local/ns/istio-system/sa/mesh-gateway"
-	meshGatewayClientID  = "spiffe://cluster.local/ns/default/sa/allowed"
+	meshGatewayIP       = "127.0.3.10"
+	meshGatewayAppIP    = "127.0.3.11"
+	meshGatewayNode     = "router~" + meshGatewayIP + "~mesh-gateway-1.istio-system~istio-system.svc.cluster.local"
+	meshGatewayID       = "spiffe://cluster.local/ns/istio-system/sa/mesh-gateway"
+	meshGatewayClientID = "spiffe://cluster.local/ns/default/sa/allowed"
 )
 
 // TestGatewayIstioMutual: on an ISTIO_MUTUAL server a client with a mesh certificate gets
