@@ -38,7 +38,7 @@ func newConfigStatus(server *xds.Server, log *slog.Logger, reg prometheus.Regist
 		}),
 		warningsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "skiff_config_warnings",
-			Help: "Problems in loaded configuration that will not do what its author expects (istioctl analyze codes), listed at /debug/config_errors.",
+			Help: "Problems in loaded configuration that will not do what its author expects (istioctl analyze codes, and SKF codes for what pilot does not serve), listed at /debug/config_errors.",
 		}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_config_reloads_total",
@@ -64,7 +64,7 @@ func (s *configStatus) publish(set *config.Set, errs []*config.Error, changedAt 
 	warnings := snap.Warnings()
 	for _, w := range warnings {
 		s.log.Warn("configuration loaded but will not work as written", "code", w.Code,
-			"object", w.Kind+"/"+w.Namespace+"/"+w.Name, "problem", w.Message)
+			"object", w.Kind+"/"+w.Namespace+"/"+w.Name, "field", w.Field, "problem", w.Message)
 	}
 	s.warningsGauge.Set(float64(len(warnings)))
 	s.mu.Lock()

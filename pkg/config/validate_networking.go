@@ -418,6 +418,25 @@ func validateServerTLS(v *validator, server string, port *networking.Port, tls *
 				v.add(f+".caCertificates", "required with mode %s unless credentialName is set", tls.GetMode())
 			}
 		}
+	case networking.ServerTLSSettings_ISTIO_MUTUAL:
+		// As istiod's validation: the gateway presents its own workload certificate and
+		// verifies clients against the mesh root, so certificates named here would be ignored.
+		for _, set := range []struct {
+			field string
+			set   bool
+		}{
+			{"serverCertificate", tls.GetServerCertificate() != ""},
+			{"privateKey", tls.GetPrivateKey() != ""},
+			{"caCertificates", tls.GetCaCertificates() != ""},
+			{"tlsCertificates", len(tls.GetTlsCertificates()) > 0},
+			{"credentialName", tls.GetCredentialName() != ""},
+			{"credentialNames", len(tls.GetCredentialNames()) > 0},
+			{"caCertCredentialName", tls.GetCaCertCredentialName() != ""},
+		} {
+			if set.set {
+				v.add(f+"."+set.field, "must not be set with mode ISTIO_MUTUAL, which uses the gateway's workload certificate and the mesh root")
+			}
+		}
 	}
 }
 

@@ -35,7 +35,7 @@ func TestValidateValid(t *testing.T) {
 		object("VirtualService", "", "{hosts: [a], http: [{match: [{uri: {regex: '/a/[0-9]+'}, headers: {x-present: {}}}], redirect: {uri: /b, redirectCode: 308}}, {directResponse: {status: 503}}, {delegate: {name: d, namespace: ns}}, {route: [{destination: {host: a}, weight: 0}, {destination: {host: b}, weight: 0}], timeout: 0s}]}"),
 		object("VirtualService", "", "{hosts: [a], tcp: [{route: [{destination: {host: a, port: {number: 9000}}}]}], tls: [{match: [{sniHosts: [a.example.com]}], route: [{destination: {host: a}}]}]}"),
 		object("DestinationRule", "", "{host: a, subsets: [{name: all}, {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}], trafficPolicy: {tls: {mode: ISTIO_MUTUAL}, portLevelSettings: [{port: {number: 80}, loadBalancer: {simple: LEAST_REQUEST}}]}}"),
-		object("Gateway", "", "{servers: [{"+gwHTTP+", hosts: ['*/*', './a.example.com'], tls: {httpsRedirect: true}}, {port: {number: 443, name: tls, protocol: TLS}, hosts: ['*'], tls: {mode: PASSTHROUGH}}]}"),
+		object("Gateway", "", "{servers: [{"+gwHTTP+", hosts: ['*/*', './a.example.com'], tls: {httpsRedirect: true}}, {port: {number: 443, name: tls, protocol: TLS}, hosts: ['*'], tls: {mode: PASSTHROUGH}}, {port: {number: 8443, name: mesh, protocol: HTTPS}, hosts: ['*'], tls: {mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://cluster.local/ns/a/sa/b]}}]}"),
 		object("Sidecar", "", "{workloadSelector: {labels: {app: a}}, ingress: [{port: {number: 9080, protocol: HTTP, name: http}, defaultEndpoint: '127.0.0.1:8080'}], egress: [{port: {number: 3306, protocol: TCP}, hosts: [db/mysql.example.com]}, {hosts: ['~/*']}]}"),
 		object("PeerAuthentication", "", "{selector: {matchLabels: {app: a}}, mtls: {mode: STRICT}, portLevelMtls: {8080: {mode: DISABLE}}}"),
 		object("AuthorizationPolicy", "", "{action: CUSTOM, provider: {name: ext-authz}, rules: [{to: [{operation: {paths: [/admin]}}]}]}"),
@@ -155,6 +155,8 @@ func TestValidateErrors(t *testing.T) {
 		{"Gateway", "", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*']}]}", "spec.servers[0].tls", "required for protocol HTTPS"},
 		{"Gateway", "", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE}}]}", "spec.servers[0].tls.serverCertificate", "required with mode SIMPLE"},
 		{"Gateway", "", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: MUTUAL, serverCertificate: /c, privateKey: /k}}]}", "spec.servers[0].tls.caCertificates", "required with mode MUTUAL"},
+		{"Gateway", "", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: ISTIO_MUTUAL, credentialName: c}}]}", "spec.servers[0].tls.credentialName", "must not be set with mode ISTIO_MUTUAL"},
+		{"Gateway", "", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: ISTIO_MUTUAL, serverCertificate: /c}}]}", "spec.servers[0].tls.serverCertificate", "must not be set with mode ISTIO_MUTUAL"},
 		{"Gateway", "", "{servers: [{" + gwHTTP + ", hosts: ['Bad_NS/a.example.com']}]}", "spec.servers[0].hosts[0]", `invalid namespace "Bad_NS"`},
 		{"Gateway", "", "{servers: [{" + gwHTTP + ", hosts: ['*']}, {port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]}", "spec.servers[1].port.name", "port names must be unique"},
 

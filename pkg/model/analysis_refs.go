@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"strings"
 
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -11,12 +12,25 @@ import (
 // destinations: a host no service declares, or a subset no DestinationRule of that host
 // defines. Both load fine and then answer every request with a 503 (no healthy upstream, or a
 // cluster that does not exist), which is the hardest kind of mistake to see from the outside.
+// Also for a Gateway the VirtualService binds to (spec.gateways) that does not exist: its
+// routes are then served nowhere.
 func (s *Snapshot) referenceWarnings() []Warning {
 	var out []Warning
+	gateways := map[string]bool{}
+	if s.Config != nil {
+		for _, gw := range s.Config.Gateways {
+			gateways[gw.Namespace+"/"+gw.Name] = true
+		}
+	}
 	for _, vs := range s.VirtualServices {
 		warn := func(field, msg string) {
-			out = append(out, Warning{Code: "IST0101", Kind: "VirtualService", Namespace: vs.Namespace, Name: vs.Name,
-				Message: field + ": " + msg})
+			out = append(out, Warning{Code: CodeReferencedResourceNotFound, Kind: "VirtualService", Namespace: vs.Namespace, Name: vs.Name,
+				Field: field, Message: msg})
+		}
+		for i, ref := range vs.Spec.Gateways {
+			if gw := gatewayRef(ref, vs.Namespace); gw != MeshGateway && !gateways[gw] {
+				warn(fmt.Sprintf("spec.gateways[%d]", i), fmt.Sprintf("referenced gateway not found: %s: the routes bound to it are served nowhere", gw))
+			}
 		}
 		for field, dest := range destinationsOf(vs) {
 			host := ResolveHost(dest.GetHost(), vs.Namespace)
@@ -30,6 +44,28 @@ func (s *Snapshot) referenceWarnings() []Warning {
 		}
 	}
 	return out
+}
+
+// gatewayRef resolves a VirtualService's gateway reference written in namespace ns to
+// NAMESPACE/NAME as istiod does (translate's resolveGatewayName): `mesh` stays, `name` and
+// `./name` are in ns, `ns/name` is explicit, and the legacy `name.ns[.svc.cluster.local]`
+// names ns.
+func gatewayRef(ref, ns string) string {
+	if ref == MeshGateway {
+		return ref
+	}
+	if refNS, name, ok := strings.Cut(ref, "/"); ok {
+		if refNS == "." {
+			return ns + "/" + name
+		}
+		return ref
+	}
+	name, rest, ok := strings.Cut(ref, ".")
+	if !ok {
+		return ns + "/" + ref
+	}
+	refNS, _, _ := strings.Cut(rest, ".")
+	return refNS + "/" + name
 }
 
 // hasSubset reports whether the DestinationRule a namespace sees for host defines subset.

@@ -190,7 +190,7 @@ func TestConflictingMeshVirtualServicesAreReported(t *testing.T) {
 	snap := Build(&config.Set{VirtualServices: []*networkingv1.VirtualService{
 		vs("temple-api-canary", "default"), vs("temple-api-retry", "default"),
 		gateway, private("private-a", "a"), private("private-b", "b"),
-	}})
+	}, Gateways: []*networkingv1.Gateway{{ObjectMeta: metav1.ObjectMeta{Name: "temple-gateway", Namespace: "default"}}}})
 	got := snap.Warnings()
 	if len(got) != 1 || got[0].Name != "temple-api-retry" || got[0].Code != "IST0109" ||
 		!strings.Contains(got[0].Message, "default/temple-api-canary") {

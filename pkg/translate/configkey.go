@@ -18,7 +18,9 @@ import (
 //     the snapshot names (Snapshot.SelectsByLabel): other labels cannot change the output;
 //   - for a captured sidecar, the application ports its workload serves (virtualInbound's
 //     chains and inbound clusters), found from the endpoints the workload backs;
-//   - without capture, the proxy's IP, which Sidecar ingress listeners bind.
+//   - without capture, the proxy's IP, which Sidecar ingress listeners bind;
+//   - for a gateway proxy, whether it can hold its workload certificate, which decides whether
+//     it serves ISTIO_MUTUAL servers (gatewayHasIdentity).
 //
 // The pod name is not part of it, so the replicas of a Deployment share one class, and so do
 // Deployments of one namespace that no selector tells apart. A key
@@ -65,6 +67,9 @@ func ConfigKeys(snap *model.Snapshot, proxy *model.Proxy) (full, traffic string)
 				b.WriteString("h")
 			}
 		}
+	}
+	if proxy.Type == model.Router && gatewayHasIdentity(snap, proxy) {
+		b.WriteString("/identity")
 	}
 	common := b.String()
 	return common + labelKey(proxy.Labels, snap.SelectsByLabel), common + labelKey(proxy.Labels, snap.SelectsTrafficByLabel)

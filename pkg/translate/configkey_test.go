@@ -168,6 +168,47 @@ func TestConfigKeyInputs(t *testing.T) {
 	}
 }
 
+// Gateway proxies that can hold their workload certificate serve ISTIO_MUTUAL servers, and
+// others do not: the two never share a configuration.
+func TestConfigKeyGatewayIdentity(t *testing.T) {
+	snap := loadYAML(t, `apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ingress-1, namespace: istio-system}
+spec: {address: 10.0.0.9, serviceAccount: ingress, labels: {istio: ingressgateway}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: mesh, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: ISTIO_MUTUAL}
+`)
+	node := func(name string) *model.Proxy {
+		p, err := model.ParseNodeID("router~10.0.0.9~" + name + ".istio-system~istio-system.svc.cluster.local")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Labels = map[string]string{"istio": "ingressgateway"}
+		return p
+	}
+	known, unknown := node("ingress-1"), node("ingress-2")
+	if translate.ConfigKey(snap, known) == translate.ConfigKey(snap, unknown) {
+		t.Errorf("gateways with and without an identity share key %q", translate.ConfigKey(snap, known))
+	}
+	if translate.TrafficConfigKey(snap, known) == translate.TrafficConfigKey(snap, unknown) {
+		t.Errorf("gateways with and without an identity share traffic key %q", translate.TrafficConfigKey(snap, known))
+	}
+	if got := len(translate.ForProxy(snap, known).Listeners); got != 1 {
+		t.Errorf("the gateway with an identity has %d listeners, want the ISTIO_MUTUAL server's", got)
+	}
+	if got := len(translate.ForProxy(snap, unknown).Listeners); got != 0 {
+		t.Errorf("the gateway without an identity has %d listeners, want none: it could never get the certificate", got)
+	}
+}
+
 // Only label keys that some selector names are part of the key: Deployments that no selector
 // tells apart share one configuration, and a label value cannot pass for another label.
 func TestConfigKeyLabels(t *testing.T) {

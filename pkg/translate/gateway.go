@@ -36,12 +36,21 @@ import (
 // routes. A server that conflicts with one merged before it (plaintext and TLS on one port, two
 // TLS servers claiming one host) is left out, as istiod leaves it out.
 //
+// An ISTIO_MUTUAL server terminates TLS with the gateway proxy's own workload certificate
+// (SDS `default`, as sidecars' inbound mTLS) and requires a client certificate signed by the
+// mesh root (`ROOTCA`), with the server's subjectAltNames if it lists any: istiod's
+// BuildListenerTLSContext. Pilot grants that certificate only to a proxy whose node ID names a
+// workload with a service account and an IP address (model.Workload.CanHoldIdentity), so for
+// any other gateway proxy the server is left out rather than sent to wait for a secret that
+// never comes.
+//
 // Unlike istiod, a server whose credentialName Secret (or, for MUTUAL, its CA) is missing from
 // the proxy's namespace is left out too: istiod would send the listener and let Envoy wait for a
 // secret that never comes, holding the whole listener (and, at startup, every listener) in
-// warming; over ADS an SDS answer without the secret would be rejected outright. Servers whose
-// TLS mode needs the mesh's own identity (ISTIO_MUTUAL, AUTO_PASSTHROUGH) and unix socket binds
-// are not supported and left out.
+// warming; over ADS an SDS answer without the secret would be rejected outright.
+// AUTO_PASSTHROUGH (multi-network SNI routing) and unix socket binds are not supported and left
+// out. Nothing is left out silently: the model's analysis (model.Snapshot.Warnings) reports
+// every such server on its Gateway, with the field that decides it.
 
 // gatewayTransportSocketConnectTimeout is istiod's transport_socket_connect_timeout for gateway
 // filter chains: a client that opens a connection and never finishes the TLS handshake is cut
@@ -116,9 +125,10 @@ func mergeGateways(snap *model.Snapshot, proxy *model.Proxy) *mergedGateway {
 	}
 	byKey := map[string]*gatewayListener{}
 	secrets := newSecretIndex(snap, proxy.Namespace)
+	identity := gatewayHasIdentity(snap, proxy)
 	for _, gw := range selectedGateways(snap, proxy) {
 		for _, s := range gw.Spec.Servers {
-			gs := newGatewayServer(gw, s, secrets)
+			gs := newGatewayServer(gw, s, secrets, identity)
 			if gs == nil {
 				continue
 			}
@@ -148,8 +158,15 @@ func mergeGateways(snap *model.Snapshot, proxy *model.Proxy) *mergedGateway {
 	return m
 }
 
-// newGatewayServer classifies a server, or returns nil for one this proxy cannot serve.
-func newGatewayServer(gw *networkingv1.Gateway, s *networking.Server, secrets secretIndex) *gatewayServer {
+// gatewayHasIdentity reports whether pilot can grant the gateway proxy its workload
+// certificate, which ISTIO_MUTUAL servers present. It is part of the proxy's configuration key.
+func gatewayHasIdentity(snap *model.Snapshot, proxy *model.Proxy) bool {
+	return snap.Workload(proxy.Namespace, proxy.Name).CanHoldIdentity()
+}
+
+// newGatewayServer classifies a server, or returns nil for one this proxy cannot serve;
+// identity says whether the proxy can hold its workload certificate.
+func newGatewayServer(gw *networkingv1.Gateway, s *networking.Server, secrets secretIndex, identity bool) *gatewayServer {
 	p := s.GetPort()
 	if p == nil || strings.HasPrefix(s.GetBind(), "unix://") {
 		return nil
@@ -182,8 +199,12 @@ func newGatewayServer(gw *networkingv1.Gateway, s *networking.Server, secrets se
 		if !secrets.hasAll(credentialRefs(tls)) {
 			return nil // a missing credential leaves the server out: see the top of this file
 		}
+	case networking.ServerTLSSettings_ISTIO_MUTUAL:
+		if !identity {
+			return nil // no workload certificate to present: see the top of this file
+		}
 	default:
-		return nil // ISTIO_MUTUAL and AUTO_PASSTHROUGH need the mesh's identity
+		return nil // AUTO_PASSTHROUGH
 	}
 	if gs.port.Protocol == model.HTTPS {
 		gs.kind = serverHTTPS
@@ -297,8 +318,9 @@ func matchesGateway(refs []string, ns, gateway string) bool {
 func gatewayListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener {
 	merged := mergeGateways(snap, proxy)
 	out := make([]*listenerv3.Listener, 0, len(merged.listeners))
+	sockets := tlsSocketCache{}
 	for _, gl := range merged.listeners {
-		if l := buildGatewayListener(snap, proxy, gl); l != nil {
+		if l := buildGatewayListener(snap, proxy, gl, sockets); l != nil {
 			out = append(out, l)
 		}
 	}
@@ -307,7 +329,7 @@ func gatewayListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Li
 
 // buildGatewayListener builds one listener, or nil when no server on it has anything to serve
 // (a TCP server no VirtualService routes): Envoy rejects a listener without filter chains.
-func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayListener) *listenerv3.Listener {
+func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayListener, sockets tlsSocketCache) *listenerv3.Listener {
 	name := ListenerName(gl.bind, gl.port)
 	var chains []*listenerv3.FilterChain
 	httpDone := false
@@ -328,7 +350,7 @@ func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayL
 			}
 			chains = append(chains, &listenerv3.FilterChain{
 				FilterChainMatch: sniMatch(gs.sniHosts()),
-				TransportSocket:  downstreamTLSSocket(gs.server.Tls),
+				TransportSocket:  sockets.socket(gs.server.Tls),
 				Filters:          []*listenerv3.Filter{gatewayHTTPConnectionManager(statPrefix, gs.routeName)},
 			})
 		case serverTCP, serverTLSTerminate:
@@ -339,7 +361,7 @@ func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayL
 			chain := &listenerv3.FilterChain{Filters: filters}
 			if gs.kind == serverTLSTerminate {
 				chain.FilterChainMatch = sniMatch(gs.sniHosts())
-				chain.TransportSocket = downstreamTLSSocket(gs.server.Tls)
+				chain.TransportSocket = sockets.socket(gs.server.Tls)
 			}
 			chains = append(chains, chain)
 		case serverTLSPassthrough:

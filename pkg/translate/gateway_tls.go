@@ -1,12 +1,14 @@
 package translate
 
 import (
+	"strconv"
+	"strings"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
@@ -29,11 +31,35 @@ func downstreamTLSSocket(tls *networking.ServerTLSSettings) *corev3.TransportSoc
 	}
 }
 
+// tlsSocketCache shares the transport socket of ISTIO_MUTUAL servers with the same settings
+// between a gateway proxy's filter chains (generated protos are never modified once built):
+// their context depends on a few fields only, and a gateway with a thousand such servers
+// (istiod's gateways benchmark) would otherwise build and encode a thousand equal ones.
+type tlsSocketCache map[string]*corev3.TransportSocket
+
+func (c tlsSocketCache) socket(tls *networking.ServerTLSSettings) *corev3.TransportSocket {
+	if tls.GetMode() != networking.ServerTLSSettings_ISTIO_MUTUAL {
+		return downstreamTLSSocket(tls)
+	}
+	// Exactly what istioMutualTLSContext reads; NUL separates, as no name contains it.
+	key := strings.Join(tls.GetSubjectAltNames(), "\x00") + "\x00\x00" + tls.GetCaCrl() + "\x00" + strconv.FormatBool(tls.GetInsecureSkipVerify().GetValue())
+	if s, ok := c[key]; ok {
+		return s
+	}
+	s := downstreamTLSSocket(tls)
+	c[key] = s
+	return s
+}
+
 // downstreamTLSContext is istiod's BuildListenerTLSContext for SIMPLE, MUTUAL and
 // OPTIONAL_MUTUAL: certificates over SDS from credentialName(s), or read by Envoy from the
 // files the settings name; client certificates required for MUTUAL and verified (when sent)
-// for OPTIONAL_MUTUAL; TLS versions and cipher suites as set.
+// for OPTIONAL_MUTUAL; TLS versions and cipher suites as set. ISTIO_MUTUAL is
+// istioMutualTLSContext's.
 func downstreamTLSContext(tls *networking.ServerTLSSettings) *tlsv3.DownstreamTlsContext {
+	if tls.GetMode() == networking.ServerTLSSettings_ISTIO_MUTUAL {
+		return istioMutualTLSContext(tls)
+	}
 	common := &tlsv3.CommonTlsContext{AlpnProtocols: gatewayALPN}
 	ctx := &tlsv3.DownstreamTlsContext{
 		CommonTlsContext:         common,
@@ -74,20 +100,47 @@ func downstreamTLSContext(tls *networking.ServerTLSSettings) *tlsv3.DownstreamTl
 	return ctx
 }
 
+// istioMutualTLSContext is istiod's context for an ISTIO_MUTUAL server
+// (BuildListenerTLSContext, then ApplyToCommonTLSContext): the gateway proxy's own workload
+// certificate, SDS `default`; a client certificate required and verified against the mesh
+// root, SDS `ROOTCA`, and against the server's subjectAltNames when it lists any (a client's
+// SPIFFE ID, `spiffe://cluster.local/ns/NS/sa/SA`), with caCrl and insecureSkipVerify as
+// istiod applies them. As in istiod, the settings' TLS versions and cipher suites do not
+// apply to this mode. ALPN offers h2 and http/1.1, istiod's choice for HTTPS servers; for TLS
+// servers istiod offers istio-peer-exchange first, for its metadata exchange filter, which
+// Envoy does not have: an Istio client that negotiated it would send bytes no filter here
+// removes, so Skiff offers what istiod offers with that exchange turned off
+// (DISABLE_MX_ALPN).
+func istioMutualTLSContext(tls *networking.ServerTLSSettings) *tlsv3.DownstreamTlsContext {
+	v := &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: subjectAltNameMatchers(tls.GetSubjectAltNames())}
+	if tls.GetCaCrl() != "" {
+		v.Crl = fileSource(tls.GetCaCrl())
+	}
+	if tls.GetInsecureSkipVerify().GetValue() {
+		v.TrustChainVerification = tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED
+	}
+	return &tlsv3.DownstreamTlsContext{
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			AlpnProtocols:                  gatewayALPN,
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsSecretConfig(workloadCertSecret)},
+			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
+				CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+					DefaultValidationContext:         v,
+					ValidationContextSdsSecretConfig: sdsSecretConfig(rootCASecret),
+				},
+			},
+		},
+		RequireClientCertificate: trueValue(),
+	}
+}
+
 // clientValidation is what a client certificate must carry beyond the CA's signature.
 func clientValidation(tls *networking.ServerTLSSettings) *tlsv3.CertificateValidationContext {
-	v := &tlsv3.CertificateValidationContext{
-		VerifyCertificateSpki: tls.GetVerifyCertificateSpki(),
-		VerifyCertificateHash: tls.GetVerifyCertificateHash(),
+	return &tlsv3.CertificateValidationContext{
+		VerifyCertificateSpki:     tls.GetVerifyCertificateSpki(),
+		VerifyCertificateHash:     tls.GetVerifyCertificateHash(),
+		MatchTypedSubjectAltNames: subjectAltNameMatchers(tls.GetSubjectAltNames()),
 	}
-	// A subjectAltName may be a DNS name or a URI (a SPIFFE ID); either may match.
-	for _, san := range tls.GetSubjectAltNames() {
-		exact := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: san}}
-		for _, typ := range []tlsv3.SubjectAltNameMatcher_SanType{tlsv3.SubjectAltNameMatcher_DNS, tlsv3.SubjectAltNameMatcher_URI} {
-			v.MatchTypedSubjectAltNames = append(v.MatchTypedSubjectAltNames, &tlsv3.SubjectAltNameMatcher{SanType: typ, Matcher: exact})
-		}
-	}
-	return v
 }
 
 // tlsParams maps the settings' protocol versions and cipher suites; nil when none is set.

@@ -158,6 +158,9 @@ func inlineBytes(b []byte) *corev3.DataSource {
 // Sidecars get none. The result holds private keys: print it only through RedactSecret.
 func Secrets(snap *model.Snapshot, proxy *model.Proxy) []*tlsv3.Secret {
 	proxy = snap.ResolveProxy(proxy)
+	if !namesCredentials(snap, proxy) {
+		return nil // most gateways: spare the merge
+	}
 	merged := mergeGateways(snap, proxy)
 	if len(merged.listeners) == 0 {
 		return nil
@@ -183,6 +186,22 @@ func Secrets(snap *model.Snapshot, proxy *model.Proxy) []*tlsv3.Secret {
 	}
 	slices.SortFunc(out, func(a, b *tlsv3.Secret) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// namesCredentials reports whether a server of a Gateway that selects the proxy names a
+// Secret.
+func namesCredentials(snap *model.Snapshot, proxy *model.Proxy) bool {
+	if proxy.Type != model.Router {
+		return false
+	}
+	for _, gw := range selectedGateways(snap, proxy) {
+		for _, srv := range gw.Spec.Servers {
+			if tls := srv.GetTls(); tls.GetCredentialName() != "" || len(tls.GetCredentialNames()) > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // RedactSecret returns a copy of s with every field Envoy's API marks sensitive (private keys,

@@ -124,7 +124,7 @@ type configErrorsView struct {
 		Kind, Namespace, Name, Field, Message string
 	}
 	Warnings []struct {
-		Code, Kind, Namespace, Name, Message string
+		Code, Kind, Namespace, Name, Field, Message string
 	}
 }
 

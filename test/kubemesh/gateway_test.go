@@ -18,7 +18,9 @@ import (
 
 // A gateway Pod selected by a Gateway whose HTTPS server names a Secret: pilot watches that
 // Secret (and no other), serves it to the gateway over SDS, and the gateway terminates TLS
-// with it and routes by the VirtualService bound to the Gateway.
+// with it and routes by the VirtualService bound to the Gateway. A second server names a Secret
+// that does not exist in the gateway Pod's namespace: it is left out, and pilot says so at
+// /debug/config_errors (IST0101 on its credentialName).
 func TestKubernetesGatewayCredential(t *testing.T) {
 	ns := newNamespace(t, "gateway")
 	pilot := startPilot(t)
@@ -48,6 +50,9 @@ spec:
   - port: {number: %[2]d, name: https, protocol: HTTPS}
     hosts: [shop.example.com]
     tls: {mode: SIMPLE, credentialName: shop-cert}
+  - port: {number: %[3]d, name: https-missing, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, credentialName: no-such-cert}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -58,7 +63,7 @@ spec:
   http:
   - route:
     - destination: {host: web}
-`, ns, httpsPort))
+`, ns, httpsPort, httpsPort+1))
 	router := fmt.Sprintf("router~%s~%s.%s~%s.svc.cluster.local", gw.Status.PodIP, gw.Name, ns, ns)
 	envoy := framework.StartEnvoyInNetNS(t, pilot, pods.ns, framework.NetNSEnvoyOptions{NodeID: router, XDSAddress: pods.xds})
 
@@ -87,6 +92,18 @@ spec:
 	}
 	if strings.Contains(log, ns+"/unrelated") {
 		t.Errorf("pilot read a Secret no Gateway names")
+	}
+	framework.Eventually(t, func() error {
+		for _, w := range configErrors(t, pilot).Warnings {
+			if w.Code == "IST0101" && w.Namespace == ns && w.Name == "shop" && w.Field == "spec.servers[1].tls.credentialName" &&
+				strings.Contains(w.Message, "no Secret no-such-cert in namespace "+ns+", where the gateway workload Pod ingressgateway-1 runs") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no IST0101 for Gateway %s/shop spec.servers[1].tls.credentialName: %+v", ns, configErrors(t, pilot).Warnings)
+	})
+	if strings.Contains(string(envoy.ConfigDump(t)), fmt.Sprintf(`"port_value": %d`, httpsPort+1)) {
+		t.Errorf("Envoy holds a listener for the server whose Secret does not exist")
 	}
 	envoy.AssertNoRejections(t)
 }
