@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 # go-control-plane's generated vtprotobuf encoders are compiled in, as istiod is built: pilot
-# encodes route configurations about twice as fast with them (pkg/xds/fanout/marshal.go). A
+# encodes route configurations about twice as fast with them (pkg/wire). A
 # build without the tag behaves the same, only slower. Every go command below, and the test
 # harness's own builds, inherit it.
 export GOFLAGS := $(strip $(GOFLAGS) -tags=vtprotobuf)

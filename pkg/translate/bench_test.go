@@ -15,7 +15,7 @@ import (
 	"github.com/skiffmesh/skiff/pkg/config"
 	"github.com/skiffmesh/skiff/pkg/model"
 	"github.com/skiffmesh/skiff/pkg/translate"
-	"github.com/skiffmesh/skiff/pkg/xds/fanout"
+	"github.com/skiffmesh/skiff/pkg/wire"
 )
 
 // httpMesh is n HTTP ServiceEntries on port 80, each with two endpoints and a VirtualService
@@ -55,7 +55,7 @@ func httpMeshSet(n int) *config.Set {
 }
 
 // BenchmarkGenerate measures one sidecar's generation per type, translating every resource and
-// encoding it as pilot does (fanout.Marshal): what a push costs pilot for one proxy class. The type split matches
+// encoding it as pilot does (wire.Marshal): what a push costs pilot for one proxy class. The type split matches
 // istiod's benchmark so the numbers compare.
 func BenchmarkGenerate(b *testing.B) {
 	proxy, err := model.ParseNodeID("sidecar~10.0.0.1~app-1.bench~bench.svc.cluster.local")
@@ -84,7 +84,7 @@ func BenchmarkGenerateAuthorization(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
 				for _, l := range translate.Listeners(snap, proxy) {
-					if _, err := fanout.Marshal(l); err != nil {
+					if _, err := wire.Marshal(l); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -156,7 +156,7 @@ func benchmarkPerType(b *testing.B, prefix string, snap *model.Snapshot, proxy *
 		b.Run(prefix+"/"+typ.name, func(b *testing.B) {
 			for b.Loop() {
 				for _, m := range typ.generate() {
-					if _, err := fanout.Marshal(m); err != nil {
+					if _, err := wire.Marshal(m); err != nil {
 						b.Fatal(err)
 					}
 				}

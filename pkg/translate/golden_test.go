@@ -16,7 +16,7 @@ import (
 	"github.com/skiffmesh/skiff/pkg/model"
 	"github.com/skiffmesh/skiff/pkg/render"
 	"github.com/skiffmesh/skiff/pkg/translate"
-	"github.com/skiffmesh/skiff/pkg/xds/fanout"
+	"github.com/skiffmesh/skiff/pkg/wire"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/out from the current translation and delete orphaned outputs")
@@ -83,13 +83,13 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-// checkEncoding checks pilot's encoding of a resource (fanout.Marshal, which takes a faster
+// checkEncoding checks pilot's encoding of a resource (wire.Marshal, which takes a faster
 // encoder for route configurations when built with the vtprotobuf tag, as make test builds it):
 // it must decode to the same message, and give the same bytes every time, or pilot would see
 // changes where there are none.
 func checkEncoding(t *testing.T, kind string, m proto.Message) {
 	t.Helper()
-	first, err := fanout.Marshal(m)
+	first, err := wire.Marshal(m)
 	if err != nil {
 		t.Fatalf("%s: %v", kind, err)
 	}
@@ -98,7 +98,7 @@ func checkEncoding(t *testing.T, kind string, m proto.Message) {
 		t.Errorf("%s: pilot's encoding does not decode to the resource (%v)", kind, err)
 	}
 	for range 3 { // map order is random per iteration: repeat to catch an unsorted map
-		if again, _ := fanout.Marshal(m); !bytes.Equal(again, first) {
+		if again, _ := wire.Marshal(m); !bytes.Equal(again, first) {
 			t.Errorf("%s: pilot's encoding of one resource varies (%d and %d bytes)", kind, len(first), len(again))
 			return
 		}

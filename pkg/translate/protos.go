@@ -16,21 +16,24 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/skiffmesh/skiff/pkg/wire"
 )
 
 // Small constructors for the protos every file here needs. Tests use them too, so expected
 // values read the same way as the code that builds them.
 
-// MustAny packs a message into an Any, with map entries in key order: pilot decides whether a
-// resource changed by comparing it with the last one sent, and packed bytes that differ only in
-// map order would look like a change and make Envoy rebuild a listener on every push. Packing
-// a message we built ourselves cannot fail, so a failure is a programming error.
+// MustAny packs a message into an Any, encoded by wire.Marshal: always to the same bytes (map
+// entries in one order), since pilot decides whether a resource changed by comparing hashes,
+// and packed bytes that differ only in map order would look like a change and make Envoy
+// rebuild a listener on every push. Packing a message we built ourselves cannot fail, so a
+// failure is a programming error.
 func MustAny(m proto.Message) *anypb.Any {
-	a := &anypb.Any{}
-	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+	b, err := wire.Marshal(m)
+	if err != nil {
 		panic("translate: packing " + string(proto.MessageName(m)) + ": " + err.Error())
 	}
-	return a
+	return &anypb.Any{TypeUrl: "type.googleapis.com/" + string(proto.MessageName(m)), Value: b}
 }
 
 // Duration converts a Go duration to its proto form.

@@ -81,9 +81,9 @@ func deltaResourcesPlain(list []*discoveryv3.Resource) bool {
 	return true
 }
 
-// wire builds a message from small written parts and large shared buffers. Parts are written
+// splicer builds a message from small written parts and large shared buffers. Parts are written
 // into one scratch slice; their boundaries are kept as offsets because the slice grows.
-type wire struct {
+type splicer struct {
 	scratch []byte
 	// segments alternate: scratch[from:to] when shared is nil, else shared.
 	segments []segment
@@ -96,7 +96,7 @@ type segment struct {
 }
 
 // share ends the current written part and adds b without copying it.
-func (w *wire) share(b []byte) {
+func (w *splicer) share(b []byte) {
 	if len(b) == 0 {
 		return
 	}
@@ -104,14 +104,14 @@ func (w *wire) share(b []byte) {
 	w.segments = append(w.segments, segment{shared: b})
 }
 
-func (w *wire) cut() {
+func (w *splicer) cut() {
 	if len(w.scratch) > w.start {
 		w.segments = append(w.segments, segment{from: w.start, to: len(w.scratch)})
 		w.start = len(w.scratch)
 	}
 }
 
-func (w *wire) buffers() mem.BufferSlice {
+func (w *splicer) buffers() mem.BufferSlice {
 	w.cut()
 	out := make(mem.BufferSlice, len(w.segments))
 	for i, s := range w.segments {
@@ -124,7 +124,7 @@ func (w *wire) buffers() mem.BufferSlice {
 	return out
 }
 
-func (w *wire) string(num protowire.Number, s string) {
+func (w *splicer) string(num protowire.Number, s string) {
 	if s != "" {
 		w.scratch = protowire.AppendTag(w.scratch, num, protowire.BytesType)
 		w.scratch = protowire.AppendString(w.scratch, s)
@@ -132,13 +132,13 @@ func (w *wire) string(num protowire.Number, s string) {
 }
 
 // anyField writes field num holding a, with a's value shared.
-func (w *wire) anyField(num protowire.Number, a *anypb.Any) {
+func (w *splicer) anyField(num protowire.Number, a *anypb.Any) {
 	w.scratch = protowire.AppendTag(w.scratch, num, protowire.BytesType)
 	w.scratch = protowire.AppendVarint(w.scratch, uint64(anySize(a)))
 	w.anyBody(a)
 }
 
-func (w *wire) anyBody(a *anypb.Any) {
+func (w *splicer) anyBody(a *anypb.Any) {
 	w.string(1, a.TypeUrl)
 	if len(a.Value) > 0 {
 		w.scratch = protowire.AppendTag(w.scratch, 2, protowire.BytesType)
@@ -163,7 +163,7 @@ func anySize(a *anypb.Any) int {
 }
 
 func sotwWire(m *discoveryv3.DiscoveryResponse) mem.BufferSlice {
-	w := &wire{scratch: make([]byte, 0, 64+len(m.Resources)*(16+len(m.TypeUrl)))}
+	w := &splicer{scratch: make([]byte, 0, 64+len(m.Resources)*(16+len(m.TypeUrl)))}
 	w.string(1, m.VersionInfo)
 	for _, a := range m.Resources {
 		w.anyField(2, a)
@@ -174,7 +174,7 @@ func sotwWire(m *discoveryv3.DiscoveryResponse) mem.BufferSlice {
 }
 
 func deltaWire(m *discoveryv3.DeltaDiscoveryResponse) mem.BufferSlice {
-	w := &wire{scratch: make([]byte, 0, 64+len(m.Resources)*(64+len(m.TypeUrl)))}
+	w := &splicer{scratch: make([]byte, 0, 64+len(m.Resources)*(64+len(m.TypeUrl)))}
 	w.string(1, m.SystemVersionInfo)
 	for _, r := range m.Resources {
 		size := stringSize(1, r.Version) + stringSize(3, r.Name)

@@ -29,6 +29,8 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/skiffmesh/skiff/pkg/wire"
 )
 
 // Resource is one translated resource in its wire form: its deterministic serialisation
@@ -45,7 +47,7 @@ type Resource struct {
 // Encode marshals msg once for every stream that will be sent it. Call it where the resource is
 // translated (in parallel), not under a store's lock.
 func Encode(typeURL, name string, msg proto.Message) (*Resource, error) {
-	b, err := Marshal(msg)
+	b, err := wire.Marshal(msg)
 	if err != nil {
 		return nil, fmt.Errorf("encoding %s %q: %w", typeURL, name, err)
 	}

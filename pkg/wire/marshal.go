@@ -1,4 +1,12 @@
-package fanout
+// Package wire encodes the resources pilot sends, once each: deterministically (the same
+// message always yields the same bytes, so equal hashes mean equal content), and as fast as the
+// libraries allow. go-control-plane ships generated vtprotobuf encoders for every Envoy type,
+// compiled in with the vtprotobuf build tag (the Makefile sets it, as istiod is built); they
+// are several times faster than protobuf-go's table-driven encoder, but write map entries in
+// Go's random order. Marshal uses them where that cannot happen and where it pays: for route
+// configurations whose maps have one entry each. A build without
+// the tag encodes everything through protobuf-go, with the same behaviour, only slower.
+package wire
 
 import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -7,29 +15,41 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// deterministic is how every resource is encoded unless the fast path takes it: the same
-// message always yields the same bytes, so equal hashes mean equal content.
+// deterministic is protobuf-go's encoder with map keys sorted.
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
-// Marshal encodes a resource as pilot sends it: route configurations through go-control-plane's
-// generated vtprotobuf code when pilot is built with the vtprotobuf tag (as the Makefile builds
-// it, and as istiod is built), everything else, or without the tag, deterministically through
-// protobuf-go. Each encoder gives one message the same bytes every time, which is what the
-// hashes need (for the fast one, see singleEntryMaps); they differ from each other in where
-// they put a oneof field, so the pilots of one mesh should be built alike for delta versions
-// to agree between them.
+// vtMarshaler is what go-control-plane's generated encoders add to a message type when built
+// with the vtprotobuf tag; without it, no type has the method.
+type vtMarshaler interface {
+	MarshalVTStrict() ([]byte, error)
+}
+
+// Marshal encodes a resource as pilot sends it. Each encoder gives one message the same bytes
+// every time, which is what the hashes need; the two differ from each other in where they put
+// a oneof field, so the pilots of one mesh should be built alike for delta versions to agree
+// between them.
 func Marshal(msg proto.Message) ([]byte, error) {
-	if rc, ok := msg.(*routev3.RouteConfiguration); ok && singleEntryMaps(rc) {
-		if b, ok := marshalFast(rc); ok {
+	if vt, ok := msg.(vtMarshaler); ok && stableUnderVT(msg) {
+		if b, err := vt.MarshalVTStrict(); err == nil {
 			return b, nil
 		}
 	}
 	return deterministic.Marshal(msg)
 }
 
+// stableUnderVT reports whether the generated encoder gives msg one encoding: no map in it
+// holds more than one entry. Only route configurations are checked, field by field
+// (singleEntryMaps): they are most of a sidecar's bytes and of what a change re-encodes. A
+// generic check (walking a message's set fields by reflection) cost more than the faster
+// encoder saved on listeners and clusters, which carry multi-entry metadata anyway.
+func stableUnderVT(msg proto.Message) bool {
+	rc, ok := msg.(*routev3.RouteConfiguration)
+	return ok && singleEntryMaps(rc)
+}
+
 // singleEntryMaps reports whether no map in the parts of rc that pilot fills has more than one
-// entry. The generated encoder writes map entries in Go's random order: with two entries, one
-// configuration would have two encodings and so look changed on every push. Route configurations are where a sidecar's
+// entry: with two entries, one configuration would have two encodings under the generated
+// encoder and so look changed on every push. Route configurations are where a sidecar's
 // bytes are (a 1,000-service mesh sends each proxy most of a megabyte of routes), and their
 // maps are route metadata (istio → config) and per-filter configuration, one entry each
 // unless a route has both fault injection and CORS. A map pilot starts filling later and this
