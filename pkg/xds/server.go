@@ -255,6 +255,8 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 	if kind == pushEndpoints {
 		// Every configuration translates from snap exactly as from the snapshot it was built from.
 		s.cache.Advance(snap)
+		// But a proxy's key may follow endpoint addresses: its configuration may be another.
+		classes = withAddressFollowers(classes, s.cache.Classes(), snap)
 	}
 	if full {
 		classes = s.cache.Classes()
@@ -322,6 +324,22 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 	s.metrics.configs.Set(float64(configs))
 	s.metrics.stores.Set(float64(stores))
 	s.log.Debug("pushed", "kind", kind, "classes", len(classes), "translated", len(translated), "took", time.Since(started))
+}
+
+// withAddressFollowers is classes and those of bound whose configuration key follows endpoint
+// addresses (translate.InboundPortsFollowAddresses): captured sidecars that name no workload
+// serve the endpoints at their IP, so a change that only moves endpoints can give them other
+// inbound ports. Their keys are computed again; those that changed are translated and the
+// class moves, the others stay bound as they are.
+func withAddressFollowers(classes, bound map[string]*model.Proxy, snap *model.Snapshot) map[string]*model.Proxy {
+	out := make(map[string]*model.Proxy, len(classes))
+	maps.Copy(out, classes)
+	for class, proxy := range bound {
+		if translate.InboundPortsFollowAddresses(snap, proxy) {
+			out[class] = proxy
+		}
+	}
+	return out
 }
 
 func endpointResources(snap *model.Snapshot) map[string]types.Resource {
