@@ -256,7 +256,7 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 		// Every configuration translates from snap exactly as from the snapshot it was built from.
 		s.cache.Advance(snap)
 		// But a proxy's key may follow endpoint addresses: its configuration may be another.
-		classes = withAddressFollowers(classes, s.cache.Classes(), snap)
+		classes = s.withAddressFollowers(classes, snap)
 	}
 	if full {
 		classes = s.cache.Classes()
@@ -326,16 +326,20 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 	s.log.Debug("pushed", "kind", kind, "classes", len(classes), "translated", len(translated), "took", time.Since(started))
 }
 
-// withAddressFollowers is classes and those of bound whose configuration key follows endpoint
-// addresses (translate.InboundPortsFollowAddresses): captured sidecars that name no workload
-// serve the endpoints at their IP, so a change that only moves endpoints can give them other
-// inbound ports. Their keys are computed again; those that changed are translated and the
-// class moves, the others stay bound as they are.
-func withAddressFollowers(classes, bound map[string]*model.Proxy, snap *model.Snapshot) map[string]*model.Proxy {
+// withAddressFollowers is classes and those of the bound classes whose configuration key
+// changed with an endpoints-only change: captured sidecars that name no workload serve the
+// endpoints at their IP (translate.InboundPortsFollowAddresses), so moved endpoints can give
+// them other inbound ports. Their keys are compared here, the listeners' key holding every
+// input, so only a class that must move is bound (and translated for) again: a fleet of such
+// proxies costs a key each per change, not a rebinding each.
+func (s *Server) withAddressFollowers(classes map[string]*model.Proxy, snap *model.Snapshot) map[string]*model.Proxy {
 	out := make(map[string]*model.Proxy, len(classes))
 	maps.Copy(out, classes)
-	for class, proxy := range bound {
-		if translate.InboundPortsFollowAddresses(snap, proxy) {
+	for class, proxy := range s.cache.Classes() {
+		if !translate.InboundPortsFollowAddresses(snap, proxy) {
+			continue
+		}
+		if key, _ := translate.ConfigKeys(snap, proxy); key != s.cache.KeyOf(class) {
 			out[class] = proxy
 		}
 	}
