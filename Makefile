@@ -13,9 +13,11 @@ PYTHON ?= python3
 
 .PHONY: run test test-stress bench envoy build vet goldens clean kube-tools crds
 
-## run: pilot serving examples/ from a folder (xDS :15010, monitoring :15014).
+## run: pilot serving examples/ from a folder, on loopback only (a laptop is not a server):
+## xDS 127.0.0.1:15010, TLS xDS 127.0.0.1:15012, monitoring 127.0.0.1:15014.
 run: build
-	./bin/pilot --config-dir examples
+	./bin/pilot --config-dir examples --xds-address 127.0.0.1:15010 \
+	  --xds-tls-address 127.0.0.1:15012 --monitoring-address 127.0.0.1:15014
 
 ## test: every test, end-to-end ones included (installs Envoy first). The end-to-end packages
 ## share one pilot binary, built here once ($PILOT), instead of each building its own.

@@ -80,6 +80,16 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 		DynamicResources: dynamicResources(r),
 	}
 	addAdminListeners(r, b.StaticResources)
+	if r.upstreamBind != "" {
+		// For every cluster that names no bind of its own, xds-grpc included: pilot's identity
+		// check compares the ADS connection's source with the workload's address.
+		b.ClusterManager = &bootstrapv3.ClusterManager{UpstreamBindConfig: &corev3.BindConfig{
+			SourceAddress: &corev3.SocketAddress{
+				Address:       r.upstreamBind,
+				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
+			},
+		}}
+	}
 	// The protos carry Envoy's own validation rules; checking them here turns a mistake in this
 	// file into a test failure instead of an Envoy refusing to start.
 	if err := b.ValidateAll(); err != nil {

@@ -154,6 +154,49 @@ func TestBuildContent(t *testing.T) {
 	})
 }
 
+// TestUpstreamBind: `pilot bootstrap`'s default (auto) binds a proxy's connections to its node
+// ID's IP where pilot's identity check needs it, on a loopback address of its own; an explicit
+// IP wins, and empty binds nothing.
+func TestUpstreamBind(t *testing.T) {
+	const loopNode = "sidecar~127.0.0.2~app-1.demo~demo.svc.cluster.local"
+	for _, tc := range []struct {
+		name string
+		opts Options
+		want string // the source address bound; empty: no cluster_manager at all
+	}{
+		{"auto on a loopback address", Options{NodeID: loopNode, XDSAddress: "127.0.0.1:15010", UpstreamBind: UpstreamBindAuto}, "127.0.0.2"},
+		{"auto with pilot by name", Options{NodeID: loopNode, XDSAddress: "localhost:15010", UpstreamBind: UpstreamBindAuto}, "127.0.0.2"},
+		{"auto on 127.0.0.1", Options{NodeID: "sidecar~127.0.0.1~app-1.demo~demo.svc.cluster.local", XDSAddress: "127.0.0.1:15010", UpstreamBind: UpstreamBindAuto}, ""},
+		{"auto on a pod IP", Options{NodeID: testNodeID, XDSAddress: testXDS, UpstreamBind: UpstreamBindAuto}, ""},
+		{"auto on IPv6 loopback", Options{NodeID: "sidecar~::1~app-1.demo~demo.svc.cluster.local", XDSAddress: "[::1]:15010", UpstreamBind: UpstreamBindAuto}, ""},
+		{"auto with pilot off loopback", Options{NodeID: loopNode, XDSAddress: "10.96.0.10:15010", UpstreamBind: UpstreamBindAuto}, ""},
+		{"auto without a node ID", Options{NodeIDFromCommandLine: true, Cluster: "app.demo", XDSAddress: testXDS, UpstreamBind: UpstreamBindAuto}, ""},
+		{"explicit", Options{NodeID: testNodeID, XDSAddress: testXDS, UpstreamBind: "10.0.0.5"}, "10.0.0.5"},
+		{"explicit IPv6", Options{NodeID: loopNode, XDSAddress: "[::1]:15010", UpstreamBind: "::1"}, "::1"},
+		{"off", Options{NodeID: loopNode, XDSAddress: "127.0.0.1:15010"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := mustBuild(t, tc.opts)
+			if tc.want == "" {
+				if b.ClusterManager != nil {
+					t.Errorf("cluster_manager = %v, want none", b.ClusterManager)
+				}
+				return
+			}
+			sa := b.GetClusterManager().GetUpstreamBindConfig().GetSourceAddress()
+			if sa.GetAddress() != tc.want || sa.GetPortValue() != 0 {
+				t.Errorf("upstream_bind_config.source_address = %s:%d, want %s:0", sa.GetAddress(), sa.GetPortValue(), tc.want)
+			}
+		})
+	}
+	for _, bad := range []string{"localhost", "127.0.0.2:0", "fe80::1%eth0"} {
+		_, err := Build(Options{NodeID: loopNode, XDSAddress: testXDS, UpstreamBind: bad})
+		if err == nil || !strings.Contains(err.Error(), "UpstreamBind") {
+			t.Errorf("UpstreamBind %q: error %v, want one naming UpstreamBind", bad, err)
+		}
+	}
+}
+
 func TestDefaultCluster(t *testing.T) {
 	for id, want := range map[string]string{
 		"reviews-v1-7f99b6d4c5-x2lqp.default": "reviews-v1.default",             // Deployment pod

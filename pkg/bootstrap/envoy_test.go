@@ -1,6 +1,8 @@
 package bootstrap
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -12,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -37,13 +40,14 @@ func writeBootstrap(t *testing.T, o Options) string {
 func TestEnvoyValidate(t *testing.T) {
 	envoy := framework.EnvoyBinary(t)
 	for name, o := range map[string]Options{
-		"sotw":     {NodeID: testNodeID, XDSAddress: testXDS},
-		"delta":    {NodeID: testNodeID, XDSAddress: testXDS, Delta: true},
-		"ip host":  {NodeID: testNodeID, XDSAddress: "10.96.0.10:15010"},
-		"ipv6":     {NodeID: "sidecar~fd00::5~a.ns~ns.svc.cluster.local", XDSAddress: "[fd00::10]:15010", AdminAddress: "[::1]:15000"},
-		"dns host": {NodeID: testNodeID, XDSAddress: "pilot.skiff.svc.cluster.local:15010"},
-		"redirect": {NodeID: testNodeID, XDSAddress: testXDS, Interception: "redirect"},
-		"router":   {NodeID: "router~10.0.0.9~gw-6b8f5d9c7d-q2w4z.istio-system~istio-system.svc.cluster.local", XDSAddress: testXDS, Delta: true},
+		"sotw":          {NodeID: testNodeID, XDSAddress: testXDS},
+		"delta":         {NodeID: testNodeID, XDSAddress: testXDS, Delta: true},
+		"ip host":       {NodeID: testNodeID, XDSAddress: "10.96.0.10:15010"},
+		"ipv6":          {NodeID: "sidecar~fd00::5~a.ns~ns.svc.cluster.local", XDSAddress: "[fd00::10]:15010", AdminAddress: "[::1]:15000"},
+		"upstream bind": {NodeID: boundNodeID, XDSAddress: "127.0.0.1:15010", UpstreamBind: UpstreamBindAuto},
+		"dns host":      {NodeID: testNodeID, XDSAddress: "pilot.skiff.svc.cluster.local:15010"},
+		"redirect":      {NodeID: testNodeID, XDSAddress: testXDS, Interception: "redirect"},
+		"router":        {NodeID: "router~10.0.0.9~gw-6b8f5d9c7d-q2w4z.istio-system~istio-system.svc.cluster.local", XDSAddress: testXDS, Delta: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -57,16 +61,23 @@ func TestEnvoyValidate(t *testing.T) {
 	}
 }
 
+// boundNodeID is a proxy on a loopback address of its own, whose connections `pilot
+// bootstrap` binds to it.
+const boundNodeID = "sidecar~127.0.0.2~reviews-v1-7f99b6d4c5-x2lqp.default~default.svc.cluster.local"
+
 // TestEnvoyConnects starts Envoy with the bootstrap against a stand-in ADS server and checks
-// that the first request arrives on the right stream (SotW or delta) with the node pilot needs.
-// Validate mode cannot show this: it does not connect, so a cluster speaking HTTP/1.1 or an
-// unreachable address would pass it.
+// that the first request arrives on the right stream (SotW or delta) with the node pilot needs,
+// from the source address pilot's identity check will see. Validate mode cannot show this: it
+// does not connect, so a cluster speaking HTTP/1.1 or an unreachable address would pass it.
 func TestEnvoyConnects(t *testing.T) {
 	for name, tc := range map[string]struct {
 		host         string // pilot host as written in XDSAddress
 		delta        bool
 		interception string
 		wantMode     string
+		nodeID       string // default testNodeID
+		upstreamBind string
+		wantSource   string // the ADS connection's source IP; default 127.0.0.1
 	}{
 		"sotw ip":  {host: "127.0.0.1", wantMode: "NONE"},
 		"delta ip": {host: "127.0.0.1", delta: true, wantMode: "NONE"},
@@ -76,7 +87,16 @@ func TestEnvoyConnects(t *testing.T) {
 		"fqdn":      {host: "localhost.", wantMode: "NONE"},
 		"delta dns": {host: "localhost", delta: true, wantMode: "NONE"},
 		"redirect":  {host: "127.0.0.1", interception: "redirect", wantMode: "REDIRECT"},
+		// A second "pod" on this machine connects from its own address: pilot can tell it apart.
+		"bound to the node's loopback IP": {host: "127.0.0.1", wantMode: "NONE", nodeID: boundNodeID, upstreamBind: UpstreamBindAuto, wantSource: "127.0.0.2"},
+		"bound over DNS":                  {host: "localhost", delta: true, wantMode: "NONE", nodeID: boundNodeID, upstreamBind: UpstreamBindAuto, wantSource: "127.0.0.2"},
+		"explicit bind":                   {host: "127.0.0.1", wantMode: "NONE", upstreamBind: "127.0.0.3", wantSource: "127.0.0.3"},
+		"bind turned off":                 {host: "127.0.0.1", wantMode: "NONE", nodeID: boundNodeID, upstreamBind: ""},
+		// 127.0.0.1 is the source already; binding it would only cut off the rest of the network.
+		"auto on 127.0.0.1": {host: "127.0.0.1", wantMode: "NONE", nodeID: "sidecar~127.0.0.1~reviews-v1-7f99b6d4c5-x2lqp.default~default.svc.cluster.local", upstreamBind: UpstreamBindAuto},
 	} {
+		nodeID := cmp.Or(tc.nodeID, testNodeID)
+		wantSource := cmp.Or(tc.wantSource, "127.0.0.1")
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			lis, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -91,10 +111,11 @@ func TestEnvoyConnects(t *testing.T) {
 
 			_, port, _ := net.SplitHostPort(lis.Addr().String())
 			path := writeBootstrap(t, Options{
-				NodeID:       testNodeID,
+				NodeID:       nodeID,
 				XDSAddress:   net.JoinHostPort(tc.host, port),
 				Delta:        tc.delta,
 				Interception: tc.interception,
+				UpstreamBind: tc.upstreamBind,
 				// Port 0, so parallel Envoys do not fight over 15000.
 				AdminAddress: "127.0.0.1:0",
 			})
@@ -112,8 +133,11 @@ func TestEnvoyConnects(t *testing.T) {
 			if r.delta != tc.delta {
 				t.Errorf("request came on the delta stream = %v, want %v", r.delta, tc.delta)
 			}
-			if r.node.GetId() != testNodeID {
-				t.Errorf("node.id = %q, want %q", r.node.GetId(), testNodeID)
+			if r.node.GetId() != nodeID {
+				t.Errorf("node.id = %q, want %q", r.node.GetId(), nodeID)
+			}
+			if r.source != wantSource {
+				t.Errorf("the ADS connection came from %s, want %s", r.source, wantSource)
 			}
 			if got := r.node.GetCluster(); got != "reviews-v1.default" {
 				t.Errorf("node.cluster = %q, want reviews-v1.default", got)
@@ -133,6 +157,17 @@ type received struct {
 	delta   bool
 	typeURL string
 	node    *corev3.Node
+	source  string // the connection's source IP
+}
+
+// sourceIP is the IP a stream's connection comes from.
+func sourceIP(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return ""
+	}
+	host, _, _ := net.SplitHostPort(p.Addr.String())
+	return host
 }
 
 // firstRequest is a stand-in ADS server: it reports the first request of the first stream and
@@ -154,7 +189,7 @@ func (f *firstRequest) StreamAggregatedResources(s discoverygrpc.AggregatedDisco
 	if err != nil {
 		return err
 	}
-	f.report(received{typeURL: req.GetTypeUrl(), node: req.GetNode()})
+	f.report(received{typeURL: req.GetTypeUrl(), node: req.GetNode(), source: sourceIP(s.Context())})
 	<-s.Context().Done()
 	return errors.New("stream closed")
 }
@@ -164,7 +199,7 @@ func (f *firstRequest) DeltaAggregatedResources(s discoverygrpc.AggregatedDiscov
 	if err != nil {
 		return err
 	}
-	f.report(received{delta: true, typeURL: req.GetTypeUrl(), node: req.GetNode()})
+	f.report(received{delta: true, typeURL: req.GetTypeUrl(), node: req.GetNode(), source: sourceIP(s.Context())})
 	<-s.Context().Done()
 	return errors.New("stream closed")
 }

@@ -32,8 +32,9 @@ type Options struct {
 	// service cluster; see defaultCluster.
 	Cluster string
 	// Labels are the workload's labels, sent as node metadata LABELS as Istio proxies do. Pilot
-	// uses them to pick the Gateways and Sidecars that apply to the proxy (selection, not
-	// identity).
+	// uses them to pick the Gateways, Sidecars and policies that apply to the proxy (selection,
+	// not identity), in folder mode and only when the node ID names no workload: a Pod's or a
+	// WorkloadEntry's own labels win.
 	Labels map[string]string
 	// XDSRootCert, when set, is the PEM trust bundle (`pilot ca root`) with which Envoy verifies
 	// pilot: the xds-grpc cluster then uses TLS, for pilot's TLS xDS port (15012).
@@ -68,6 +69,15 @@ type Options struct {
 	// served from the admin interface, so metrics are scraped without exposing the admin port.
 	// Empty: no listener. It needs a fixed admin port (not 0).
 	PrometheusAddress string
+
+	// UpstreamBind is the source IP of every connection Envoy makes upstream, the one to pilot
+	// included (cluster_manager.upstream_bind_config). Pilot grants a workload certificate only
+	// to a proxy that connects from its workload's address, and on one machine every Envoy
+	// would otherwise connect from 127.0.0.1. Empty: no binding, the kernel picks;
+	// UpstreamBindAuto (`pilot bootstrap`'s default): the node ID's IP when it is a loopback
+	// address other than 127.0.0.1 and pilot's address is not an IP off loopback (see
+	// autoUpstreamBind); else an IP.
+	UpstreamBind string
 }
 
 const (
@@ -86,6 +96,10 @@ const (
 	// InterceptionNone and InterceptionRedirect are the accepted Options.Interception values.
 	InterceptionNone     = "none"
 	InterceptionRedirect = "redirect"
+
+	// UpstreamBindAuto is the Options.UpstreamBind value that binds to the node ID's IP
+	// where that is what a laptop mesh needs (autoUpstreamBind).
+	UpstreamBindAuto = "auto"
 )
 
 // resolved is Options after validation and defaulting, in the shapes Build needs.
@@ -107,6 +121,7 @@ type resolved struct {
 	// where their routes reach the admin interface (loopback when admin binds a wildcard).
 	readiness, prometheus *ipPort
 	adminTarget           ipPort
+	upstreamBind          string // source IP of upstream connections; empty: none
 }
 
 // ipPort is a resolved bind address.
@@ -121,6 +136,7 @@ func (o Options) resolve() (*resolved, error) {
 	r := &resolved{nodeID: o.NodeID, delta: o.Delta, labels: o.Labels}
 
 	var name, namespace string
+	var nodeIP netip.Addr
 	if o.NodeIDFromCommandLine {
 		if o.NodeID != "" {
 			return nil, fmt.Errorf("NodeID %q is set with NodeIDFromCommandLine: leave it empty and pass it to Envoy as --service-node", o.NodeID)
@@ -134,7 +150,7 @@ func (o Options) resolve() (*resolved, error) {
 		if err != nil {
 			return nil, fmt.Errorf("NodeID: %w", err)
 		}
-		name, namespace = proxy.Name, proxy.Namespace
+		name, namespace, nodeIP = proxy.Name, proxy.Namespace, proxy.IP
 	}
 
 	switch strings.ToLower(o.Interception) {
@@ -239,11 +255,41 @@ func (o Options) resolve() (*resolved, error) {
 		}
 	}
 
+	switch o.UpstreamBind {
+	case "":
+	case UpstreamBindAuto:
+		r.upstreamBind = autoUpstreamBind(nodeIP, r)
+	default:
+		// Envoy binds the address without resolving it.
+		ip, err := netip.ParseAddr(o.UpstreamBind)
+		if err != nil || ip.Zone() != "" {
+			return nil, fmt.Errorf("UpstreamBind %q: want an IP address (Envoy binds it without resolving), %q, or empty for none", o.UpstreamBind, UpstreamBindAuto)
+		}
+		r.upstreamBind = ip.String()
+	}
+
 	r.cluster = o.Cluster
 	if r.cluster == "" {
 		r.cluster = defaultCluster(name, namespace)
 	}
 	return r, nil
+}
+
+// autoUpstreamBind is UpstreamBindAuto's choice: the node ID's IP when it is in 127.0.0.0/8,
+// where proxies on one machine stand for pods of their own (127.0.0.2, 127.0.0.3, ...) and
+// pilot checks each one's identity by the address it connects from. Nothing otherwise: a pod's
+// or a VM's Envoy connects from its own IP anyway, and 127.0.0.1 (or an unknown node IP, with
+// NodeIDFromCommandLine) is what the kernel picks for loopback destinations already, while a
+// bind would cut the proxy off from everything off the machine. Nor when pilot is at an IP
+// off loopback, which a connection from a loopback address cannot reach.
+func autoUpstreamBind(nodeIP netip.Addr, r *resolved) string {
+	if !nodeIP.Is4() || !nodeIP.IsLoopback() || nodeIP == netip.AddrFrom4([4]byte{127, 0, 0, 1}) {
+		return ""
+	}
+	if xds, err := netip.ParseAddr(r.xdsHost); r.xdsIsIP && err == nil && !xds.IsLoopback() {
+		return ""
+	}
+	return nodeIP.String()
 }
 
 // bindAddress parses IP:PORT for a listener Envoy binds (so no name, and a port in 1..65535).

@@ -54,11 +54,16 @@ func TestParseNodeID(t *testing.T) {
 
 func TestClassSeparatesWhatTranslationReads(t *testing.T) {
 	a, _ := ParseNodeID("sidecar~10.0.0.1~a-1.default~default.svc.cluster.local")
-	// A captured sidecar's address is not read, its pod name is (it picks the Pod or
-	// WorkloadEntry whose labels and ports translation reads).
+	// A sidecar's pod name is read (it picks the Pod or WorkloadEntry whose labels and ports
+	// translation reads), and so is its address (a captured sidecar that names no workload
+	// serves the endpoints at its IP).
 	b, _ := ParseNodeID("sidecar~10.0.0.2~a-1.default~default.svc.cluster.local")
+	if a.Class() == b.Class() {
+		t.Errorf("the sidecar's address must be part of the class")
+	}
+	b, _ = ParseNodeID("sidecar~10.0.0.1~a-1.default~default.svc.cluster.local")
 	if a.Class() != b.Class() {
-		t.Errorf("two sidecars of one workload should share a class: %s vs %s", a.Class(), b.Class())
+		t.Errorf("two proxies with one node ID should share a class: %s vs %s", a.Class(), b.Class())
 	}
 	if other, _ := ParseNodeID("sidecar~10.0.0.1~b-7.default~default.svc.cluster.local"); a.Class() == other.Class() {
 		t.Errorf("the pod name must be part of the class")

@@ -96,17 +96,19 @@ func (p *Proxy) SetInterceptionMode(v string) {
 // listeners, routes and clusters, so pilot translates once per class and shares the result. Every
 // input translation reads from the proxy must be part of this key.
 //
-// Today that is one class per workload: the node ID's name picks a Pod (whose labels replace
-// the proxy's, see Snapshot.ResolveProxy) or a WorkloadEntry (whose ports a captured sidecar's
-// virtualInbound serves), and a proxy without capture binds its own IP, which is then part of
-// the key too. Keying by what those
-// lookups yield would let identical pods share, but needs the snapshot, which the class key is
+// Today that is one class per workload instance: the node ID's name picks a Pod (whose labels
+// replace the proxy's, see Snapshot.ResolveProxy) or a WorkloadEntry (whose labels do too, and
+// whose ports a captured sidecar's virtualInbound serves), and the IP is read as well: without
+// capture listeners bind it, and a captured sidecar that names no workload serves the
+// endpoints at that IP (Snapshot.ServedEndpoints). Keying by what those lookups
+// yield would let identical pods share, but needs the snapshot, which the class key is
 // computed without; a per-workload key stays correct when a Pod's labels change, because each
-// push translates the class again from the new snapshot.
+// push translates the class again from the new snapshot. (Configurations are shared by
+// translate.ConfigKey, which does use the snapshot.)
 func (p *Proxy) Class() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s/%s/%s/%s/%s", p.Type, p.Namespace, p.DNSDomain, p.InterceptionMode, p.Name)
-	if p.InterceptionMode == InterceptionNone {
+	if p.InterceptionMode == InterceptionNone || p.Type == SidecarProxy {
 		fmt.Fprintf(&b, "/%s", p.IP)
 	}
 	for _, k := range sortedKeys(p.Labels) {

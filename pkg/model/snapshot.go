@@ -3,6 +3,7 @@ package model
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +32,9 @@ type Snapshot struct {
 	// endpointsBySource are the endpoints each workload (Endpoint.Source) backs, so a proxy's
 	// inbound ports are found without walking every service.
 	endpointsBySource map[string][]ServiceEndpoint
+	// endpointsByAddress are the endpoints at each IP, for proxies that name no workload
+	// (serving.go).
+	endpointsByAddress map[netip.Addr][]ServiceEndpoint
 	// selectorKeys are the label keys some object selects proxies by, trafficSelectorKeys
 	// those that objects other than policies select by (selectors.go).
 	selectorKeys, trafficSelectorKeys map[string]bool
@@ -117,6 +121,7 @@ func Build(set *config.Set) *Snapshot {
 		s.servicesByHost[svc.Hostname] = append(s.servicesByHost[svc.Hostname], svc)
 		for _, ep := range svc.Endpoints {
 			s.endpointsBySource[ep.Source] = append(s.endpointsBySource[ep.Source], ServiceEndpoint{svc, ep})
+			s.indexByAddress(svc, ep)
 		}
 	}
 	return s

@@ -53,15 +53,22 @@ func workloadFromEntry(we *networkingv1.WorkloadEntry) *Workload {
 		Labels: we.Spec.GetLabels(), ServiceAccount: we.Spec.GetServiceAccount()}
 }
 
-// ResolveProxy returns the proxy as translation must see it: when its node ID names a Pod,
-// with the Pod's labels in place of whatever the node metadata claimed, because in Kubernetes
-// the API server, not the proxy, says what a workload is.
+// ResolveProxy returns the proxy as translation must see it: when its node ID names a workload
+// (Workload: a Pod, else a WorkloadEntry), with the workload's labels in place of whatever the
+// node metadata claimed, because the API server or the configuration, not the proxy, says what
+// a workload is. A proxy that names none keeps the labels it was given (node metadata LABELS,
+// read in folder mode only).
 func (s *Snapshot) ResolveProxy(p *Proxy) *Proxy {
-	pod := s.pods[p.Namespace+"/"+p.Name]
-	if pod == nil {
+	key := p.Namespace + "/" + p.Name
+	var labels map[string]string
+	if pod := s.pods[key]; pod != nil {
+		labels = pod.Labels
+	} else if we := s.workloads[key]; we != nil {
+		labels = we.Spec.GetLabels()
+	} else {
 		return p
 	}
 	resolved := *p
-	resolved.Labels = pod.Labels
+	resolved.Labels = labels
 	return &resolved
 }

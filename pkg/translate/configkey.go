@@ -13,11 +13,13 @@ import (
 // exactly the inputs translation reads from a proxy, resolved against the snapshot:
 //
 //   - type, namespace and interception mode;
-//   - the labels that select Gateways, Sidecars and policies: the Pod's in Kubernetes
-//     (Snapshot.ResolveProxy), else the node's, and of those only the keys some selector in
-//     the snapshot names (Snapshot.SelectsByLabel): other labels cannot change the output;
+//   - the labels that select Gateways, Sidecars and policies: those of the Pod or
+//     WorkloadEntry the node ID names (Snapshot.ResolveProxy), else the node's, and of those
+//     only the keys some selector in the snapshot names (Snapshot.SelectsByLabel): other
+//     labels cannot change the output;
 //   - for a captured sidecar, the application ports its workload serves (virtualInbound's
-//     chains and inbound clusters), found from the endpoints the workload backs;
+//     chains and inbound clusters), found from the endpoints the named workload backs, or,
+//     when it names none, from those at its IP (InboundPortsFollowAddresses);
 //   - without capture, the proxy's IP, which Sidecar ingress listeners bind;
 //   - for a gateway proxy, whether it can hold its workload certificate, which decides whether
 //     it serves ISTIO_MUTUAL servers (gatewayHasIdentity).

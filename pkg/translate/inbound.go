@@ -17,9 +17,9 @@ import (
 // The captured inbound side, as istiod builds it: iptables redirects every connection to the
 // workload to 15006, where virtualInbound picks a filter chain by the original destination
 // port. The workload's own ports (the target ports of the services whose endpoints are its
-// WorkloadEntry) go through the same mTLS and RBAC chains as Sidecar ingress listeners, to
-// `inbound|PORT||`; any other port passes through to InboundPassthroughCluster; 15006 itself
-// would loop and is dropped.
+// Pod or WorkloadEntry, or are at its IP) go through the same mTLS and RBAC chains as Sidecar
+// ingress listeners, to `inbound|PORT||`; any other port passes through to
+// InboundPassthroughCluster; 15006 itself would loop and is dropped.
 
 // inboundPassthroughBindAddress is istiod's (≥1.10) source for passthrough traffic: a loopback
 // address other than 127.0.0.1, which iptables' capture rules exempt, so the connection to the
@@ -33,17 +33,15 @@ type inboundPort struct {
 	http   bool
 }
 
-// workloadInboundPorts are the ports the proxy's workload serves: it is the Pod or WorkloadEntry
-// the node ID names (POD.NAMESPACE), and its ports are the ones the services selecting it send to
-// (Endpoint.PortFor). When two services disagree on a port's protocol, HTTP wins, as for
-// outbound listeners. Sorted by number, so the listener is stable.
+// workloadInboundPorts are the ports the proxy's workload serves, those the services it is an
+// endpoint of send to (Endpoint.PortFor). Its endpoints are those of the Pod or WorkloadEntry
+// the node ID names (POD.NAMESPACE), or, when it names none, those at the proxy's IP in its
+// namespace, as istiod finds them (model.Snapshot.ServedEndpoints). When two services disagree
+// on a port's protocol, HTTP wins, as for outbound listeners. Sorted by number, so the listener
+// is stable.
 func workloadInboundPorts(snap *model.Snapshot, proxy *model.Proxy) []inboundPort {
-	w := snap.Workload(proxy.Namespace, proxy.Name)
-	if w == nil {
-		return nil
-	}
 	byNumber := map[uint32]bool{}
-	for _, se := range snap.EndpointsFrom(w.Source()) {
+	for _, se := range snap.ServedEndpoints(proxy) {
 		for _, port := range se.Service.Ports {
 			if port.Protocol == model.UDP {
 				continue
@@ -61,6 +59,15 @@ func workloadInboundPorts(snap *model.Snapshot, proxy *model.Proxy) []inboundPor
 	}
 	slices.SortFunc(out, func(a, b inboundPort) int { return int(a.number) - int(b.number) })
 	return out
+}
+
+// InboundPortsFollowAddresses reports whether the proxy's inbound ports, part of its
+// configuration key, follow endpoint addresses: those of a captured sidecar that names no
+// workload are the ports of the endpoints at its IP. A change that only moves endpoints
+// (model.EndpointsOnly) translates nothing, so pilot computes such a proxy's key again then:
+// an endpoint moved to or from its IP changes what it serves.
+func InboundPortsFollowAddresses(snap *model.Snapshot, proxy *model.Proxy) bool {
+	return capturedSidecar(proxy) && snap.ServesByAddress(proxy)
 }
 
 // virtualInboundPorts splits virtualInbound's ports: the Sidecar's ingress ports, which go to

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -193,7 +194,14 @@ func (s *sdsServer) resolveLocked(st *streamSecrets, snap *model.Snapshot) {
 	if identity != st.identity && identity != "" {
 		if reason != "" {
 			s.refusals.WithLabelValues(reason).Inc()
-			s.log.Warn("refusing workload certificate", "proxy", st.proxy.NodeID, "address", st.address, "reason", reason)
+			attrs := []any{"proxy", st.proxy.NodeID, "reason", reason, "source_address", st.address}
+			if reason == refuseAddressMismatch && snap != nil {
+				// Say what the check compared, so a proxy that connects from the wrong address
+				// (a missing upstream bind, say) is told apart from one naming the wrong workload.
+				w := snap.Workload(st.proxy.Namespace, st.proxy.Name)
+				attrs = append(attrs, "workload", w.Source(), "expected_address", cmp.Or(w.Address, "none (not running)"))
+			}
+			s.log.Warn("refusing workload certificate", attrs...)
 		}
 		st.identity = identity
 		if s.setIdentity != nil {

@@ -1,13 +1,17 @@
 package xds
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,13 +57,42 @@ func identitySnapshot() *model.Snapshot {
 // startSDSServer runs a Server with a fresh CA on a loopback port.
 func startSDSServer(t *testing.T, ttl time.Duration) (*Server, *grpc.ClientConn, *ca.CA) {
 	t.Helper()
+	return startSDSServerLogging(t, ttl, nil)
+}
+
+// startSDSServerLogging is startSDSServer with the server's log written to log (the default
+// logger's when nil).
+func startSDSServerLogging(t *testing.T, ttl time.Duration, log io.Writer) (*Server, *grpc.ClientConn, *ca.CA) {
+	t.Helper()
 	authority, err := ca.LoadOrCreate(filepath.Join(t.TempDir(), "ca"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, conn := serve(t, Options{Registry: prometheus.NewRegistry(), CA: authority, WorkloadCertTTL: ttl})
+	opts := Options{Registry: prometheus.NewRegistry(), CA: authority, WorkloadCertTTL: ttl}
+	if log != nil {
+		opts.Logger = slog.New(slog.NewTextHandler(log, nil))
+	}
+	s, conn := serve(t, opts)
 	s.Push(identitySnapshot(), time.Now())
 	return s, conn, authority
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a test reading it at once.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func sdsRequest(node string, names ...string) *discoveryv3.DiscoveryRequest {
@@ -176,9 +209,11 @@ func TestSDSDefaultGrantedByAddress(t *testing.T) {
 }
 
 // A proxy whose node ID names a workload at another address gets ROOTCA, never default, and
-// the refusal shows in its status and in the counter.
+// the refusal shows in its status, in the counter and in the log, with the workload's address
+// and the one the proxy connected from.
 func TestSDSDefaultRefusedFromOtherAddress(t *testing.T) {
-	s, conn, _ := startSDSServer(t, 0)
+	var log lockedBuffer
+	s, conn, _ := startSDSServerLogging(t, 0, &log)
 	stream := openADS(t, conn)
 	if err := stream.Send(sdsRequest(impostorNode, "default")); err != nil {
 		t.Fatal(err)
@@ -224,6 +259,18 @@ func TestSDSDefaultRefusedFromOtherAddress(t *testing.T) {
 	}
 	if n := counterValue(t, s.sds.refusals.WithLabelValues(refuseAddressMismatch)); n != 1 {
 		t.Errorf("skiff_sds_refusals_total{reason=%s} = %v, want 1", refuseAddressMismatch, n)
+	}
+	var refusal string
+	for line := range strings.Lines(log.String()) {
+		if strings.Contains(line, "refusing workload certificate") {
+			refusal = line
+		}
+	}
+	for _, want := range []string{"reason=" + refuseAddressMismatch, "workload=WorkloadEntry/default/ratings-v1",
+		"expected_address=127.0.0.9", "source_address=127.0.0.1"} {
+		if !strings.Contains(refusal, want) {
+			t.Errorf("refusal log line %q lacks %s", refusal, want)
+		}
 	}
 }
 

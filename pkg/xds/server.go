@@ -255,6 +255,8 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 	if kind == pushEndpoints {
 		// Every configuration translates from snap exactly as from the snapshot it was built from.
 		s.cache.Advance(snap)
+		// But a proxy's key may follow endpoint addresses: its configuration may be another.
+		classes = s.withAddressFollowers(classes, snap)
 	}
 	if full {
 		classes = s.cache.Classes()
@@ -322,6 +324,26 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 	s.metrics.configs.Set(float64(configs))
 	s.metrics.stores.Set(float64(stores))
 	s.log.Debug("pushed", "kind", kind, "classes", len(classes), "translated", len(translated), "took", time.Since(started))
+}
+
+// withAddressFollowers is classes and those of the bound classes whose configuration key
+// changed with an endpoints-only change: captured sidecars that name no workload serve the
+// endpoints at their IP (translate.InboundPortsFollowAddresses), so moved endpoints can give
+// them other inbound ports. Their keys are compared here, the listeners' key holding every
+// input, so only a class that must move is bound (and translated for) again: a fleet of such
+// proxies costs a key each per change, not a rebinding each.
+func (s *Server) withAddressFollowers(classes map[string]*model.Proxy, snap *model.Snapshot) map[string]*model.Proxy {
+	out := make(map[string]*model.Proxy, len(classes))
+	maps.Copy(out, classes)
+	for class, proxy := range s.cache.Classes() {
+		if !translate.InboundPortsFollowAddresses(snap, proxy) {
+			continue
+		}
+		if key, _ := translate.ConfigKeys(snap, proxy); key != s.cache.KeyOf(class) {
+			out[class] = proxy
+		}
+	}
+	return out
 }
 
 func endpointResources(snap *model.Snapshot) map[string]types.Resource {
