@@ -65,3 +65,28 @@ func (s *Snapshot) ResolveProxy(p *Proxy) *Proxy {
 	resolved.Labels = pod.Labels
 	return &resolved
 }
+
+// MayHoldIdentity reports whether a workload certificate can ever be issued to the proxy,
+// judged from the snapshot alone: its node ID names a workload with a service account, a Pod
+// (every Pod runs as one, Kubernetes' "default" at least) or a WorkloadEntry that names one.
+// The SDS check (pkg/xds) may still refuse such a proxy for connecting from another address,
+// which translation cannot see. Translation reads this fact: a proxy that can never hold a
+// certificate is given no mTLS that would wait for one (see package translate).
+func (s *Snapshot) MayHoldIdentity(p *Proxy) bool {
+	if s.pods[p.Namespace+"/"+p.Name] != nil {
+		return true
+	}
+	we := s.workloads[p.Namespace+"/"+p.Name]
+	return we != nil && we.Spec.GetServiceAccount() != ""
+}
+
+// MissingIdentity says why MayHoldIdentity is false, for a log line; "" when it is true.
+func (s *Snapshot) MissingIdentity(p *Proxy) string {
+	if s.MayHoldIdentity(p) {
+		return ""
+	}
+	if s.workloads[p.Namespace+"/"+p.Name] == nil {
+		return fmt.Sprintf("no Pod or WorkloadEntry named %s in namespace %s", p.Name, p.Namespace)
+	}
+	return fmt.Sprintf("WorkloadEntry %s/%s names no serviceAccount", p.Namespace, p.Name)
+}

@@ -37,18 +37,20 @@ type edsCluster struct {
 // sees, one more per DestinationRule subset, and the two fixed clusters.
 func outboundClusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Cluster {
 	var out []*clusterv3.Cluster
+	// Auto-mTLS presents the proxy's own certificate, which one that can never hold one lacks.
+	autoMTLS := snap.MayHoldIdentity(proxy)
 	for _, svc := range snap.ServicesFor(proxy) {
 		dr := snap.DestinationRuleFor(svc.Hostname, proxy.Namespace)
 		for _, port := range svc.Ports {
 			if port.Protocol == model.UDP {
 				continue // Envoy sidecars do not proxy UDP; neither does Istio.
 			}
-			out = append(out, outboundCluster(snap, svc, port, dr, nil))
+			out = append(out, outboundCluster(snap, svc, port, dr, nil, autoMTLS))
 			if dr == nil {
 				continue
 			}
 			for _, subset := range dr.Spec.Subsets {
-				out = append(out, outboundCluster(snap, svc, port, dr, subset))
+				out = append(out, outboundCluster(snap, svc, port, dr, subset, autoMTLS))
 			}
 		}
 	}
@@ -56,8 +58,9 @@ func outboundClusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Clu
 }
 
 // outboundCluster builds the cluster of one service port, or of one subset of it, with the
-// DestinationRule's traffic policy (dr may be nil).
-func outboundCluster(snap *model.Snapshot, svc *model.Service, port model.Port, dr *networkingv1.DestinationRule, subset *networking.Subset) *clusterv3.Cluster {
+// DestinationRule's traffic policy (dr may be nil); autoMTLS says whether the proxy may use
+// auto-mTLS (see applyMeshTLS).
+func outboundCluster(snap *model.Snapshot, svc *model.Service, port model.Port, dr *networkingv1.DestinationRule, subset *networking.Subset, autoMTLS bool) *clusterv3.Cluster {
 	name := OutboundClusterName(port.Number, subset.GetName(), svc.Hostname)
 	parts := &edsCluster{}
 	c := &parts.cluster
@@ -95,7 +98,7 @@ func outboundCluster(snap *model.Snapshot, svc *model.Service, port model.Port, 
 	policy := mergeTrafficPolicy(top, subset.GetTrafficPolicy(), port.Number)
 	pool := policy.GetConnectionPool()
 	h2 := usesHTTP2(port, pool) && !pool.GetHttp().GetUseClientProtocol()
-	applyMeshTLS(c, snap, svc, port.Number, subset.GetName(), policy.GetTls(), h2)
+	applyMeshTLS(c, snap, svc, port.Number, subset.GetName(), policy.GetTls(), h2, autoMTLS)
 	return c
 }
 

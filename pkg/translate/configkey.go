@@ -18,7 +18,9 @@ import (
 //     the snapshot names (Snapshot.SelectsByLabel): other labels cannot change the output;
 //   - for a captured sidecar, the application ports its workload serves (virtualInbound's
 //     chains and inbound clusters), found from the endpoints the workload backs;
-//   - without capture, the proxy's IP, which Sidecar ingress listeners bind.
+//   - without capture, the proxy's IP, which Sidecar ingress listeners bind;
+//   - whether the proxy may hold a workload certificate (Snapshot.MayHoldIdentity): without
+//     one it gets no default mTLS, inbound (PERMISSIVE chains) or outbound (auto-mTLS).
 //
 // The pod name is not part of it, so the replicas of a Deployment share one class, and so do
 // Deployments of one namespace that no selector tells apart. A key
@@ -53,6 +55,9 @@ func ConfigKeys(snap *model.Snapshot, proxy *model.Proxy) (full, traffic string)
 	if proxy.InterceptionMode == model.InterceptionNone {
 		b.WriteString("/ip=")
 		b.WriteString(proxy.IP.String())
+	}
+	if !snap.MayHoldIdentity(proxy) {
+		b.WriteString("/no-identity")
 	}
 	if capturedSidecar(proxy) {
 		b.WriteString("/ports=")

@@ -131,7 +131,7 @@ func virtualInboundListener(snap *model.Snapshot, proxy *model.Proxy, ingresses 
 	plain, inspected := []uint32{VirtualInboundPort}, []uint32(nil)
 	addPort := func(port, targetPort uint32, http bool) {
 		cluster := InboundClusterName(port)
-		portChains, inspect := inboundPortChains(inboundMTLSMode(snap, proxy, targetPort), cluster, http, httpAuthz, tcpAuthz)
+		portChains, inspect := inboundPortChains(inboundMTLSMode(snap, proxy, &targetPort), cluster, http, httpAuthz, tcpAuthz)
 		if len(inspect) > 0 {
 			inspected = append(inspected, port)
 		} else {
@@ -153,7 +153,7 @@ func virtualInboundListener(snap *model.Snapshot, proxy *model.Proxy, ingresses 
 
 	// Any other port passes through, under the workload's mode (a STRICT workload takes no
 	// plaintext on any port, as in istiod) and its RBAC network filters.
-	passthrough, inspectPassthrough := inboundFilterChains(mtlsMode(snap, proxy.Namespace, proxy.Labels, nil), func(bool) []*listenerv3.Filter {
+	passthrough, inspectPassthrough := inboundFilterChains(inboundMTLSMode(snap, proxy, nil), func(bool) []*listenerv3.Filter {
 		return append(slices.Clone(tcpAuthz), TCPProxy(InboundPassthroughCluster, InboundPassthroughCluster))
 	})
 	l := &listenerv3.Listener{

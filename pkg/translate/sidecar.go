@@ -165,7 +165,8 @@ func inboundListeners(snap *model.Snapshot, proxy *model.Proxy, ingresses []side
 	for _, in := range ingresses {
 		port := in.listener.Port
 		cluster := InboundClusterName(port.Number)
-		chains, listenerFilters := inboundPortChains(inboundMTLSMode(snap, proxy, in.targetPort()),
+		targetPort := in.targetPort()
+		chains, listenerFilters := inboundPortChains(inboundMTLSMode(snap, proxy, &targetPort),
 			cluster, model.ParseProtocol(port.Protocol).IsHTTP(), httpAuthz, tcpAuthz)
 		out = append(out, &listenerv3.Listener{
 			Name:             ListenerName(in.bind, port.Number),
