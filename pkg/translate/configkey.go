@@ -66,8 +66,11 @@ func ConfigKeys(snap *model.Snapshot, proxy *model.Proxy) (full, traffic string)
 				b.WriteByte(',')
 			}
 			b.WriteString(strconv.FormatUint(uint64(p.number), 10))
-			if p.http {
+			switch p.protocol {
+			case listenHTTP:
 				b.WriteString("h")
+			case listenAuto:
+				b.WriteString("s") // sniffed
 			}
 		}
 	}

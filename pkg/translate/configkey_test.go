@@ -159,6 +159,12 @@ func TestConfigKeyInputs(t *testing.T) {
 	if translate.ConfigKey(snap, a) == translate.ConfigKey(snap, b) {
 		t.Errorf("proxies without capture on different IPs share key %q", translate.ConfigKey(snap, a))
 	}
+	// A port whose protocol nothing declares is sniffed inbound: another listener.
+	sniffed := loadYAML(t, strings.Replace(replicaMesh, "{name: http, port: 9080, targetPort: 8080}", "{name: web, port: 9080, targetPort: 8080}", 1))
+	c := podProxy(t, "reviews-v1-a", "10.244.0.5")
+	if key := translate.ConfigKey(sniffed, c); !strings.Contains(key, "/ports=8080s") || key == translate.ConfigKey(snap, c) {
+		t.Errorf("key of a workload with a sniffed port: %q", key)
+	}
 	gw, err := model.ParseNodeID("router~10.244.0.9~ingress-1.shop~shop.svc.cluster.local")
 	if err != nil {
 		t.Fatal(err)
