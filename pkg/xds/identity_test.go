@@ -82,17 +82,14 @@ func TestIdentityWarningOncePerClass(t *testing.T) {
 	if count() != 3 {
 		t.Errorf("warned %d times; want a third after the class left and came back", count())
 	}
-	w.check(identitySnapshot(), "other-class", must(model.ParseNodeID(reviewsNode)))
+	reviews, err := model.ParseNodeID(reviewsNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.check(identitySnapshot(), reviews.Class(), reviews)
 	if count() != 3 {
 		t.Errorf("warned about reviews-v1, whose WorkloadEntry has a service account")
 	}
-}
-
-func must(p *model.Proxy, err error) *model.Proxy {
-	if err != nil {
-		panic(fmt.Sprintf("test node ID: %v", err))
-	}
-	return p
 }
 
 // A proxy that connects without an identity is warned about by the push that serves it.
