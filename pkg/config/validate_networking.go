@@ -69,7 +69,7 @@ func validateServiceEntry(v *validator, se *networking.ServiceEntry) {
 		} else {
 			portNames[p.GetName()] = i
 		}
-		// An empty protocol means TCP.
+		// An empty protocol is sniffed, as in istiod.
 		if p.GetProtocol() != "" {
 			v.addErr(f+".protocol", checkProtocol(p.GetProtocol()))
 		}

@@ -3,7 +3,6 @@ package model
 import (
 	"fmt"
 	"maps"
-	"net/netip"
 	"slices"
 	"strings"
 
@@ -110,18 +109,6 @@ func (a *gatewayAnalysis) gateway(gw *networkingv1.Gateway) []Warning {
 		}
 	}
 	return out
-}
-
-// CanHoldIdentity reports whether a proxy whose node ID names the workload can be granted its
-// workload certificate (SDS `default`): pilot grants it only for the workload's service
-// account, to a stream from the workload's IP address (pkg/xds/identity.go), so a workload
-// without either never gets one. nil (no workload) cannot.
-func (w *Workload) CanHoldIdentity() bool {
-	if w == nil || w.ServiceAccount == "" {
-		return false
-	}
-	_, err := netip.ParseAddr(w.Address)
-	return err == nil
 }
 
 // describeSelected says which workloads a selector picks, for a message.

@@ -73,8 +73,10 @@ func sameServiceExceptAddresses(a, b *Service) bool {
 }
 
 // sameWorkloadsExceptAddresses compares what translation reads of the workloads proxies are:
-// their labels (Sidecar, policy and Gateway selection), and which workloads exist. Service
-// accounts and addresses decide identity, which pilot re-checks on every push anyway.
+// their labels (Sidecar, policy and Gateway selection), which workloads exist, and whether a
+// WorkloadEntry names a service account at all (Snapshot.MissingIdentity: without one its
+// proxy gets no default mTLS). Which service account, and the addresses, decide the identity
+// granted, which pilot re-checks on every push anyway.
 func sameWorkloadsExceptAddresses(prev, next *Snapshot) bool {
 	if len(prev.pods) != len(next.pods) || len(prev.workloads) != len(next.workloads) {
 		return false
@@ -87,7 +89,8 @@ func sameWorkloadsExceptAddresses(prev, next *Snapshot) bool {
 	}
 	for key, w := range prev.workloads {
 		v, ok := next.workloads[key]
-		if !ok || (w != v && !maps.Equal(w.Spec.Labels, v.Spec.Labels)) {
+		if !ok || (w != v && (!maps.Equal(w.Spec.Labels, v.Spec.Labels) ||
+			(w.Spec.ServiceAccount == "") != (v.Spec.ServiceAccount == ""))) {
 			return false
 		}
 	}

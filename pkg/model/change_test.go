@@ -17,6 +17,7 @@ type changeMesh struct {
 	resolution networking.ServiceEntry_Resolution
 	address    string // of the ServiceEntry's endpoint
 	weeAddress string // of the WorkloadEntry
+	weeAccount string // the WorkloadEntry's service account
 	weight     uint32 // of the VirtualService's route
 	podLabel   string
 	tcp        bool // the VirtualService routes TCP too
@@ -35,7 +36,7 @@ func (m changeMesh) snapshot() *Snapshot {
 		}},
 		WorkloadEntries: []*networkingv1.WorkloadEntry{{
 			ObjectMeta: metav1.ObjectMeta{Name: "vm-1", Namespace: "default"},
-			Spec:       networking.WorkloadEntry{Address: m.weeAddress, Labels: map[string]string{"app": "vm"}, ServiceAccount: "vm"},
+			Spec:       networking.WorkloadEntry{Address: m.weeAddress, Labels: map[string]string{"app": "vm"}, ServiceAccount: m.weeAccount},
 		}},
 		VirtualServices: []*networkingv1.VirtualService{{
 			ObjectMeta: metav1.ObjectMeta{Name: "reviews", Namespace: "default"},
@@ -56,7 +57,7 @@ func (m changeMesh) snapshot() *Snapshot {
 }
 
 func TestEndpointsOnly(t *testing.T) {
-	base := changeMesh{resolution: networking.ServiceEntry_STATIC, address: "10.0.0.1", weeAddress: "10.0.1.1", weight: 90, podLabel: "client"}
+	base := changeMesh{resolution: networking.ServiceEntry_STATIC, address: "10.0.0.1", weeAddress: "10.0.1.1", weeAccount: "vm", weight: 90, podLabel: "client"}
 	for _, c := range []struct {
 		name string
 		edit func(*changeMesh)
@@ -65,6 +66,9 @@ func TestEndpointsOnly(t *testing.T) {
 		{"nothing", func(*changeMesh) {}, true},
 		{"an EDS endpoint's address", func(m *changeMesh) { m.address = "10.0.0.2" }, true},
 		{"a WorkloadEntry's address", func(m *changeMesh) { m.weeAddress = "10.0.1.2" }, true},
+		{"a WorkloadEntry's service account", func(m *changeMesh) { m.weeAccount = "vm2" }, true},
+		// Without one its proxy can never hold a certificate, and gets no default mTLS.
+		{"a WorkloadEntry's service account removed", func(m *changeMesh) { m.weeAccount = "" }, false},
 		{"a VirtualService's weights", func(m *changeMesh) { m.weight = 80 }, false},
 		{"a Pod's labels", func(m *changeMesh) { m.podLabel = "other" }, false},
 		{"a DNS endpoint's address", func(m *changeMesh) { m.resolution = networking.ServiceEntry_DNS }, false},
@@ -93,7 +97,7 @@ func (m changeMesh) tcpRoutes() []*networking.TCPRoute {
 }
 
 func TestHTTPRoutesOnly(t *testing.T) {
-	base := changeMesh{resolution: networking.ServiceEntry_STATIC, address: "10.0.0.1", weeAddress: "10.0.1.1", weight: 90, podLabel: "client"}
+	base := changeMesh{resolution: networking.ServiceEntry_STATIC, address: "10.0.0.1", weeAddress: "10.0.1.1", weeAccount: "vm", weight: 90, podLabel: "client"}
 	for _, c := range []struct {
 		name       string
 		prev, next func(*changeMesh)

@@ -43,28 +43,42 @@ var appProtocols = map[string]Protocol{
 	"kubernetes.io/wss": HTTPS,
 }
 
-// KubernetesPortProtocol is Istio's protocol selection for a Service port: appProtocol first,
-// then the port name ("http", or a prefix before '-' as in "http-web"), then UDP from the
-// port's L4 protocol. Anything else is TCP: istiod would sniff it, Skiff does not.
+// wellKnownTCPPorts are the ports istiod never sniffs when a Kubernetes port says nothing of
+// its protocol: SMTP, DNS, MySQL and MongoDB, whose servers speak first, so a connection would
+// wait for client bytes that never come. They are TCP.
+var wellKnownTCPPorts = map[int32]bool{25: true, 53: true, 3306: true, 27017: true}
+
+// KubernetesPortProtocol is istiod's protocol selection for a Service port (ConvertProtocol):
+// UDP by the port's L4 protocol; else appProtocol when set, or the port name, either as a
+// whole ("http", "kubernetes.io/h2c" for appProtocol only) or by its prefix before '-' (as in
+// "http-web"). What none of them names is Unsupported, which sidecars sniff, except on the
+// well-known server-first ports, which are TCP.
 func KubernetesPortProtocol(port corev1.ServicePort) Protocol {
-	if port.AppProtocol != nil {
-		if p, ok := appProtocols[strings.ToLower(*port.AppProtocol)]; ok {
-			return p
-		}
+	if port.Protocol == corev1.ProtocolUDP {
+		return UDP
 	}
 	name := strings.ToLower(port.Name)
+	if port.AppProtocol != nil {
+		name = strings.ToLower(*port.AppProtocol)
+		if p, ok := appProtocols[name]; ok && strings.Contains(name, "/") {
+			return p // Kubernetes' own names, which a port name cannot take
+		}
+	}
 	if p, ok := appProtocols[name]; ok && !strings.Contains(name, "/") {
 		return p
+	}
+	if strings.HasPrefix(name, "grpc-web") { // before the prefix split: it has a '-' itself
+		return appProtocols["grpc-web"]
 	}
 	if prefix, _, ok := strings.Cut(name, "-"); ok {
 		if p, ok := appProtocols[prefix]; ok {
 			return p
 		}
 	}
-	if port.Protocol == corev1.ProtocolUDP {
-		return UDP
+	if wellKnownTCPPorts[port.Port] {
+		return TCP
 	}
-	return TCP
+	return Unsupported
 }
 
 // KubernetesHostname is the mesh hostname of a Service.

@@ -24,13 +24,20 @@ func TestKubernetesPortProtocol(t *testing.T) {
 		{corev1.ServicePort{Name: "grpc-x"}, GRPC},
 		{corev1.ServicePort{Name: "tcp-db"}, TCP},
 		{corev1.ServicePort{Name: "https"}, HTTPS},
-		{corev1.ServicePort{Name: "web"}, TCP}, // istiod would sniff; Skiff does not
-		{corev1.ServicePort{Name: ""}, TCP},
+		{corev1.ServicePort{Name: "grpc-web-x"}, HTTP},
+		{corev1.ServicePort{Name: "web"}, Unsupported}, // sniffed
+		{corev1.ServicePort{Name: "8080", Port: 8080}, Unsupported},
+		{corev1.ServicePort{Name: ""}, Unsupported},
+		{corev1.ServicePort{Name: "", Port: 3306}, TCP}, // a well-known server-first port
+		{corev1.ServicePort{Name: "db", Port: 27017}, TCP},
+		{corev1.ServicePort{Name: "http-db", Port: 3306}, HTTP}, // the name still counts
 		{corev1.ServicePort{Name: "dns", Protocol: corev1.ProtocolUDP}, UDP},
-		{corev1.ServicePort{Name: "tcp-x", AppProtocol: ptr("http")}, HTTP}, // appProtocol wins
+		{corev1.ServicePort{Name: "http", Protocol: corev1.ProtocolUDP}, UDP}, // L4 first, as istiod
+		{corev1.ServicePort{Name: "tcp-x", AppProtocol: ptr("http")}, HTTP},   // appProtocol wins
 		{corev1.ServicePort{Name: "x", AppProtocol: ptr("kubernetes.io/h2c")}, HTTP2},
-		{corev1.ServicePort{Name: "kubernetes.io/h2c"}, TCP}, // not a port-name protocol
-		{corev1.ServicePort{Name: "http-x", AppProtocol: ptr("unknown")}, HTTP},
+		{corev1.ServicePort{Name: "kubernetes.io/h2c"}, Unsupported}, // not a port-name protocol
+		// appProtocol, when set, is all istiod reads: an unknown one is sniffed whatever the name.
+		{corev1.ServicePort{Name: "http-x", AppProtocol: ptr("unknown")}, Unsupported},
 	} {
 		if got := KubernetesPortProtocol(c.port); got != c.want {
 			t.Errorf("%+v: %s, want %s", c.port, got, c.want)

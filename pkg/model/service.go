@@ -22,19 +22,28 @@ const (
 	TCP   Protocol = "TCP"
 	Mongo Protocol = "MONGO"
 	UDP   Protocol = "UDP"
+	// Unsupported is a port whose protocol nothing declares (Istio's protocol.Unsupported,
+	// spelled as istiod spells it): a ServiceEntry port without protocol, a Kubernetes port
+	// whose appProtocol and name say nothing. Sidecars sniff it: Envoy's http_inspector tells
+	// HTTP from anything else on each connection (IsSniffed).
+	Unsupported Protocol = "UnsupportedProtocol"
 )
 
-// ParseProtocol upper-cases an Istio protocol name; an empty name is TCP, since Skiff does not
-// sniff protocols.
+// ParseProtocol upper-cases an Istio protocol name; an empty name is Unsupported, which
+// sidecars sniff, as istiod does with a ServiceEntry port that names no protocol.
 func ParseProtocol(s string) Protocol {
 	if s == "" {
-		return TCP
+		return Unsupported
 	}
 	return Protocol(strings.ToUpper(s))
 }
 
 // IsHTTP reports whether Envoy should terminate the protocol with an HTTP connection manager.
 func (p Protocol) IsHTTP() bool { return p == HTTP || p == HTTP2 || p == GRPC }
+
+// IsSniffed reports whether the protocol is unknown, so that a sidecar detects HTTP on each
+// connection (istiod's ListenerProtocolAuto) and forwards anything else as TCP.
+func (p Protocol) IsSniffed() bool { return p == Unsupported }
 
 // IsHTTP2 reports whether upstream connections must speak HTTP/2.
 func (p Protocol) IsHTTP2() bool { return p == HTTP2 || p == GRPC }

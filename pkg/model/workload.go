@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"net/netip"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -71,4 +72,43 @@ func (s *Snapshot) ResolveProxy(p *Proxy) *Proxy {
 	resolved := *p
 	resolved.Labels = labels
 	return &resolved
+}
+
+// CanHoldIdentity reports whether a proxy whose node ID names the workload can ever be granted
+// its workload certificate (SDS `default`), judged from the workload alone: pilot grants it
+// only for the workload's service account, to a stream from the workload's IP address
+// (pkg/xds/identity.go). A Pod always has a service account (Kubernetes' "default" at least)
+// and its sidecar runs only once the Pod has its IP; a WorkloadEntry needs a serviceAccount and
+// an IP address (a DNS name is no source address). nil (no workload) cannot. The SDS check may
+// still refuse a proxy connecting from another address, which translation cannot see.
+func (w *Workload) CanHoldIdentity() bool {
+	switch {
+	case w == nil || w.ServiceAccount == "":
+		return false
+	case w.Kind == "Pod":
+		return true
+	}
+	_, err := netip.ParseAddr(w.Address)
+	return err == nil
+}
+
+// MayHoldIdentity reports whether the workload the proxy's node ID names can hold a workload
+// certificate (Workload.CanHoldIdentity). Translation reads this fact: a proxy that can never
+// hold one is given no mTLS that would wait for it (see package translate).
+func (s *Snapshot) MayHoldIdentity(p *Proxy) bool {
+	return s.Workload(p.Namespace, p.Name).CanHoldIdentity()
+}
+
+// MissingIdentity says why MayHoldIdentity is false, for a log line; "" when it is true.
+func (s *Snapshot) MissingIdentity(p *Proxy) string {
+	w := s.Workload(p.Namespace, p.Name)
+	switch {
+	case w.CanHoldIdentity():
+		return ""
+	case w == nil:
+		return fmt.Sprintf("no Pod or WorkloadEntry named %s in namespace %s", p.Name, p.Namespace)
+	case w.ServiceAccount == "":
+		return fmt.Sprintf("WorkloadEntry %s/%s names no serviceAccount", p.Namespace, p.Name)
+	}
+	return fmt.Sprintf("WorkloadEntry %s/%s has no IP address (%q), which pilot could check a proxy's connection against", p.Namespace, p.Name, w.Address)
 }

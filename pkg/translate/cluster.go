@@ -37,27 +37,40 @@ type edsCluster struct {
 // sees, one more per DestinationRule subset, and the two fixed clusters.
 func outboundClusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Cluster {
 	var out []*clusterv3.Cluster
+	ctx := clusterContext{
+		// Auto-mTLS presents the proxy's own certificate, which one that can never hold one lacks.
+		autoMTLS: snap.MayHoldIdentity(proxy),
+		sidecar:  proxy.Type == model.SidecarProxy,
+	}
 	for _, svc := range snap.ServicesFor(proxy) {
 		dr := snap.DestinationRuleFor(svc.Hostname, proxy.Namespace)
 		for _, port := range svc.Ports {
 			if port.Protocol == model.UDP {
 				continue // Envoy sidecars do not proxy UDP; neither does Istio.
 			}
-			out = append(out, outboundCluster(snap, svc, port, dr, nil))
+			out = append(out, outboundCluster(snap, svc, port, dr, nil, ctx))
 			if dr == nil {
 				continue
 			}
 			for _, subset := range dr.Spec.Subsets {
-				out = append(out, outboundCluster(snap, svc, port, dr, subset))
+				out = append(out, outboundCluster(snap, svc, port, dr, subset, ctx))
 			}
 		}
 	}
 	return append(out, passthroughCluster(), blackHoleCluster())
 }
 
+// clusterContext is what outbound clusters need to know of the proxy they are built for.
+type clusterContext struct {
+	autoMTLS bool // the proxy may use auto-mTLS (see applyMeshTLS)
+	// sidecar: the proxy sniffs ports whose protocol nothing declares, so their clusters speak
+	// the HTTP version the client spoke, as istiod's sidecars' do (gateways do not sniff).
+	sidecar bool
+}
+
 // outboundCluster builds the cluster of one service port, or of one subset of it, with the
 // DestinationRule's traffic policy (dr may be nil).
-func outboundCluster(snap *model.Snapshot, svc *model.Service, port model.Port, dr *networkingv1.DestinationRule, subset *networking.Subset) *clusterv3.Cluster {
+func outboundCluster(snap *model.Snapshot, svc *model.Service, port model.Port, dr *networkingv1.DestinationRule, subset *networking.Subset, ctx clusterContext) *clusterv3.Cluster {
 	name := OutboundClusterName(port.Number, subset.GetName(), svc.Hostname)
 	parts := &edsCluster{}
 	c := &parts.cluster
@@ -85,7 +98,7 @@ func outboundCluster(snap *model.Snapshot, svc *model.Service, port model.Port, 
 		c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
 	}
 	// The traffic policy also sets the upstream HTTP protocol (HTTP/2 for HTTP2 and GRPC ports).
-	applyTrafficPolicy(c, dr, port, subset)
+	applyTrafficPolicy(c, dr, port, subset, ctx.sidecar && port.Protocol.IsSniffed())
 	// The mesh's own mTLS needs the service (its endpoints' identities, the SNI), which the
 	// traffic policy does not see; it follows the same policy precedence.
 	var top *networking.TrafficPolicy
@@ -95,7 +108,7 @@ func outboundCluster(snap *model.Snapshot, svc *model.Service, port model.Port, 
 	policy := mergeTrafficPolicy(top, subset.GetTrafficPolicy(), port.Number)
 	pool := policy.GetConnectionPool()
 	h2 := usesHTTP2(port, pool) && !pool.GetHttp().GetUseClientProtocol()
-	applyMeshTLS(c, snap, svc, port.Number, subset.GetName(), policy.GetTls(), h2)
+	applyMeshTLS(c, snap, svc, port.Number, subset.GetName(), policy.GetTls(), h2, ctx.autoMTLS)
 	return c
 }
 

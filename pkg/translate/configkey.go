@@ -21,8 +21,9 @@ import (
 //     chains and inbound clusters), found from the endpoints the named workload backs, or,
 //     when it names none, from those at its IP (InboundPortsFollowAddresses);
 //   - without capture, the proxy's IP, which Sidecar ingress listeners bind;
-//   - for a gateway proxy, whether it can hold its workload certificate, which decides whether
-//     it serves ISTIO_MUTUAL servers (gatewayHasIdentity).
+//   - whether the proxy may hold a workload certificate (Snapshot.MayHoldIdentity): without
+//     one it gets no default mTLS, inbound (PERMISSIVE chains) or outbound (auto-mTLS), and a
+//     gateway serves no ISTIO_MUTUAL servers.
 //
 // The pod name is not part of it, so the replicas of a Deployment share one class, and so do
 // Deployments of one namespace that no selector tells apart. A key
@@ -58,6 +59,9 @@ func ConfigKeys(snap *model.Snapshot, proxy *model.Proxy) (full, traffic string)
 		b.WriteString("/ip=")
 		b.WriteString(proxy.IP.String())
 	}
+	if !snap.MayHoldIdentity(proxy) {
+		b.WriteString("/no-identity")
+	}
 	if capturedSidecar(proxy) {
 		b.WriteString("/ports=")
 		for i, p := range workloadInboundPorts(snap, proxy) {
@@ -65,13 +69,13 @@ func ConfigKeys(snap *model.Snapshot, proxy *model.Proxy) (full, traffic string)
 				b.WriteByte(',')
 			}
 			b.WriteString(strconv.FormatUint(uint64(p.number), 10))
-			if p.http {
+			switch p.protocol {
+			case listenHTTP:
 				b.WriteString("h")
+			case listenAuto:
+				b.WriteString("s") // sniffed
 			}
 		}
-	}
-	if proxy.Type == model.Router && gatewayHasIdentity(snap, proxy) {
-		b.WriteString("/identity")
 	}
 	common := b.String()
 	return common + labelKey(proxy.Labels, snap.SelectsByLabel), common + labelKey(proxy.Labels, snap.SelectsTrafficByLabel)

@@ -159,6 +159,12 @@ func TestConfigKeyInputs(t *testing.T) {
 	if translate.ConfigKey(snap, a) == translate.ConfigKey(snap, b) {
 		t.Errorf("proxies without capture on different IPs share key %q", translate.ConfigKey(snap, a))
 	}
+	// A port whose protocol nothing declares is sniffed inbound: another listener.
+	sniffed := loadYAML(t, strings.Replace(replicaMesh, "{name: http, port: 9080, targetPort: 8080}", "{name: web, port: 9080, targetPort: 8080}", 1))
+	c := podProxy(t, "reviews-v1-a", "10.244.0.5")
+	if key := translate.ConfigKey(sniffed, c); !strings.Contains(key, "/ports=8080s") || key == translate.ConfigKey(snap, c) {
+		t.Errorf("key of a workload with a sniffed port: %q", key)
+	}
 	gw, err := model.ParseNodeID("router~10.244.0.9~ingress-1.shop~shop.svc.cluster.local")
 	if err != nil {
 		t.Fatal(err)
@@ -275,4 +281,97 @@ func equalMessages(a, b []proto.Message) bool {
 		}
 	}
 	return true
+}
+
+// identityMesh is folder mode: a server whose WorkloadEntry declares a sidecar (tlsMode istio),
+// and two client WorkloadEntries, one with a service account and one without. No
+// PeerAuthentication anywhere.
+const identityMesh = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: server, namespace: default}
+spec:
+  hosts: [server.default.svc.cluster.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: server}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: server-1, namespace: default}
+spec:
+  address: 10.0.0.2
+  serviceAccount: server
+  labels: {app: server, security.istio.io/tlsMode: istio}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: client-1, namespace: default}
+spec: {address: 10.0.0.3, serviceAccount: client, labels: {app: client}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: anonymous-1, namespace: default}
+spec: {address: 10.0.0.4, labels: {app: client}}
+`
+
+// Whether a proxy may hold a workload certificate is an input of translation (without one it
+// gets no default PERMISSIVE chains and no auto-mTLS), so proxies that differ only in it never
+// share a key; proxies alike in it (no WorkloadEntry, or one without a service account) do.
+func TestConfigKeyIdentity(t *testing.T) {
+	snap := loadYAML(t, identityMesh)
+	proxy := func(name, ip string) *model.Proxy {
+		p, err := model.ParseNodeID("sidecar~" + ip + "~" + name + ".default~default.svc.cluster.local")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Labels = map[string]string{"app": "client"}
+		return p
+	}
+	withSA, withoutSA, unknown := proxy("client-1", "10.0.0.3"), proxy("anonymous-1", "10.0.0.4"), proxy("stranger-1", "10.0.0.5")
+	if !snap.MayHoldIdentity(withSA) || snap.MayHoldIdentity(withoutSA) || snap.MayHoldIdentity(unknown) {
+		t.Fatalf("MayHoldIdentity: %v, %v, %v; want true, false, false",
+			snap.MayHoldIdentity(withSA), snap.MayHoldIdentity(withoutSA), snap.MayHoldIdentity(unknown))
+	}
+	if got := snap.MissingIdentity(withoutSA); !strings.Contains(got, "WorkloadEntry default/anonymous-1 names no serviceAccount") {
+		t.Errorf("MissingIdentity of the entry without a service account: %q", got)
+	}
+	if got := snap.MissingIdentity(unknown); !strings.Contains(got, "no Pod or WorkloadEntry named stranger-1 in namespace default") {
+		t.Errorf("MissingIdentity of the unknown proxy: %q", got)
+	}
+
+	if translate.ConfigKey(snap, withSA) == translate.ConfigKey(snap, withoutSA) ||
+		translate.TrafficConfigKey(snap, withSA) == translate.TrafficConfigKey(snap, withoutSA) {
+		t.Errorf("a proxy with an identity and one without share key %q", translate.ConfigKey(snap, withSA))
+	}
+	if equalConfig(snap, withSA, withoutSA) {
+		t.Error("with and without an identity translate alike; the mesh does not tell them apart")
+	}
+	if kw, ku := translate.ConfigKey(snap, withoutSA), translate.ConfigKey(snap, unknown); kw != ku {
+		t.Errorf("two proxies without an identity have keys %q and %q, want one", kw, ku)
+	}
+	sameConfig(t, snap, withoutSA, unknown)
+
+	// What tells them apart: auto-mTLS to the server, and virtualInbound's PERMISSIVE chains.
+	for _, c := range []struct {
+		proxy *model.Proxy
+		mtls  bool
+	}{{withSA, true}, {withoutSA, false}} {
+		res := translate.ForProxy(snap, c.proxy)
+		var autoMTLS, inspected bool
+		for _, cl := range res.Clusters {
+			if cl.Name == "outbound|80||server.default.svc.cluster.local" {
+				autoMTLS = len(cl.TransportSocketMatches) > 0
+			}
+		}
+		for _, l := range res.Listeners {
+			if l.Name == "virtualInbound" {
+				for _, f := range l.ListenerFilters {
+					inspected = inspected || f.Name == "envoy.filters.listener.tls_inspector"
+				}
+			}
+		}
+		if autoMTLS != c.mtls || inspected != c.mtls {
+			t.Errorf("%s: auto-mTLS %v, tls_inspector on virtualInbound %v; want %v", c.proxy.Name, autoMTLS, inspected, c.mtls)
+		}
+	}
 }

@@ -40,7 +40,7 @@ import (
 // (SDS `default`, as sidecars' inbound mTLS) and requires a client certificate signed by the
 // mesh root (`ROOTCA`), with the server's subjectAltNames if it lists any: istiod's
 // BuildListenerTLSContext. Pilot grants that certificate only to a proxy whose node ID names a
-// workload with a service account and an IP address (model.Workload.CanHoldIdentity), so for
+// workload with a service account and an IP address (model.Snapshot.MayHoldIdentity), so for
 // any other gateway proxy the server is left out rather than sent to wait for a secret that
 // never comes.
 //
@@ -125,7 +125,7 @@ func mergeGateways(snap *model.Snapshot, proxy *model.Proxy) *mergedGateway {
 	}
 	byKey := map[string]*gatewayListener{}
 	secrets := newSecretIndex(snap, proxy.Namespace)
-	identity := gatewayHasIdentity(snap, proxy)
+	identity := snap.MayHoldIdentity(proxy)
 	for _, gw := range selectedGateways(snap, proxy) {
 		for _, s := range gw.Spec.Servers {
 			gs := newGatewayServer(gw, s, secrets, identity)
@@ -156,12 +156,6 @@ func mergeGateways(snap *model.Snapshot, proxy *model.Proxy) *mergedGateway {
 		m.listeners = append(m.listeners, byKey[key])
 	}
 	return m
-}
-
-// gatewayHasIdentity reports whether pilot can grant the gateway proxy its workload
-// certificate, which ISTIO_MUTUAL servers present. It is part of the proxy's configuration key.
-func gatewayHasIdentity(snap *model.Snapshot, proxy *model.Proxy) bool {
-	return snap.Workload(proxy.Namespace, proxy.Name).CanHoldIdentity()
 }
 
 // newGatewayServer classifies a server, or returns nil for one this proxy cannot serve;

@@ -29,32 +29,36 @@ const inboundPassthroughBindAddress = "127.0.0.6"
 
 // inboundPort is one application port of the proxy's workload.
 type inboundPort struct {
-	number uint32
-	http   bool
+	number   uint32
+	protocol listenerProtocol
 }
 
 // workloadInboundPorts are the ports the proxy's workload serves, those the services it is an
 // endpoint of send to (Endpoint.PortFor). Its endpoints are those of the Pod or WorkloadEntry
 // the node ID names (POD.NAMESPACE), or, when it names none, those at the proxy's IP in its
 // namespace, as istiod finds them (model.Snapshot.ServedEndpoints). When two services disagree
-// on a port's protocol, HTTP wins, as for outbound listeners. Sorted by number, so the listener
-// is stable.
+// on a port's protocol, HTTP wins, then sniffing (mergeListenerProtocols). Sorted by number, so
+// the listener is stable.
 func workloadInboundPorts(snap *model.Snapshot, proxy *model.Proxy) []inboundPort {
-	byNumber := map[uint32]bool{}
+	byNumber := map[uint32]listenerProtocol{}
 	for _, se := range snap.ServedEndpoints(proxy) {
 		for _, port := range se.Service.Ports {
 			if port.Protocol == model.UDP {
 				continue
 			}
 			n := se.Endpoint.PortFor(port)
-			byNumber[n] = byNumber[n] || port.Protocol.IsHTTP()
+			protocol := listenerProtocolOf(port.Protocol)
+			if seen, ok := byNumber[n]; ok {
+				protocol = mergeListenerProtocols(seen, protocol)
+			}
+			byNumber[n] = protocol
 		}
 	}
 	out := make([]inboundPort, 0, len(byNumber))
-	for n, http := range byNumber {
+	for n, protocol := range byNumber {
 		// 15006 is the blackhole chain's (see virtualInboundListener).
 		if n != VirtualInboundPort {
-			out = append(out, inboundPort{number: n, http: http})
+			out = append(out, inboundPort{number: n, protocol: protocol})
 		}
 	}
 	slices.SortFunc(out, func(a, b inboundPort) int { return int(a.number) - int(b.number) })
@@ -90,7 +94,8 @@ func virtualInboundPorts(snap *model.Snapshot, proxy *model.Proxy, ingresses []s
 }
 
 // virtualInboundClusters are what virtualInbound adds to a captured sidecar's CDS: an
-// `inbound|PORT||` cluster per workload port, and InboundPassthroughCluster.
+// `inbound|PORT||` cluster per workload port, and InboundPassthroughCluster. A sniffed port's
+// cluster speaks to the application the HTTP version the client spoke, as istiod's does.
 //
 // The application is reached on 127.0.0.1:PORT, as istiod did before 1.10. Newer istiod sends
 // to the pod IP from 127.0.0.6 so that applications bound to the pod IP only are reachable, but
@@ -101,7 +106,11 @@ func virtualInboundClusters(snap *model.Snapshot, proxy *model.Proxy, ingresses 
 	own, _ := virtualInboundPorts(snap, proxy, ingresses)
 	out := make([]*clusterv3.Cluster, 0, len(own)+1)
 	for _, p := range own {
-		out = append(out, inboundCluster(p.number, SocketAddress(localhostAddress, p.number)))
+		c := inboundCluster(p.number, SocketAddress(localhostAddress, p.number))
+		if p.protocol == listenAuto {
+			(&protocolOptions{downstream: true}).setOn(c)
+		}
+		out = append(out, c)
 	}
 	return append(out, inboundPassthroughCluster())
 }
@@ -122,8 +131,9 @@ func inboundPassthroughCluster() *clusterv3.Cluster {
 
 // virtualInboundListener is 0.0.0.0:15006. The original_dst listener filter restores the
 // address iptables rewrote, so chains match on the workload's port and the passthrough cluster
-// knows where to go; tls_inspector lets PERMISSIVE chains tell mTLS from plaintext (only
-// those, see inboundListenerFilters).
+// knows where to go; tls_inspector lets PERMISSIVE chains tell mTLS from plaintext, and
+// http_inspector sniffed ports' chains HTTP from TCP (only those ports, see
+// inboundListenerFilters).
 //
 // use_original_dst is deliberately left unset, as in istiod's virtualInbound: it would hand a
 // connection to whichever listener owns its original address, and a captured sidecar's
@@ -133,24 +143,29 @@ func virtualInboundListener(snap *model.Snapshot, proxy *model.Proxy, ingresses 
 	httpAuthz, tcpAuthz := AuthorizationFilters(snap, proxy)
 	own, sidecar := virtualInboundPorts(snap, proxy, ingresses)
 	var chains []*listenerv3.FilterChain
-	// Ports whose chains are chosen by transport protocol (PERMISSIVE) need the TLS inspector;
-	// the others must not wait for it, see inboundListenerFilters. 15006 is the blackhole's.
-	plain, inspected := []uint32{VirtualInboundPort}, []uint32(nil)
-	addPort := func(port, targetPort uint32, http bool) {
+	// Ports whose chains are chosen by transport protocol (PERMISSIVE, or sniffed under mTLS)
+	// need the TLS inspector, sniffed ports the HTTP inspector; the others must wait for
+	// neither, see inboundListenerFilters. 15006 is the blackhole's.
+	plain, inspected, sniffed := []uint32{VirtualInboundPort}, []uint32(nil), []uint32(nil)
+	addPort := func(port, targetPort uint32, protocol listenerProtocol) {
 		cluster := InboundClusterName(port)
-		portChains, inspect := inboundPortChains(inboundMTLSMode(snap, proxy, targetPort), cluster, http, httpAuthz, tcpAuthz)
-		if len(inspect) > 0 {
+		portChains, inspectors := inboundPortChains(inboundMTLSMode(snap, proxy, &targetPort), cluster, protocol, httpAuthz, tcpAuthz)
+		tls := slices.ContainsFunc(inspectors, func(f *listenerv3.ListenerFilter) bool { return f.Name == wellknown.TlsInspector })
+		if tls {
 			inspected = append(inspected, port)
 		} else {
 			plain = append(plain, port)
 		}
+		if slices.ContainsFunc(inspectors, func(f *listenerv3.ListenerFilter) bool { return f.Name == wellknown.HTTPInspector }) {
+			sniffed = append(sniffed, port)
+		}
 		chains = append(chains, onDestinationPort(portChains, port, cluster)...)
 	}
 	for _, p := range own {
-		addPort(p.number, p.number, p.http)
+		addPort(p.number, p.number, p.protocol)
 	}
 	for _, in := range sidecar {
-		addPort(in.listener.Port.Number, in.targetPort(), model.ParseProtocol(in.listener.Port.Protocol).IsHTTP())
+		addPort(in.listener.Port.Number, in.targetPort(), listenerProtocolOf(model.ParseProtocol(in.listener.Port.Protocol)))
 	}
 	chains = append(chains, &listenerv3.FilterChain{
 		Name:             VirtualInbound + "-blackhole",
@@ -160,14 +175,19 @@ func virtualInboundListener(snap *model.Snapshot, proxy *model.Proxy, ingresses 
 
 	// Any other port passes through, under the workload's mode (a STRICT workload takes no
 	// plaintext on any port, as in istiod) and its RBAC network filters.
-	passthrough, inspectPassthrough := inboundFilterChains(mtlsMode(snap, proxy.Namespace, proxy.Labels, nil), func(bool) []*listenerv3.Filter {
+	passthrough, inspectPassthrough := inboundFilterChains(inboundMTLSMode(snap, proxy, nil), func(bool) []*listenerv3.Filter {
 		return append(slices.Clone(tcpAuthz), TCPProxy(InboundPassthroughCluster, InboundPassthroughCluster))
 	})
 	l := &listenerv3.Listener{
 		Name:             VirtualInbound,
 		Address:          SocketAddress(wildcardAddress, VirtualInboundPort),
 		TrafficDirection: corev3.TrafficDirection_INBOUND,
-		ListenerFilters:  inboundListenerFilters(plain, inspected, len(inspectPassthrough) > 0),
+		ListenerFilters:  inboundListenerFilters(plain, inspected, sniffed, len(inspectPassthrough) > 0),
+	}
+	if len(sniffed) > 0 {
+		// As istiod with its default protocolDetectionTimeout (0s): see sniffListener.
+		l.ListenerFiltersTimeout = Duration(0)
+		l.ContinueOnListenerFiltersTimeout = true
 	}
 	if len(passthrough) == 1 {
 		passthrough[0].Name = VirtualInbound + "-catchall"
@@ -185,7 +205,8 @@ func virtualInboundListener(snap *model.Snapshot, proxy *model.Proxy, ingresses 
 }
 
 // onDestinationPort restricts chains to one destination port and names them after cluster
-// (with the transport protocol when they are split by it).
+// (with the transport protocol when they are split by it, and "-http" for a sniffed port's
+// HTTP chains).
 func onDestinationPort(chains []*listenerv3.FilterChain, port uint32, cluster string) []*listenerv3.FilterChain {
 	for _, c := range chains {
 		match := &listenerv3.FilterChainMatch{}
@@ -198,31 +219,46 @@ func onDestinationPort(chains []*listenerv3.FilterChain, port uint32, cluster st
 		if tp := match.GetTransportProtocol(); tp != "" {
 			c.Name += "-" + tp
 		}
+		if len(match.GetApplicationProtocols()) > 0 {
+			c.Name += "-http"
+		}
 	}
 	return chains
 }
 
 // inboundListenerFilters are original_dst, then tls_inspector only where a chain is picked by
-// transport protocol, as istiod does with filter_disabled. The inspector waits for the client's
-// first bytes, so on a plain port a server-first protocol (MySQL, SMTP) would stall until the
-// listener filter timeout, and so would a connection to 15006 itself before the blackhole
-// closes it. Either the catch-all needs inspection, and it is disabled on the plain ports, or
-// it does not, and it is disabled everywhere but on the inspected ports (left out when there
-// are none).
-func inboundListenerFilters(plain, inspected []uint32, inspectOthers bool) []*listenerv3.ListenerFilter {
+// transport protocol, as istiod does with filter_disabled, then http_inspector only on the
+// sniffed ports. An inspector waits for the client's first bytes, so on a plain port a
+// server-first protocol (MySQL, SMTP) would stall until the listener filter timeout, and so
+// would a connection to 15006 itself before the blackhole closes it. Either the catch-all
+// needs TLS inspection, and it is disabled on the plain ports, or it does not, and it is
+// disabled everywhere but on the inspected ports (left out when there are none).
+func inboundListenerFilters(plain, inspected, sniffed []uint32, inspectOthers bool) []*listenerv3.ListenerFilter {
 	filters := []*listenerv3.ListenerFilter{originalDstFilter()}
-	if !inspectOthers && len(inspected) == 0 {
-		return filters
-	}
-	inspector := tlsInspectorFilter()
-	if inspectOthers {
-		inspector.FilterDisabled = anyDestinationPort(plain)
-	} else {
-		inspector.FilterDisabled = &listenerv3.ListenerFilterChainMatchPredicate{
-			Rule: &listenerv3.ListenerFilterChainMatchPredicate_NotMatch{NotMatch: anyDestinationPort(inspected)},
+	if inspectOthers || len(inspected) > 0 {
+		inspector := tlsInspectorFilter()
+		if inspectOthers {
+			inspector.FilterDisabled = anyDestinationPort(plain)
+		} else {
+			inspector.FilterDisabled = onlyOnDestinationPorts(inspected)
 		}
+		filters = append(filters, inspector)
 	}
-	return append(filters, inspector)
+	if len(sniffed) > 0 {
+		// After the TLS inspector: it leaves connections it found to be TLS alone.
+		inspector := httpInspectorFilter()
+		inspector.FilterDisabled = onlyOnDestinationPorts(sniffed)
+		filters = append(filters, inspector)
+	}
+	return filters
+}
+
+// onlyOnDestinationPorts is the filter_disabled predicate of a listener filter that runs only
+// for connections to ports.
+func onlyOnDestinationPorts(ports []uint32) *listenerv3.ListenerFilterChainMatchPredicate {
+	return &listenerv3.ListenerFilterChainMatchPredicate{
+		Rule: &listenerv3.ListenerFilterChainMatchPredicate_NotMatch{NotMatch: anyDestinationPort(ports)},
+	}
 }
 
 // anyDestinationPort matches a connection whose destination is one of ports (at least one).

@@ -15,8 +15,9 @@ import (
 
 // outboundListeners builds the sidecar's outbound side: one listener per HTTP port (an HTTP
 // connection manager on route configuration "PORT"), a TCP proxy listener per TCP service port,
-// and, when traffic is captured, virtualOutbound on 15001 that hands each connection to the
-// listener of its original destination.
+// a sniffing listener (both, chosen per connection, see sniffing.go) per port whose protocol
+// nothing declares, and, when traffic is captured, virtualOutbound on 15001 that hands each
+// connection to the listener of its original destination.
 //
 // Captured listeners are `0.0.0.0_PORT` and do not bind: connections arrive through
 // virtualOutbound. Without capture they bind, on 127.0.0.1 as Istio's Sidecar egress listeners
@@ -52,33 +53,19 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 		claimed[l.Address.GetSocketAddress().GetPortValue()] = true
 		add(l.Name, func() *listenerv3.Listener { return l })
 	}
-	services := snap.ServicesFor(proxy)
-	for _, svc := range services {
-		for _, port := range svc.Ports {
-			if claimed[port.Number] {
-				continue
-			}
-			if port.Protocol.IsHTTP() {
-				add(ListenerName(bindAddress, port.Number), func() *listenerv3.Listener {
-					return httpOutboundListener(bindAddress, port.Number)
-				})
-			}
-		}
-	}
-	// TCP, TLS and HTTPS ports, grouped by the listener they share and routed by their
-	// VirtualServices' tcp and tls routes (tcproute.go, tlsroute.go).
+	// TCP, TLS, HTTPS and sniffed ports, grouped by the listener they share and routed by
+	// their VirtualServices' tcp and tls routes (tcproute.go, tlsroute.go).
 	l4 := map[string]*l4Listener{}
 	var l4Names []string
+	services := snap.ServicesFor(proxy)
 	for _, svc := range services {
 		for _, port := range svc.Ports {
 			if claimed[port.Number] || port.Protocol.IsHTTP() || port.Protocol == model.UDP {
 				continue
 			}
-			// A service address is only useful when traffic is captured: nothing else can
-			// make a connection to a virtual IP arrive here.
 			g := &l4Listener{address: bindAddress, shared: true}
-			if captured && len(svc.Addresses) > 0 {
-				g = &l4Listener{address: svc.Addresses[0]}
+			if address, own := ownListenerAddress(proxy, svc); own {
+				g = &l4Listener{address: address}
 			}
 			name := ListenerName(g.address, port.Number)
 			if l4[name] == nil {
@@ -88,8 +75,40 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 			l4[name].ports = append(l4[name].ports, l4ServicePort{svc, port})
 		}
 	}
+	// A listener with a sniffed port is a TCP one with HTTP chains ahead, routed by the port's
+	// shared route configuration when its address is shared, by the service's own otherwise.
+	build := func(g *l4Listener) *listenerv3.Listener {
+		l := g.build(snap, proxy)
+		for _, p := range g.ports {
+			if p.port.Protocol.IsSniffed() {
+				routeConfig := RouteConfigName(p.port.Number)
+				if !g.shared {
+					routeConfig = SniffedRouteConfigName(p.svc.Hostname, p.port.Number)
+				}
+				sniffListener(l, routeConfig)
+				break
+			}
+		}
+		return l
+	}
+	for _, svc := range services {
+		for _, port := range svc.Ports {
+			if claimed[port.Number] || !port.Protocol.IsHTTP() {
+				continue
+			}
+			name := ListenerName(bindAddress, port.Number)
+			add(name, func() *listenerv3.Listener {
+				if g := l4[name]; g != nil && g.sniffs() {
+					// HTTP and sniffed services share the address: the sniffing listener
+					// serves both, its HTTP chains on the shared route configuration.
+					return build(g)
+				}
+				return httpOutboundListener(bindAddress, port.Number)
+			})
+		}
+	}
 	for _, name := range l4Names {
-		add(name, func() *listenerv3.Listener { return l4[name].build(snap, proxy) })
+		add(name, func() *listenerv3.Listener { return build(l4[name]) })
 	}
 	slices.Sort(names)
 	out := make([]*listenerv3.Listener, 0, len(names)+1)

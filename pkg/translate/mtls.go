@@ -24,9 +24,11 @@ import (
 // certificate (SDS secret `default`) and the mesh's trust bundle (`ROOTCA`), both served by
 // pilot over ADS after its identity check (see pkg/xds/sds.go). Server side: the inbound
 // filter chains of a Sidecar's ingress listeners, per the PeerAuthentication mode
-// (peerauthentication.go). Client side: DestinationRule ISTIO_MUTUAL, and auto-mTLS, which
-// sends mTLS only to endpoints that declare a sidecar (label security.istio.io/tlsMode: istio)
-// and whose PeerAuthentication terminates mTLS.
+// (peerauthentication.go; with no policy, istiod's PERMISSIVE). Client side: DestinationRule
+// ISTIO_MUTUAL, and auto-mTLS, which sends mTLS only to endpoints that declare a sidecar
+// (label security.istio.io/tlsMode: istio) and whose PeerAuthentication terminates mTLS (no
+// policy counts as PERMISSIVE). A proxy that can never hold a workload certificate gets
+// neither default: no mTLS chain, no auto-mTLS (model.Snapshot.MayHoldIdentity).
 
 const (
 	workloadCertSecret = "default"
@@ -104,16 +106,16 @@ func tlsInspectorFilter() *listenerv3.ListenerFilter {
 	}
 }
 
-// inboundFilterChains lays out an inbound listener for the mode: STRICT one mTLS chain (a
-// plaintext client fails the handshake), DISABLE one plaintext chain, PERMISSIVE both, chosen
-// by the TLS inspector's transport protocol; UNSET (no policy at all) one plaintext chain, see
-// inboundMTLSMode. filters builds a chain's network filters; mtls says whether the chain
-// terminates mTLS (so the HCM may forward the peer's identity).
+// inboundFilterChains lays out an inbound listener for the mode (inboundMTLSMode's, never
+// UNSET): STRICT one mTLS chain (a plaintext client fails the handshake), DISABLE one
+// plaintext chain, PERMISSIVE both, chosen by the TLS inspector's transport protocol. filters
+// builds a chain's network filters; mtls says whether the chain terminates mTLS (so the HCM
+// may forward the peer's identity).
 func inboundFilterChains(mode security.PeerAuthentication_MutualTLS_Mode, filters func(mtls bool) []*listenerv3.Filter) ([]*listenerv3.FilterChain, []*listenerv3.ListenerFilter) {
 	switch mode {
 	case security.PeerAuthentication_MutualTLS_STRICT:
 		return []*listenerv3.FilterChain{{Filters: filters(true), TransportSocket: inboundMTLSSocket()}}, nil
-	case security.PeerAuthentication_MutualTLS_DISABLE, security.PeerAuthentication_MutualTLS_UNSET:
+	case security.PeerAuthentication_MutualTLS_DISABLE:
 		return []*listenerv3.FilterChain{{Filters: filters(false)}}, nil
 	default: // PERMISSIVE
 		return []*listenerv3.FilterChain{
@@ -176,20 +178,23 @@ func meshMTLSSocket(svc *model.Service, port uint32, subset string, h2 bool) *co
 }
 
 // applyMeshTLS sets the mesh's mTLS on an outbound cluster where the DestinationRule asks for
-// it (ISTIO_MUTUAL) or says nothing about TLS (auto-mTLS). Other modes are applyUpstreamTLS's.
-func applyMeshTLS(c *clusterv3.Cluster, snap *model.Snapshot, svc *model.Service, port uint32, subset string, tls *networking.ClientTLSSettings, h2 bool) {
+// it (ISTIO_MUTUAL) or says nothing about TLS (auto-mTLS, when autoMTLS: the proxy may hold a
+// workload certificate, model.Snapshot.MayHoldIdentity). Other modes are applyUpstreamTLS's.
+func applyMeshTLS(c *clusterv3.Cluster, snap *model.Snapshot, svc *model.Service, port uint32, subset string, tls *networking.ClientTLSSettings, h2, autoMTLS bool) {
 	switch {
 	case tls.GetMode() == networking.ClientTLSSettings_ISTIO_MUTUAL:
 		c.TransportSocket = meshMTLSSocket(svc, port, subset, h2)
-	case tls == nil:
+	case tls == nil && autoMTLS:
 		// Auto-mTLS picks the socket per endpoint from its metadata, which ORIGINAL_DST
 		// clusters (resolution NONE) do not have.
-		// istiod adds the matches to every mesh-internal cluster. Skiff adds them only where
-		// some endpoint accepts mTLS: the mTLS socket's SDS secrets hold a cluster warming
-		// until they arrive, and a proxy without an identity never gets `default`, so clusters
-		// that could only ever use the plaintext fallback stay as they were. This also stands
-		// in for istiod's MESH_EXTERNAL exclusion, as Skiff's model does not keep a
-		// ServiceEntry's location.
+		// istiod adds the matches to every mesh-internal cluster of every proxy, all of which
+		// have certificates. Skiff adds them only for a proxy that may hold one (a proxy that
+		// never gets `default` would hold the cluster warming for it, then offer no
+		// certificate to a server that requires one: plaintext is what a PERMISSIVE server
+		// accepts from it), and only where some endpoint accepts mTLS, so that clusters that
+		// could only ever use the plaintext fallback stay as they were. This also stands in for
+		// istiod's MESH_EXTERNAL exclusion, as Skiff's model does not keep a ServiceEntry's
+		// location.
 		if c.GetType() == clusterv3.Cluster_ORIGINAL_DST || !hasMTLSEndpoints(snap, svc) {
 			return
 		}

@@ -11,12 +11,22 @@ import (
 
 // outboundRouteConfigs builds one route configuration per HTTP port number the proxy sees, named
 // by the number ("80"), with a virtual host per service on that port and the catch-all last.
+// A sniffed service port is in its port's configuration when it shares its listener, and has
+// one of its own, `HOST:PORT`, when its listener is its own (see sniffing.go).
 func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.RouteConfiguration {
 	byPort := map[uint32][]*model.Service{}
+	var own []*routev3.RouteConfiguration
 	for _, svc := range snap.ServicesFor(proxy) {
 		for _, port := range svc.Ports {
-			if port.Protocol.IsHTTP() {
+			switch {
+			case port.Protocol.IsHTTP():
 				byPort[port.Number] = append(byPort[port.Number], svc)
+			case port.Protocol.IsSniffed():
+				if _, ownAddress := ownListenerAddress(proxy, svc); ownAddress {
+					own = append(own, sniffedRouteConfig(snap, proxy, svc, port))
+				} else {
+					byPort[port.Number] = append(byPort[port.Number], svc)
+				}
 			}
 		}
 	}
@@ -53,7 +63,26 @@ func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.R
 		}
 		out = append(out, rc)
 	}
-	return out
+	slices.SortFunc(own, func(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.Name, b.Name) })
+	return append(out, own...)
+}
+
+// sniffedRouteConfig is the route configuration of a sniffed service port on a listener of its
+// own, istiod's: the service's virtual host alone, for any Host (the listener already chose the
+// service), and no catch-all.
+func sniffedRouteConfig(snap *model.Snapshot, proxy *model.Proxy, svc *model.Service, port model.Port) *routev3.RouteConfiguration {
+	vh := serviceVirtualHost(snap, proxy, svc, port, map[string]struct{}{})
+	vh.Domains = []string{"*"}
+	rc := &routev3.RouteConfiguration{
+		Name:                     SniffedRouteConfigName(svc.Hostname, port.Number),
+		ValidateClusters:         falseValue(),
+		IgnorePortInHostMatching: true,
+		VirtualHosts:             []*routev3.VirtualHost{vh},
+	}
+	if size := maxDirectResponseBody(rc.VirtualHosts); size > 0 {
+		rc.MaxDirectResponseBodySizeBytes = uint32Value(size)
+	}
+	return rc
 }
 
 // serviceVirtualHost routes one service port: by its VirtualService if one applies, else

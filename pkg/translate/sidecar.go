@@ -165,8 +165,9 @@ func inboundListeners(snap *model.Snapshot, proxy *model.Proxy, ingresses []side
 	for _, in := range ingresses {
 		port := in.listener.Port
 		cluster := InboundClusterName(port.Number)
-		chains, listenerFilters := inboundPortChains(inboundMTLSMode(snap, proxy, in.targetPort()),
-			cluster, model.ParseProtocol(port.Protocol).IsHTTP(), httpAuthz, tcpAuthz)
+		targetPort := in.targetPort()
+		chains, listenerFilters := inboundPortChains(inboundMTLSMode(snap, proxy, &targetPort),
+			cluster, listenerProtocolOf(model.ParseProtocol(port.Protocol)), httpAuthz, tcpAuthz)
 		out = append(out, &listenerv3.Listener{
 			Name:             ListenerName(in.bind, port.Number),
 			Address:          SocketAddress(in.bind, port.Number),
@@ -179,21 +180,38 @@ func inboundListeners(snap *model.Snapshot, proxy *model.Proxy, ingresses []side
 }
 
 // inboundPortChains are the filter chains of one inbound application port, for the port's
-// PeerAuthentication mode (see inboundFilterChains), ending in cluster: HTTP through a
-// connection manager with an inline route, anything else through tcp_proxy, with the
-// workload's RBAC filters ahead of either. The Sidecar ingress listeners and virtualInbound's
-// per-port chains (inbound.go) are both built here, so the two paths enforce the same policy.
-// The RBAC filters are shared between chains and listeners: generated protos are never
-// modified after construction.
-func inboundPortChains(mode security.PeerAuthentication_MutualTLS_Mode, cluster string, http bool,
+// PeerAuthentication mode (see inboundFilterChains) and protocol, ending in cluster: HTTP
+// through a connection manager with an inline route, anything else through tcp_proxy, with
+// the workload's RBAC filters ahead of either, and a sniffed port both (sniffedInboundChains).
+// The Sidecar ingress listeners and virtualInbound's per-port chains (inbound.go) are both
+// built here, so the two paths enforce the same policy. The listener filters returned are the
+// inspectors the chains need: tls_inspector where a chain is picked by transport protocol,
+// then http_inspector where one is picked by plaintext HTTP. The RBAC filters are shared
+// between chains and listeners: generated protos are never modified after construction.
+func inboundPortChains(mode security.PeerAuthentication_MutualTLS_Mode, cluster string, protocol listenerProtocol,
 	httpAuthz []*hcmv3.HttpFilter, tcpAuthz []*listenerv3.Filter,
 ) ([]*listenerv3.FilterChain, []*listenerv3.ListenerFilter) {
-	return inboundFilterChains(mode, func(mtls bool) []*listenerv3.Filter {
-		if http {
-			return []*listenerv3.Filter{inboundHTTPConnectionManager(cluster, httpAuthz, mtls)}
-		}
+	httpChain := func(mtls bool) []*listenerv3.Filter {
+		return []*listenerv3.Filter{inboundHTTPConnectionManager(cluster, httpAuthz, mtls)}
+	}
+	tcpChain := func(bool) []*listenerv3.Filter {
 		return append(slices.Clone(tcpAuthz), TCPProxy(cluster, cluster))
-	})
+	}
+	switch protocol {
+	case listenHTTP:
+		return inboundFilterChains(mode, httpChain)
+	case listenAuto:
+		chains := sniffedInboundChains(mode, httpChain, tcpChain)
+		var inspectors []*listenerv3.ListenerFilter
+		if mode != security.PeerAuthentication_MutualTLS_DISABLE {
+			inspectors = append(inspectors, tlsInspectorFilter())
+		}
+		if mode != security.PeerAuthentication_MutualTLS_STRICT {
+			inspectors = append(inspectors, httpInspectorFilter())
+		}
+		return chains, inspectors
+	}
+	return inboundFilterChains(mode, tcpChain)
 }
 
 // inboundHTTPConnectionManager routes every request to the application's cluster. The route

@@ -38,6 +38,11 @@ type l4Listener struct {
 	ports   []l4ServicePort
 }
 
+// sniffs reports whether a port of the listener is sniffed (see sniffing.go).
+func (g *l4Listener) sniffs() bool {
+	return slices.ContainsFunc(g.ports, func(p l4ServicePort) bool { return p.port.Protocol.IsSniffed() })
+}
+
 // build makes the listener. The first port decides: a TCP port's routes alone make it (two TCP
 // services on one address and port cannot be told apart); TLS ports are told apart by SNI, so
 // the TLS and HTTPS ports of every service sharing the listener get their filter chains.

@@ -17,8 +17,9 @@ import (
 
 // applyTrafficPolicy applies a DestinationRule's traffic policy to the cluster of one service
 // port, or of one subset of it (subset may be nil; dr may be nil). It also owns the cluster's
-// HTTP protocol options, which HTTP/2 ports need even without any DestinationRule.
-func applyTrafficPolicy(c *clusterv3.Cluster, dr *networkingv1.DestinationRule, port model.Port, subset *networking.Subset) {
+// HTTP protocol options, which HTTP/2 ports need even without any DestinationRule, and a
+// sniffed port (sniffed: a sidecar's cluster of one) to speak the client's HTTP version.
+func applyTrafficPolicy(c *clusterv3.Cluster, dr *networkingv1.DestinationRule, port model.Port, subset *networking.Subset, sniffed bool) {
 	var top *networking.TrafficPolicy
 	if dr != nil {
 		top = dr.Spec.TrafficPolicy
@@ -34,7 +35,7 @@ func applyTrafficPolicy(c *clusterv3.Cluster, dr *networkingv1.DestinationRule, 
 	// Several parts meet in the HttpProtocolOptions extension: the protocol (HTTP/2 ports, an
 	// h2UpgradePolicy, useClientProtocol), connection pool limits, TLS's auto SNI and outlier
 	// error codes. Each fills its fields; the message is packed once at the end.
-	opts := protocolOptions{h2: usesHTTP2(port, pool), downstream: pool.GetHttp().GetUseClientProtocol()}
+	opts := protocolOptions{h2: usesHTTP2(port, pool), downstream: pool.GetHttp().GetUseClientProtocol() || sniffed}
 	opts.applyConnectionPool(pool)
 	opts.applyOutlierDetection(policy.GetOutlierDetection())
 	applyUpstreamTLS(c, policy.GetTls(), &opts)

@@ -1,7 +1,9 @@
 package xds
 
 import (
+	"log/slog"
 	"net/netip"
+	"sync"
 
 	"github.com/skiffmesh/skiff/pkg/model"
 )
@@ -39,4 +41,47 @@ func checkIdentity(snap *model.Snapshot, proxy *model.Proxy, sourceAddress strin
 		return "", refuseNoServiceAccount
 	}
 	return w.ServiceAccount, ""
+}
+
+// identityWarnings tells the operator, once per proxy class (one workload, see
+// model.Proxy.Class), that a proxy can never be issued a workload certificate
+// (model.Snapshot.MayHoldIdentity), and so is translated without istiod's default mTLS: the
+// operator expected PERMISSIVE and auto-mTLS, and learns why there is none. A class that gains
+// an identity, or whose last proxy leaves, is forgotten, so the warning comes again if it is
+// true again.
+type identityWarnings struct {
+	log *slog.Logger
+
+	mu     sync.Mutex
+	warned map[string]bool // classes warned about
+}
+
+func newIdentityWarnings(log *slog.Logger) *identityWarnings {
+	return &identityWarnings{log: log, warned: map[string]bool{}}
+}
+
+// check warns about the class of proxy if it cannot hold an identity in snap and has not been
+// warned about since it last could.
+func (w *identityWarnings) check(snap *model.Snapshot, class string, proxy *model.Proxy) {
+	missing := snap.MissingIdentity(proxy)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if missing == "" {
+		delete(w.warned, class)
+		return
+	}
+	if w.warned[class] {
+		return
+	}
+	w.warned[class] = true
+	w.log.Warn("proxy can never hold a workload certificate: without a PeerAuthentication asking for mTLS its inbound "+
+		"listeners accept plaintext only (not istiod's default PERMISSIVE), and it sends no auto-mTLS",
+		"proxy", proxy.NodeID, "reason", missing)
+}
+
+// forget drops a class whose last proxy disconnected.
+func (w *identityWarnings) forget(class string) {
+	w.mu.Lock()
+	delete(w.warned, class)
+	w.mu.Unlock()
 }

@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -75,24 +73,6 @@ func startSDSServerLogging(t *testing.T, ttl time.Duration, log io.Writer) (*Ser
 	s, conn := serve(t, opts)
 	s.Push(identitySnapshot(), time.Now())
 	return s, conn, authority
-}
-
-// lockedBuffer is a bytes.Buffer safe for a logger and a test reading it at once.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func sdsRequest(node string, names ...string) *discoveryv3.DiscoveryRequest {

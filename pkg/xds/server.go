@@ -65,6 +65,8 @@ type Server struct {
 	tracker *tracker
 	metrics *metrics
 	log     *slog.Logger
+	// noIdentity warns about proxies translated without default mTLS for want of an identity.
+	noIdentity *identityWarnings
 
 	mu        sync.Mutex
 	snap      *model.Snapshot
@@ -92,7 +94,11 @@ func New(opts Options) *Server {
 	s.cache = newClassCache(prefix, s.classAppeared)
 	s.cache.ignoreNodeLabels = opts.IgnoreNodeLabels
 	s.metrics = newMetrics(reg)
-	s.tracker = newTracker(s.metrics, log, s.cache.Forget, s.lastChange)
+	s.noIdentity = newIdentityWarnings(log)
+	s.tracker = newTracker(s.metrics, log, func(class string) {
+		s.cache.Forget(class)
+		s.noIdentity.forget(class)
+	}, s.lastChange)
 	s.tracker.ignoreNodeLabels = opts.IgnoreNodeLabels
 	s.sds = newSDSServer(opts.CA, opts.WorkloadCertTTL, prefix, log, reg)
 	s.sds.snapshot, s.sds.classSecrets, s.sds.setIdentity = s.Snapshot, s.classSecrets, s.tracker.setIdentity
@@ -268,6 +274,7 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 	for class, proxy := range classes {
 		keys := configKeys(snap, proxy)
 		keysOf[class] = keys
+		s.noIdentity.check(snap, class, proxy)
 		for t, key := range keys {
 			id := configID{t, key}
 			if seen[id] {

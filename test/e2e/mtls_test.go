@@ -38,10 +38,13 @@ type mtlsMesh struct {
 
 // mtlsPlacement says where the mesh runs: the proxies' and the server app's addresses, the
 // namespace of both workloads, the server's app label (and service name), and extra pilot flags.
+// An anonymous server's WorkloadEntry names no serviceAccount (so its proxy can never hold a
+// certificate) and declares no sidecar (no tlsMode label, so clients do not use mTLS to it).
 type mtlsPlacement struct {
 	clientIP, serverIP, serverAppIP string
 	namespace, serverApp            string
 	pilotArgs                       []string
+	anonymousServer                 bool
 }
 
 // defaultMTLSPlacement is the mesh of the TestMTLS tests: namespace default, app server.
@@ -78,6 +81,10 @@ func startMTLSMeshAt(t *testing.T, p mtlsPlacement, protocol, peerAuthentication
 		inPort:  framework.FreePort(t, p.serverIP),
 	}
 	m.pilot = framework.StartPilot(t, framework.PilotOptions{Args: p.pilotArgs})
+	serverAccount, serverTLSMode := "serviceAccount: "+p.serverApp, "security.istio.io/tlsMode: istio"
+	if p.anonymousServer {
+		serverAccount, serverTLSMode = "", ""
+	}
 	m.pilot.WriteConfig(t, "mesh.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata:
@@ -96,10 +103,10 @@ metadata:
   namespace: %[8]s
 spec:
   address: %[2]s
-  serviceAccount: %[9]s
+  %[10]s
   labels:
     app: %[9]s
-    security.istio.io/tlsMode: istio
+    %[11]s
   ports:
     http: %[3]d
 ---
@@ -158,8 +165,11 @@ spec:
     bind: %[1]s
     hosts:
     - "./*"
-`, p.clientIP, p.serverIP, m.inPort, p.host(), m.svcPort, m.app.Address(), protocol, p.namespace, p.serverApp))
-	m.pilot.WriteConfig(t, "peerauthentication.yaml", peerAuthentication)
+`, p.clientIP, p.serverIP, m.inPort, p.host(), m.svcPort, m.app.Address(), protocol, p.namespace, p.serverApp,
+		serverAccount, serverTLSMode))
+	if peerAuthentication != "" {
+		m.pilot.WriteConfig(t, "peerauthentication.yaml", peerAuthentication)
+	}
 	m.server = framework.StartEnvoy(t, m.pilot, framework.EnvoyOptions{
 		NodeID:        fmt.Sprintf("sidecar~%s~server-1.%s~%s.svc.cluster.local", p.serverIP, p.namespace, p.namespace),
 		BootstrapArgs: []string{"--labels", "app=" + p.serverApp},
@@ -348,4 +358,81 @@ func TestMTLSDisable(t *testing.T) {
 	if resp, err := m.direct("/", nil); err != nil || resp.Status != 200 {
 		t.Errorf("DISABLE: plaintext client got %v, %v; want 200", resp, err)
 	}
+}
+
+// TestMTLSDefaultPermissive: with no PeerAuthentication at any level, istiod's default. Both
+// proxies' WorkloadEntries name a service account, so both hold certificates: the client's
+// auto-mTLS sends mTLS to the server (its endpoint declares a sidecar), the app learns the
+// caller's identity, and both sides count TLS handshakes; the server's workload counts as
+// PERMISSIVE, so a plaintext client is accepted too, without any identity.
+func TestMTLSDefaultPermissive(t *testing.T) {
+	m := startMTLSMesh(t, "HTTP", "")
+	before := m.handshakes(t)
+	wantClientIdentity(t, m.throughMesh(t))
+	if after := m.handshakes(t); after <= before {
+		t.Errorf("server TLS handshakes %d → %d; want growth", before, after)
+	}
+	m.client.WaitStat(t, fmt.Sprintf("cluster.outbound|%d||%s.ssl.handshake", m.svcPort, mtlsHost), atLeast(1))
+
+	var seen map[string]string
+	framework.Eventually(t, func() error {
+		resp, err := m.direct("/headers", map[string]string{"x-forwarded-client-cert": "URI=spiffe://cluster.local/ns/default/sa/forged"})
+		if err != nil {
+			return err
+		}
+		if resp.Status != 200 {
+			return fmt.Errorf("plaintext: %d %q", resp.Status, resp.Body)
+		}
+		seen = framework.EchoedHeaders(t, resp.Body)
+		return nil
+	})
+	if xfcc, ok := seen["x-forwarded-client-cert"]; ok {
+		t.Errorf("plaintext: server app saw x-forwarded-client-cert %q; want none", xfcc)
+	}
+	m.server.AssertNoRejections(t)
+	m.client.AssertNoRejections(t)
+}
+
+// TestMTLSDefaultWithoutIdentity: with no PeerAuthentication, a server whose WorkloadEntry
+// names no service account can never hold a certificate, so pilot gives its ingress listener
+// the plaintext chain alone (no TLS chain waiting for a secret that never comes) and says so in
+// its log. The mesh path is plaintext end to end: the server declares no sidecar, so the
+// client's auto-mTLS sends plaintext.
+func TestMTLSDefaultWithoutIdentity(t *testing.T) {
+	p := defaultMTLSPlacement
+	p.anonymousServer = true
+	m := startMTLSMeshAt(t, p, "HTTP", "")
+	seen := m.throughMesh(t)
+	if xfcc, ok := seen["x-forwarded-client-cert"]; ok {
+		t.Errorf("server app saw x-forwarded-client-cert %q; want none", xfcc)
+	}
+	if n := m.handshakes(t); n != 0 {
+		t.Errorf("server counted %d TLS handshakes; want 0", n)
+	}
+	if resp, err := m.direct("/", nil); err != nil || resp.Status != 200 {
+		t.Errorf("plaintext client got %v, %v; want 200", resp, err)
+	}
+	// The listener is active with one chain and no TLS: Envoy has nothing to wait for.
+	listener := fmt.Sprintf("%s_%d", p.serverIP, m.inPort)
+	if _, err := httpFilterNames(m.server.ConfigDump(t), listener); err != nil {
+		t.Errorf("listener %s: %v", listener, err)
+	}
+	status, listeners := m.server.Get(t, "/config_dump?resource=dynamic_listeners")
+	if status != 200 {
+		t.Fatalf("/config_dump?resource=dynamic_listeners: %d", status)
+	}
+	if strings.Contains(string(listeners), "tls_inspector") || strings.Contains(string(listeners), "DownstreamTlsContext") {
+		t.Errorf("the server's listeners hold a TLS chain or tls_inspector; want plaintext only:\n%s", listeners)
+	}
+	serverNode := fmt.Sprintf("sidecar~%s~server-1.default~default.svc.cluster.local", p.serverIP)
+	framework.Eventually(t, func() error {
+		for _, line := range strings.Split(m.pilot.Log(), "\n") {
+			if strings.Contains(line, "proxy can never hold a workload certificate") && strings.Contains(line, serverNode) &&
+				strings.Contains(line, "WorkloadEntry default/server-1 names no serviceAccount") {
+				return nil
+			}
+		}
+		return fmt.Errorf("pilot's log has no warning about %s", serverNode)
+	})
+	m.server.AssertNoRejections(t)
 }
