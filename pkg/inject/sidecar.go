@@ -212,7 +212,7 @@ func (c Config) proxyContainer(boot, probers string) corev1.Container {
 		Command: []string{"envoy"},
 		Args:    ProxyArgs(boot, c.ProxyConcurrency),
 		Env:     env,
-		Ports: []corev1.ContainerPort{{Name: "http-envoy-prom", ContainerPort: PrometheusPort, Protocol: corev1.ProtocolTCP}},
+		Ports:   []corev1.ContainerPort{{Name: "http-envoy-prom", ContainerPort: PrometheusPort, Protocol: corev1.ProtocolTCP}},
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: bootstrap.ReadyPath,

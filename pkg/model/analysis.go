@@ -7,7 +7,8 @@ import (
 )
 
 // Warning is a problem in configuration that loads but will not do what its author expects,
-// with the code of the istioctl analyze message that reports the same thing.
+// with the code of the istioctl analyze message that reports the same thing, or, where
+// istioctl has none, a code of Skiff's own (SKF...).
 type Warning struct {
 	Code      string `json:"code"`
 	Kind      string `json:"kind"`
@@ -21,9 +22,10 @@ func (w Warning) String() string {
 }
 
 // Warnings analyses the snapshot: IST0101 for VirtualService destinations that do not exist
-// (analysis_refs.go), and IST0109 for two VirtualServices for the mesh that name the same host
-// and are visible in a common namespace. A sidecar applies only one of them (Istio picks the
-// oldest), so the other's rules silently do nothing there.
+// (analysis_refs.go), IST0109 for two VirtualServices for the mesh that name the same host
+// and are visible in a common namespace (a sidecar applies only one of them, Istio picks the
+// oldest, so the other's rules silently do nothing there), and SKF0001 for application probes
+// a sidecar cannot answer (appprobes.go).
 func (s *Snapshot) Warnings() []Warning {
 	out := s.referenceWarnings()
 	for _, host := range slices.Sorted(maps.Keys(s.virtualServices.exact)) {
@@ -47,7 +49,7 @@ func (s *Snapshot) Warnings() []Warning {
 			seenVisibility = append(seenVisibility, v)
 		}
 	}
-	return out
+	return append(out, s.appProbeWarnings()...)
 }
 
 // overlaps reports whether some namespace sees both.

@@ -17,7 +17,8 @@ import (
 //     (Snapshot.ResolveProxy), else the node's, and of those only the keys some selector in
 //     the snapshot names (Snapshot.SelectsByLabel): other labels cannot change the output;
 //   - for a captured sidecar, the application ports its workload serves (virtualInbound's
-//     chains and inbound clusters), found from the endpoints the workload backs;
+//     chains and inbound clusters), found from the endpoints the workload backs, and its Pod's
+//     application probes (model.AppProbes.Key: their content, equal for replicas);
 //   - without capture, the proxy's IP, which Sidecar ingress listeners bind.
 //
 // The pod name is not part of it, so the replicas of a Deployment share one class, and so do
@@ -64,6 +65,10 @@ func ConfigKeys(snap *model.Snapshot, proxy *model.Proxy) (full, traffic string)
 			if p.http {
 				b.WriteString("h")
 			}
+		}
+		if probes := appHealthProbes(snap, proxy); probes != nil {
+			b.WriteString("/probes=")
+			b.WriteString(probes.Key)
 		}
 	}
 	common := b.String()
