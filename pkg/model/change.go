@@ -8,6 +8,9 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/skiffmesh/skiff/pkg/appprobe"
 	"github.com/skiffmesh/skiff/pkg/config"
 )
 
@@ -73,15 +76,17 @@ func sameServiceExceptAddresses(a, b *Service) bool {
 }
 
 // sameWorkloadsExceptAddresses compares what translation reads of the workloads proxies are:
-// their labels (Sidecar, policy and Gateway selection), and which workloads exist. Service
-// accounts and addresses decide identity, which pilot re-checks on every push anyway.
+// their labels (Sidecar, policy and Gateway selection), a Pod's application probes (its
+// app-health listener: a Pod recreated under its name, as a StatefulSet's, may have others),
+// and which workloads exist. Service accounts and addresses decide identity, which pilot
+// re-checks on every push anyway.
 func sameWorkloadsExceptAddresses(prev, next *Snapshot) bool {
 	if len(prev.pods) != len(next.pods) || len(prev.workloads) != len(next.workloads) {
 		return false
 	}
 	for key, p := range prev.pods {
 		q, ok := next.pods[key]
-		if !ok || (p != q && !maps.Equal(p.Labels, q.Labels)) {
+		if !ok || (p != q && (!maps.Equal(p.Labels, q.Labels) || !sameAppProbes(p, q))) {
 			return false
 		}
 	}
@@ -132,4 +137,11 @@ func HTTPRoutesOnly(prev, next *Snapshot) bool {
 
 func httpOnly(vs *networkingv1.VirtualService) bool {
 	return len(vs.Spec.GetTcp()) == 0 && len(vs.Spec.GetTls()) == 0
+}
+
+// sameAppProbes reports whether two Pods carry the same application probes, as written.
+func sameAppProbes(p, q *corev1.Pod) bool {
+	a, _, _ := appprobe.FromPod(p)
+	b, _, _ := appprobe.FromPod(q)
+	return a == b
 }
