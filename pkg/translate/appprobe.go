@@ -158,9 +158,12 @@ func appHealthRoute(path string, p *appprobe.Prober) *routev3.Route {
 	seen := map[string]bool{}
 	for _, h := range get.HTTPHeaders {
 		name := strings.ToLower(h.Name)
-		if name == "host" {
+		switch name {
+		case "host":
 			action.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: h.Value}
 			continue
+		case originalDstHostHeader:
+			continue // the destination is the pod's, whatever the probe says
 		}
 		appendAction := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
 		if seen[name] {
