@@ -3,6 +3,8 @@ package inject
 import (
 	"strconv"
 	"strings"
+
+	"github.com/skiffmesh/skiff/pkg/appprobe"
 )
 
 // The traffic capture contract between the init container (skiff-capture), Envoy's listeners
@@ -30,9 +32,10 @@ const (
 )
 
 // ExcludeInboundPorts are the sidecar's own ports that incoming traffic reaches directly, not
-// through virtualInbound: the kubelet's readiness probe and Prometheus must reach Envoy's
-// listeners, not be routed as application traffic.
-var ExcludeInboundPorts = []int{PrometheusPort, ReadinessPort, AdminPort}
+// through virtualInbound: the kubelet's probes (of the sidecar on 15021, of the application on
+// the status port 15020) and Prometheus must reach Envoy's listeners, not be routed as
+// application traffic. The first three are Istio's `-d 15090,15021,15020`.
+var ExcludeInboundPorts = []int{PrometheusPort, ReadinessPort, appprobe.StatusPort, AdminPort}
 
 // CaptureArgs are skiff-capture's arguments: REDIRECT everything to OutboundPort and
 // InboundPort except the proxy's own traffic and ExcludeInboundPorts.

@@ -9,8 +9,8 @@
 //     Decide for the rules), and always gives the reason, which the webhook logs.
 //   - Config.Inject returns the mutated pod: init container istio-init running skiff-capture,
 //     container istio-proxy running Envoy, the trust bundle volume, Istio's annotations and
-//     labels. Patch turns original and mutated pod into the RFC 6902 JSONPatch the API server
-//     applies.
+//     labels, and the application's probes pointed at the sidecar's status port (probes.go).
+//     Patch turns original and mutated pod into the RFC 6902 JSONPatch the API server applies.
 //   - Handler reads an AdmissionReview (admission.k8s.io/v1), decides, injects and answers.
 //
 // There is no agent process in the pod, unlike Istio's pilot-agent: Envoy starts from a static

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/skiffmesh/skiff/pkg/appprobe"
 	"github.com/skiffmesh/skiff/pkg/bootstrap"
 )
 
@@ -106,11 +107,18 @@ func (c Config) Inject(pod *corev1.Pod, namespace string) (*corev1.Pod, error) {
 		out.Annotations["prometheus.io/path"] = bootstrap.PrometheusPath
 	}
 
+	// The kubelet's probes of the application would meet the sidecar's mTLS: they go to the
+	// sidecar's status port instead, which answers for the application (probes.go).
+	probers, err := rewriteAppProbes(out).Encode()
+	if err != nil {
+		return nil, err
+	}
+
 	// istio-init goes last among the init containers: the application's own init containers
 	// then run before the capture exists, with a working network (with no Envoy running yet,
 	// captured traffic would go nowhere), and the capture is in place before any container.
 	out.Spec.InitContainers = append(out.Spec.InitContainers, c.initContainer())
-	out.Spec.Containers = append(out.Spec.Containers, c.proxyContainer(boot))
+	out.Spec.Containers = append(out.Spec.Containers, c.proxyContainer(boot, probers))
 	out.Spec.Volumes = append(out.Spec.Volumes, corev1.Volume{
 		Name: CARootVolumeName,
 		VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
@@ -180,25 +188,31 @@ func (c Config) initContainer() corev1.Container {
 	}
 }
 
-// proxyContainer runs Envoy from boot, as the proxy user, with no capability.
-func (c Config) proxyContainer(boot string) corev1.Container {
+// proxyContainer runs Envoy from boot, as the proxy user, with no capability. probers, when
+// not empty, is the ISTIO_KUBE_APP_PROBERS value: Envoy does not read it, pilot does, from the
+// Pod, as Istio's agent reads it from its environment.
+func (c Config) proxyContainer(boot, probers string) corev1.Container {
 	fieldEnv := func(name, path string) corev1.EnvVar {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path},
 		}}
+	}
+	env := []corev1.EnvVar{
+		fieldEnv("POD_NAME", "metadata.name"),
+		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+		fieldEnv("POD_IP", "status.podIP"),
+		fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+	}
+	if probers != "" {
+		env = append(env, corev1.EnvVar{Name: appprobe.EnvName, Value: probers})
 	}
 	return corev1.Container{
 		Name:    ProxyContainerName,
 		Image:   c.ProxyImage,
 		Command: []string{"envoy"},
 		Args:    ProxyArgs(boot, c.ProxyConcurrency),
-		Env: []corev1.EnvVar{
-			fieldEnv("POD_NAME", "metadata.name"),
-			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
-			fieldEnv("POD_IP", "status.podIP"),
-			fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-		},
-		Ports: []corev1.ContainerPort{{Name: "http-envoy-prom", ContainerPort: PrometheusPort, Protocol: corev1.ProtocolTCP}},
+		Env:     env,
+		Ports:   []corev1.ContainerPort{{Name: "http-envoy-prom", ContainerPort: PrometheusPort, Protocol: corev1.ProtocolTCP}},
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: bootstrap.ReadyPath,

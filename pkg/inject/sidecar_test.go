@@ -3,6 +3,7 @@ package inject
 import (
 	"encoding/json"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -55,7 +56,7 @@ func TestInject(t *testing.T) {
 	if ic.Image != DefaultCaptureImage || !slices.Equal(ic.Command, []string{"skiff-capture"}) {
 		t.Errorf("istio-init runs %s %v", ic.Image, ic.Command)
 	}
-	wantArgs := "--outbound-port 15001 --inbound-port 15006 --proxy-uid 1337 --proxy-gid 1337 --exclude-inbound-ports 15090,15021,15000"
+	wantArgs := "--outbound-port 15001 --inbound-port 15006 --proxy-uid 1337 --proxy-gid 1337 --exclude-inbound-ports 15090,15021,15020,15000"
 	if a := strings.Join(ic.Args, " "); a != wantArgs {
 		t.Errorf("istio-init args %q, want %q", a, wantArgs)
 	}
@@ -160,6 +161,7 @@ func TestPatchApplies(t *testing.T) {
 	for name, pod := range map[string]*corev1.Pod{
 		"deployment pod": deploymentPod(),
 		"bare pod":       {ObjectMeta: metav1.ObjectMeta{Name: "sleep"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "sleep", Image: "curl"}}}},
+		"probed pod":     probedPod(),
 	} {
 		mutated, err := Config{}.Inject(pod, "default")
 		if err != nil {
@@ -188,11 +190,21 @@ func TestPatchApplies(t *testing.T) {
 		if string(want) != string(have) {
 			t.Errorf("%s: patched pod differs from the mutated one:\n%s\n%s", name, have, want)
 		}
-		if strings.Contains(string(patch), `"remove"`) || strings.Contains(string(patch), `"replace"`) {
-			t.Errorf("%s: patch removes or replaces something: %s", name, patch)
+		// Only the rewritten probes (probes.go) are replaced or removed; the rest is added.
+		var ops []struct{ Op, Path string }
+		if err := json.Unmarshal(patch, &ops); err != nil {
+			t.Fatal(err)
+		}
+		for _, op := range ops {
+			if op.Op != "add" && !probePath.MatchString(op.Path) {
+				t.Errorf("%s: patch does %s %s", name, op.Op, op.Path)
+			}
 		}
 	}
 }
+
+// probePath is where a patch may replace or remove: an application container's probe.
+var probePath = regexp.MustCompile(`^/spec/containers/[0-9]+/(readinessProbe|livenessProbe|startupProbe)/`)
 
 func TestWorkloadName(t *testing.T) {
 	ctrl := ptr(true)

@@ -52,7 +52,8 @@ const (
 // destinations that do not exist (analysis_refs.go); IST0109 for two VirtualServices for the
 // mesh that name the same host and are visible in a common namespace, of which a sidecar
 // applies only one (Istio picks the oldest), so the other's rules silently do nothing there;
-// the Gateway servers pilot leaves out (analysis_gateway.go); and every field pilot accepts
+// the Gateway servers pilot leaves out (analysis_gateway.go); application probes a sidecar
+// cannot answer (SKF0001, appprobes.go); and every field pilot accepts
 // but does not translate (analysis_notserved.go). Translation drops nothing silently: what it
 // leaves out, a warning here names.
 func (s *Snapshot) Warnings() []Warning {
@@ -79,6 +80,7 @@ func (s *Snapshot) Warnings() []Warning {
 		}
 	}
 	out = append(out, s.gatewayWarnings()...)
+	out = append(out, s.appProbeWarnings()...)
 	return append(out, s.notServedWarnings()...)
 }
 

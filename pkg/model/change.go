@@ -8,6 +8,9 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/skiffmesh/skiff/pkg/appprobe"
 	"github.com/skiffmesh/skiff/pkg/config"
 )
 
@@ -73,24 +76,26 @@ func sameServiceExceptAddresses(a, b *Service) bool {
 }
 
 // sameWorkloadsExceptAddresses compares what translation reads of the workloads proxies are:
-// their labels (Sidecar, policy and Gateway selection), which workloads exist, and whether a
-// WorkloadEntry names a service account at all (Snapshot.MissingIdentity: without one its
-// proxy gets no default mTLS). Which service account, and the addresses, decide the identity
-// granted, which pilot re-checks on every push anyway.
+// their labels (Sidecar, policy and Gateway selection), a Pod's application probes (its
+// app-health listener: a Pod recreated under its name, as a StatefulSet's, may have others),
+// which workloads exist, and whether a WorkloadEntry can hold an identity at all
+// (Workload.CanHoldIdentity: without one its proxy gets no default mTLS). Which service
+// account, and the addresses, decide the identity granted, which pilot re-checks on every
+// push anyway.
 func sameWorkloadsExceptAddresses(prev, next *Snapshot) bool {
 	if len(prev.pods) != len(next.pods) || len(prev.workloads) != len(next.workloads) {
 		return false
 	}
 	for key, p := range prev.pods {
 		q, ok := next.pods[key]
-		if !ok || (p != q && !maps.Equal(p.Labels, q.Labels)) {
+		if !ok || (p != q && (!maps.Equal(p.Labels, q.Labels) || !sameAppProbes(p, q))) {
 			return false
 		}
 	}
 	for key, w := range prev.workloads {
 		v, ok := next.workloads[key]
 		if !ok || (w != v && (!maps.Equal(w.Spec.Labels, v.Spec.Labels) ||
-			(w.Spec.ServiceAccount == "") != (v.Spec.ServiceAccount == ""))) {
+			workloadFromEntry(w).CanHoldIdentity() != workloadFromEntry(v).CanHoldIdentity())) {
 			return false
 		}
 	}
@@ -135,4 +140,11 @@ func HTTPRoutesOnly(prev, next *Snapshot) bool {
 
 func httpOnly(vs *networkingv1.VirtualService) bool {
 	return len(vs.Spec.GetTcp()) == 0 && len(vs.Spec.GetTls()) == 0
+}
+
+// sameAppProbes reports whether two Pods carry the same application probes, as written.
+func sameAppProbes(p, q *corev1.Pod) bool {
+	a, _, _ := appprobe.FromPod(p)
+	b, _, _ := appprobe.FromPod(q)
+	return a == b
 }

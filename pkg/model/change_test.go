@@ -20,7 +20,8 @@ type changeMesh struct {
 	weeAccount string // the WorkloadEntry's service account
 	weight     uint32 // of the VirtualService's route
 	podLabel   string
-	tcp        bool // the VirtualService routes TCP too
+	tcp        bool   // the VirtualService routes TCP too
+	podProbes  string // the Pod's ISTIO_KUBE_APP_PROBERS
 }
 
 func (m changeMesh) snapshot() *Snapshot {
@@ -51,13 +52,17 @@ func (m changeMesh) snapshot() *Snapshot {
 		}},
 		Pods: []*corev1.Pod{{
 			ObjectMeta: metav1.ObjectMeta{Name: "client", Namespace: "default", Labels: map[string]string{"app": m.podLabel}},
-			Status:     corev1.PodStatus{PodIP: "10.1.0.1"},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "istio-proxy", Env: []corev1.EnvVar{
+				{Name: "ISTIO_KUBE_APP_PROBERS", Value: m.podProbes},
+			}}}},
+			Status: corev1.PodStatus{PodIP: "10.1.0.1"},
 		}},
 	})
 }
 
 func TestEndpointsOnly(t *testing.T) {
-	base := changeMesh{resolution: networking.ServiceEntry_STATIC, address: "10.0.0.1", weeAddress: "10.0.1.1", weeAccount: "vm", weight: 90, podLabel: "client"}
+	base := changeMesh{resolution: networking.ServiceEntry_STATIC, address: "10.0.0.1", weeAddress: "10.0.1.1", weeAccount: "vm", weight: 90, podLabel: "client",
+		podProbes: `{"/app-health/app/readyz":{"tcpSocket":{"port":80}}}`}
 	for _, c := range []struct {
 		name string
 		edit func(*changeMesh)
@@ -71,6 +76,7 @@ func TestEndpointsOnly(t *testing.T) {
 		{"a WorkloadEntry's service account removed", func(m *changeMesh) { m.weeAccount = "" }, false},
 		{"a VirtualService's weights", func(m *changeMesh) { m.weight = 80 }, false},
 		{"a Pod's labels", func(m *changeMesh) { m.podLabel = "other" }, false},
+		{"a Pod's application probes", func(m *changeMesh) { m.podProbes = `{"/app-health/app/readyz":{"tcpSocket":{"port":81}}}` }, false},
 		{"a DNS endpoint's address", func(m *changeMesh) { m.resolution = networking.ServiceEntry_DNS }, false},
 	} {
 		next := base

@@ -19,7 +19,8 @@ import (
 //     labels cannot change the output;
 //   - for a captured sidecar, the application ports its workload serves (virtualInbound's
 //     chains and inbound clusters), found from the endpoints the named workload backs, or,
-//     when it names none, from those at its IP (InboundPortsFollowAddresses);
+//     when it names none, from those at its IP (InboundPortsFollowAddresses), and its Pod's
+//     application probes (model.AppProbes.Key: their content, equal for replicas);
 //   - without capture, the proxy's IP, which Sidecar ingress listeners bind;
 //   - whether the proxy may hold a workload certificate (Snapshot.MayHoldIdentity): without
 //     one it gets no default mTLS, inbound (PERMISSIVE chains) or outbound (auto-mTLS), and a
@@ -75,6 +76,10 @@ func ConfigKeys(snap *model.Snapshot, proxy *model.Proxy) (full, traffic string)
 			case listenAuto:
 				b.WriteString("s") // sniffed
 			}
+		}
+		if probes := appHealthProbes(snap, proxy); probes != nil {
+			b.WriteString("/probes=")
+			b.WriteString(probes.Key)
 		}
 	}
 	common := b.String()

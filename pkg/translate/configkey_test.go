@@ -122,6 +122,61 @@ func TestConfigKeySharesReplicas(t *testing.T) {
 	sameConfig(t, relabelled, b, v2)
 }
 
+// The application probes are in the key, and nothing of the Pod but them: replicas with equal
+// probes (their JSON in any order) share a configuration although the health listener
+// forwards to each one's own address; other probes, or none, make other configurations.
+func TestConfigKeyAppProbes(t *testing.T) {
+	const ready = `"/app-health/app/readyz":{"httpGet":{"path":"/ready","port":8080},"timeoutSeconds":1}`
+	const live = `"/app-health/app/livez":{"tcpSocket":{"port":8080},"timeoutSeconds":1}`
+	withProbes := func(pod, probers string) string {
+		return "metadata: {name: " + pod + ", namespace: shop, labels: {app: reviews, version: v1}}\n" +
+			"spec: {containers: [{name: app, image: reviews}, {name: istio-proxy, image: envoy, env: [{name: ISTIO_KUBE_APP_PROBERS, value: '" + probers + "'}]}]}"
+	}
+	mesh := strings.NewReplacer(
+		"metadata: {name: reviews-v1-a, namespace: shop, labels: {app: reviews, version: v1}}\nspec: {containers: [{name: app, image: reviews}]}",
+		withProbes("reviews-v1-a", "{"+ready+","+live+"}"),
+		"metadata: {name: reviews-v1-b, namespace: shop, labels: {app: reviews, version: v1}}\nspec: {containers: [{name: app, image: reviews}]}",
+		withProbes("reviews-v1-b", "{"+live+","+ready+"}"),
+	).Replace(replicaMesh)
+	snap := loadYAML(t, mesh)
+	a, b := podProxy(t, "reviews-v1-a", "10.244.0.5"), podProxy(t, "reviews-v1-b", "10.244.0.6")
+	keyA, keyB := translate.ConfigKey(snap, a), translate.ConfigKey(snap, b)
+	if keyA != keyB || !strings.Contains(keyA, "/probes=") {
+		t.Errorf("replicas with equal probes have keys %q and %q, want one with the probes", keyA, keyB)
+	}
+	if translate.TrafficConfigKey(snap, a) != translate.TrafficConfigKey(snap, b) {
+		t.Error("replicas with equal probes have different traffic keys")
+	}
+	sameConfig(t, snap, a, b)
+	var health bool
+	for _, l := range translate.ForProxy(snap, a).Listeners {
+		health = health || l.GetName() == translate.AppHealthListener
+	}
+	if !health {
+		t.Fatalf("no %s listener for a Pod with probes", translate.AppHealthListener)
+	}
+
+	other := loadYAML(t, strings.Replace(mesh, `"port":8080},"timeoutSeconds":1},"/app-health/app/livez"`, `"port":8081},"timeoutSeconds":1},"/app-health/app/livez"`, 1))
+	if translate.ConfigKey(other, a) == keyA || translate.TrafficConfigKey(other, a) == translate.TrafficConfigKey(snap, a) {
+		t.Error("a Pod whose probe moved to another port kept its keys")
+	}
+	plain := loadYAML(t, replicaMesh)
+	if k := translate.ConfigKey(plain, a); k == keyA || strings.Contains(k, "/probes=") {
+		t.Errorf("a Pod without probes has key %q", k)
+	}
+	// Without capture nothing answers on 15020 (its port would clash between proxies on a
+	// laptop): no probes in the key, no listener.
+	a.InterceptionMode = model.InterceptionNone
+	if k := translate.ConfigKey(snap, a); strings.Contains(k, "/probes=") {
+		t.Errorf("uncaptured proxy's key %q has the probes", k)
+	}
+	for _, l := range translate.ForProxy(snap, a).Listeners {
+		if l.GetName() == translate.AppHealthListener {
+			t.Errorf("uncaptured proxy gets %s", l.GetName())
+		}
+	}
+}
+
 // Workloads told apart only by an AuthorizationPolicy share a traffic key, and so their
 // clusters, routes and secrets; a Sidecar selecting by the same label separates them again.
 func TestTrafficConfigKeyLeavesOutPolicyLabels(t *testing.T) {

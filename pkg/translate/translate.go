@@ -33,12 +33,13 @@ func ForProxy(snap *model.Snapshot, proxy *model.Proxy) *Resources {
 
 // Clusters builds the proxy's clusters: outbound ones for the services it sees, inbound ones
 // for the application ports a Sidecar declares, and, when traffic is captured, those of
-// virtualInbound (inbound.go).
+// virtualInbound (inbound.go) and of the application probes (appprobe.go).
 func Clusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Cluster {
 	ingresses := sidecarIngresses(snap, proxy)
 	out := append(outboundClusters(snap, proxy), inboundClusters(ingresses)...)
 	if capturedSidecar(proxy) {
 		out = append(out, virtualInboundClusters(snap, proxy, ingresses)...)
+		out = append(out, appHealthClusters(appHealthProbes(snap, proxy))...)
 	}
 	return out
 }
@@ -61,7 +62,11 @@ func Listeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener 
 		// Captured, the Sidecar's ingress ports are chains of virtualInbound, as in istiod: a
 		// listener of their own would never see captured traffic, and its name 0.0.0.0_PORT
 		// would clash with the outbound listener of a service on the same port.
-		return append(out, virtualInboundListener(snap, proxy, ingresses))
+		out = append(out, virtualInboundListener(snap, proxy, ingresses))
+		if l := appHealthListener(appHealthProbes(snap, proxy)); l != nil {
+			out = append(out, l)
+		}
+		return out
 	}
 	return append(out, inboundListeners(snap, proxy, ingresses)...)
 }

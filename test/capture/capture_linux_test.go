@@ -13,6 +13,9 @@
 // entered the pod namespace (framework.NetNS.Do): a process in the pod in all that matters to
 // the kernel, running as root, i.e. not as the proxy.
 //
+// TestCaptureAppProbes (probes_linux_test.go) has the same shape for a pod as the injector
+// writes it, under STRICT mTLS, with the node as the kubelet probing it.
+//
 // It needs root, `ip` and a kernel with network namespaces, veth and nf_tables NAT; without
 // them it fails with the error, never skips.
 package capture

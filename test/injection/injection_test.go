@@ -22,8 +22,11 @@ import (
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/skiffmesh/skiff/pkg/appprobe"
 	"github.com/skiffmesh/skiff/pkg/inject"
 	"github.com/skiffmesh/skiff/test/framework"
 	"github.com/skiffmesh/skiff/test/kube"
@@ -217,6 +220,8 @@ func TestInjectionByTheAPIServer(t *testing.T) {
 		t.Errorf("annotations %v", injected.Annotations)
 	}
 
+	checkProbesRewritten(t, pods.Pods("meshed"))
+
 	for name, tc := range map[string]struct {
 		ns     string
 		labels map[string]string
@@ -273,5 +278,45 @@ func TestInjectionByTheAPIServer(t *testing.T) {
 	})
 	if slices.Contains(containerNames(p.Spec.Containers), inject.ProxyContainerName) {
 		t.Errorf("a Pod admitted while the injector was down has a sidecar")
+	}
+}
+
+// checkProbesRewritten creates a Pod with an httpGet (on a named port), a tcpSocket and a grpc
+// probe: the API server must accept the injector's patch, which replaces the probes'
+// handlers, and store httpGet probes on the status port, with the originals, as the API
+// server defaulted them, in istio-proxy's ISTIO_KUBE_APP_PROBERS.
+func checkProbesRewritten(t *testing.T, pods typedcorev1.PodInterface) {
+	t.Helper()
+	pod := newPod("probed", map[string]string{"app": "probed"})
+	c := &pod.Spec.Containers[0]
+	c.Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
+	c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("http")}}}
+	c.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}}
+	c.StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9090}}}
+	stored, err := pods.Create(ctx(t), pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating a Pod with probes: %v", err)
+	}
+	app := stored.Spec.Containers[0]
+	for path, probe := range map[string]*corev1.Probe{
+		"/app-health/app/readyz": app.ReadinessProbe, "/app-health/app/livez": app.LivenessProbe, "/app-health/app/startupz": app.StartupProbe,
+	} {
+		if probe.HTTPGet == nil || probe.TCPSocket != nil || probe.GRPC != nil || probe.HTTPGet.Path != path || probe.HTTPGet.Port.IntValue() != appprobe.StatusPort {
+			t.Errorf("stored probe %+v, want only an httpGet of %s on %d", probe.ProbeHandler, path, appprobe.StatusPort)
+		}
+	}
+	value, _, ok := appprobe.FromPod(stored)
+	probers, err := appprobe.Parse(value)
+	if !ok || err != nil || len(probers) != 3 {
+		t.Fatalf("%s = %q (%v): want the three original probes", appprobe.EnvName, value, err)
+	}
+	if p := probers["/app-health/app/readyz"]; p.HTTPGet == nil || p.HTTPGet.Path != "/ready" || p.Port() != 8080 || p.Timeout() != 1 {
+		t.Errorf("original readiness probe %+v: want GET /ready on 8080 (the named port), the default 1 s timeout", p)
+	}
+	if p := probers["/app-health/app/livez"]; p.TCPSocket == nil || p.Port() != 8080 {
+		t.Errorf("original liveness probe %+v", p)
+	}
+	if p := probers["/app-health/app/startupz"]; p.GRPC == nil || p.Port() != 9090 {
+		t.Errorf("original startup probe %+v", p)
 	}
 }
