@@ -55,8 +55,14 @@ func waitForPush(t *testing.T, p *framework.Pilot) waitAnswer {
 // nothing in between: the folder's debounce has not even fired), Envoy already routes by the
 // change, whether it touches routes, adds a listener and a cluster, or moves the proxy to
 // another configuration class (pilot ends its stream and Envoy reconnects). Nothing here
-// polls: each check runs once, right after the wait.
+// polls: each check runs once, right after the wait. Over both protocols.
 func TestWaitReturnsOnceEnvoyHasTheChange(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) { waitForEachKindOfChange(t, delta) })
+	}
+}
+
+func waitForEachKindOfChange(t *testing.T, delta bool) {
 	v1 := framework.StartUpstream(t, "127.0.5.1", "v1")
 	v2 := framework.StartUpstream(t, "127.0.5.2", "v2")
 	ratings := framework.StartUpstream(t, "127.0.5.3", "ratings")
@@ -65,7 +71,7 @@ func TestWaitReturnsOnceEnvoyHasTheChange(t *testing.T) {
 	p := framework.StartPilot(t, framework.PilotOptions{})
 	p.WriteConfig(t, "reviews.yaml", serviceEntry("reviews", port, endpoint{v1, "v1"}, endpoint{v2, "v2"})+"---\n"+subsets("reviews"))
 	node := sidecarNode("wait-1")
-	framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: node, BootstrapArgs: []string{"--labels", "role=edge"}})
+	framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: node, Delta: delta, BootstrapArgs: []string{"--labels", "role=edge"}})
 	if answer := waitForPush(t, p); answer.Proxies != 1 {
 		t.Fatalf("/debug/wait counts %d proxies, want 1", answer.Proxies)
 	}
