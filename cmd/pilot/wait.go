@@ -48,7 +48,7 @@ func waitHandler(server *xds.Server, status *configStatus, settle func(context.C
 		}
 		if err != nil {
 			view.ConfigReload = err.Error()
-			view.SyncReport, _ = server.SyncState()
+			view.SyncReport = server.SyncState()
 			view.Synced = false
 		} else {
 			view.SyncReport, err = server.WaitSynced(ctx)

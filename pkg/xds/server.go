@@ -73,11 +73,10 @@ type Server struct {
 	pending    pushKind
 	newClasses map[string]*model.Proxy
 	wake       chan struct{}
-	// pushed is the snapshot of the last push that finished, pushing whether one runs, and
-	// pushes counts finished pushes: what /debug/wait reads (see SyncState).
+	// pushed is the snapshot of the last push that finished, and pushing whether one runs:
+	// what /debug/wait reads (see SyncState).
 	pushed  *model.Snapshot
 	pushing bool
-	pushes  uint64
 }
 
 // New builds a server; call Run to start pushing and Serve to accept connections.
@@ -225,7 +224,6 @@ func (s *Server) Run(ctx context.Context) {
 		s.push(snap, kind, fresh)
 		s.mu.Lock()
 		s.pushed, s.pushing = snap, false
-		s.pushes++
 		s.mu.Unlock()
 	}
 }

@@ -94,9 +94,6 @@ type tracker struct {
 	// reconnecting counts, by node ID, proxies whose stream pilot ended because their class
 	// changed configuration, and when, until they are back (see syncState).
 	reconnecting map[string]reconnect
-	// events counts stream openings, requests, responses and closings: two looks at the
-	// streams with the same count in between saw the same state.
-	events uint64
 }
 
 // reconnect is a node ID's proxies that pilot disconnected and that have not come back.
@@ -122,7 +119,6 @@ func (t *tracker) open(ctx context.Context, id int64, protocol string) error {
 	}
 	t.mu.Lock()
 	t.streams[id] = st
-	t.events++
 	t.mu.Unlock()
 	return nil
 }
@@ -136,7 +132,6 @@ func (t *tracker) request(id int64, node *corev3.Node, typeURL, version, nonce s
 	if !ok {
 		return nil
 	}
-	t.events++
 	if st.NodeID == "" {
 		// Parsed as the cache parses it, so that both agree on the stream's class.
 		proxy, err := proxyFromNode(node, !t.ignoreNodeLabels)
@@ -193,7 +188,6 @@ func (t *tracker) response(id int64, typeURL, version, nonce string, isUpdate bo
 	if !ok {
 		return
 	}
-	t.events++
 	ts := st.typeStatus(typeURL)
 	ts.Sent, ts.SentNonce, ts.SentAt = version, nonce, time.Now()
 	if st.Protocol == "delta" {
@@ -209,7 +203,6 @@ func (t *tracker) closed(id int64) {
 	t.mu.Lock()
 	st, ok := t.streams[id]
 	delete(t.streams, id)
-	t.events++
 	if ok && st.pendingSecret != nil {
 		delete(t.secretRequests, st.pendingSecret)
 	}

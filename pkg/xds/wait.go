@@ -45,10 +45,8 @@ const reconnectGrace = 30 * time.Second
 // streams under the tracker's lock, cheap next to what a push costs.
 const waitPoll = 10 * time.Millisecond
 
-// SyncState reports whether every connected proxy is in sync with the latest snapshot, and
-// returns a count of the events (stream and push activity) behind the report: two reports
-// with the same count saw the same state.
-func (s *Server) SyncState() (SyncReport, uint64) {
+// SyncState reports whether every connected proxy is in sync with the latest snapshot.
+func (s *Server) SyncState() SyncReport {
 	var report SyncReport
 	s.mu.Lock()
 	switch {
@@ -57,35 +55,30 @@ func (s *Server) SyncState() (SyncReport, uint64) {
 	case s.pushing || s.pushed != s.snap || s.pending != pushNone || len(s.newClasses) > 0:
 		report.Pending = append(report.Pending, SyncPending{WaitingFor: "the push of the latest configuration"})
 	}
-	pushes := s.pushes
 	s.mu.Unlock()
 	bound := func(class string) bool { return s.cache.KeyOf(class) != "" }
-	proxies, pending, rejected, events := s.tracker.syncState(bound, time.Now())
+	proxies, pending, rejected := s.tracker.syncState(bound, time.Now())
 	report.Proxies = proxies
 	report.Pending = append(report.Pending, pending...)
 	report.Rejected = rejected
 	report.Synced = len(report.Pending) == 0
-	return report, pushes + events
+	return report
 }
 
 // WaitSynced returns once every connected proxy is in sync with the latest snapshot (see
-// SyncReport), or with ctx's error and what is still pending. The state must be seen twice,
-// a poll apart, with no stream or push activity in between: go-control-plane takes a
-// response off a stream's queue a moment before it reports sending it, and a single look in
-// that moment would see nothing in flight.
+// SyncReport), or with ctx's error and what is still pending. The state must be seen twice
+// in a row, a poll apart: go-control-plane takes a response off a stream's queue a moment
+// before it reports sending it, and a single look in that moment would see nothing in flight.
 func (s *Server) WaitSynced(ctx context.Context) (SyncReport, error) {
 	tick := time.NewTicker(waitPoll)
 	defer tick.Stop()
-	var (
-		seen       bool
-		seenEvents uint64
-	)
+	var seen bool
 	for {
-		report, events := s.SyncState()
-		if report.Synced && seen && events == seenEvents {
+		report := s.SyncState()
+		if report.Synced && seen {
 			return report, nil
 		}
-		seen, seenEvents = report.Synced, events
+		seen = report.Synced
 		select {
 		case <-ctx.Done():
 			return report, fmt.Errorf("proxies not in sync: %w", ctx.Err())
@@ -98,7 +91,7 @@ func (s *Server) WaitSynced(ctx context.Context) (SyncReport, error) {
 // configuration, its send queue is empty, it has asked for listeners (an Envoy asks for them
 // once its clusters are warm, so one that has not is still starting), and its latest response
 // of every type is answered. Proxies that pilot disconnected count until they are back.
-func (t *tracker) syncState(bound func(class string) bool, now time.Time) (proxies int, pending []SyncPending, rejected []SyncRejection, events uint64) {
+func (t *tracker) syncState(bound func(class string) bool, now time.Time) (proxies int, pending []SyncPending, rejected []SyncRejection) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, st := range t.streams {
@@ -142,7 +135,7 @@ func (t *tracker) syncState(bound func(class string) bool, now time.Time) (proxi
 	slices.SortFunc(rejected, func(a, b SyncRejection) int {
 		return strings.Compare(a.Proxy+"\x00"+a.Type, b.Proxy+"\x00"+b.Type)
 	})
-	return proxies, pending, rejected, t.events
+	return proxies, pending, rejected
 }
 
 // back records that a proxy of node has connected again after disconnectClass.

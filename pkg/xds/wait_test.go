@@ -94,7 +94,7 @@ func TestWaitSyncedFollowsAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	report, _ := s.SyncState()
+	report := s.SyncState()
 	if report.Synced || !pendingFor(report, testNode, "cds") || !pendingFor(report, testNode, "lds") {
 		t.Fatalf("with clusters unanswered and no listeners asked for: %+v", report)
 	}
