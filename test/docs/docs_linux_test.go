@@ -10,7 +10,7 @@ import (
 // The fixed ports the documents use (pilot's, the Envoys' admin and listeners, the example
 // upstreams'); the test fails at once, naming them, when one is taken.
 var (
-	readmePorts    = []int{15010, 15012, 15014, 15000, 15001, 15002, 15100, 9080, 80, 8001, 8002, 8003, 8011, 8012, 8013}
+	readmePorts    = []int{15010, 15012, 15014, 15000, 15001, 15002, 15100, 9080, 80, 8000, 8080, 8001, 8002, 8003, 8011, 8012, 8013}
 	noClusterPorts = []int{15010, 15012, 15014, 15000, 15001, 15100, 80, 8011, 8012, 8013, 8080}
 )
 
