@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -14,7 +15,8 @@ import (
 )
 
 // monitoringMux serves the monitoring and debug endpoints on one HTTP port, like istiod's 15014.
-func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configStatus, ready *atomic.Bool) *http.ServeMux {
+// settle waits for the folder's pending changes to be loaded (nil in Kubernetes mode).
+func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configStatus, ready *atomic.Bool, settle func(context.Context) error) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
@@ -25,6 +27,7 @@ func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configS
 		fmt.Fprintln(w, "ready")
 	})
 	mux.HandleFunc("GET /debug/syncz", server.SynczHandler)
+	mux.HandleFunc("GET /debug/wait", waitHandler(server, status, settle))
 	// Go's profiles (CPU, heap, goroutines, ...), for `go tool pprof
 	// http://localhost:15014/debug/pprof/profile`: the port is pilot's own monitoring port,
 	// which serves config dumps too and must not be exposed beyond the operators.
@@ -43,6 +46,8 @@ func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configS
 	mux.HandleFunc("GET /debug", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, `Skiff pilot debug endpoints:
   /debug/syncz                    connected proxies: per type, version sent, ACKed, last NACK
+  /debug/wait?timeout=30s         200 once every proxy has answered the push of the latest configuration
+                                  (NACKs listed), 504 with what is pending when the timeout passes
   /debug/config_dump?proxy=ID     what pilot serves a proxy (node ID or POD.NAMESPACE), Envoy-style JSON
   /debug/config_errors            configuration currently rejected, and analysis warnings
   /debug/pprof/                   Go profiles of pilot itself (go tool pprof)

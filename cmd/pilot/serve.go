@@ -94,8 +94,17 @@ func serve(ctx context.Context, opts serveOptions) error {
 		return fmt.Errorf("monitoring listener: %w", err)
 	}
 
-	var ready atomic.Bool
-	mon := &http.Server{Handler: monitoringMux(reg, server, status, &ready), ReadHeaderTimeout: 10 * time.Second}
+	var (
+		ready  atomic.Bool
+		loaded = make(chan struct{})
+		folder *folderSource
+		settle func(context.Context) error // nil in Kubernetes mode: see waitHandler
+	)
+	if !opts.kubernetes {
+		folder = newFolderSource(opts.configDir, status, loaded, log)
+		settle = folder.settle
+	}
+	mon := &http.Server{Handler: monitoringMux(reg, server, status, &ready, settle), ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -120,11 +129,10 @@ func serve(ctx context.Context, opts serveOptions) error {
 		}
 	})
 
-	loaded := make(chan struct{})
 	if opts.kubernetes {
 		runKubernetes(ctx, &wg, errs, clients, authority, status, loaded, log)
 	} else {
-		runFolder(ctx, &wg, errs, opts.configDir, status, loaded, log)
+		runFolder(ctx, &wg, errs, folder)
 	}
 	select {
 	case <-loaded:
@@ -162,18 +170,24 @@ func serve(ctx context.Context, opts serveOptions) error {
 	return runErr
 }
 
-// runFolder follows the configuration folder. The first load happens once the folder is
-// watched, so no edit falls between the two.
-func runFolder(ctx context.Context, wg *sync.WaitGroup, errs chan<- error, dir string, status *configStatus, loaded chan struct{}, log *slog.Logger) {
+// newFolderSource is the source of the configuration folder dir; loaded is closed after the
+// first load. The first load happens once the folder is watched, so no edit falls between the
+// two.
+func newFolderSource(dir string, status *configStatus, loaded chan struct{}, log *slog.Logger) *folderSource {
 	source := &folderSource{loader: config.NewLoader(dir), status: status}
-	watcher := &config.Watcher{
+	source.watcher = &config.Watcher{
 		Dir:      dir,
 		OnChange: func() { source.reload(time.Now()) },
 		Ready:    func() { source.reload(time.Now()); close(loaded) },
 		Logger:   log,
 	}
+	return source
+}
+
+// runFolder follows the configuration folder.
+func runFolder(ctx context.Context, wg *sync.WaitGroup, errs chan<- error, source *folderSource) {
 	wg.Go(func() {
-		if err := watcher.Run(ctx); err != nil {
+		if err := source.watcher.Run(ctx); err != nil {
 			errs <- fmt.Errorf("config folder: %w", err)
 		}
 	})

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -78,13 +80,50 @@ func (s *configStatus) publish(set *config.Set, errs []*config.Error, changedAt 
 // folderSource turns the config folder into snapshots: every reload re-reads the folder (the
 // loader keeps the last good version of each broken file) and publishes the result.
 type folderSource struct {
-	loader *config.Loader
-	status *configStatus
+	loader  *config.Loader
+	status  *configStatus
+	watcher *config.Watcher
+	// mu holds a reload from start to published, so that settle never looks at one half done.
+	mu sync.Mutex
 }
 
 func (s *folderSource) reload(changedAt time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	set, errs := s.loader.Load()
 	s.status.publish(set, errs, changedAt)
+}
+
+// settlePoll is how often settle looks at the folder while a reload is due.
+const settlePoll = 10 * time.Millisecond
+
+// settle returns once every change made to the folder before the call has been loaded and
+// published (handed to the push loop), or with ctx's error. The watcher's debounce holds a
+// change back for a while, and the kernel tells the watcher of a write a moment after the
+// write returned: `cat > file; curl /debug/wait` must not find the folder quiet in between,
+// so the folder's content is compared with what the last reload read as well.
+func (s *folderSource) settle(ctx context.Context) error {
+	tick := time.NewTicker(settlePoll)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		pending := s.watcher.Pending()
+		stale := !pending && s.loader.Stale()
+		s.mu.Unlock()
+		if !pending && !stale {
+			return nil
+		}
+		if stale {
+			// Written, and not seen by the watch yet (or missed): reload it, through the
+			// debounce like any change. Should the watch report it too, that is the same burst.
+			s.watcher.Notify()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("a change to the configuration folder is not loaded yet: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // configErrorsView is /debug/config_errors.

@@ -2,8 +2,10 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -22,6 +24,8 @@ type Loader struct {
 
 	mu    sync.Mutex
 	files map[string]*fileState // by path, for files that were good at least once
+	// read digests what the last Load read (see folderView), for Stale.
+	read [sha256.Size]byte
 }
 
 // fileState is the last good contents of one file.
@@ -49,6 +53,8 @@ func (l *Loader) Load() (*Set, []*Error) {
 	defer l.mu.Unlock()
 
 	paths, unreadable, err := listFiles(l.dir)
+	view := newFolderView(unreadable, err)
+	defer func() { l.read = view.sum() }()
 	if err != nil {
 		// Serve what we had: a folder that is briefly missing (a remount, a checkout in
 		// progress) must not empty the mesh.
@@ -74,6 +80,7 @@ func (l *Loader) Load() (*Set, []*Error) {
 	for _, path := range paths {
 		prev := l.files[path]
 		data, err := os.ReadFile(path)
+		view.add(path, data, err)
 		var (
 			entries []decoded
 			ferrs   []*Error
@@ -113,6 +120,53 @@ func (l *Loader) Load() (*Set, []*Error) {
 	}
 	l.files = next
 	return NewSet(objects...), errs
+}
+
+// Stale reports whether the folder now holds something other than what the last Load read: a
+// file written, added or removed since. It reads every file, so it is for occasional checks
+// (someone waiting for a change to be served), not for polling a large folder.
+func (l *Loader) Stale() bool {
+	paths, unreadable, err := listFiles(l.dir)
+	view := newFolderView(unreadable, err)
+	for _, path := range paths {
+		data, err := os.ReadFile(path)
+		view.add(path, data, err)
+	}
+	now := view.sum()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return now != l.read
+}
+
+// folderView digests what a read of the folder saw: each file's path and contents (or the
+// error reading it), the subfolders that could not be read, and a problem with the folder.
+type folderView struct {
+	h hash.Hash
+}
+
+func newFolderView(unreadable []*Error, folderErr *Error) folderView {
+	v := folderView{h: sha256.New()}
+	if folderErr != nil {
+		fmt.Fprintf(v.h, "folder\x00%s\x00", folderErr.Error())
+	}
+	for _, e := range unreadable {
+		fmt.Fprintf(v.h, "unreadable\x00%s\x00", e.File)
+	}
+	return v
+}
+
+func (v folderView) add(path string, data []byte, err error) {
+	if err != nil {
+		fmt.Fprintf(v.h, "error\x00%s\x00%s\x00", path, err)
+		return
+	}
+	sum := sha256.Sum256(data)
+	fmt.Fprintf(v.h, "file\x00%s\x00%x\x00", path, sum)
+}
+
+func (v folderView) sum() (out [sha256.Size]byte) {
+	copy(out[:], v.h.Sum(nil))
+	return out
 }
 
 // location is where an object was defined.

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -38,6 +40,36 @@ type Watcher struct {
 	Ready func()
 	// Logger receives problems with watching; nil means slog.Default().
 	Logger *slog.Logger
+
+	// noticed counts the changes seen (events and Notify calls); settled is the value noticed
+	// had when the last OnChange call that has returned began. They differ while a change
+	// waits for its OnChange call, or while that call runs: see Pending.
+	noticed, settled atomic.Uint64
+	eventsOnce       sync.Once
+	events           chan struct{}
+}
+
+// Pending reports whether a change has been seen whose OnChange call has not returned yet:
+// the debounce is still waiting, or the call is running. A caller that has just written a
+// file and wants to know when pilot has read it waits for Pending to turn false (but see
+// Loader.Stale: the kernel reports a write to the watcher a moment after it happened).
+func (w *Watcher) Pending() bool { return w.noticed.Load() != w.settled.Load() }
+
+// Notify reports a change as if the folder had reported one: an OnChange call follows, after
+// the usual debounce. It is for callers that know of a change the watch may not have seen
+// yet, or missed.
+func (w *Watcher) Notify() {
+	w.noticed.Add(1)
+	// One pending event is enough: the debouncer only needs to know something happened.
+	select {
+	case w.eventsChan() <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Watcher) eventsChan() chan struct{} {
+	w.eventsOnce.Do(func() { w.events = make(chan struct{}, 1) })
+	return w.events
 }
 
 // Watch calls onChange after files under dir change, debounced with the default durations,
@@ -65,14 +97,6 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return fmt.Errorf("watching %s: %w", w.Dir, err)
 	}
 
-	events := make(chan struct{}, 1)
-	notify := func() {
-		// One pending event is enough: the debouncer only needs to know something happened.
-		select {
-		case events <- struct{}{}:
-		default:
-		}
-	}
 	d := debouncer{Quiet: w.Quiet, MaxDelay: w.MaxDelay}
 	if d.Quiet <= 0 {
 		d.Quiet = DefaultQuiet
@@ -80,14 +104,18 @@ func (w *Watcher) Run(ctx context.Context) error {
 	if d.MaxDelay <= 0 {
 		d.MaxDelay = DefaultMaxDelay
 	}
-	onChange := w.OnChange
-	if onChange == nil {
-		onChange = func() {}
+	onChange := func() {
+		// Every change noticed before this point is on disk before the call reads the folder.
+		seen := w.noticed.Load()
+		if w.OnChange != nil {
+			w.OnChange()
+		}
+		w.settled.Store(seen)
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		d.run(ctx, events, onChange)
+		d.run(ctx, w.eventsChan(), onChange)
 	}()
 	defer func() { <-done }()
 
@@ -103,7 +131,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 				return fmt.Errorf("watching %s: event stream closed", w.Dir)
 			}
 			if s.handle(ev, log) {
-				notify()
+				w.Notify()
 			}
 		case err, ok := <-fw.Errors:
 			if !ok {
@@ -112,7 +140,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			log.Warn("config watch error", "dir", w.Dir, "err", err)
 			// After an overflow, events were lost; reloading covers whatever they were.
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				notify()
+				w.Notify()
 			}
 		}
 	}

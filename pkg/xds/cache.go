@@ -54,6 +54,9 @@ type classCache struct {
 	// streamOf ties a Secret request to its stream and source address.
 	sds      *sdsServer
 	streamOf func(req any) (id int64, address string, ok bool)
+	// queueOf tells the tracker the send queue of the stream a request came from (the same
+	// channel for every watch of a stream), so that /debug/wait sees responses not yet sent.
+	queueOf func(req any, queued func() int)
 	// ignoreNodeLabels: see Options.IgnoreNodeLabels.
 	ignoreNodeLabels bool
 
@@ -98,6 +101,9 @@ func newClassCache(versionPrefix string, onNewClass func(string, *model.Proxy)) 
 
 // CreateWatch implements cachev3.ConfigWatcher for state-of-the-world streams.
 func (c *classCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, value chan cachev3.Response) (func(), error) {
+	if c.queueOf != nil {
+		c.queueOf(req, func() int { return len(value) })
+	}
 	fanout.Unstash(req) // the names the stream took out of it before the server saw it
 	if req.GetTypeUrl() == resourcev3.EndpointType {
 		return c.endpoints.CreateWatch(req, sub, value)
@@ -111,6 +117,9 @@ func (c *classCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription,
 
 // CreateDeltaWatch implements cachev3.ConfigWatcher for delta streams.
 func (c *classCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, value chan cachev3.DeltaResponse) (func(), error) {
+	if c.queueOf != nil {
+		c.queueOf(req, func() int { return len(value) })
+	}
 	if req.GetTypeUrl() == resourcev3.EndpointType {
 		return c.endpoints.CreateDeltaWatch(req, sub, value)
 	}

@@ -75,6 +75,10 @@ type Server struct {
 	pending    pushKind
 	newClasses map[string]*model.Proxy
 	wake       chan struct{}
+	// pushed is the snapshot of the last push that finished, and pushing whether one runs:
+	// what /debug/wait reads (see SyncState).
+	pushed  *model.Snapshot
+	pushing bool
 }
 
 // New builds a server; call Run to start pushing and Serve to accept connections.
@@ -103,6 +107,7 @@ func New(opts Options) *Server {
 	s.sds = newSDSServer(opts.CA, opts.WorkloadCertTTL, prefix, log, reg)
 	s.sds.snapshot, s.sds.classSecrets, s.sds.setIdentity = s.Snapshot, s.classSecrets, s.tracker.setIdentity
 	s.cache.sds, s.cache.streamOf = s.sds, s.tracker.streamOfSecretRequest
+	s.cache.queueOf = s.tracker.bindQueue
 	s.tracker.onStreamClosed = s.sds.drop
 	// Ordered ADS sends responses in the order the caches change: clusters, secrets,
 	// listeners, routes (and then the endpoints re-sent for modified clusters), the order in
@@ -220,8 +225,12 @@ func (s *Server) Run(ctx context.Context) {
 			continue
 		}
 		s.pending, s.newClasses = pushNone, map[string]*model.Proxy{}
+		s.pushing = true
 		s.mu.Unlock()
 		s.push(snap, kind, fresh)
+		s.mu.Lock()
+		s.pushed, s.pushing = snap, false
+		s.mu.Unlock()
 	}
 }
 

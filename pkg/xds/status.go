@@ -34,6 +34,11 @@ type ProxyStatus struct {
 	Types    map[string]*TypeStatus `json:"types"`
 	// pendingSecret is this stream's entry in tracker.secretRequests.
 	pendingSecret any
+	// queued is how many responses wait in the stream's send queue (go-control-plane's one
+	// channel per stream), nil until the cache first sees a watch of the stream; firstRequest
+	// is its entry in tracker.queueRequests until then.
+	queued       func() int
+	firstRequest any
 	// end ends the stream (see serveEndable); nil for streams served otherwise.
 	end func()
 }
@@ -47,6 +52,9 @@ type TypeStatus struct {
 	LastNack  *Nack     `json:"last_nack,omitempty"`
 	// nonces maps recent delta nonces to the version they carried, to name what an ACK acks.
 	nonces map[string]string
+	// answered is the nonce of the latest ACK or NACK: the response of SentNonce is answered
+	// when they are equal.
+	answered string
 }
 
 // Nack is the last rejection, with Envoy's own explanation.
@@ -80,13 +88,26 @@ type tracker struct {
 	// go-control-plane hands the same request to the callback and then to the cache, on the
 	// stream's goroutine; each stream keeps at most one entry (pendingSecret).
 	secretRequests map[any]int64
+	// queueRequests ties a stream's first request to the stream, until the cache sees it with
+	// the stream's send queue (see bindQueue).
+	queueRequests map[any]int64
+	// reconnecting counts, by node ID, proxies whose stream pilot ended because their class
+	// changed configuration, and when, until they are back (see syncState).
+	reconnecting map[string]reconnect
+}
+
+// reconnect is a node ID's proxies that pilot disconnected and that have not come back.
+type reconnect struct {
+	count int
+	since time.Time
 }
 
 var _ serverv3.Callbacks = (*tracker)(nil)
 
 func newTracker(m *metrics, log *slog.Logger, onClassEmpty func(string), lastChange func() time.Time) *tracker {
 	return &tracker{metrics: m, log: log, onClassEmpty: onClassEmpty, lastChange: lastChange,
-		streams: map[int64]*ProxyStatus{}, members: map[string]int{}, secretRequests: map[any]int64{}}
+		streams: map[int64]*ProxyStatus{}, members: map[string]int{}, secretRequests: map[any]int64{},
+		queueRequests: map[any]int64{}, reconnecting: map[string]reconnect{}}
 }
 
 func (t *tracker) open(ctx context.Context, id int64, protocol string) error {
@@ -121,6 +142,7 @@ func (t *tracker) request(id int64, node *corev3.Node, typeURL, version, nonce s
 		}
 		st.NodeID, st.Class = proxy.NodeID, proxy.Class()
 		t.members[st.Class]++
+		t.back(st.NodeID)
 		t.metrics.connected.Inc()
 		t.log.Info("proxy connected", "proxy", st.NodeID, "class", st.Class, "protocol", st.Protocol, "address", st.Address)
 	}
@@ -131,6 +153,7 @@ func (t *tracker) request(id int64, node *corev3.Node, typeURL, version, nonce s
 	if st.Protocol == "delta" {
 		version = ts.nonces[nonce]
 	}
+	ts.answered = nonce
 	if nack {
 		ts.LastNack = &Nack{Version: version, Nonce: nonce, Error: errorDetail, At: time.Now()}
 		t.metrics.rejects.WithLabelValues(shortType(typeURL)).Inc()
@@ -182,6 +205,9 @@ func (t *tracker) closed(id int64) {
 	delete(t.streams, id)
 	if ok && st.pendingSecret != nil {
 		delete(t.secretRequests, st.pendingSecret)
+	}
+	if ok && st.firstRequest != nil {
+		delete(t.queueRequests, st.firstRequest)
 	}
 	if ok && st.Class != "" {
 		t.metrics.connected.Dec()
@@ -252,7 +278,7 @@ func (t *tracker) Statuses() []ProxyStatus {
 			continue
 		}
 		cp := *st
-		cp.pendingSecret, cp.end = nil, nil
+		cp.pendingSecret, cp.end, cp.queued, cp.firstRequest = nil, nil, nil, nil
 		cp.Types = map[string]*TypeStatus{}
 		for k, v := range st.Types {
 			tv := *v
@@ -287,13 +313,18 @@ func (t *tracker) ClassOf(proxyID string) (nodeID, class string, ok bool) {
 	return "", "", false
 }
 
-// disconnectClass ends every stream of class, so that its proxies reconnect.
+// disconnectClass ends every stream of class, so that its proxies reconnect; until they do,
+// they count as not in sync.
 func (t *tracker) disconnectClass(class string) {
 	t.mu.Lock()
 	var ends []func()
 	for _, st := range t.streams {
 		if st.Class == class && st.end != nil {
 			ends = append(ends, st.end)
+			r := t.reconnecting[st.NodeID]
+			r.count++
+			r.since = time.Now()
+			t.reconnecting[st.NodeID] = r
 		}
 	}
 	t.mu.Unlock()
@@ -319,6 +350,7 @@ func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(delta
 func deltaKey(id int64) int64 { return -id }
 
 func (t *tracker) OnStreamRequest(id int64, r *discoveryv3.DiscoveryRequest) error {
+	t.noteFirstRequest(id, r)
 	if r.GetTypeUrl() == resourcev3.SecretType {
 		t.noteSecretRequest(id, r)
 	}
@@ -330,6 +362,7 @@ func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discoveryv3
 }
 
 func (t *tracker) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+	t.noteFirstRequest(deltaKey(id), r)
 	if r.GetTypeUrl() == resourcev3.SecretType {
 		t.noteSecretRequest(deltaKey(id), r)
 	}
