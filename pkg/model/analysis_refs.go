@@ -28,7 +28,7 @@ func (s *Snapshot) referenceWarnings() []Warning {
 				Field: field, Message: msg})
 		}
 		for i, ref := range vs.Spec.Gateways {
-			if gw := gatewayRef(ref, vs.Namespace); gw != MeshGateway && !gateways[gw] {
+			if gw := ResolveGatewayName(ref, vs.Namespace); gw != MeshGateway && !gateways[gw] {
 				warn(fmt.Sprintf("spec.gateways[%d]", i), fmt.Sprintf("referenced gateway not found: %s: the routes bound to it are served nowhere", gw))
 			}
 		}
@@ -46,11 +46,10 @@ func (s *Snapshot) referenceWarnings() []Warning {
 	return out
 }
 
-// gatewayRef resolves a VirtualService's gateway reference written in namespace ns to
-// NAMESPACE/NAME as istiod does (translate's resolveGatewayName): `mesh` stays, `name` and
-// `./name` are in ns, `ns/name` is explicit, and the legacy `name.ns[.svc.cluster.local]`
-// names ns.
-func gatewayRef(ref, ns string) string {
+// ResolveGatewayName turns a gateway reference in a VirtualService in namespace ns into
+// NAMESPACE/NAME, as istiod does: `mesh` stays, `name` and `./name` are in ns, `ns/name` is
+// explicit, and the legacy `name.ns[.svc.cluster.local]` names ns.
+func ResolveGatewayName(ref, ns string) string {
 	if ref == MeshGateway {
 		return ref
 	}

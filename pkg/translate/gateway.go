@@ -276,32 +276,11 @@ func (gs *gatewayServer) sniHosts() []string {
 	return slices.Compact(out)
 }
 
-// resolveGatewayName turns a gateway reference in a VirtualService in namespace ns into
-// NAMESPACE/NAME, as istiod does: `mesh` stays, `name` is in ns, `./name` too, `ns/name` is
-// explicit, and the legacy `name.ns[.svc.cluster.local]` names ns.
-func resolveGatewayName(ref, ns string) string {
-	if ref == model.MeshGateway {
-		return ref
-	}
-	if refNS, name, ok := strings.Cut(ref, "/"); ok {
-		if refNS == "." {
-			return ns + "/" + name
-		}
-		return ref
-	}
-	name, rest, ok := strings.Cut(ref, ".")
-	if !ok {
-		return ns + "/" + ref
-	}
-	refNS, _, _ := strings.Cut(rest, ".")
-	return refNS + "/" + name
-}
-
 // matchesGateway reports whether a list of gateway references (a VirtualService's `gateways`
 // or a match's) written in namespace ns names gateway (NAMESPACE/NAME, or `mesh`).
 func matchesGateway(refs []string, ns, gateway string) bool {
 	for _, ref := range refs {
-		if resolveGatewayName(ref, ns) == gateway {
+		if model.ResolveGatewayName(ref, ns) == gateway {
 			return true
 		}
 	}

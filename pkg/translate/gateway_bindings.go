@@ -7,7 +7,7 @@ import (
 )
 
 // Which VirtualServices a Gateway serves: those that name it in `gateways` (resolved as
-// resolveGatewayName does) and that are exported to the gateway proxy's namespace, as istiod's
+// model.ResolveGatewayName does) and that are exported to the gateway proxy's namespace, as istiod's
 // VirtualServicesForGateway. A route configuration of a gateway proxy may merge servers of a
 // thousand Gateways; finding each one's VirtualServices by matching every VirtualService
 // against it costs Gateways × VirtualServices name resolutions (most of the time spent on such
@@ -29,7 +29,7 @@ func bindGatewayVirtualServices(snap *model.Snapshot, proxy *model.Proxy) gatewa
 			continue
 		}
 		for _, ref := range vs.Spec.Gateways {
-			gw := resolveGatewayName(ref, vs.Namespace)
+			gw := model.ResolveGatewayName(ref, vs.Namespace)
 			if gw == model.MeshGateway {
 				continue // no Gateway is called mesh: NAMESPACE/NAME always has a slash
 			}
