@@ -188,6 +188,13 @@ func httpConnectionManagerFor(statPrefix string, route *routev3.RouteConfigurati
 	return hcmFilter(hcm)
 }
 
+// routerHTTPFilter is the router, last in every connection manager; shared like the fault and
+// CORS filters, as generated protos are never modified once built.
+var routerHTTPFilter = &hcmv3.HttpFilter{
+	Name:       wellknown.Router,
+	ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: MustAny(&routerv3.Router{})},
+}
+
 // newHTTPConnectionManager is the connection manager every HTTP listener shares, without its
 // routes.
 func newHTTPConnectionManager(statPrefix string) *hcmv3.HttpConnectionManager {
@@ -195,10 +202,7 @@ func newHTTPConnectionManager(statPrefix string) *hcmv3.HttpConnectionManager {
 		StatPrefix: statPrefix,
 		// Fault and CORS before the router, in istiod's order: they act only where a route's
 		// typed_per_filter_config asks (see fault.go, cors.go).
-		HttpFilters: []*hcmv3.HttpFilter{faultHTTPFilter, corsHTTPFilter, {
-			Name:       wellknown.Router,
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: MustAny(&routerv3.Router{})},
-		}},
+		HttpFilters: []*hcmv3.HttpFilter{faultHTTPFilter, corsHTTPFilter, routerHTTPFilter},
 		// Istio's defaults: normalise paths before matching, and allow WebSocket upgrades.
 		NormalizePath:  trueValue(),
 		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},

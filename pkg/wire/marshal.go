@@ -4,13 +4,14 @@
 // compiled in with the vtprotobuf build tag (the Makefile sets it, as istiod is built); they
 // are several times faster than protobuf-go's table-driven encoder, but write map entries in
 // Go's random order. Marshal uses them where that cannot happen and where it pays: for route
-// configurations whose maps have one entry each. A build without
+// configurations whose maps have one entry each, and HTTP connection managers that set none. A build without
 // the tag encodes everything through protobuf-go, with the same behaviour, only slower.
 package wire
 
 import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -38,13 +39,50 @@ func Marshal(msg proto.Message) ([]byte, error) {
 }
 
 // stableUnderVT reports whether the generated encoder gives msg one encoding: no map in it
-// holds more than one entry. Only route configurations are checked, field by field
-// (singleEntryMaps): they are most of a sidecar's bytes and of what a change re-encodes. A
+// holds more than one entry. Only route configurations (singleEntryMaps) and HTTP connection
+// managers (hcmWithoutMaps) are checked, field by field: they are most of a sidecar's bytes
+// and of what a change re-encodes, and a gateway's filter chains. A
 // generic check (walking a message's set fields by reflection) cost more than the faster
 // encoder saved on listeners and clusters, which carry multi-entry metadata anyway.
 func stableUnderVT(msg proto.Message) bool {
-	rc, ok := msg.(*routev3.RouteConfiguration)
-	return ok && singleEntryMaps(rc)
+	switch m := msg.(type) {
+	case *routev3.RouteConfiguration:
+		return singleEntryMaps(m)
+	case *hcmv3.HttpConnectionManager:
+		return hcmWithoutMaps(m)
+	}
+	return false
+}
+
+// hcmMapFields are the fields of HttpConnectionManager under which a map can be reached (the
+// wire tests derive the list from the descriptor, so a new one fails them). A gateway with a
+// thousand servers packs a connection manager per filter chain.
+var hcmMapFields = []string{"route_config", "scoped_routes", "rds", "http_filters", "upgrade_configs", "local_reply_config", "forward_client_cert_matcher"}
+
+// hcmWithoutMaps reports whether no map is set under h: none of the fields in hcmMapFields
+// holds anything that can carry one (an inline route configuration is checked like any other).
+func hcmWithoutMaps(h *hcmv3.HttpConnectionManager) bool {
+	if h.GetScopedRoutes() != nil || h.LocalReplyConfig != nil || h.ForwardClientCertMatcher != nil {
+		return false
+	}
+	if rc := h.GetRouteConfig(); rc != nil && !singleEntryMaps(rc) {
+		return false
+	}
+	// ADS, as pilot always names it, carries no map; an API config source's gRPC services may.
+	if cs := h.GetRds().GetConfigSource(); cs != nil && cs.GetAds() == nil {
+		return false
+	}
+	for _, f := range h.HttpFilters {
+		if f.GetConfigDiscovery() != nil {
+			return false
+		}
+	}
+	for _, u := range h.UpgradeConfigs {
+		if len(u.Filters) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // singleEntryMaps reports whether no map in the parts of rc that pilot fills has more than one
