@@ -107,8 +107,6 @@ spec:
 	envoy := framework.StartEnvoy(t, p, framework.EnvoyOptions{
 		NodeID:        meshGatewayNode,
 		BootstrapArgs: []string{"--labels", "istio=mesh-gateway"},
-		// Pilot grants the workload certificate only to a stream from the entry's address.
-		EnvoyArgs: boundEnvoyArgs(meshGatewayIP),
 	})
 
 	issue := func(sa string) *tls.Certificate {

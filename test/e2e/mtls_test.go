@@ -13,10 +13,10 @@ import (
 // PeerAuthentication) → server app.
 //
 // Pilot grants the workload certificate (`default`) only to a proxy connecting from the address
-// of the WorkloadEntry its node ID names. Envoy would connect to pilot from 127.0.0.1, so each
-// Envoy binds its upstream connections (pilot's included) to its own address with the
-// bootstrap's cluster_manager.upstream_bind_config, merged in with Envoy's --config-yaml. That
-// keeps the two proxies on distinct addresses, as two pods would be.
+// of the WorkloadEntry its node ID names. Envoy would connect to pilot from 127.0.0.1, so `pilot
+// bootstrap` binds each Envoy's upstream connections (pilot's included) to its node ID's
+// loopback address (--upstream-bind auto). That keeps the two proxies on distinct addresses, as
+// two pods would be.
 
 const (
 	mtlsClientIP    = "127.0.7.1"
@@ -56,12 +56,6 @@ var defaultMTLSPlacement = mtlsPlacement{
 // host is the server's service host.
 func (p mtlsPlacement) host() string {
 	return p.serverApp + "." + p.namespace + ".svc.cluster.local"
-}
-
-// boundEnvoyArgs makes every upstream connection of the Envoy, pilot's included, leave from ip.
-func boundEnvoyArgs(ip string) []string {
-	return []string{"--config-yaml", fmt.Sprintf(
-		"cluster_manager: {upstream_bind_config: {source_address: {address: %q, port_value: 0}}}", ip)}
 }
 
 // startMTLSMesh writes the mesh, with the service port's protocol, and the PeerAuthentication
@@ -173,12 +167,10 @@ spec:
 	m.server = framework.StartEnvoy(t, m.pilot, framework.EnvoyOptions{
 		NodeID:        fmt.Sprintf("sidecar~%s~server-1.%s~%s.svc.cluster.local", p.serverIP, p.namespace, p.namespace),
 		BootstrapArgs: []string{"--labels", "app=" + p.serverApp},
-		EnvoyArgs:     boundEnvoyArgs(p.serverIP),
 	})
 	m.client = framework.StartEnvoy(t, m.pilot, framework.EnvoyOptions{
 		NodeID:        fmt.Sprintf("sidecar~%s~client-1.%s~%s.svc.cluster.local", p.clientIP, p.namespace, p.namespace),
 		BootstrapArgs: []string{"--labels", "app=client"},
-		EnvoyArgs:     boundEnvoyArgs(p.clientIP),
 	})
 	return m
 }

@@ -316,7 +316,6 @@ spec:
 	framework.StartEnvoy(t, m.pilot, framework.EnvoyOptions{
 		NodeID:        "sidecar~" + otherIP + "~client-1.other~other.svc.cluster.local",
 		BootstrapArgs: []string{"--labels", "app=client"},
-		EnvoyArgs:     boundEnvoyArgs(otherIP),
 	})
 	before = m.app.Requests()
 	handshakes := m.handshakes(t)
@@ -391,7 +390,6 @@ spec:
 	server := framework.StartEnvoy(t, pilot, framework.EnvoyOptions{
 		NodeID:        "sidecar~" + serverIP + "~server-1.default~default.svc.cluster.local",
 		BootstrapArgs: []string{"--labels", "app=server"},
-		EnvoyArgs:     boundEnvoyArgs(serverIP),
 	})
 	waitWorkloadCert(t, server)
 	// Both listeners are active, so the refusal below is the STRICT chain's, not a listener

@@ -258,12 +258,10 @@ spec:
 	server := framework.StartEnvoy(t, p, framework.EnvoyOptions{
 		NodeID:        "sidecar~" + serverIP + "~server-1.default~default.svc.cluster.local",
 		BootstrapArgs: []string{"--labels", "app=server"},
-		EnvoyArgs:     boundEnvoyArgs(serverIP),
 	})
 	client := framework.StartEnvoy(t, p, framework.EnvoyOptions{
 		NodeID:        "sidecar~" + clientIP + "~client-1.default~default.svc.cluster.local",
 		BootstrapArgs: []string{"--labels", "app=client"},
-		EnvoyArgs:     boundEnvoyArgs(clientIP),
 	})
 	url := fmt.Sprintf("http://127.0.0.1:%d/", svcPort)
 
