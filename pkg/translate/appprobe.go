@@ -109,6 +109,11 @@ func appHealthListener(probes *model.AppProbes) *listenerv3.Listener {
 		StatPrefix: AppHealthListener,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
 			Name: AppHealthListener,
+			// An inline route configuration's clusters are checked when the listener arrives
+			// (Envoy's default for inline ones): a listener computed from a newer snapshot than
+			// the clusters Envoy holds (a Pod's probes seen between its CDS and LDS answers)
+			// would be rejected. Unchecked, a probe answers 503 for that moment instead.
+			ValidateClusters: falseValue(),
 			VirtualHosts: []*routev3.VirtualHost{{
 				Name:    AppHealthListener,
 				Domains: []string{"*"},
