@@ -117,16 +117,44 @@ func labelsSubset(selector, labels map[string]string) bool {
 	return true
 }
 
-// mergeGateways merges the servers of the Gateways that select the proxy.
+// mergedGatewaysKey is what a merge depends on besides the snapshot: the selected Gateways
+// (their positions in the configuration), the namespace whose Secrets credentialNames name,
+// and whether the proxy can hold the workload certificate ISTIO_MUTUAL servers present.
+type mergedGatewaysKey struct {
+	selected  string
+	namespace string
+	identity  bool
+}
+
+// mergeGateways merges the servers of the Gateways that select the proxy, once per snapshot
+// for all the proxies (and the listener, route and secret builders of each) that select the
+// same Gateways: istiod likewise merges a gateway proxy's servers when the proxy is
+// initialized, not per generated type. The result is shared and must not be modified.
 func mergeGateways(snap *model.Snapshot, proxy *model.Proxy) *mergedGateway {
-	m := &mergedGateway{routes: map[string][]*gatewayServer{}}
 	if proxy.Type != model.Router {
-		return m
+		return &mergedGateway{routes: map[string][]*gatewayServer{}}
 	}
+	var selected []*networkingv1.Gateway
+	var positions strings.Builder
+	for i, gw := range snap.Config.Gateways {
+		if labelsSubset(gw.Spec.Selector, proxy.Labels) {
+			selected = append(selected, gw)
+			positions.WriteString(strconv.Itoa(i))
+			positions.WriteByte(',')
+		}
+	}
+	key := mergedGatewaysKey{selected: positions.String(), namespace: proxy.Namespace, identity: snap.MayHoldIdentity(proxy)}
+	return snap.Derived(key, func() any {
+		return buildMergedGateway(snap, selected, proxy.Namespace, key.identity)
+	}).(*mergedGateway)
+}
+
+// buildMergedGateway merges the servers of the selected Gateways for a proxy in namespace ns.
+func buildMergedGateway(snap *model.Snapshot, selected []*networkingv1.Gateway, ns string, identity bool) *mergedGateway {
+	m := &mergedGateway{routes: map[string][]*gatewayServer{}}
 	byKey := map[string]*gatewayListener{}
-	secrets := newSecretIndex(snap, proxy.Namespace)
-	identity := snap.MayHoldIdentity(proxy)
-	for _, gw := range selectedGateways(snap, proxy) {
+	secrets := newSecretIndex(snap, ns)
+	for _, gw := range selected {
 		for _, s := range gw.Spec.Servers {
 			gs := newGatewayServer(gw, s, secrets, identity)
 			if gs == nil {

@@ -17,15 +17,27 @@ import (
 // proxy may see, each once and in configuration order.
 type gatewayBindings map[string][]*networkingv1.VirtualService
 
+// gatewayBindingsKey keys the bindings of one namespace's gateway proxies in Snapshot.Derived.
+type gatewayBindingsKey struct{ namespace string }
+
 // bindGatewayVirtualServices indexes the VirtualServices of the snapshot by the Gateways they
-// name, in one pass: the same lists gatewayVirtualServices gives gateway by gateway.
+// name, in one pass: the same lists gatewayVirtualServices gives gateway by gateway. The index
+// depends on the proxy's namespace alone (exportTo), so it is built once per snapshot and
+// namespace and shared: it must not be modified.
 func bindGatewayVirtualServices(snap *model.Snapshot, proxy *model.Proxy) gatewayBindings {
+	return snap.Derived(gatewayBindingsKey{proxy.Namespace}, func() any {
+		return buildGatewayBindings(snap, proxy.Namespace)
+	}).(gatewayBindings)
+}
+
+// buildGatewayBindings is bindGatewayVirtualServices for proxies in namespace ns.
+func buildGatewayBindings(snap *model.Snapshot, ns string) gatewayBindings {
 	out := gatewayBindings{}
 	for _, vs := range snap.VirtualServices {
 		if len(vs.Spec.Gateways) == 0 {
 			continue // mesh only
 		}
-		if !model.ParseVisibility(vs.Namespace, vs.Spec.ExportTo).VisibleTo(proxy.Namespace) {
+		if !model.ParseVisibility(vs.Namespace, vs.Spec.ExportTo).VisibleTo(ns) {
 			continue
 		}
 		for _, ref := range vs.Spec.Gateways {
