@@ -45,6 +45,7 @@ type Pilot struct {
 	args   []string
 	dir    string
 	env    []string
+	enter  func() error // if set, run on the starting thread first (StartPilotInNetNS)
 	log    logBuffer
 	proc   *Process
 }
@@ -137,7 +138,7 @@ func (p *Pilot) start() (*Process, error) {
 		if len(p.env) > 0 {
 			cmd.Env = append(os.Environ(), p.env...)
 		}
-	}, nil)
+	}, p.enter)
 }
 
 // launch runs the pilot with p.args and waits for /ready.
