@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -241,46 +240,17 @@ func leafSerial(chainPEM []byte) (string, error) {
 	return c.SerialNumber.Text(16), nil
 }
 
-// debugPath finds the paths pilot's /debug index lists.
-var debugPath = regexp.MustCompile(`(?m)^\s+(/[a-z_/]+)`)
-
-// scanPilot fetches every endpoint of pilot's monitoring port, checks that the list covers
-// what /debug names, and scans each, and pilot's log.
+// scanPilot scans everything pilot serves on its monitoring port, and its log, which must
+// hold debug lines: the scan wants pilot at its most talkative.
 func scanPilot(t *testing.T, p *framework.Pilot, scanner *framework.KeyScanner, scanned *scanTally, nodes []string) []framework.KeyLeak {
 	t.Helper()
-	paths := []string{
-		"/metrics", "/ready", "/debug", "/debug/syncz", "/debug/wait?timeout=5s", "/debug/config_errors",
-		// What pilot would serve a proxy never seen, by node ID, and a connected one by POD.NAMESPACE.
-		"/debug/config_dump?proxy=sidecar~127.0.32.9~nobody-1.default~default.svc.cluster.local",
-		"/debug/config_dump?proxy=server-1.default",
-		// Go's profiles hold stacks, symbols and sizes, never memory contents, but they are on
-		// the same port and are scanned like the rest (the binary ones unzipped).
-		"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/symbol", "/debug/pprof/goroutine?debug=2",
-		"/debug/pprof/heap?debug=1", "/debug/pprof/heap", "/debug/pprof/allocs", "/debug/pprof/threadcreate?debug=1",
-		"/debug/pprof/block?debug=1", "/debug/pprof/mutex?debug=1", "/debug/pprof/profile?seconds=1",
-		"/debug/pprof/trace?seconds=1",
-	}
-	for _, n := range nodes {
-		paths = append(paths, "/debug/config_dump?proxy="+n)
-	}
-	_, index := p.Get(t, "/debug")
-	for _, listed := range debugPath.FindAllStringSubmatch(string(index), -1) {
-		if !slices.ContainsFunc(paths, func(path string) bool { return strings.HasPrefix(path, listed[1]) }) {
-			t.Errorf("pilot's /debug lists %s, which this test does not scan: add it", listed[1])
-		}
-	}
 	var leaks []framework.KeyLeak
-	for _, path := range paths {
-		status, body := p.Get(t, path)
-		if status != http.StatusOK {
-			t.Errorf("pilot GET %s: %d %.200s", path, status, body)
-		}
-		leaks = append(leaks, scanned.scan(scanner, "pilot "+path, body)...)
+	for what, body := range p.MonitoringSources(t, nodes) {
+		leaks = append(leaks, scanned.scan(scanner, "pilot "+what, body)...)
 	}
 	if !strings.Contains(p.Log(), "level=DEBUG") {
 		t.Errorf("pilot's log has no debug lines: the scan wants its most talkative log")
 	}
-	leaks = append(leaks, scanned.scan(scanner, "pilot's log", []byte(p.Log()))...)
 	return leaks
 }
 

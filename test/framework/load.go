@@ -2,6 +2,7 @@ package framework
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -9,8 +10,8 @@ import (
 
 // loadInFlight caps the requests a Load has outstanding. At 100 requests/s on loopback a
 // request takes a millisecond or two; the cap is reached only when requests hang (each is
-// bounded by RequestTimeout), and the ticks that find it reached are counted as Skipped, so a
-// stall shows in the result instead of piling up goroutines.
+// bounded by RequestTimeout), and the requests due while it is reached are counted as
+// Skipped, so a stall shows in the result instead of piling up goroutines.
 const loadInFlight = 64
 
 // maxLoadFailures is how many failures a LoadResult keeps word for word.
@@ -23,19 +24,22 @@ type Load struct {
 	stop  chan struct{}
 	done  chan struct{}
 
-	mu     sync.Mutex
-	result LoadResult
+	mu        sync.Mutex
+	result    LoadResult
+	latencies []time.Duration // of every request sent, failed ones included
 }
 
 // LoadResult is what a Load did.
 type LoadResult struct {
 	Sent, Failed int
-	// Skipped counts ticks on which loadInFlight requests were still outstanding, so no
-	// request was sent: the rate was not held.
+	// Skipped counts requests that were due while loadInFlight requests were still
+	// outstanding, and so were not sent: the rate was not held.
 	Skipped  int
 	Duration time.Duration
 	// Failures are the first failures, each with its time since the start.
 	Failures []string
+	// Latency percentiles of the requests sent, failed ones included.
+	P50, P99, Max time.Duration
 }
 
 // Rate is the requests sent per second, over the whole run.
@@ -47,8 +51,9 @@ func (r LoadResult) Rate() float64 {
 }
 
 func (r LoadResult) String() string {
-	return fmt.Sprintf("%d requests in %v (%.1f/s), %d failed, %d ticks skipped", r.Sent,
-		r.Duration.Round(time.Millisecond), r.Rate(), r.Failed, r.Skipped)
+	return fmt.Sprintf("%d requests in %v (%.1f/s), %d failed, %d not sent (too many in flight); latency p50 %v, p99 %v, max %v",
+		r.Sent, r.Duration.Round(time.Millisecond), r.Rate(), r.Failed, r.Skipped,
+		r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond))
 }
 
 // StartLoad calls request perSecond times a second, each call on a goroutine of its own (at
@@ -71,6 +76,10 @@ func (l *Load) run(interval, bound time.Duration, request func() error) {
 		wg.Wait()
 		l.mu.Lock()
 		l.result.Duration = time.Since(l.start)
+		if n := len(l.latencies); n > 0 {
+			slices.Sort(l.latencies)
+			l.result.P50, l.result.P99, l.result.Max = l.latencies[n/2], l.latencies[n*99/100], l.latencies[n-1]
+		}
 		l.mu.Unlock()
 		close(l.done)
 	}()
@@ -79,6 +88,10 @@ func (l *Load) run(interval, bound time.Duration, request func() error) {
 	defer tick.Stop()
 	end := time.NewTimer(bound)
 	defer end.Stop()
+	// The requests due so far are counted from the start, not from ticks: a ticker drops the
+	// ticks of a goroutine that was not scheduled in time (a busy machine), and the rate is
+	// held by sending what fell behind at the next tick.
+	dispatched := 0
 	for {
 		select {
 		case <-l.stop:
@@ -87,28 +100,34 @@ func (l *Load) run(interval, bound time.Duration, request func() error) {
 			return
 		case <-tick.C:
 		}
-		select {
-		case slots <- struct{}{}:
-		default:
-			l.mu.Lock()
-			l.result.Skipped++
-			l.mu.Unlock()
-			continue
-		}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			sentAt := time.Since(l.start)
-			err := request()
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			l.result.Sent++
-			if err != nil {
-				l.result.Failed++
-				if len(l.result.Failures) < maxLoadFailures {
-					l.result.Failures = append(l.result.Failures, fmt.Sprintf("%v: %v", sentAt.Round(time.Millisecond), err))
-				}
+		due := int(time.Since(l.start)/interval) - dispatched
+		for range due {
+			dispatched++
+			select {
+			case slots <- struct{}{}:
+			default:
+				l.mu.Lock()
+				l.result.Skipped++
+				l.mu.Unlock()
+				continue
 			}
-		})
+			wg.Go(func() {
+				defer func() { <-slots }()
+				sentAt := time.Since(l.start)
+				err := request()
+				took := time.Since(l.start) - sentAt
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				l.result.Sent++
+				l.latencies = append(l.latencies, took)
+				if err != nil {
+					l.result.Failed++
+					if len(l.result.Failures) < maxLoadFailures {
+						l.result.Failures = append(l.result.Failures, fmt.Sprintf("%v: %v", sentAt.Round(time.Millisecond), err))
+					}
+				}
+			})
+		}
 	}
 }
 

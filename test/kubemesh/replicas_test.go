@@ -65,6 +65,7 @@ func TestKubernetesPilotReplicaKilled(t *testing.T) {
 
 	apiServer := strings.TrimPrefix(cluster.Config.Host, "https://")
 	opts := pilotOptions(t, "skiff-ca")
+	opts.Args = append(opts.Args, "--log-level", "debug") // for the key scan at the end
 	pilots := []*framework.Pilot{
 		framework.StartPilotInNetNS(t, control, opts, apiServer), // forwarded once for both
 		framework.StartPilotInNetNS(t, control, opts),
@@ -176,6 +177,30 @@ spec:
 		t.Errorf("the load ran at %.1f requests/s, want about %d", result.Rate(), replicasRate)
 	}
 	envoy.AssertNoRejections(t)
+
+	// Neither replica shows the CA's key (which pilot read from the Secret), or any PEM
+	// private key, on its monitoring port or in its log.
+	scanner := &framework.KeyScanner{}
+	if err := scanner.AddPEM("CA key (Secret skiff-ca)", server.caKeyPEM); err != nil {
+		t.Fatal(err)
+	}
+	if leaks := scanner.Scan("Secret skiff-ca's ca-key.pem", server.caKeyPEM); len(leaks) == 0 {
+		t.Fatalf("the scanner does not find the CA key in its own PEM")
+	}
+	scannedBytes := 0
+	for i, p := range pilots {
+		var proxies []string // connected ones: their config dumps are fetched by POD.NAMESPACE too
+		if i == current {
+			proxies = []string{node}
+		}
+		for what, body := range p.MonitoringSources(t, proxies) {
+			scannedBytes += len(body)
+			for _, l := range scanner.Scan(fmt.Sprintf("replica %d %s", i, what), body) {
+				t.Errorf("private key material found: %s", l)
+			}
+		}
+	}
+	t.Logf("scanned both replicas' monitoring endpoints and logs (%d kB) for the CA key", scannedBytes/1024)
 }
 
 // monitoringGet is Pilot.Get without failing the test: a killed replica does not answer.
@@ -247,8 +272,9 @@ func medianDuration(ds []time.Duration) time.Duration {
 // certificate for its Pod's SPIFFE identity signed by the mesh CA, requires a client
 // certificate from the same CA, and remembers the client certificates it accepted.
 type meshServer struct {
-	mu      sync.Mutex
-	serials []string
+	caKeyPEM []byte // from Secret skiff-ca, for the key scan
+	mu       sync.Mutex
+	serials  []string
 }
 
 func (s *meshServer) clientSerials() []string {
@@ -292,7 +318,7 @@ func startMeshServer(t *testing.T, pods *podNetwork, ns, serviceAccount string) 
 	if err != nil {
 		t.Fatalf("signing the server's certificate: %v", err)
 	}
-	s := &meshServer{}
+	s := &meshServer{caKeyPEM: secret.Data["ca-key.pem"]}
 	pods.addIP(t, replicasServerPodIP)
 	l := pods.ns.Listen(t, net.JoinHostPort(replicasServerPodIP, fmt.Sprint(replicasServerPort)))
 	srv := &http.Server{
