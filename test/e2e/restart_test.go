@@ -63,6 +63,9 @@ type restartRound struct {
 	down         time.Duration
 	sentWhenDown int
 	leafSerial   string
+	// latencies of the requests sent from the kill to the end of the steady load after the
+	// resync.
+	latencies framework.Latencies
 }
 
 func TestRestartUnderLoad(t *testing.T) {
@@ -99,13 +102,15 @@ func TestRestartUnderLoad(t *testing.T) {
 	var rounds []restartRound
 	prevLeaf := firstLeaf
 	for i := 1; i <= restartRounds; i++ {
+		killed := time.Now()
 		m.pilot.Kill(t)
 		round := restartAndResync(t, m, load, nodes)
 		round.name = fmt.Sprintf("kill %d", i)
 		round.leafSerial = checkSameRoot(t, m, caDir, rootPEM, roots, rootSerial, prevLeaf)
 		prevLeaf = round.leafSerial
-		rounds = append(rounds, round)
 		steadyLoad(t, load, restartSteadyRequests)
+		round.latencies = load.LatenciesBetween(killed, time.Now())
+		rounds = append(rounds, round)
 	}
 
 	// The fourth kill lands as pilot takes a change in: the moment it logs the new
@@ -118,6 +123,7 @@ func TestRestartUnderLoad(t *testing.T) {
 	loadedBefore := strings.Count(m.pilot.Log(), `msg="configuration loaded"`)
 	m.pilot.WriteConfig(t, "restart-change.yaml", restartChange(place, m.svcPort))
 	waitLogCount(t, m.pilot, `msg="configuration loaded"`, loadedBefore+1)
+	killed := time.Now()
 	m.pilot.Kill(t)
 	pushSeen := m.client.Stat(t, cdsUpdates) > cdsBefore
 	t.Logf("killed during the push: when pilot died, the client Envoy had %s the change's clusters (CDS updates %d → %d)",
@@ -125,7 +131,6 @@ func TestRestartUnderLoad(t *testing.T) {
 	round := restartAndResync(t, m, load, nodes)
 	round.name = "kill during a push"
 	round.leafSerial = checkSameRoot(t, m, caDir, rootPEM, roots, rootSerial, prevLeaf)
-	rounds = append(rounds, round)
 	framework.Eventually(t, func() error {
 		resp, err := m.meshGet(http.MethodGet)
 		if err != nil {
@@ -140,13 +145,16 @@ func TestRestartUnderLoad(t *testing.T) {
 		t.Errorf("the client Envoy has %d clusters after the restart, want the change's %d services' among them", clusters, restartBulkServices)
 	}
 	steadyLoad(t, load, restartSteadyRequests)
+	round.latencies = load.LatenciesBetween(killed, time.Now())
+	rounds = append(rounds, round)
 
 	result := load.Stop()
 	t.Logf("load: %s", result)
 	var resyncs, readies []time.Duration
 	for _, r := range rounds {
-		t.Logf("%-20s pilot dead %v (%d requests sent meanwhile); ready %v after its start; proxies resynced %v after ready; leaf %s",
-			r.name, r.down.Round(time.Millisecond), r.sentWhenDown, r.ready.Round(time.Millisecond), r.resync.Round(time.Millisecond), r.leafSerial)
+		t.Logf("%-20s pilot dead %v (%d requests sent meanwhile); ready %v after its start; proxies resynced %v after ready; leaf %s; %s",
+			r.name, r.down.Round(time.Millisecond), r.sentWhenDown, r.ready.Round(time.Millisecond), r.resync.Round(time.Millisecond),
+			r.leafSerial, r.latencies)
 		resyncs, readies = append(resyncs, r.resync), append(readies, r.ready)
 	}
 	t.Logf("medians over %d restarts: pilot ready %v after its start; every proxy resynced %v after ready (max %v)",

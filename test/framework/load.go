@@ -8,11 +8,12 @@ import (
 	"time"
 )
 
-// loadInFlight caps the requests a Load has outstanding. At 100 requests/s on loopback a
-// request takes a millisecond or two; the cap is reached only when requests hang (each is
-// bounded by RequestTimeout), and the requests due while it is reached are counted as
-// Skipped, so a stall shows in the result instead of piling up goroutines.
-const loadInFlight = 64
+// A Load caps the requests it has outstanding at what its rate sends in RequestTimeout (the
+// bound of each request made with Send), and at least minLoadInFlight: a proxy that stalls for
+// a second (an Envoy worker applying a thousand new clusters, say) delays requests without the
+// load holding back, while requests that hang past their timeout stop piling up goroutines.
+// The requests due while the cap is reached are counted as Skipped.
+const minLoadInFlight = 64
 
 // maxLoadFailures is how many failures a LoadResult keeps word for word.
 const maxLoadFailures = 20
@@ -26,14 +27,50 @@ type Load struct {
 
 	mu        sync.Mutex
 	result    LoadResult
-	latencies []time.Duration // of every request sent, failed ones included
+	latencies []latency // of every request sent, failed ones included
+}
+
+// latency is one request's: when it was sent (since the start) and how long it took.
+type latency struct{ at, took time.Duration }
+
+// Latencies summarises the latency of the requests sent between from and to.
+type Latencies struct {
+	N             int
+	P50, P99, Max time.Duration
+}
+
+func (s Latencies) String() string {
+	return fmt.Sprintf("%d requests, latency p50 %v, p99 %v, max %v", s.N,
+		s.P50.Round(10*time.Microsecond), s.P99.Round(10*time.Microsecond), s.Max.Round(10*time.Microsecond))
+}
+
+func summarise(took []time.Duration) Latencies {
+	n := len(took)
+	if n == 0 {
+		return Latencies{}
+	}
+	slices.Sort(took)
+	return Latencies{N: n, P50: took[n/2], P99: took[n*99/100], Max: took[n-1]}
+}
+
+// LatenciesBetween summarises the requests sent between from and to that have completed.
+func (l *Load) LatenciesBetween(from, to time.Time) Latencies {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var took []time.Duration
+	for _, s := range l.latencies {
+		if at := l.start.Add(s.at); !at.Before(from) && at.Before(to) {
+			took = append(took, s.took)
+		}
+	}
+	return summarise(took)
 }
 
 // LoadResult is what a Load did.
 type LoadResult struct {
 	Sent, Failed int
-	// Skipped counts requests that were due while loadInFlight requests were still
-	// outstanding, and so were not sent: the rate was not held.
+	// Skipped counts requests that were due while the cap of requests in flight was
+	// reached, and so were not sent: the rate was not held.
 	Skipped  int
 	Duration time.Duration
 	// Failures are the first failures, each with its time since the start.
@@ -57,7 +94,7 @@ func (r LoadResult) String() string {
 }
 
 // StartLoad calls request perSecond times a second, each call on a goroutine of its own (at
-// most loadInFlight at once), for at most bound. A call that returns an error counts as
+// most perSecond × RequestTimeout at once), for at most bound. A call that returns an error counts as
 // failed. The load is stopped when the test ends if Stop was not called.
 func StartLoad(tb testing.TB, perSecond int, bound time.Duration, request func() error) *Load {
 	tb.Helper()
@@ -65,25 +102,28 @@ func StartLoad(tb testing.TB, perSecond int, bound time.Duration, request func()
 		tb.Fatalf("framework: StartLoad(%d/s, %v): want a positive rate and bound", perSecond, bound)
 	}
 	l := &Load{start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
-	go l.run(time.Second/time.Duration(perSecond), bound, request)
+	inFlight := max(minLoadInFlight, int(RequestTimeout.Seconds())*perSecond)
+	go l.run(time.Second/time.Duration(perSecond), bound, inFlight, request)
 	tb.Cleanup(func() { l.Stop() })
 	return l
 }
 
-func (l *Load) run(interval, bound time.Duration, request func() error) {
+func (l *Load) run(interval, bound time.Duration, inFlight int, request func() error) {
 	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
 		l.mu.Lock()
 		l.result.Duration = time.Since(l.start)
-		if n := len(l.latencies); n > 0 {
-			slices.Sort(l.latencies)
-			l.result.P50, l.result.P99, l.result.Max = l.latencies[n/2], l.latencies[n*99/100], l.latencies[n-1]
+		took := make([]time.Duration, len(l.latencies))
+		for i, s := range l.latencies {
+			took[i] = s.took
 		}
+		all := summarise(took)
+		l.result.P50, l.result.P99, l.result.Max = all.P50, all.P99, all.Max
 		l.mu.Unlock()
 		close(l.done)
 	}()
-	slots := make(chan struct{}, loadInFlight)
+	slots := make(chan struct{}, inFlight)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	end := time.NewTimer(bound)
@@ -119,7 +159,7 @@ func (l *Load) run(interval, bound time.Duration, request func() error) {
 				l.mu.Lock()
 				defer l.mu.Unlock()
 				l.result.Sent++
-				l.latencies = append(l.latencies, took)
+				l.latencies = append(l.latencies, latency{sentAt, took})
 				if err != nil {
 					l.result.Failed++
 					if len(l.result.Failures) < maxLoadFailures {
