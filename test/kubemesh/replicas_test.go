@@ -46,7 +46,7 @@ import (
 const (
 	replicasRate        = 100
 	replicasKills       = 3
-	replicasSteady      = 2 * replicasRate // requests between kills
+	replicasSteady      = 5 * replicasRate // requests between kills
 	replicasLoadBound   = 10 * time.Minute
 	replicasControlIP   = "10.253.60.1" // the replicas' end of the veth pair
 	replicasPodVethIP   = "10.253.60.2"
@@ -338,6 +338,9 @@ func startMeshServer(t *testing.T, pods *podNetwork, ns, serviceAccount string) 
 				}
 				s.mu.Unlock()
 			}
+			// A new connection, so a new mTLS handshake, for every request: each one checks the
+			// certificate the sidecar holds at that moment.
+			w.Header().Set("Connection", "close")
 			w.Header().Set("x-upstream", "secure")
 			fmt.Fprintln(w, "secure")
 		}),
