@@ -26,9 +26,6 @@ func (p *Pilot) Kill(tb testing.TB) {
 	fmt.Fprintf(&p.log, "[framework: pilot killed with SIGKILL]\n")
 }
 
-// PID is the process ID of the pilot's current run.
-func (p *Pilot) PID() int { return p.proc.cmd.Process.Pid }
-
 // kill sends SIGKILL and waits for the exit; the exit is then expected, so Stop and the
 // test's cleanup do not report it.
 func (p *Process) kill() error {
