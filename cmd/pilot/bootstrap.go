@@ -56,7 +56,7 @@ binds nothing.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&opts.NodeID, "node", "", "node ID, Istio form: sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local (or router~…)")
-	f.StringVar(&opts.XDSAddress, "xds-address", "127.0.0.1:15010", "pilot's ADS address, HOST:PORT")
+	f.StringVar(&opts.XDSAddress, "xds-address", "127.0.0.1:15010", "pilot's ADS address, HOST:PORT; several replicas comma-separated (all IPs or all DNS names): Envoy connects to one and moves to another when it goes")
 	f.BoolVar(&opts.Delta, "delta", false, "use delta (incremental) xDS instead of state of the world")
 	f.StringVar(&opts.Interception, "interception", "none", "none (listeners bind; call them directly) or redirect (traffic captured by iptables)")
 	f.StringVar(&opts.AdminAddress, "admin-address", "127.0.0.1:15000", "Envoy admin address")

@@ -167,13 +167,7 @@ func xdsCluster(r *resolved) *clusterv3.Cluster {
 		ConnectTimeout: durationpb.New(connectTimeout),
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: XDSClusterName,
-			Endpoints: []*endpointv3.LocalityLbEndpoints{{
-				LbEndpoints: []*endpointv3.LbEndpoint{{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-						Address: socketAddress(r.xdsHost, r.xdsPort),
-					}},
-				}},
-			}},
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: xdsEndpoints(r)}},
 		},
 		// gRPC needs HTTP/2; Envoy speaks HTTP/1.1 upstream unless told otherwise.
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{
@@ -211,6 +205,19 @@ func xdsCluster(r *resolved) *clusterv3.Cluster {
 		c.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
 	}
 	return c
+}
+
+// xdsEndpoints are pilot's replicas. Envoy's ADS client picks one (round robin) for each
+// stream it opens, so when the replica it is connected to goes away, its next attempt goes to
+// another.
+func xdsEndpoints(r *resolved) []*endpointv3.LbEndpoint {
+	out := make([]*endpointv3.LbEndpoint, 0, len(r.xdsEndpoints))
+	for _, e := range r.xdsEndpoints {
+		out = append(out, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(e.host, e.port)}},
+		})
+	}
+	return out
 }
 
 // xdsTLS verifies pilot against the mesh root, and that its certificate is for the SNI name:

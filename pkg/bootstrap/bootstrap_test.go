@@ -3,8 +3,10 @@ package bootstrap
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -53,6 +55,8 @@ func TestBuildOptions(t *testing.T) {
 		{name: "XDS port not a number", opts: Options{NodeID: testNodeID, XDSAddress: "pilot:grpc"}, wantErr: `port "grpc"`},
 		{name: "XDS host not a name", opts: Options{NodeID: testNodeID, XDSAddress: "pi lot:15010"}, wantErr: "neither an IP address nor a DNS name"},
 		{name: "XDS IPv6 zone", opts: Options{NodeID: testNodeID, XDSAddress: "[fe80::1%eth0]:15010"}, wantErr: "IPv6 zones"},
+		{name: "XDS replicas mixing IPs and names", opts: Options{NodeID: testNodeID, XDSAddress: "10.0.0.1:15010,pilot-1:15010"}, wantErr: "mixes IP addresses and DNS names"},
+		{name: "XDS replica without port", opts: Options{NodeID: testNodeID, XDSAddress: "10.0.0.1:15010,10.0.0.2"}, wantErr: `XDSAddress "10.0.0.2": want HOST:PORT`},
 		{name: "bad interception", opts: Options{NodeID: testNodeID, XDSAddress: testXDS, Interception: "tproxy"}, wantErr: `Interception "tproxy"`},
 		{name: "admin host is a name", opts: Options{NodeID: testNodeID, XDSAddress: testXDS, AdminAddress: "localhost:15000"}, wantErr: "AdminAddress"},
 		{name: "admin without port", opts: Options{NodeID: testNodeID, XDSAddress: testXDS, AdminAddress: "127.0.0.1"}, wantErr: "AdminAddress"},
@@ -112,6 +116,31 @@ func TestBuildContent(t *testing.T) {
 		}
 		if got := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress().GetAddress(); got != "pilot" {
 			t.Errorf("endpoint host = %q, want the trailing dot trimmed", got)
+		}
+	})
+	t.Run("replicas are one endpoint each", func(t *testing.T) {
+		for _, tt := range []struct {
+			addresses string
+			want      []string
+			typ       clusterv3.Cluster_DiscoveryType
+		}{
+			{"10.0.0.1:15010, 10.0.0.2:15011", []string{"10.0.0.1:15010", "10.0.0.2:15011"}, clusterv3.Cluster_STATIC},
+			{"pilot-0.pilot:15010,pilot-1.pilot:15010", []string{"pilot-0.pilot:15010", "pilot-1.pilot:15010"}, clusterv3.Cluster_STRICT_DNS},
+		} {
+			c := mustBuild(t, Options{NodeID: testNodeID, XDSAddress: tt.addresses}).GetStaticResources().GetClusters()[0]
+			if got := c.GetType(); got != tt.typ {
+				t.Errorf("%s: type = %v, want %v", tt.addresses, got, tt.typ)
+			}
+			var got []string
+			for _, lle := range c.GetLoadAssignment().GetEndpoints() {
+				for _, e := range lle.GetLbEndpoints() {
+					sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+					got = append(got, fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue()))
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("%s: endpoints %v, want %v", tt.addresses, got, tt.want)
+			}
 		}
 	})
 	t.Run("HTTP/2 with keepalive", func(t *testing.T) {

@@ -2,6 +2,7 @@ package bootstrap
 
 import (
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -19,6 +20,9 @@ type Options struct {
 	// sidecar or router. Pilot derives everything it knows about the proxy from it.
 	NodeID string
 	// XDSAddress is HOST:PORT of pilot's ADS gRPC port. HOST may be an IP or a DNS name.
+	// Several pilot replicas are several addresses, comma-separated, all IPs or all DNS names:
+	// the xds-grpc cluster gets an endpoint each, so when the replica Envoy is connected to
+	// goes away, Envoy reconnects to another.
 	XDSAddress string
 	// Delta selects the incremental protocol (DELTA_GRPC) instead of state of the world (GRPC).
 	Delta bool
@@ -107,9 +111,9 @@ type resolved struct {
 	nodeID       string
 	cluster      string
 	interception string // NONE or REDIRECT
-	xdsHost      string
+	xdsHost      string // the first address's host: the default SNI name
 	xdsIsIP      bool
-	xdsPort      uint32
+	xdsEndpoints []hostPort // one per pilot replica
 	adminIP      string
 	adminPort    uint32
 	delta        bool
@@ -122,6 +126,12 @@ type resolved struct {
 	readiness, prometheus *ipPort
 	adminTarget           ipPort
 	upstreamBind          string // source IP of upstream connections; empty: none
+}
+
+// hostPort is one of pilot's ADS addresses.
+type hostPort struct {
+	host string
+	port uint32
 }
 
 // ipPort is a resolved bind address.
@@ -165,31 +175,26 @@ func (o Options) resolve() (*resolved, error) {
 	if o.XDSAddress == "" {
 		return nil, fmt.Errorf("XDSAddress is empty: want HOST:PORT of pilot's gRPC port, e.g. 127.0.0.1:15010")
 	}
-	host, port, err := splitHostPort(o.XDSAddress, 1)
-	if err != nil {
-		return nil, fmt.Errorf("XDSAddress %q: %w", o.XDSAddress, err)
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		if ip.Zone() != "" {
-			// Envoy's SocketAddress has no field for an IPv6 zone.
-			return nil, fmt.Errorf("XDSAddress %q: IPv6 zones are not supported", o.XDSAddress)
+	for i, addr := range strings.Split(o.XDSAddress, ",") {
+		addr = strings.TrimSpace(addr)
+		host, isIP, port, err := xdsEndpoint(addr)
+		if err != nil {
+			return nil, fmt.Errorf("XDSAddress %q: %w", addr, err)
 		}
-		r.xdsHost, r.xdsIsIP = ip.String(), true
-	} else if dnsName.MatchString(host) {
-		// A trailing dot is dropped: Envoy's resolver (c-ares) does not match "name." against
-		// /etc/hosts, so "localhost." never resolves, while without the dot a DNS name is still
-		// found, at worst after the search domains are tried.
-		r.xdsHost = strings.TrimSuffix(host, ".")
-	} else {
-		return nil, fmt.Errorf("XDSAddress %q: host %q is neither an IP address nor a DNS name", o.XDSAddress, host)
+		if i == 0 {
+			r.xdsHost, r.xdsIsIP = host, isIP
+		} else if isIP != r.xdsIsIP {
+			// One cluster, one discovery type: STATIC for IPs, STRICT_DNS for names.
+			return nil, fmt.Errorf("XDSAddress %q: mixes IP addresses and DNS names; want all of one kind", o.XDSAddress)
+		}
+		r.xdsEndpoints = append(r.xdsEndpoints, hostPort{host, port})
 	}
-	r.xdsPort = port
 
 	admin := o.AdminAddress
 	if admin == "" {
 		admin = DefaultAdminAddress
 	}
-	host, port, err = splitHostPort(admin, 0)
+	host, port, err := splitHostPort(admin, 0)
 	if err != nil {
 		return nil, fmt.Errorf("AdminAddress %q: %w", admin, err)
 	}
@@ -275,6 +280,28 @@ func (o Options) resolve() (*resolved, error) {
 	return r, nil
 }
 
+// xdsEndpoint parses one of XDSAddress's HOST:PORT.
+func xdsEndpoint(addr string) (host string, isIP bool, port uint32, err error) {
+	host, port, err = splitHostPort(addr, 1)
+	if err != nil {
+		return "", false, 0, err
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Zone() != "" {
+			// Envoy's SocketAddress has no field for an IPv6 zone.
+			return "", false, 0, errors.New("IPv6 zones are not supported")
+		}
+		return ip.String(), true, port, nil
+	}
+	if !dnsName.MatchString(host) {
+		return "", false, 0, fmt.Errorf("host %q is neither an IP address nor a DNS name", host)
+	}
+	// A trailing dot is dropped: Envoy's resolver (c-ares) does not match "name." against
+	// /etc/hosts, so "localhost." never resolves, while without the dot a DNS name is still
+	// found, at worst after the search domains are tried.
+	return strings.TrimSuffix(host, "."), false, port, nil
+}
+
 // autoUpstreamBind is UpstreamBindAuto's choice: the node ID's IP when it is in 127.0.0.0/8,
 // where proxies on one machine stand for pods of their own (127.0.0.2, 127.0.0.3, ...) and
 // pilot checks each one's identity by the address it connects from. Nothing otherwise: a pod's
@@ -286,8 +313,10 @@ func autoUpstreamBind(nodeIP netip.Addr, r *resolved) string {
 	if !nodeIP.Is4() || !nodeIP.IsLoopback() || nodeIP == netip.AddrFrom4([4]byte{127, 0, 0, 1}) {
 		return ""
 	}
-	if xds, err := netip.ParseAddr(r.xdsHost); r.xdsIsIP && err == nil && !xds.IsLoopback() {
-		return ""
+	for _, e := range r.xdsEndpoints {
+		if xds, err := netip.ParseAddr(e.host); r.xdsIsIP && err == nil && !xds.IsLoopback() {
+			return ""
+		}
 	}
 	return nodeIP.String()
 }

@@ -45,6 +45,12 @@ type mtlsPlacement struct {
 	namespace, serverApp            string
 	pilotArgs                       []string
 	anonymousServer                 bool
+	// pilotDir and pilotEnv are the pilot's working directory and extra environment (see
+	// framework.PilotOptions); xdsVia, if set, gives the address the proxies' bootstraps name
+	// for ADS instead of the pilot's own (a recorder in front of it, say).
+	pilotDir string
+	pilotEnv []string
+	xdsVia   func(t *testing.T, pilot *framework.Pilot) string
 }
 
 // defaultMTLSPlacement is the mesh of the TestMTLS tests: namespace default, app server.
@@ -74,7 +80,11 @@ func startMTLSMeshAt(t *testing.T, p mtlsPlacement, protocol, peerAuthentication
 		svcPort: framework.FreePort(t, p.clientIP),
 		inPort:  framework.FreePort(t, p.serverIP),
 	}
-	m.pilot = framework.StartPilot(t, framework.PilotOptions{Args: p.pilotArgs})
+	m.pilot = framework.StartPilot(t, framework.PilotOptions{Args: p.pilotArgs, Dir: p.pilotDir, Env: p.pilotEnv})
+	var viaArgs []string
+	if p.xdsVia != nil {
+		viaArgs = []string{"--xds-address", p.xdsVia(t, m.pilot)}
+	}
 	serverAccount, serverTLSMode := "serviceAccount: "+p.serverApp, "security.istio.io/tlsMode: istio"
 	if p.anonymousServer {
 		serverAccount, serverTLSMode = "", ""
@@ -166,11 +176,11 @@ spec:
 	}
 	m.server = framework.StartEnvoy(t, m.pilot, framework.EnvoyOptions{
 		NodeID:        fmt.Sprintf("sidecar~%s~server-1.%s~%s.svc.cluster.local", p.serverIP, p.namespace, p.namespace),
-		BootstrapArgs: []string{"--labels", "app=" + p.serverApp},
+		BootstrapArgs: append([]string{"--labels", "app=" + p.serverApp}, viaArgs...),
 	})
 	m.client = framework.StartEnvoy(t, m.pilot, framework.EnvoyOptions{
 		NodeID:        fmt.Sprintf("sidecar~%s~client-1.%s~%s.svc.cluster.local", p.clientIP, p.namespace, p.namespace),
-		BootstrapArgs: []string{"--labels", "app=client"},
+		BootstrapArgs: append([]string{"--labels", "app=client"}, viaArgs...),
 	})
 	return m
 }

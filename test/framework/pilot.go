@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -25,6 +26,12 @@ type PilotOptions struct {
 	// directory, and --xds-tls-address empty, i.e. off); a flag given again
 	// here wins.
 	Args []string
+	// Dir is the pilot's working directory (by default the test's), and Env
+	// extra environment variables (KEY=VALUE, after the test's own): a test
+	// that checks what pilot writes to disk gives it a working directory and a
+	// TMPDIR of its own.
+	Dir string
+	Env []string
 }
 
 // Pilot is a running pilot process, listening on free loopback ports.
@@ -36,6 +43,9 @@ type Pilot struct {
 	binary string
 	caDir  string
 	args   []string
+	dir    string
+	env    []string
+	enter  func() error // if set, run on the starting thread first (StartPilotInNetNS)
 	log    logBuffer
 	proc   *Process
 }
@@ -76,7 +86,7 @@ func StartPilots(tb testing.TB, n int, opts PilotOptions, args func(i int) []str
 		}
 		pilots[i] = newPilot(tb, own)
 		pilots[i].pickAddresses(tb, own)
-		proc, err := StartProcess("pilot", pilots[i].binary, pilots[i].args, &pilots[i].log)
+		proc, err := pilots[i].start()
 		if err != nil {
 			tb.Fatalf("framework: starting pilot %d: %v", i, err)
 		}
@@ -91,7 +101,7 @@ func StartPilots(tb testing.TB, n int, opts PilotOptions, args func(i int) []str
 }
 
 func newPilot(tb testing.TB, opts PilotOptions) *Pilot {
-	p := &Pilot{binary: PilotBinary(tb), ConfigDir: opts.ConfigDir}
+	p := &Pilot{binary: PilotBinary(tb), ConfigDir: opts.ConfigDir, dir: opts.Dir, env: opts.Env}
 	if p.ConfigDir == "" && opts.Kubeconfig == "" {
 		p.ConfigDir = tb.TempDir()
 	}
@@ -120,9 +130,20 @@ func (p *Pilot) pickAddresses(tb testing.TB, opts PilotOptions) {
 	), opts.Args...)
 }
 
+// start runs the pilot with p.args, in p.dir with p.env added.
+func (p *Pilot) start() (*Process, error) {
+	fmt.Fprintf(&p.log, "$ %s %s\n", p.binary, strings.Join(p.args, " "))
+	return launch("pilot", p.binary, p.args, &p.log, func(cmd *exec.Cmd) {
+		cmd.Dir = p.dir
+		if len(p.env) > 0 {
+			cmd.Env = append(os.Environ(), p.env...)
+		}
+	}, p.enter)
+}
+
 // launch runs the pilot with p.args and waits for /ready.
 func (p *Pilot) launch() error {
-	proc, err := StartProcess("pilot", p.binary, p.args, &p.log)
+	proc, err := p.start()
 	if err != nil {
 		return err
 	}
