@@ -99,8 +99,10 @@ type streamFlow struct {
 }
 
 type heldBytes struct {
-	once  sync.Once
-	n     int64
+	once sync.Once
+	n    int64
+	// mu orders the timer's assignment before its own callback reads it.
+	mu    sync.Mutex
 	timer *time.Timer
 }
 
@@ -110,7 +112,12 @@ func newStreamFlow(budget *pushBudget) *streamFlow {
 
 func (h *heldBytes) release(b *pushBudget) {
 	h.once.Do(func() {
-		h.timer.Stop()
+		h.mu.Lock()
+		timer := h.timer
+		h.mu.Unlock()
+		if timer != nil {
+			timer.Stop()
+		}
 		b.release(h.n)
 	})
 }
@@ -125,7 +132,9 @@ func (f *streamFlow) send(ctx context.Context, typeURL string, n int64, send fun
 		return ctx.Err()
 	}
 	h := &heldBytes{n: n}
+	h.mu.Lock()
 	h.timer = time.AfterFunc(ackDeadline, func() { h.release(f.budget) })
+	h.mu.Unlock()
 	f.mu.Lock()
 	if old := f.held[typeURL]; old != nil {
 		old.release(f.budget)
@@ -170,7 +179,9 @@ func (s sotwEndable) Send(resp *discoveryv3.DiscoveryResponse) error {
 		n += int64(len(r.GetValue()))
 	}
 	return s.flow.send(s.ctx, resp.GetTypeUrl(), n, func() error {
-		return s.AggregatedDiscoveryService_StreamAggregatedResourcesServer.Send(resp)
+		return s.guard.send(resp.GetTypeUrl(), n, func() error {
+			return s.AggregatedDiscoveryService_StreamAggregatedResourcesServer.Send(resp)
+		})
 	})
 }
 
@@ -178,9 +189,15 @@ func (s sotwEndable) Send(resp *discoveryv3.DiscoveryResponse) error {
 func (s sotwEndable) Recv() (*discoveryv3.DiscoveryRequest, error) {
 	req, err := s.AggregatedDiscoveryService_StreamAggregatedResourcesServer.Recv()
 	if err != nil {
+		s.guard.recvFailed(err)
 		s.flow.closed()
 		return nil, err
 	}
+	if !s.guard.received(req) {
+		s.flow.closed()
+		return nil, s.guard.failure()
+	}
+	s.guard.noteNode(req.GetNode().GetId())
 	s.flow.answered(req.GetTypeUrl())
 	return req, nil
 }
@@ -192,7 +209,9 @@ func (s deltaEndable) Send(resp *discoveryv3.DeltaDiscoveryResponse) error {
 		n += int64(len(r.GetResource().GetValue()))
 	}
 	return s.flow.send(s.ctx, resp.GetTypeUrl(), n, func() error {
-		return s.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Send(resp)
+		return s.guard.send(resp.GetTypeUrl(), n, func() error {
+			return s.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Send(resp)
+		})
 	})
 }
 
@@ -200,8 +219,19 @@ func (s deltaEndable) Send(resp *discoveryv3.DeltaDiscoveryResponse) error {
 func (s deltaEndable) Recv() (*discoveryv3.DeltaDiscoveryRequest, error) {
 	req, err := s.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Recv()
 	if err != nil {
+		s.guard.recvFailed(err)
 		s.flow.closed()
 		return nil, err
+	}
+	if !s.guard.received(req) {
+		s.flow.closed()
+		return nil, s.guard.failure()
+	}
+	s.guard.noteNode(req.GetNode().GetId())
+	s.guard.deltaSubscribed(req.GetTypeUrl(), len(req.GetResourceNamesSubscribe()), len(req.GetResourceNamesUnsubscribe()))
+	if failed := s.guard.failure(); failed != nil {
+		s.flow.closed()
+		return nil, failed
 	}
 	s.flow.answered(req.GetTypeUrl())
 	return req, nil
