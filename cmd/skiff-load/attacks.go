@@ -76,6 +76,8 @@ type hostileAttack struct {
 	conns  []*grpc.ClientConn
 	stuck  []grpc.ClientStream // never-read's streams
 	wg     sync.WaitGroup
+	// started is when the attack was in place.
+	started time.Time
 }
 
 func newAttack(cfg HostileConfig, address string) *hostileAttack {
@@ -131,6 +133,7 @@ func openRaw(ctx context.Context, conn *grpc.ClientConn) (grpc.ClientStream, err
 // start puts the attack in place: its streams open (never-read, streams, spoof) or its
 // workers running (the others).
 func (a *hostileAttack) start(ctx context.Context) error {
+	a.started = time.Now()
 	switch a.cfg.Attack {
 	case "none":
 		return nil
@@ -384,7 +387,9 @@ func (a *hostileAttack) finish(ctx context.Context, pilot *Pilot, stop func()) {
 		if timeout <= 0 {
 			timeout = 30 * time.Second
 		}
-		deadline := time.Now().Add(timeout + 30*time.Second)
+		// Every stuck stream blocks within moments of the start: past its send timeout and a
+		// margin, a stream pilot has not closed was not stuck (its responses fitted its windows).
+		deadline := a.started.Add(timeout + 10*time.Second)
 		for time.Now().Before(deadline) && ctx.Err() == nil {
 			m, err := pilot.MetricsBy(ctx, "reason", "skiff_xds_streams_closed_total")
 			if err == nil && int(m["skiff_xds_streams_closed_total"]["send_timeout"]) >= len(a.stuck) {

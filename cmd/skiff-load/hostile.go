@@ -27,8 +27,10 @@ type HostileConfig struct {
 
 	Proxies, Services int
 	Changes           int
-	PilotBinary       string
-	PilotLog          string
+	// Settle is the time between the attack's start and the first change, Gap between changes.
+	Settle, Gap time.Duration
+	PilotBinary string
+	PilotLog    string
 	// SendTimeout and MaxStreams are passed to pilot (--xds-send-timeout, --xds-max-streams)
 	// when set.
 	SendTimeout time.Duration
@@ -122,6 +124,8 @@ Attacks:
 	f.IntVar(&cfg.Proxies, "proxies", 100, "well-behaved simulated Envoys, each its own workload")
 	f.IntVar(&cfg.Services, "services", 1000, "HTTP services in the mesh")
 	f.IntVar(&cfg.Changes, "changes", 5, "VirtualService changes measured during each attack")
+	f.DurationVar(&cfg.Settle, "settle", 2*time.Second, "time between the attack's start and the first change")
+	f.DurationVar(&cfg.Gap, "gap", 500*time.Millisecond, "quiet time between changes")
 	f.StringVar(&cfg.PilotBinary, "pilot", "bin/pilot", "pilot binary to start (go build -o bin/ ./cmd/pilot)")
 	f.StringVar(&cfg.PilotLog, "pilot-log", "", "file for the started pilot's output (appended to per attack)")
 	f.DurationVar(&cfg.SendTimeout, "pilot-send-timeout", 0, "pilot's --xds-send-timeout (0: pilot's default)")
@@ -180,7 +184,8 @@ func RunHostile(parent context.Context, hc HostileConfig) (*HostileResult, error
 		}
 	}()
 
-	cfg := Config{Proxies: hc.Proxies, Services: hc.Services, Workloads: hc.Proxies, Changes: hc.Changes, Timeout: hc.Timeout}
+	cfg := Config{Proxies: hc.Proxies, Services: hc.Services, Workloads: hc.Proxies, Changes: hc.Changes, Timeout: hc.Timeout,
+		Settle: hc.Settle, Gap: hc.Gap}
 	cfg.defaults()
 	fleet, err := NewFleet(FleetConfig{Proxies: hc.Proxies, Workloads: hc.Proxies, StreamsPerConn: 50, Concurrency: 200}, pilot.XDSAddress)
 	if err != nil {
