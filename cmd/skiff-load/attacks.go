@@ -392,7 +392,7 @@ func (a *hostileAttack) finish(ctx context.Context, pilot *Pilot, stop func()) {
 		deadline := a.started.Add(timeout + 10*time.Second)
 		for time.Now().Before(deadline) && ctx.Err() == nil {
 			m, err := pilot.MetricsBy(ctx, "reason", "skiff_xds_streams_closed_total")
-			if err == nil && int(m["skiff_xds_streams_closed_total"]["send_timeout"]) >= len(a.stuck) {
+			if closed := m["skiff_xds_streams_closed_total"]; err == nil && int(closed["send_timeout"]+closed["unanswered"]) >= len(a.stuck) {
 				break
 			}
 			sleep(ctx, 500*time.Millisecond)

@@ -198,6 +198,7 @@ func (s sotwEndable) Recv() (*discoveryv3.DiscoveryRequest, error) {
 		return nil, s.guard.failure()
 	}
 	s.guard.noteNode(req.GetNode().GetId())
+	s.guard.answered(req.GetTypeUrl())
 	s.flow.answered(req.GetTypeUrl())
 	return req, nil
 }
@@ -228,6 +229,7 @@ func (s deltaEndable) Recv() (*discoveryv3.DeltaDiscoveryRequest, error) {
 		return nil, s.guard.failure()
 	}
 	s.guard.noteNode(req.GetNode().GetId())
+	s.guard.answered(req.GetTypeUrl())
 	s.guard.deltaSubscribed(req.GetTypeUrl(), len(req.GetResourceNamesSubscribe()), len(req.GetResourceNamesUnsubscribe()))
 	if failed := s.guard.failure(); failed != nil {
 		s.flow.closed()

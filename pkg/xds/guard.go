@@ -32,6 +32,9 @@ import (
 //     the send timeout ends the stream with ResourceExhausted. The bytes it was sending are
 //     the resources' shared encodings, so a stuck stream holds no copy of them, and its share
 //     of the push budget is given back after ackDeadline like any unanswered response.
+//     A response that fits in what is left of the window and the quota is taken without
+//     blocking, so a stream whose last response did is closed instead when that response has
+//     not been answered (ACKed or NACKed) within the same timeout, with DeadlineExceeded.
 //     HTTP/2 sends the status after the data still queued on the stream, so the client
 //     reads it only if it ever reads again; pilot's goroutines and watches for the stream end
 //     at once either way.
@@ -60,6 +63,7 @@ const DefaultMaxStreams = 20000
 // reason label.
 const (
 	closeSendTimeout    = "send_timeout"
+	closeUnanswered     = "unanswered"
 	closeUndecodable    = "undecodable"
 	closeTooLarge       = "too_large"
 	closeTooManyNames   = "too_many_names"
@@ -97,7 +101,7 @@ func newGuard(sendTimeout time.Duration, maxStreams int, log *slog.Logger, reg p
 		log:         log,
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_xds_streams_closed_total",
-			Help: "ADS streams pilot closed or refused because of the client: send_timeout (it did not read its responses), undecodable, too_large, too_many_names (its requests), too_many_streams (refused at open).",
+			Help: "ADS streams pilot closed or refused because of the client: send_timeout and unanswered (it did not read its responses), undecodable, too_large, too_many_names (its requests), too_many_streams (refused at open).",
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(g.closed)
@@ -150,6 +154,11 @@ type streamGuard struct {
 	err  error  // the status the stream ends with, once it failed
 	node string // the node ID of the first request, for the log
 
+	// unanswered holds, per type, the timer of the response the proxy has neither ACKed nor
+	// NACKed yet; done is set when the stream has ended.
+	unanswered map[string]*time.Timer
+	ended      bool
+
 	// deltaNames counts, per type, the names a delta stream is subscribed to: unlike a
 	// state-of-the-world request, a delta request adds to what the stream holds. Only the
 	// goroutine that calls Recv touches it.
@@ -158,9 +167,16 @@ type streamGuard struct {
 
 // done counts the stream out.
 func (sg *streamGuard) done() {
-	if sg != nil {
-		sg.guard.open.Add(-1)
+	if sg == nil {
+		return
 	}
+	sg.guard.open.Add(-1)
+	sg.mu.Lock()
+	sg.ended = true
+	for _, t := range sg.unanswered {
+		t.Stop()
+	}
+	sg.mu.Unlock()
 }
 
 // bind gives the guard the function that ends its stream.
@@ -186,7 +202,7 @@ func (sg *streamGuard) failure() error {
 // fail ends the stream with err, once; reason labels the metric.
 func (sg *streamGuard) fail(reason string, err error) {
 	sg.mu.Lock()
-	if sg.err != nil {
+	if sg.err != nil || sg.ended {
 		sg.mu.Unlock()
 		return
 	}
@@ -232,7 +248,46 @@ func (sg *streamGuard) send(typeURL string, n int64, send func() error) error {
 	})
 	err := send()
 	timer.Stop()
+	if err == nil {
+		sg.awaitAnswer(typeURL, timeout)
+	}
 	return err
+}
+
+// awaitAnswer ends the stream if the response just sent for typeURL is not answered (ACKed or
+// NACKed, by any request of its type) within timeout. Envoy answers every response at once;
+// one that does not has stopped reading, which grpc-go cannot always tell: a response that
+// fits in what is left of the stream's flow-control window and write quota is taken by Send
+// without blocking, and if no other response follows, no Send ever blocks.
+func (sg *streamGuard) awaitAnswer(typeURL string, timeout time.Duration) {
+	sg.mu.Lock()
+	defer sg.mu.Unlock()
+	if sg.ended {
+		return
+	}
+	if t := sg.unanswered[typeURL]; t != nil {
+		t.Reset(timeout)
+		return
+	}
+	if sg.unanswered == nil {
+		sg.unanswered = map[string]*time.Timer{}
+	}
+	sg.unanswered[typeURL] = time.AfterFunc(timeout, func() {
+		sg.fail(closeUnanswered, status.Errorf(codes.DeadlineExceeded,
+			"proxy has not answered (ACK or NACK) its %s response for %s: it is not reading its ADS stream; closing the stream", shortType(typeURL), timeout))
+	})
+}
+
+// answered stops waiting for an answer of typeURL: the stream sent a request of that type.
+func (sg *streamGuard) answered(typeURL string) {
+	if sg == nil {
+		return
+	}
+	sg.mu.Lock()
+	if t := sg.unanswered[typeURL]; t != nil {
+		t.Stop()
+	}
+	sg.mu.Unlock()
 }
 
 // recvFailed looks at why the stream's Recv failed; gRPC has already ended the stream with a

@@ -188,6 +188,9 @@ func TestNeverReadingStreamIsClosedWhileOthersGetPushes(t *testing.T) {
 		}
 		return true
 	})
+	if n := closedStreams(t, s, closeUnanswered); n != 0 {
+		t.Errorf("%v streams closed as unanswered, want none: the normal proxy answers everything", n)
+	}
 	// HTTP/2 delivers the status after the data queued before it: once the client reads, it
 	// sees why its stream ended.
 	for {
@@ -196,6 +199,25 @@ func TestNeverReadingStreamIsClosedWhileOthersGetPushes(t *testing.T) {
 		}
 	}
 	wantStatus(t, "never-reading stream", err, codes.ResourceExhausted, "not reading its ADS stream")
+}
+
+// A proxy that reads its response but never answers it (no ACK, no NACK) has stopped
+// reading as far as the protocol goes: its stream is closed with DeadlineExceeded.
+func TestUnansweredResponseClosesTheStream(t *testing.T) {
+	s, conn := serve(t, Options{Registry: prometheus.NewRegistry(), SendTimeout: time.Second})
+	s.Push(meshSnapshot("10.0.0.1"), time.Now())
+	stream := openADS(t, conn)
+	if err := stream.Send(cdsRequest(testNode)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := stream.Recv() // no ACK: the next thing is the end
+	wantStatus(t, "a stream that never answers", err, codes.DeadlineExceeded, "has not answered (ACK or NACK) its cds response")
+	if n := closedStreams(t, s, closeUnanswered); n != 1 {
+		t.Errorf("skiff_xds_streams_closed_total{reason=unanswered} = %v, want 1", n)
+	}
 }
 
 // Bytes that are no discovery request, and a message of another kind, end the stream with a
