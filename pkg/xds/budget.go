@@ -193,12 +193,10 @@ func (s sotwEndable) Recv() (*discoveryv3.DiscoveryRequest, error) {
 		s.flow.closed()
 		return nil, err
 	}
-	if !s.guard.received(req) {
+	if err := s.guard.request(req, req.GetTypeUrl(), req.GetNode().GetId()); err != nil {
 		s.flow.closed()
-		return nil, s.guard.failure()
+		return nil, err
 	}
-	s.guard.noteNode(req.GetNode().GetId())
-	s.guard.answered(req.GetTypeUrl())
 	s.flow.answered(req.GetTypeUrl())
 	return req, nil
 }
@@ -224,16 +222,9 @@ func (s deltaEndable) Recv() (*discoveryv3.DeltaDiscoveryRequest, error) {
 		s.flow.closed()
 		return nil, err
 	}
-	if !s.guard.received(req) {
+	if err := s.guard.deltaRequest(req); err != nil {
 		s.flow.closed()
-		return nil, s.guard.failure()
-	}
-	s.guard.noteNode(req.GetNode().GetId())
-	s.guard.answered(req.GetTypeUrl())
-	s.guard.deltaSubscribed(req.GetTypeUrl(), len(req.GetResourceNamesSubscribe()), len(req.GetResourceNamesUnsubscribe()))
-	if failed := s.guard.failure(); failed != nil {
-		s.flow.closed()
-		return nil, failed
+		return nil, err
 	}
 	s.flow.answered(req.GetTypeUrl())
 	return req, nil

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -300,6 +301,28 @@ func (sg *streamGuard) recvFailed(err error) {
 	if st, ok := status.FromError(err); ok && st.Code() == codes.ResourceExhausted {
 		sg.fail(closeTooLarge, status.Errorf(codes.ResourceExhausted, "ADS request too large: %s", st.Message()))
 	}
+}
+
+// request checks a request the stream received; an error ends the stream with it.
+func (sg *streamGuard) request(req proto.Message, typeURL, nodeID string) error {
+	if sg == nil {
+		return nil
+	}
+	if !sg.received(req) {
+		return sg.failure()
+	}
+	sg.noteNode(nodeID)
+	sg.answered(typeURL)
+	return nil
+}
+
+// deltaRequest is request for a delta request, which also counts its subscriptions.
+func (sg *streamGuard) deltaRequest(req *discoveryv3.DeltaDiscoveryRequest) error {
+	if err := sg.request(req, req.GetTypeUrl(), req.GetNode().GetId()); err != nil || sg == nil {
+		return err
+	}
+	sg.deltaSubscribed(req.GetTypeUrl(), len(req.GetResourceNamesSubscribe()), len(req.GetResourceNamesUnsubscribe()))
+	return sg.failure()
 }
 
 // received checks a request the codec could not decode (fanout.Rejected) and ends the stream
