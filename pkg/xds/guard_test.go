@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -111,7 +112,8 @@ func closedStreams(t *testing.T, s *Server, reason string) float64 {
 	return counterValue(t, s.guard.closed.WithLabelValues(reason))
 }
 
-// A proxy that never reads its stream is closed with ResourceExhausted after the send timeout,
+// A proxy that never reads its stream is closed after the send timeout (ResourceExhausted if a
+// Send blocked, DeadlineExceeded if its last response fitted its windows and went unanswered),
 // and while it is stuck another proxy's push goes through at once.
 func TestNeverReadingStreamIsClosedWhileOthersGetPushes(t *testing.T) {
 	const sendTimeout = 10 * time.Second // long enough that the other proxy's push lands first
@@ -173,13 +175,18 @@ func TestNeverReadingStreamIsClosedWhileOthersGetPushes(t *testing.T) {
 		return false
 	})
 
+	// Its Send blocks (send_timeout), or its clusters go unanswered (unanswered): whichever
+	// timer fires first closes it.
+	stuckClosed := func() float64 {
+		return closedStreams(t, s, closeSendTimeout) + closedStreams(t, s, closeUnanswered)
+	}
 	s.Push(manyServices(1501, "10.0.0.1"), time.Now())
 	waitCluster(1501 + 3)
-	if n := closedStreams(t, s, closeSendTimeout); n != 0 {
+	if n := stuckClosed(); n != 0 {
 		t.Fatalf("the stuck stream was closed (%v) before the other proxy's push arrived: the push waited for it", n)
 	}
 
-	waitFor(t, "the stuck stream to be closed", func() bool { return closedStreams(t, s, closeSendTimeout) == 1 })
+	waitFor(t, "the stuck stream to be closed", func() bool { return stuckClosed() == 1 })
 	waitFor(t, "the stuck proxy to leave the proxy status", func() bool {
 		for _, st := range s.Statuses() {
 			if st.NodeID == stuckNode {
@@ -188,8 +195,8 @@ func TestNeverReadingStreamIsClosedWhileOthersGetPushes(t *testing.T) {
 		}
 		return true
 	})
-	if n := closedStreams(t, s, closeUnanswered); n != 0 {
-		t.Errorf("%v streams closed as unanswered, want none: the normal proxy answers everything", n)
+	if !slices.ContainsFunc(s.Statuses(), func(st ProxyStatus) bool { return st.NodeID == testNode }) {
+		t.Error("the normal proxy, which answers everything, was disconnected")
 	}
 	// HTTP/2 delivers the status after the data queued before it: once the client reads, it
 	// sees why its stream ended.
@@ -198,7 +205,9 @@ func TestNeverReadingStreamIsClosedWhileOthersGetPushes(t *testing.T) {
 			break
 		}
 	}
-	wantStatus(t, "never-reading stream", err, codes.ResourceExhausted, "not reading its ADS stream")
+	if code := status.Code(err); code != codes.ResourceExhausted && code != codes.DeadlineExceeded || !strings.Contains(err.Error(), "not reading its ADS stream") {
+		t.Errorf("never-reading stream ended with %v, want ResourceExhausted or DeadlineExceeded saying it is not reading", err)
+	}
 }
 
 // A proxy that reads its response but never answers it (no ACK, no NACK) has stopped
