@@ -283,8 +283,8 @@ func (a *hostileAttack) startStreams(ctx context.Context) error {
 				return
 			}
 			for n := 0; ; n++ {
-				var drop []byte
-				if err := cs.RecvMsg(&drop); err != nil {
+				var resp discoveryv3.DiscoveryResponse
+				if err := cs.RecvMsg(&resp); err != nil {
 					if ctx.Err() == nil {
 						a.record(statusOutcome(err))
 					} else if n > 0 {
@@ -293,6 +293,13 @@ func (a *hostileAttack) startStreams(ctx context.Context) error {
 					return
 				}
 				answered()
+				// ACKed, as Envoy does: a stream that never answers is closed after the send
+				// timeout, and these are to stay open, costing pilot a stream each.
+				ack := &discoveryv3.DiscoveryRequest{TypeUrl: resp.TypeUrl, VersionInfo: resp.VersionInfo, ResponseNonce: resp.Nonce}
+				if err := cs.SendMsg(ack); err != nil {
+					a.record(statusOutcome(err))
+					return
+				}
 			}
 		})
 	}

@@ -79,8 +79,9 @@ Attacks:
   unknown-type  streams that ask for a type URL pilot does not serve, at --rate
   huge-names    requests of 1,000,000 names (9 MB, over gRPC's 4 MB limit) and of 100,001
                 names (1 MB, over pilot's name limit), at --rate
-  streams       --attackers idle subscribers (a listener request each, responses read and
-                dropped, never ACKed), 100 per connection, held open during the changes
+  streams       --attackers idle subscribers (a listener request each, responses ACKed),
+                100 per connection, held open during the changes; beyond
+                --pilot-max-streams they are refused
   spoof         streams whose node ID names a WorkloadEntry at another address, asking for
                 its certificate (SDS default) and its configuration`,
 		Args: cobra.NoArgs,
