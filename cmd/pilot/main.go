@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/skiffmesh/skiff/pkg/ca"
+	"github.com/skiffmesh/skiff/pkg/xds"
 )
 
 func main() {
@@ -77,6 +78,8 @@ listeners, routes, clusters and endpoints, and serves them over gRPC ADS.`,
 	f.StringVar(&opts.caDir, "ca-dir", ".skiff-ca", "CA directory in Istio's cacerts layout; a self-signed root is created and persisted there when it holds none (folder mode; the one secret on disk)")
 	f.StringVar(&opts.trustDomain, "trust-domain", ca.DefaultTrustDomain, "SPIFFE trust domain of workload identities")
 	f.DurationVar(&opts.workloadCertTTL, "workload-cert-ttl", ca.DefaultWorkloadTTL, "lifetime of workload certificates (SDS default); they are re-issued and pushed at half-life")
+	f.DurationVar(&opts.sendTimeout, "xds-send-timeout", xds.DefaultSendTimeout, "close an ADS stream whose response could not be written for this long: the proxy is not reading (0: never)")
+	f.IntVar(&opts.maxStreams, "xds-max-streams", xds.DefaultMaxStreams, "ADS streams served at once; more are refused with RESOURCE_EXHAUSTED")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.AddCommand(newBootstrapCommand(), newCACommand())
 	return cmd

@@ -34,6 +34,8 @@ type serveOptions struct {
 	caDir             string
 	trustDomain       string
 	workloadCertTTL   time.Duration
+	sendTimeout       time.Duration // 0: never (xds.Options takes a negative value for that)
+	maxStreams        int
 	logger            *slog.Logger
 }
 
@@ -65,7 +67,8 @@ func serve(ctx context.Context, opts serveOptions) error {
 		return fmt.Errorf("CA (--ca-dir %s): %w", opts.caDir, err)
 	}
 	server := xds.New(xds.Options{Reflection: opts.reflection, Logger: log, Registry: reg,
-		CA: authority, WorkloadCertTTL: opts.workloadCertTTL, IgnoreNodeLabels: opts.kubernetes})
+		CA: authority, WorkloadCertTTL: opts.workloadCertTTL, IgnoreNodeLabels: opts.kubernetes,
+		SendTimeout: sendTimeoutOption(opts.sendTimeout), MaxStreams: opts.maxStreams})
 	status := newConfigStatus(server, log, reg)
 
 	xdsListener, err := net.Listen("tcp", opts.xdsAddress)
@@ -208,4 +211,13 @@ func runKubernetes(ctx context.Context, wg *sync.WaitGroup, errs chan<- error, c
 		}
 	})
 	wg.Go(func() { publisher.Run(ctx) })
+}
+
+// sendTimeoutOption turns --xds-send-timeout, where 0 means never, into xds.Options', where 0
+// means the default.
+func sendTimeoutOption(flag time.Duration) time.Duration {
+	if flag <= 0 {
+		return -1
+	}
+	return flag
 }

@@ -80,7 +80,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newBenchCommand(), newMeshCommand())
+	root.AddCommand(newBenchCommand(), newMeshCommand(), newHostileCommand())
 	return root
 }
 

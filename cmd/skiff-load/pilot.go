@@ -35,7 +35,7 @@ type Pilot struct {
 // StartPilot starts binary serving configDir on free loopback ports, with the TLS port off
 // and a throwaway CA, and returns once GET /ready answers 200. The process is killed when ctx
 // ends; call Stop to end it earlier.
-func StartPilot(ctx context.Context, binary, configDir, logFile string) (*Pilot, error) {
+func StartPilot(ctx context.Context, binary, configDir, logFile string, extraArgs ...string) (*Pilot, error) {
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
@@ -60,6 +60,7 @@ func StartPilot(ctx context.Context, binary, configDir, logFile string) (*Pilot,
 		"--ca-dir", caDir,
 		"--log-level", "warn", // one info line per connecting proxy would dominate the run
 	)
+	p.cmd.Args = append(p.cmd.Args, extraArgs...)
 	var out io.Writer = &lockedWriter{w: p.log, mu: p.logM}
 	var logF *os.File
 	if logFile != "" {
@@ -200,6 +201,11 @@ func (p *Pilot) RSS() int64 {
 // "pilot_total_xds_rejects" → {"rds": 3}. It parses the text format by hand because only a
 // few plain counters are read.
 func (p *Pilot) Metrics(ctx context.Context, names ...string) (map[string]map[string]float64, error) {
+	return p.MetricsBy(ctx, "type", names...)
+}
+
+// MetricsBy is Metrics summed by another label, e.g. "reason".
+func (p *Pilot) MetricsBy(ctx context.Context, label string, names ...string) (map[string]map[string]float64, error) {
 	if p.MonitoringAddress == "" {
 		return nil, errors.New("no monitoring address")
 	}
@@ -238,7 +244,7 @@ func (p *Pilot) Metrics(ctx context.Context, names ...string) (map[string]map[st
 		}
 		typ := ""
 		for l := range strings.SplitSeq(labels, ",") {
-			if k, val, ok := strings.Cut(l, "="); ok && k == "type" {
+			if k, val, ok := strings.Cut(l, "="); ok && k == label {
 				typ = strings.Trim(val, `"`)
 			}
 		}

@@ -99,8 +99,10 @@ type streamFlow struct {
 }
 
 type heldBytes struct {
-	once  sync.Once
-	n     int64
+	once sync.Once
+	n    int64
+	// mu orders the timer's assignment before its own callback reads it.
+	mu    sync.Mutex
 	timer *time.Timer
 }
 
@@ -110,7 +112,12 @@ func newStreamFlow(budget *pushBudget) *streamFlow {
 
 func (h *heldBytes) release(b *pushBudget) {
 	h.once.Do(func() {
-		h.timer.Stop()
+		h.mu.Lock()
+		timer := h.timer
+		h.mu.Unlock()
+		if timer != nil {
+			timer.Stop()
+		}
 		b.release(h.n)
 	})
 }
@@ -125,7 +132,9 @@ func (f *streamFlow) send(ctx context.Context, typeURL string, n int64, send fun
 		return ctx.Err()
 	}
 	h := &heldBytes{n: n}
+	h.mu.Lock()
 	h.timer = time.AfterFunc(ackDeadline, func() { h.release(f.budget) })
+	h.mu.Unlock()
 	f.mu.Lock()
 	if old := f.held[typeURL]; old != nil {
 		old.release(f.budget)
@@ -170,7 +179,9 @@ func (s sotwEndable) Send(resp *discoveryv3.DiscoveryResponse) error {
 		n += int64(len(r.GetValue()))
 	}
 	return s.flow.send(s.ctx, resp.GetTypeUrl(), n, func() error {
-		return s.AggregatedDiscoveryService_StreamAggregatedResourcesServer.Send(resp)
+		return s.guard.send(resp.GetTypeUrl(), n, func() error {
+			return s.AggregatedDiscoveryService_StreamAggregatedResourcesServer.Send(resp)
+		})
 	})
 }
 
@@ -178,6 +189,11 @@ func (s sotwEndable) Send(resp *discoveryv3.DiscoveryResponse) error {
 func (s sotwEndable) Recv() (*discoveryv3.DiscoveryRequest, error) {
 	req, err := s.AggregatedDiscoveryService_StreamAggregatedResourcesServer.Recv()
 	if err != nil {
+		s.guard.recvFailed(err)
+		s.flow.closed()
+		return nil, err
+	}
+	if err := s.guard.request(req, req.GetTypeUrl(), req.GetNode().GetId()); err != nil {
 		s.flow.closed()
 		return nil, err
 	}
@@ -192,7 +208,9 @@ func (s deltaEndable) Send(resp *discoveryv3.DeltaDiscoveryResponse) error {
 		n += int64(len(r.GetResource().GetValue()))
 	}
 	return s.flow.send(s.ctx, resp.GetTypeUrl(), n, func() error {
-		return s.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Send(resp)
+		return s.guard.send(resp.GetTypeUrl(), n, func() error {
+			return s.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Send(resp)
+		})
 	})
 }
 
@@ -200,6 +218,11 @@ func (s deltaEndable) Send(resp *discoveryv3.DeltaDiscoveryResponse) error {
 func (s deltaEndable) Recv() (*discoveryv3.DeltaDiscoveryRequest, error) {
 	req, err := s.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Recv()
 	if err != nil {
+		s.guard.recvFailed(err)
+		s.flow.closed()
+		return nil, err
+	}
+	if err := s.guard.deltaRequest(req); err != nil {
 		s.flow.closed()
 		return nil, err
 	}

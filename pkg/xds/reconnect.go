@@ -27,19 +27,27 @@ func endStreamOf(ctx context.Context) func() {
 	return end
 }
 
-// serveEndable runs handle on a stream that endStreamOf can end. Ending it returns from the
-// gRPC handler, which cancels the stream: its Recv fails, and go-control-plane's loop, which
-// reads requests through Recv, stops.
-func serveEndable(stream grpc.ServerStream, handle func(ctx context.Context) error) error {
+// serveEndable runs handle on a stream that endStreamOf (or its guard) can end. Ending it
+// returns from the gRPC handler, which cancels the stream: its Recv fails, a Send blocked on
+// flow control returns, and go-control-plane's loop, which reads requests through Recv, stops.
+// A stream its guard failed ends with the guard's status.
+func serveEndable(stream grpc.ServerStream, sg *streamGuard, handle func(ctx context.Context) error) error {
 	ctx, end := context.WithCancel(stream.Context())
 	defer end()
 	ctx = context.WithValue(ctx, endStreamKey{}, end)
+	sg.bind(end)
 	done := make(chan error, 1)
 	go func() { done <- handle(ctx) }()
 	select {
 	case err := <-done:
+		if failed := sg.failure(); failed != nil {
+			return failed // go-control-plane ends a stream whose Recv failed without a status
+		}
 		return err
 	case <-ctx.Done():
+		if failed := sg.failure(); failed != nil {
+			return failed // the handler may be blocked in Send: do not wait for it
+		}
 		if stream.Context().Err() != nil {
 			return <-done // the client went away: let the handler finish on its own
 		}
@@ -48,11 +56,12 @@ func serveEndable(stream grpc.ServerStream, handle func(ctx context.Context) err
 }
 
 // sotwEndable is a state-of-the-world stream whose Context is serveEndable's, sending within
-// the push budget (budget.go).
+// the push budget (budget.go) and under its guard (guard.go).
 type sotwEndable struct {
 	discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer
-	ctx  context.Context
-	flow *streamFlow
+	ctx   context.Context
+	flow  *streamFlow
+	guard *streamGuard
 }
 
 func (s sotwEndable) Context() context.Context { return s.ctx }
@@ -61,8 +70,9 @@ func (s sotwEndable) Context() context.Context { return s.ctx }
 // budget.
 type deltaEndable struct {
 	discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer
-	ctx  context.Context
-	flow *streamFlow
+	ctx   context.Context
+	flow  *streamFlow
+	guard *streamGuard
 }
 
 func (s deltaEndable) Context() context.Context { return s.ctx }

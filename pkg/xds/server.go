@@ -53,6 +53,12 @@ type Options struct {
 	// PushBudget bounds the bytes of responses sent and not yet acknowledged across all
 	// proxies (see pushBudget); zero means DefaultPushBudget.
 	PushBudget int64
+	// SendTimeout closes a stream whose response could not be written for this long: the
+	// proxy is not reading (see guard.go). Zero means DefaultSendTimeout, negative never.
+	SendTimeout time.Duration
+	// MaxStreams bounds the ADS streams open at once; more are refused. Zero means
+	// DefaultMaxStreams.
+	MaxStreams int
 }
 
 // Server is the ADS server and its push loop.
@@ -65,6 +71,7 @@ type Server struct {
 	tracker *tracker
 	metrics *metrics
 	log     *slog.Logger
+	guard   *guard
 	// noIdentity warns about proxies translated without default mTLS for want of an identity.
 	noIdentity *identityWarnings
 
@@ -131,7 +138,8 @@ func New(opts Options) *Server {
 	if budget <= 0 {
 		budget = DefaultPushBudget
 	}
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, &adsService{xds: s.xds, budget: newPushBudget(budget)})
+	s.guard = newGuard(opts.SendTimeout, opts.MaxStreams, log, reg)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, &adsService{xds: s.xds, budget: newPushBudget(budget), guard: s.guard})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if opts.Reflection {
@@ -141,22 +149,34 @@ func New(opts Options) *Server {
 }
 
 // adsService is the registered ADS implementation: go-control-plane's, with state-of-the-world
-// streams wrapped so a half-closed stream is answered before it ends.
+// streams wrapped so a half-closed stream is answered before it ends, and every stream
+// admitted and watched by the guard (guard.go).
 type adsService struct {
 	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
 	xds    serverv3.Server
 	budget *pushBudget
+	guard  *guard
 }
 
 func (a *adsService) StreamAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	return serveEndable(stream, func(ctx context.Context) error {
-		return a.xds.StreamAggregatedResources(sotwEndable{newAnsweringStream(stream), ctx, newStreamFlow(a.budget)})
+	sg, err := a.guard.admit(stream.Context())
+	if err != nil {
+		return err
+	}
+	defer sg.done()
+	return serveEndable(stream, sg, func(ctx context.Context) error {
+		return a.xds.StreamAggregatedResources(sotwEndable{newAnsweringStream(stream), ctx, newStreamFlow(a.budget), sg})
 	})
 }
 
 func (a *adsService) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
-	return serveEndable(stream, func(ctx context.Context) error {
-		return a.xds.DeltaAggregatedResources(deltaEndable{stream, ctx, newStreamFlow(a.budget)})
+	sg, err := a.guard.admit(stream.Context())
+	if err != nil {
+		return err
+	}
+	defer sg.done()
+	return serveEndable(stream, sg, func(ctx context.Context) error {
+		return a.xds.DeltaAggregatedResources(deltaEndable{stream, ctx, newStreamFlow(a.budget), sg})
 	})
 }
 

@@ -62,14 +62,20 @@ func (s *nameSet) has(name string) bool {
 	return ok
 }
 
-// maxNameSets bounds a store's table of subscriptions. Forgetting one costs only a larger
-// answer: a client whose version names a forgotten set is sent everything it asks for.
-const maxNameSets = 4096
+// maxNameSets bounds a store's table of subscriptions, and maxSetNames the names they hold
+// together (sets of clients' choosing may be large: up to MaxRequestNames each). Forgetting
+// one costs only a larger answer: a client whose version names a forgotten set is sent
+// everything it asks for.
+const (
+	maxNameSets = 4096
+	maxSetNames = 1 << 20
+)
 
 // setTable interns the name sets of one store's requests.
 type setTable struct {
 	seed   maphash.Seed
 	lastID uint64
+	names  int // in all sets
 	byHash map[uint64][]*nameSet
 	byID   map[uint64]*nameSet
 }
@@ -90,9 +96,10 @@ func (t *setTable) intern(list []string) *nameSet {
 			return s
 		}
 	}
-	if len(t.byID) >= maxNameSets {
+	if len(t.byID) >= maxNameSets || t.names+len(list) > maxSetNames {
 		*t = setTable{seed: t.seed, lastID: t.lastID, byHash: map[uint64][]*nameSet{}, byID: map[uint64]*nameSet{}}
 	}
+	t.names += len(list)
 	t.lastID++
 	s := &nameSet{id: t.lastID, names: make(map[string]struct{}, len(list))}
 	for _, n := range list {

@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"slices"
@@ -17,15 +18,54 @@ import (
 // decoded to the interned copies of the names stores serve. Envoy repeats every name it
 // subscribes to in each state-of-the-world ACK (thousands of clusters for EDS); decoded the
 // standard way, each ACK would allocate them all again.
+//
+// A discovery request that cannot be decoded is not an error here: grpc-go would end the stream
+// at once with Internal, "failed to unmarshal", as if pilot had failed. It is decoded as an
+// empty request instead, and Rejected tells the stream why, so that the stream can end with a
+// status that puts the fault where it is (InvalidArgument, or ResourceExhausted for too many
+// names).
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	var err error
 	switch m := v.(type) {
 	case *discoveryv3.DiscoveryRequest:
-		return unmarshalInterning(data, m, 3, func(list []string) { m.ResourceNames = list })
+		err = unmarshalInterning(data, m, 3, func(list []string) { m.ResourceNames = list })
 	case *discoveryv3.DeltaDiscoveryRequest:
-		return unmarshalInterning(data, m, 3, func(list []string) { m.ResourceNamesSubscribe = list })
+		err = unmarshalInterning(data, m, 3, func(list []string) { m.ResourceNamesSubscribe = list })
+	default:
+		return standard.Unmarshal(data, v)
 	}
-	return standard.Unmarshal(data, v)
+	if err != nil {
+		m := v.(proto.Message)
+		proto.Reset(m)
+		rejected.Store(m, err)
+	}
+	return nil
 }
+
+// rejected holds the decoding errors of requests Unmarshal could not decode, until Rejected
+// takes them: the stream that received the request asks right away.
+var rejected sync.Map // proto.Message → error
+
+// Rejected returns, and forgets, why req could not be decoded; nil for a request that was.
+// Every discovery request a stream receives must be asked about, or its entry stays.
+func Rejected(req proto.Message) error {
+	if err, ok := rejected.LoadAndDelete(req); ok {
+		return err.(error)
+	}
+	return nil
+}
+
+// MaxRequestNames bounds the resource names one discovery request may carry. Envoy names every
+// EDS cluster it uses in one request, a few thousand in a large mesh; a hundred thousand is far
+// beyond any mesh Skiff serves, and still only a few megabytes decoded. Above it, the request
+// is refused while decoding, before its names are allocated, so a client cannot make pilot
+// hold millions of strings.
+const MaxRequestNames = 100_000
+
+// ErrTooManyNames is the decoding error of a request over MaxRequestNames. gRPC reports
+// decoding errors as text (Internal, "grpc: failed to unmarshal ..."), so callers that must
+// tell it apart look for its message.
+var ErrTooManyNames = errors.New("too many resource names")
 
 // unmarshalInterning decodes m from data with its repeated string field nameField interned:
 // every other field is decoded by proto.Unmarshal from a copy of its bytes, and set receives
@@ -54,7 +94,10 @@ func unmarshalInterning(data mem.BufferSlice, m proto.Message, nameField protowi
 			continue
 		}
 		// The names are written one after the other: decode the run at once.
-		run := nameRun(b, nameField)
+		run, count := nameRun(b, nameField)
+		if len(list)+count > MaxRequestNames {
+			return fmt.Errorf("decoding %T: %w: more than %d", m, ErrTooManyNames, MaxRequestNames)
+		}
 		decoded, err := lists.decode(run, nameField)
 		if err != nil {
 			return fmt.Errorf("decoding %T: resource names: %w", m, err)
@@ -73,8 +116,8 @@ func unmarshalInterning(data mem.BufferSlice, m proto.Message, nameField protowi
 	return nil
 }
 
-// nameRun is the longest prefix of b made of nameField entries.
-func nameRun(b []byte, nameField protowire.Number) []byte {
+// nameRun is the longest prefix of b made of nameField entries, and how many there are.
+func nameRun(b []byte, nameField protowire.Number) (run []byte, count int) {
 	end := 0
 	for end < len(b) {
 		num, typ, n := protowire.ConsumeTag(b[end:])
@@ -86,8 +129,9 @@ func nameRun(b []byte, nameField protowire.Number) []byte {
 			break
 		}
 		end += n + size
+		count++
 	}
-	return b[:end]
+	return b[:end], count
 }
 
 // lists remembers decoded runs of names by their bytes. Every state-of-the-world ACK repeats
@@ -98,8 +142,14 @@ var lists = &listCache{seed: maphash.MakeSeed(), byHash: map[uint64]decodedRun{}
 
 // maxRunBytes bounds the bytes the cache keeps (an EDS subscription of 3,000 clusters is about
 // 200 kB); when full it starts again. Distinct subscriptions are about as many as distinct
-// configurations, so a mesh's all fit.
+// configurations, so a mesh's all fit. A run is counted with what its decoded list costs, a
+// string header per name and the bytes of names no store serves, so that runs of a million
+// one-letter names (a client's choice) cannot hold ten times the bound.
 const maxRunBytes = 64 << 20
+
+// runCost is the memory a cached run holds: its raw bytes, the list's string headers, and at
+// most its raw bytes again for names that were not interned.
+func runCost(run []byte, list []string) int { return 2*len(run) + 16*len(list) }
 
 type listCache struct {
 	seed   maphash.Seed
@@ -135,12 +185,13 @@ func (c *listCache) decode(run []byte, nameField protowire.Number) ([]string, er
 		b = b[n+size:]
 	}
 	names.mu.RUnlock()
+	cost := runCost(run, list)
 	c.mu.Lock()
-	if c.bytes+len(run) > maxRunBytes {
+	if c.bytes+cost > maxRunBytes {
 		clear(c.byHash)
 		c.bytes = 0
 	}
-	c.bytes += len(run)
+	c.bytes += cost
 	c.byHash[h] = decodedRun{raw: bytes.Clone(run), list: list}
 	c.mu.Unlock()
 	return list, nil

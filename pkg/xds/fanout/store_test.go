@@ -1,8 +1,10 @@
 package fanout
 
 import (
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 	"unsafe"
@@ -348,9 +350,28 @@ func TestCodecDecodesRequestsWithInternedNames(t *testing.T) {
 	if unsafe.SliceData(again.ResourceNames) != unsafe.SliceData(got.ResourceNames) {
 		t.Error("the same names decoded twice: not shared")
 	}
+	// A request that cannot be decoded is decoded empty, and Rejected says why (see Unmarshal).
 	bad := protowire.AppendString(protowire.AppendTag(nil, 3, protowire.BytesType), "\xff")
-	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(bad)}, &discoveryv3.DiscoveryRequest{}); err == nil {
-		t.Error("a resource name that is not UTF-8 was accepted")
+	badReq := &discoveryv3.DiscoveryRequest{}
+	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(bad)}, badReq); err != nil {
+		t.Fatal(err)
+	}
+	if err := Rejected(badReq); err == nil || len(badReq.ResourceNames) != 0 {
+		t.Errorf("a resource name that is not UTF-8 was accepted: %v, names %q", err, badReq.ResourceNames)
+	}
+	if Rejected(badReq) != nil {
+		t.Error("Rejected did not forget the request")
+	}
+	var many []byte
+	for i := range MaxRequestNames + 1 {
+		many = protowire.AppendString(protowire.AppendTag(many, 3, protowire.BytesType), strconv.Itoa(i))
+	}
+	manyReq := &discoveryv3.DiscoveryRequest{}
+	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(many)}, manyReq); err != nil {
+		t.Fatal(err)
+	}
+	if err := Rejected(manyReq); !errors.Is(err, ErrTooManyNames) {
+		t.Errorf("a request of %d names: %v, want ErrTooManyNames", MaxRequestNames+1, err)
 	}
 }
 
