@@ -128,8 +128,8 @@ func authorizationMesh(b *testing.B, distinct bool) (*model.Snapshot, *model.Pro
 		b.Fatal(err)
 	}
 	proxy = snap.ResolveProxy(proxy)
-	if filters, _ := translate.AuthorizationFilters(snap, proxy); len(filters) != 1 {
-		b.Fatalf("%d RBAC filters, want the DENY one", len(filters))
+	if configs := translate.AuthorizationExtensionConfigs(snap, proxy); len(configs) != 6 || len(configs[1].GetTypedConfig().GetValue()) < 1000 {
+		b.Fatalf("%d RBAC configurations, want the DENY one holding the policies", len(configs))
 	}
 	return snap, proxy
 }
@@ -145,6 +145,12 @@ func benchmarkPerType(b *testing.B, prefix string, snap *model.Snapshot, proxy *
 		{"routes", func() []proto.Message { return messages(translate.Routes(snap, proxy)) }},
 		{"clusters", func() []proto.Message { return messages(translate.Clusters(snap, proxy)) }},
 		{"endpoints", func() []proto.Message { return messages(translate.Endpoints(snap)) }},
+	}
+	if proxy.Type == model.SidecarProxy {
+		types = append(types, struct {
+			name     string
+			generate func() []proto.Message
+		}{"extensions", func() []proto.Message { return messages(translate.ExtensionConfigs(snap, proxy)) }})
 	}
 	if proxy.Type == model.Router {
 		types = append(types, struct {

@@ -107,7 +107,7 @@ func TestConfigKeySharesReplicas(t *testing.T) {
 	}
 	sameConfig(t, snap, a, b)
 
-	// The AuthorizationPolicy selects v2 only, so v2's listeners differ: sharing v1's would be wrong.
+	// The AuthorizationPolicy selects v2 only, so v2's RBAC rules differ: sharing v1's would be wrong.
 	if equalConfig(snap, a, v2) {
 		t.Errorf("v1 and v2 translate alike; the test mesh does not tell them apart")
 	}
@@ -323,7 +323,7 @@ func sameConfig(t *testing.T, snap *model.Snapshot, p, q *model.Proxy) {
 func equalConfig(snap *model.Snapshot, p, q *model.Proxy) bool {
 	rp, rq := translate.ForProxy(snap, p), translate.ForProxy(snap, q)
 	return equalMessages(messages(rp.Listeners), messages(rq.Listeners)) && equalMessages(messages(rp.Routes), messages(rq.Routes)) &&
-		equalMessages(messages(rp.Clusters), messages(rq.Clusters))
+		equalMessages(messages(rp.Clusters), messages(rq.Clusters)) && equalMessages(messages(rp.ExtensionConfigs), messages(rq.ExtensionConfigs))
 }
 
 func equalMessages(a, b []proto.Message) bool {

@@ -18,9 +18,10 @@ import (
 
 // classTypes are the types translated per proxy class; endpoints are shared by the whole mesh.
 // Update fills the stores in this order, so a gateway's secrets are in place before the
-// listeners that name them reach Envoy: a state-of-the-world SDS answer without the secret
-// asked for would be rejected.
-var classTypes = []string{resourcev3.ClusterType, resourcev3.SecretType, resourcev3.ListenerType, resourcev3.RouteType}
+// listeners that name them reach Envoy (a state-of-the-world SDS answer without the secret
+// asked for would be rejected), and so are the extension configurations (a sidecar's inbound
+// RBAC rules) that listeners' filters fetch: a new listener warms only until they come.
+var classTypes = []string{resourcev3.ClusterType, resourcev3.SecretType, resourcev3.ExtensionConfigType, resourcev3.ListenerType, resourcev3.RouteType}
 
 // classCache is the cache behind the ADS server. Proxies are grouped twice:
 //

@@ -20,15 +20,17 @@ type configID struct {
 	key     string
 }
 
-// configKeys are a proxy's keys per type in snap: listeners by everything translation reads
-// from a proxy, the other types by all of it but the labels only policies select by.
+// configKeys are a proxy's keys per type in snap: listeners and extension configurations (the
+// inbound RBAC rules) by everything translation reads from a proxy, the other types by all of
+// it but the labels only policies select by.
 func configKeys(snap *model.Snapshot, proxy *model.Proxy) map[string]string {
 	full, traffic := translate.ConfigKeys(snap, proxy)
 	return map[string]string{
-		resourcev3.ListenerType: full,
-		resourcev3.ClusterType:  traffic,
-		resourcev3.RouteType:    traffic,
-		resourcev3.SecretType:   traffic,
+		resourcev3.ExtensionConfigType: full,
+		resourcev3.ListenerType:        full,
+		resourcev3.ClusterType:         traffic,
+		resourcev3.RouteType:           traffic,
+		resourcev3.SecretType:          traffic,
 	}
 }
 

@@ -171,15 +171,17 @@ func (s *Server) Stop() { s.grpc.Stop() }
 func (s *Server) Push(snap *model.Snapshot, changedAt time.Time) {
 	s.mu.Lock()
 	// Compared with the previous snapshot, not the one last pushed: a full push still pending
-	// stays full (pending only grows).
+	// stays full (pending only grows, see pushKind.and).
 	kind := pushFull
 	switch {
 	case model.EndpointsOnly(s.snap, snap):
 		kind = pushEndpoints
 	case model.HTTPRoutesOnly(s.snap, snap):
 		kind = pushRoutes
+	case model.AuthorizationPoliciesOnly(s.snap, snap):
+		kind = pushPolicies
 	}
-	s.snap, s.changedAt, s.pending = snap, changedAt, max(s.pending, kind)
+	s.snap, s.changedAt, s.pending = snap, changedAt, s.pending.and(kind)
 	s.mu.Unlock()
 	s.signal()
 }
@@ -247,6 +249,10 @@ const (
 	// (model.HTTPRoutesOnly): sidecars' route configurations are translated again, their
 	// other types are not; gateways are translated in full.
 	pushRoutes
+	// pushPolicies: only AuthorizationPolicies changed (model.AuthorizationPoliciesOnly):
+	// sidecars' extension configurations (their inbound RBAC rules) are translated again,
+	// their listeners and other types are not; gateways are translated in full.
+	pushPolicies
 	// pushFull: anything else; every configuration in use is translated again.
 	pushFull
 )
@@ -293,7 +299,7 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 			if !full && s.cache.Config(id, snap) {
 				continue
 			}
-			if kind == pushRoutes && t != resourcev3.RouteType && proxy.Type == model.SidecarProxy && s.cache.AdvanceConfig(id, snap) {
+			if only := partialType(kind); only != "" && t != only && proxy.Type == model.SidecarProxy && s.cache.AdvanceConfig(id, snap) {
 				continue // filled from the last snapshot, which translates the same for this type
 			}
 			todo[id] = proxy
@@ -340,6 +346,26 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 	s.metrics.configs.Set(float64(configs))
 	s.metrics.stores.Set(float64(stores))
 	s.log.Debug("pushed", "kind", kind, "classes", len(classes), "translated", len(translated), "took", time.Since(started))
+}
+
+// and is the push that does what both k and next call for.
+func (k pushKind) and(next pushKind) pushKind {
+	if k != next && k >= pushRoutes && next >= pushRoutes {
+		return pushFull // each of routes and policies translates a type the other does not
+	}
+	return max(k, next)
+}
+
+// partialType is the one type a sidecar's configuration must be translated again for in a
+// push of kind, "" when every type must.
+func partialType(kind pushKind) string {
+	switch kind {
+	case pushRoutes:
+		return resourcev3.RouteType
+	case pushPolicies:
+		return resourcev3.ExtensionConfigType
+	}
+	return ""
 }
 
 // withAddressFollowers is classes and those of the bound classes whose configuration key

@@ -218,7 +218,7 @@ func withRoute(set *config.Set, weight int32) *model.Snapshot {
 }
 
 // Workloads told apart only by an AuthorizationPolicy share clusters, routes and secrets and
-// differ in their listeners; an HTTP route change translates their one route configuration
+// differ in their listeners and RBAC rules (extension configurations); an HTTP route change translates their one route configuration
 // and nothing else.
 func TestPolicyOnlyWorkloadsShareAllButListeners(t *testing.T) {
 	s, conn := serve(t, Options{IgnoreNodeLabels: true})
@@ -234,8 +234,8 @@ func TestPolicyOnlyWorkloadsShareAllButListeners(t *testing.T) {
 		recvClusterNames(t, stream)
 	}
 	configs, stores := s.cache.ConfigCount()
-	if configs != 2 || stores != 2+3 {
-		t.Errorf("%d configurations in %d stores, want 2 in 5 (two listener stores, one each for clusters, routes and secrets)", configs, stores)
+	if configs != 2 || stores != 2*2+3 {
+		t.Errorf("%d configurations in %d stores, want 2 in 7 (two each of listeners and extension configurations, one each of clusters, routes and secrets)", configs, stores)
 	}
 	before := counterValue(t, s.metrics.translations)
 	s.Push(withRoute(set, 80), time.Now())
