@@ -37,13 +37,14 @@ type mtlsMesh struct {
 }
 
 // mtlsPlacement says where the mesh runs: the proxies' and the server app's addresses, the
-// namespace of both workloads, the server's app label (and service name), and extra pilot flags.
+// namespace of both workloads, the server's app label (and service name), and extra pilot and
+// Envoy flags.
 // An anonymous server's WorkloadEntry names no serviceAccount (so its proxy can never hold a
 // certificate) and declares no sidecar (no tlsMode label, so clients do not use mTLS to it).
 type mtlsPlacement struct {
 	clientIP, serverIP, serverAppIP string
 	namespace, serverApp            string
-	pilotArgs                       []string
+	pilotArgs, envoyArgs            []string
 	anonymousServer                 bool
 }
 
@@ -167,10 +168,12 @@ spec:
 	m.server = framework.StartEnvoy(t, m.pilot, framework.EnvoyOptions{
 		NodeID:        fmt.Sprintf("sidecar~%s~server-1.%s~%s.svc.cluster.local", p.serverIP, p.namespace, p.namespace),
 		BootstrapArgs: []string{"--labels", "app=" + p.serverApp},
+		EnvoyArgs:     p.envoyArgs,
 	})
 	m.client = framework.StartEnvoy(t, m.pilot, framework.EnvoyOptions{
 		NodeID:        fmt.Sprintf("sidecar~%s~client-1.%s~%s.svc.cluster.local", p.clientIP, p.namespace, p.namespace),
 		BootstrapArgs: []string{"--labels", "app=client"},
+		EnvoyArgs:     p.envoyArgs,
 	})
 	return m
 }

@@ -6,10 +6,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/skiffmesh/skiff/pkg/bootstrap"
 )
 
 // EnvoyOptions configures StartEnvoy.
@@ -164,13 +167,15 @@ func launchEnvoy(tb testing.TB, bootstrap string, opts EnvoyOptions) (*Envoy, bo
 }
 
 // envoyArgs is the command line of every Envoy the harness starts, with the test's own flags
-// last. SKIFF_ENVOY_LOG_LEVEL overrides the log level (warn).
+// last. SKIFF_ENVOY_LOG_LEVEL overrides the log level (warn). The drain flags are those
+// `pilot bootstrap` documents and the injector passes (bootstrap.DrainArgs), each unless the
+// test gives its own (Envoy refuses a flag given twice).
 func envoyArgs(bootstrapPath, adminPath string, extra []string) []string {
 	level := os.Getenv("SKIFF_ENVOY_LOG_LEVEL")
 	if level == "" {
 		level = "warn"
 	}
-	return append([]string{
+	args := []string{
 		"-c", bootstrapPath,
 		"--admin-address-path", adminPath,
 		// No shared memory or domain socket between Envoys, so any number
@@ -178,7 +183,14 @@ func envoyArgs(bootstrapPath, adminPath string, extra []string) []string {
 		"--disable-hot-restart",
 		"--concurrency", "1",
 		"--log-level", level,
-	}, extra...)
+	}
+	drain := bootstrap.DrainArgs()
+	for i := 0; i+1 < len(drain); i += 2 {
+		if !slices.Contains(extra, drain[i]) {
+			args = append(args, drain[i], drain[i+1])
+		}
+	}
+	return append(args, extra...)
 }
 
 // waitLive waits, within Patience, until Envoy has written its admin address to adminPath,
