@@ -16,9 +16,9 @@ import (
 
 // selectorLabelKeys collects every label key that some object selects proxies by (all), and
 // those that objects other than AuthorizationPolicies and PeerAuthentications select by
-// (traffic). Policies shape only a workload's inbound listener chains (RBAC filters, the mTLS
-// mode), so labels that only policies select by cannot change a proxy's clusters, routes or
-// secrets.
+// (traffic). Policies shape only a workload's inbound side (the mTLS mode of its listener
+// chains, the RBAC rules their filters fetch), so labels that only policies select by cannot
+// change a proxy's clusters, routes or secrets.
 func selectorLabelKeys(set *config.Set) (all, traffic map[string]bool) {
 	all, traffic = map[string]bool{}, map[string]bool{}
 	add := func(into map[string]bool) func(map[string]string) {

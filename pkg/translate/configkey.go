@@ -38,9 +38,10 @@ func ConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
 
 // TrafficConfigKey is ConfigKey without the labels that only AuthorizationPolicies and
 // PeerAuthentications select by (model.Snapshot.SelectsTrafficByLabel). Policies shape only
-// listeners (a workload's inbound RBAC filters and mTLS mode), so Clusters, Routes and Secrets
-// give identical resources for proxies with equal traffic keys: workloads told apart only by
-// their policies share those, and differ in their listeners alone.
+// the inbound side (listeners' mTLS mode, ExtensionConfigs' RBAC rules), so Clusters, Routes
+// and Secrets give identical resources for proxies with equal traffic keys: workloads told
+// apart only by their policies share those, and differ in their listeners and RBAC rules
+// alone.
 func TrafficConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
 	_, traffic := ConfigKeys(snap, proxy)
 	return traffic

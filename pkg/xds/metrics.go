@@ -16,7 +16,7 @@ type metrics struct {
 	badNodes    prometheus.Counter
 	// configs, stores and translations show how much proxies share: replicas of one workload
 	// are one configuration, translated once per change, and configurations that differ only
-	// in their listeners share the stores of the other types.
+	// in their listeners and RBAC rules share the stores of the other types.
 	configs      prometheus.Gauge
 	stores       prometheus.Gauge
 	translations prometheus.Counter

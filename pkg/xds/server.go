@@ -250,8 +250,8 @@ const (
 	// other types are not; gateways are translated in full.
 	pushRoutes
 	// pushPolicies: only AuthorizationPolicies changed (model.AuthorizationPoliciesOnly):
-	// sidecars' extension configurations (their inbound RBAC rules) are translated again,
-	// their listeners and other types are not; gateways are translated in full.
+	// extension configurations (sidecars' inbound RBAC rules) are translated again, listeners
+	// and the other types are not, for gateways neither (they read no policy).
 	pushPolicies
 	// pushFull: anything else; every configuration in use is translated again.
 	pushFull
@@ -299,7 +299,7 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 			if !full && s.cache.Config(id, snap) {
 				continue
 			}
-			if only := partialType(kind); only != "" && t != only && proxy.Type == model.SidecarProxy && s.cache.AdvanceConfig(id, snap) {
+			if only := partialType(kind); only != "" && t != only && (proxy.Type == model.SidecarProxy || kind == pushPolicies) && s.cache.AdvanceConfig(id, snap) {
 				continue // filled from the last snapshot, which translates the same for this type
 			}
 			todo[id] = proxy

@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/skiffmesh/skiff/pkg/bootstrap"
 )
 
 // EnvoyOptions configures StartEnvoy.
@@ -166,10 +164,14 @@ func launchEnvoy(tb testing.TB, bootstrap string, opts EnvoyOptions) (*Envoy, bo
 	return e, false, nil
 }
 
+// EnvoyDrainArgs are the drain flags `pilot bootstrap` documents and the injector passes
+// (bootstrap.DrainArgs, which this package cannot import: pkg/bootstrap imports pkg/model,
+// whose tests use the framework; pkg/bootstrap's tests check that the two agree).
+var EnvoyDrainArgs = []string{"--drain-time-s", "45", "--drain-strategy", "immediate"}
+
 // envoyArgs is the command line of every Envoy the harness starts, with the test's own flags
-// last. SKIFF_ENVOY_LOG_LEVEL overrides the log level (warn). The drain flags are those
-// `pilot bootstrap` documents and the injector passes (bootstrap.DrainArgs), each unless the
-// test gives its own (Envoy refuses a flag given twice).
+// last. SKIFF_ENVOY_LOG_LEVEL overrides the log level (warn). The drain flags are
+// EnvoyDrainArgs, each unless the test gives its own (Envoy refuses a flag given twice).
 func envoyArgs(bootstrapPath, adminPath string, extra []string) []string {
 	level := os.Getenv("SKIFF_ENVOY_LOG_LEVEL")
 	if level == "" {
@@ -184,7 +186,7 @@ func envoyArgs(bootstrapPath, adminPath string, extra []string) []string {
 		"--concurrency", "1",
 		"--log-level", level,
 	}
-	drain := bootstrap.DrainArgs()
+	drain := EnvoyDrainArgs
 	for i := 0; i+1 < len(drain); i += 2 {
 		if !slices.Contains(extra, drain[i]) {
 			args = append(args, drain[i], drain[i+1])
