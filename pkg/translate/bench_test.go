@@ -71,25 +71,39 @@ func BenchmarkGenerate(b *testing.B) {
 // (pilot/pkg/xds/testdata/benchmarks/authorizationpolicy.yaml) on top of httpMesh(100): the
 // proxy is a captured sidecar whose WorkloadEntry an HTTP ServiceEntry selects on port 80, and
 // 100 namespace-wide DENY policies (POST from the proxy's own namespace) apply to it, so
-// virtualInbound carries the RBAC filters. As in istiod's, listeners are what it is about.
-// istiod's policies are all alike; distinct-rules gives each its own source namespace, so that
-// no two rules compile to the same RBAC policy.
+// virtualInbound carries the RBAC filters. As in istiod's, listeners are what it is about;
+// Skiff's listeners only name the RBAC rules, which are extension configurations, so the two
+// are measured together (what istiod's listeners hold), and each alone. istiod's policies are
+// all alike; distinct-rules gives each its own source namespace, so that no two rules compile
+// to the same RBAC policy.
 func BenchmarkGenerateAuthorization(b *testing.B) {
 	for _, distinct := range []bool{false, true} {
-		name := "services=100/listeners"
+		prefix := "services=100"
 		if distinct {
-			name = "services=100,distinct-rules/listeners"
+			prefix = "services=100,distinct-rules"
 		}
 		snap, proxy := authorizationMesh(b, distinct)
-		b.Run(name, func(b *testing.B) {
-			for b.Loop() {
-				for _, l := range translate.Listeners(snap, proxy) {
-					if _, err := wire.Marshal(l); err != nil {
-						b.Fatal(err)
+		for _, typ := range []struct {
+			name                  string
+			listeners, extensions bool
+		}{{"listeners+extensions", true, true}, {"listeners", true, false}, {"extensions", false, true}} {
+			b.Run(prefix+"/"+typ.name, func(b *testing.B) {
+				for b.Loop() {
+					var out []proto.Message
+					if typ.listeners {
+						out = append(out, messages(translate.Listeners(snap, proxy))...)
+					}
+					if typ.extensions {
+						out = append(out, messages(translate.ExtensionConfigs(snap, proxy))...)
+					}
+					for _, m := range out {
+						if _, err := wire.Marshal(m); err != nil {
+							b.Fatal(err)
+						}
 					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
