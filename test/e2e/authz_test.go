@@ -18,6 +18,7 @@ import (
 // authzProxy is one proxy at ip in namespace ns with labels app=APP, serving a Sidecar ingress
 // listener (HTTP, and TCP when tcp is set) that forwards to its own application upstream.
 type authzProxy struct {
+	pilot   *framework.Pilot
 	envoy   *framework.Envoy
 	app     *framework.Upstream
 	ip      string
@@ -46,6 +47,7 @@ func startAuthzProxy(t *testing.T, ip, appIP, ns, app string, tcp bool, policies
 `, a.tcpPort, a.app.Address())
 	}
 	p := framework.StartPilot(t, framework.PilotOptions{})
+	a.pilot = p
 	p.WriteConfig(t, "sidecar.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata:

@@ -146,7 +146,7 @@ func TestPolicyLiveDenyOnOpenConnection(t *testing.T) {
 	if status, _, used, err := c.do(http.MethodDelete, url, p.host()); err != nil || status != http.StatusOK || used != conn {
 		t.Fatalf("second DELETE: %d on %s (was %s): %v", status, used, conn, err)
 	}
-	connections := inboundConnections(t, m)
+	connections, listenerUpdates := inboundConnections(t, m), m.server.Stat(t, "listener_manager.listener_modified")
 
 	const rounds = 3
 	var denied, allowed []time.Duration
@@ -168,9 +168,59 @@ func TestPolicyLiveDenyOnOpenConnection(t *testing.T) {
 	if got := inboundConnections(t, m); got != connections {
 		t.Errorf("the server sidecar accepted %d connections during the policy changes; want none (the pooled one carries on)", got-connections)
 	}
+	if got := m.server.Stat(t, "listener_manager.listener_modified"); got != listenerUpdates {
+		t.Errorf("the server sidecar's listeners were modified %d times by policy changes; want none", got-listenerUpdates)
+	}
 	m.server.WaitStat(t, fmt.Sprintf("http.inbound_inbound|%d||.rbac.denied", m.inPort), atLeast(rounds+1))
 	t.Logf("policy applied to the open connection: DENY written → first 403 %v (median %v), removed → first 200 %v (median %v); "+
 		"selecting by a new label key (the proxy reconnects) → first 403 %v", denied, median(denied), allowed, median(allowed), newKey)
+}
+
+// TestPolicyLiveTCP: on a TCP port the network RBAC filter fetches its rules over ECDS too, so
+// a DENY policy refuses the next connection without touching the listener. A connection
+// accepted before keeps the rules it was accepted under: Envoy builds a connection's network
+// filters once, when it is accepted (what it does here is logged, not asserted).
+func TestPolicyLiveTCP(t *testing.T) {
+	a := startAuthzProxy(t, "127.0.12.41", "127.0.12.42", "default", "api", true, "")
+	tcpURL := fmt.Sprintf("http://%s:%d/", a.ip, a.tcpPort)
+	framework.Eventually(t, func() error {
+		resp, err := framework.Send(http.MethodGet, tcpURL, "", nil)
+		if err != nil {
+			return err
+		}
+		if resp.Status != http.StatusOK {
+			return fmt.Errorf("GET through the TCP port: %d %q", resp.Status, resp.Body)
+		}
+		return nil
+	})
+	open := dialPlaintext(t, fmt.Sprintf("%s:%d", a.ip, a.tcpPort), "api")
+	listenerUpdates := a.envoy.Stat(t, "listener_manager.listener_modified")
+
+	start := time.Now()
+	// For TCP, istiod drops a rule's HTTP fields: denying DELETE denies every connection.
+	a.pilot.WriteConfig(t, "authz.yaml", strings.Replace(denyDelete, "app: server", "app: api", 1))
+	var refused time.Duration
+	framework.Eventually(t, func() error {
+		resp, err := framework.Send(http.MethodGet, tcpURL, "", nil)
+		if err == nil {
+			return fmt.Errorf("a new connection through the TCP port is still served: %d %q", resp.Status, resp.Body)
+		}
+		refused = time.Since(start)
+		return nil
+	})
+	a.envoy.WaitStat(t, "tcp.rbac.denied", atLeast(1))
+	if got := a.envoy.Stat(t, "listener_manager.listener_modified"); got != listenerUpdates {
+		t.Errorf("the listeners were modified %d times by a policy change; want none", got-listenerUpdates)
+	}
+	t.Logf("DENY written → new TCP connection refused %v; the connection accepted before: %v", refused, describe(open.get()))
+}
+
+// describe says what a request on an open connection got.
+func describe(err error) string {
+	if err == nil {
+		return "still served"
+	}
+	return "closed (" + err.Error() + ")"
 }
 
 // median of a few durations.
