@@ -46,6 +46,7 @@ type mtlsPlacement struct {
 	namespace, serverApp            string
 	pilotArgs, envoyArgs            []string
 	anonymousServer                 bool
+	delta                           bool // both proxies on delta xDS
 }
 
 // defaultMTLSPlacement is the mesh of the TestMTLS tests: namespace default, app server.
@@ -169,11 +170,13 @@ spec:
 		NodeID:        fmt.Sprintf("sidecar~%s~server-1.%s~%s.svc.cluster.local", p.serverIP, p.namespace, p.namespace),
 		BootstrapArgs: []string{"--labels", "app=" + p.serverApp},
 		EnvoyArgs:     p.envoyArgs,
+		Delta:         p.delta,
 	})
 	m.client = framework.StartEnvoy(t, m.pilot, framework.EnvoyOptions{
 		NodeID:        fmt.Sprintf("sidecar~%s~client-1.%s~%s.svc.cluster.local", p.clientIP, p.namespace, p.namespace),
 		BootstrapArgs: []string{"--labels", "app=client"},
 		EnvoyArgs:     p.envoyArgs,
+		Delta:         p.delta,
 	})
 	return m
 }

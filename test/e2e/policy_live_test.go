@@ -120,13 +120,27 @@ func inboundConnections(t *testing.T, m *mtlsMesh) uint64 {
 // TestPolicyLiveDenyOnOpenConnection: an AuthorizationPolicy denying DELETE, written while a
 // client holds a keep-alive connection through both sidecars, answers the next DELETE on that
 // connection 403, and removing it lets DELETE through again, with no new connection on either
-// hop, also when the policy selects by a label key new to the mesh. The time from writing the
+// hop, also when the policy selects by a label key new to the mesh; over state-of-the-world
+// and delta xDS. The time from writing the
 // file to the first 403 (or 200) is logged: it includes pilot's folder debounce (100 ms quiet)
 // and push, and Envoy applying the rules. It is not asserted against a bound (a loaded machine
 // is slower); what tells the in-place update from a listener replacement is that the answers
 // change on the very connections open before, and no new one is made.
 func TestPolicyLiveDenyOnOpenConnection(t *testing.T) {
-	p := livePlacement(1)
+	for _, delta := range []bool{false, true} {
+		name, base := "sotw", 1
+		if delta {
+			name, base = "delta", 51
+		}
+		t.Run(name, func(t *testing.T) {
+			p := livePlacement(base)
+			p.delta = delta
+			denyOnOpenConnection(t, p)
+		})
+	}
+}
+
+func denyOnOpenConnection(t *testing.T, p mtlsPlacement) {
 	m := startMTLSMeshAt(t, p, "HTTP", securitySTRICT(p))
 	c := newPinnedClient(t)
 	url := fmt.Sprintf("http://%s:%d/items/1", p.clientIP, m.svcPort)
