@@ -41,9 +41,10 @@ binds nothing.
 Start Envoy with ` + drainFlags + `, as the sidecar injector
 and Istio's agent do: when a configuration change replaces or removes a filter chain (a
 PeerAuthentication turned STRICT removes the plaintext one), Envoy then tells the chain's
-connections to close at once, and closes those still open after ` + drainSeconds + ` s rather than
-its default 600 s. Only Envoy's command line sets this, not a bootstrap. AuthorizationPolicy
-changes need no drain: they reach the next request on a connection already open.`,
+connections to close at once, and closes any still open after ` + drainSeconds + ` s at the latest
+rather than its default 600 s. Only Envoy's command line sets this, not a bootstrap.
+AuthorizationPolicy changes need no drain: they reach the next HTTP request on a connection
+already open, and the next TCP connection.`,
 		Example: `  envoy --disable-hot-restart ` + drainFlags + ` \
       -c <(pilot bootstrap --node sidecar~127.0.0.2~app-1.default~default.svc.cluster.local \
       --xds-address 127.0.0.1:15010 --admin-address 127.0.0.2:15000)`,
