@@ -21,11 +21,13 @@ import (
 // filter's configuration in place, and builds a connection's HTTP filters for each request,
 // so the next request on a connection already open is judged by the new policy.
 //
-// The network RBAC filter of TCP chains is discovered the same way (Envoy implements
-// config_discovery for listener network filters), so a TCP policy change, too, leaves the
-// listener alone: new connections get the new rules at once, without a drain. A TCP
-// connection already open keeps the rules it started with, as it would in istiod: Envoy
-// builds network filters once per connection.
+// The network RBAC filter of TCP chains is discovered the same way (Envoy 1.40 implements
+// config_discovery for listener network filters; test/e2e's TestPolicyLiveTCP), so a TCP
+// policy change, too, leaves the listener alone, and the next connection gets the new rules at
+// once. A TCP connection already open keeps the rules it was accepted under for as long as it
+// lives: Envoy builds a connection's network filters once. (With the rules in the listener,
+// as istiod has them, such a connection is closed when the drain of its replaced chain ends,
+// 45 s with pilot's drain flags.)
 //
 // The names say where and what each is: `inbound.rbac.http.deny` is the DENY filter of the
 // inbound HTTP connection managers. One configuration serves every inbound port of the
