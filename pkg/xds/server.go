@@ -331,7 +331,7 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 		}
 		if moved {
 			// Its streams watch the old configuration's stores: have them reconnect.
-			s.log.Info("proxy class changed configuration; its proxies reconnect", "class", class, "key", keys[resourcev3.ListenerType])
+			s.log.Info("proxy class changed configuration; its proxies reconnect", "class", class, "key", keys[fullKeyType])
 			s.tracker.disconnectClass(class)
 		}
 		if secrets, err := s.cache.classSecrets(class); err != nil {
@@ -371,8 +371,8 @@ func partialType(kind pushKind) string {
 // withAddressFollowers is classes and those of the bound classes whose configuration key
 // changed with an endpoints-only change: captured sidecars that name no workload serve the
 // endpoints at their IP (translate.InboundPortsFollowAddresses), so moved endpoints can give
-// them other inbound ports. Their keys are compared here, the listeners' key holding every
-// input, so only a class that must move is bound (and translated for) again: a fleet of such
+// them other inbound ports. Their keys are compared here, the full key holding every input,
+// so only a class that must move is bound (and translated for) again: a fleet of such
 // proxies costs a key each per change, not a rebinding each.
 func (s *Server) withAddressFollowers(classes map[string]*model.Proxy, snap *model.Snapshot) map[string]*model.Proxy {
 	out := make(map[string]*model.Proxy, len(classes))
@@ -381,7 +381,7 @@ func (s *Server) withAddressFollowers(classes map[string]*model.Proxy, snap *mod
 		if !translate.InboundPortsFollowAddresses(snap, proxy) {
 			continue
 		}
-		if key, _ := translate.ConfigKeys(snap, proxy); key != s.cache.KeyOf(class) {
+		if translate.ConfigKey(snap, proxy) != s.cache.KeyOf(class) {
 			out[class] = proxy
 		}
 	}
