@@ -3,10 +3,20 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/skiffmesh/skiff/pkg/bootstrap"
+)
+
+// drainFlags are bootstrap.DrainArgs as typed on a command line, and drainSeconds the drain
+// time they set.
+var (
+	drainFlags   = strings.Join(bootstrap.DrainArgs(), " ")
+	drainSeconds = strconv.Itoa(int(bootstrap.DrainTime / time.Second))
 )
 
 func newBootstrapCommand() *cobra.Command {
@@ -26,8 +36,17 @@ several "pods" on one machine), Envoy's upstream connections, the one to pilot i
 from that IP (cluster_manager.upstream_bind_config), because pilot grants a proxy its workload
 certificate only when it connects from its WorkloadEntry's address. Such a proxy then reaches
 only loopback destinations. --upstream-bind IP binds to another address, --upstream-bind ''
-binds nothing.`,
-		Example: `  envoy -c <(pilot bootstrap --node sidecar~127.0.0.2~app-1.default~default.svc.cluster.local \
+binds nothing.
+
+Start Envoy with ` + drainFlags + `, as the sidecar injector
+and Istio's agent do: when a configuration change replaces or removes a filter chain (a
+PeerAuthentication turned STRICT removes the plaintext one), Envoy then tells the chain's
+connections to close at once, and closes any still open after ` + drainSeconds + ` s at the latest
+rather than its default 600 s. Only Envoy's command line sets this, not a bootstrap.
+AuthorizationPolicy changes need no drain: they reach the next HTTP request on a connection
+already open, and the next TCP connection.`,
+		Example: `  envoy --disable-hot-restart ` + drainFlags + ` \
+      -c <(pilot bootstrap --node sidecar~127.0.0.2~app-1.default~default.svc.cluster.local \
       --xds-address 127.0.0.1:15010 --admin-address 127.0.0.2:15000)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -244,16 +244,18 @@ func (c Config) proxyContainer(boot, probers string) corev1.Container {
 // --config-yaml (JSON is YAML): with no agent, nothing in the pod could write a file for -c,
 // and the bootstrap is small (a few KiB). --service-node sets node.id, see NodeIDArg. Hot
 // restart is off, as it needs shared memory and is only for restarting in place, which a pod
-// never does.
+// never does. The drain flags are those `pilot bootstrap` documents (bootstrap.DrainArgs), so
+// a sidecar closes connections of a removed chain, a plaintext one after a change to STRICT
+// say, within the same bound wherever it runs.
 func ProxyArgs(boot string, concurrency int) []string {
-	return []string{
+	args := []string{
 		"--config-yaml", boot,
 		"--service-node", NodeIDArg,
 		"--concurrency", strconv.Itoa(concurrency),
 		"--disable-hot-restart",
-		"--drain-time-s", "45",
-		"--log-level", "warning",
 	}
+	args = append(args, bootstrap.DrainArgs()...)
+	return append(args, "--log-level", "warning")
 }
 
 // CanonicalService is the workload's canonical service name and revision as Istio derives

@@ -138,6 +138,20 @@ func HTTPRoutesOnly(prev, next *Snapshot) bool {
 	return true
 }
 
+// AuthorizationPoliciesOnly reports whether next differs from prev at most in
+// AuthorizationPolicies. Of a sidecar's configuration such a change reaches only the RBAC
+// rules its inbound filters fetch (translate.ExtensionConfigs): its listeners name those rules
+// without holding them, and its clusters, routes and secrets never read policies. (A policy
+// that selects by a label key nothing selected by before gives proxies other configuration
+// keys; configurations new to a push are translated in full whatever its kind.) As with
+// EndpointsOnly, a false "no" only costs translations.
+func AuthorizationPoliciesOnly(prev, next *Snapshot) bool {
+	if prev == nil || next == nil || prev.Config == nil || next.Config == nil {
+		return false
+	}
+	return sameConfigExcept(prev.Config, next.Config, map[string]bool{"AuthorizationPolicies": true})
+}
+
 func httpOnly(vs *networkingv1.VirtualService) bool {
 	return len(vs.Spec.GetTcp()) == 0 && len(vs.Spec.GetTls()) == 0
 }

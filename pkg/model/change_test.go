@@ -4,7 +4,9 @@ import (
 	"testing"
 
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -125,5 +127,42 @@ func TestHTTPRoutesOnly(t *testing.T) {
 	}
 	if HTTPRoutesOnly(nil, base.snapshot()) {
 		t.Error("the first snapshot counts as routes-only")
+	}
+}
+
+// withPolicy is the mesh and an AuthorizationPolicy of namespace default allowing method.
+func (m changeMesh) withPolicy(method string) *Snapshot {
+	snap := m.snapshot()
+	set := *snap.Config
+	set.AuthorizationPolicies = []*securityv1.AuthorizationPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "methods", Namespace: "default"},
+		Spec: security.AuthorizationPolicy{
+			Rules: []*security.Rule{{To: []*security.Rule_To{{Operation: &security.Operation{Methods: []string{method}}}}}},
+		},
+	}}
+	return Build(&set)
+}
+
+func TestAuthorizationPoliciesOnly(t *testing.T) {
+	base := changeMesh{resolution: networking.ServiceEntry_STATIC, address: "10.0.0.1", weeAddress: "10.0.1.1", weeAccount: "vm", weight: 90, podLabel: "client"}
+	other := base
+	other.weight = 80
+	for _, c := range []struct {
+		name       string
+		prev, next *Snapshot
+		want       bool
+	}{
+		{"nothing", base.withPolicy("GET"), base.withPolicy("GET"), true},
+		{"a policy's rule", base.withPolicy("GET"), base.withPolicy("POST"), true},
+		{"a policy added", base.snapshot(), base.withPolicy("GET"), true},
+		{"a policy removed", base.withPolicy("GET"), base.snapshot(), true},
+		{"a policy and a route", base.withPolicy("GET"), other.withPolicy("POST"), false},
+	} {
+		if got := AuthorizationPoliciesOnly(c.prev, c.next); got != c.want {
+			t.Errorf("%s: AuthorizationPoliciesOnly = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if AuthorizationPoliciesOnly(nil, base.snapshot()) {
+		t.Error("the first snapshot counts as policies-only")
 	}
 }

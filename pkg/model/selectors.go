@@ -14,22 +14,26 @@ import (
 // translation until something selects by `app`. Anything new that reads proxy labels must add
 // its keys here.
 
-// selectorLabelKeys collects every label key that some object selects proxies by (all), and
-// those that objects other than AuthorizationPolicies and PeerAuthentications select by
-// (traffic). Policies shape only a workload's inbound listener chains (RBAC filters, the mTLS
-// mode), so labels that only policies select by cannot change a proxy's clusters, routes or
-// secrets.
-func selectorLabelKeys(set *config.Set) (all, traffic map[string]bool) {
-	all, traffic = map[string]bool{}, map[string]bool{}
-	add := func(into map[string]bool) func(map[string]string) {
+// selectorLabelKeys collects every label key that some object selects proxies by (all), those
+// that objects other than AuthorizationPolicies select by (listeners), and those that objects
+// other than AuthorizationPolicies and PeerAuthentications select by (traffic). Policies shape
+// only a workload's inbound side (the mTLS mode of its listener chains, the RBAC rules their
+// filters fetch), so labels that only policies select by cannot change a proxy's clusters,
+// routes or secrets; and AuthorizationPolicies reach listeners only as the names of the rules
+// their RBAC filters fetch, the same for every proxy, so labels that only they select by cannot
+// change a proxy's listeners either.
+func selectorLabelKeys(set *config.Set) (all, listeners, traffic map[string]bool) {
+	all, listeners, traffic = map[string]bool{}, map[string]bool{}, map[string]bool{}
+	add := func(into ...map[string]bool) func(map[string]string) {
 		return func(labels map[string]string) {
 			for k := range labels {
-				into[k] = true
-				all[k] = true
+				for _, m := range into {
+					m[k] = true
+				}
 			}
 		}
 	}
-	addTraffic, addPolicy := add(traffic), add(all)
+	addTraffic, addPeerAuthentication, addAuthorization := add(all, listeners, traffic), add(all, listeners), add(all)
 	for _, sc := range set.Sidecars {
 		addTraffic(sc.Spec.GetWorkloadSelector().GetLabels())
 	}
@@ -37,10 +41,10 @@ func selectorLabelKeys(set *config.Set) (all, traffic map[string]bool) {
 		addTraffic(dr.Spec.GetWorkloadSelector().GetMatchLabels())
 	}
 	for _, ap := range set.AuthorizationPolicies {
-		addPolicy(ap.Spec.GetSelector().GetMatchLabels())
+		addAuthorization(ap.Spec.GetSelector().GetMatchLabels())
 	}
 	for _, pa := range set.PeerAuthentications {
-		addPolicy(pa.Spec.GetSelector().GetMatchLabels())
+		addPeerAuthentication(pa.Spec.GetSelector().GetMatchLabels())
 	}
 	for _, gw := range set.Gateways {
 		addTraffic(gw.Spec.GetSelector())
@@ -48,7 +52,7 @@ func selectorLabelKeys(set *config.Set) (all, traffic map[string]bool) {
 	for _, vs := range set.VirtualServices {
 		addVirtualServiceSourceLabels(&vs.Spec, addTraffic)
 	}
-	return all, traffic
+	return all, listeners, traffic
 }
 
 func addVirtualServiceSourceLabels(vs *networking.VirtualService, add func(map[string]string)) {
@@ -71,6 +75,10 @@ func addVirtualServiceSourceLabels(vs *networking.VirtualService, add func(map[s
 
 // SelectsByLabel reports whether any object in the snapshot selects proxies by label key.
 func (s *Snapshot) SelectsByLabel(key string) bool { return s.selectorKeys[key] }
+
+// SelectsListenersByLabel reports whether an object other than an AuthorizationPolicy selects
+// proxies by label key: whether the label can change a proxy's listeners.
+func (s *Snapshot) SelectsListenersByLabel(key string) bool { return s.listenerSelectorKeys[key] }
 
 // SelectsTrafficByLabel reports whether an object other than an AuthorizationPolicy or
 // PeerAuthentication selects proxies by label key: whether the label can change a proxy's

@@ -3,12 +3,11 @@ package translate
 import (
 	"strconv"
 
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacnetworkv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/anypb"
 	security "istio.io/api/security/v1beta1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 
@@ -18,44 +17,55 @@ import (
 // AuthorizationPolicy → Envoy RBAC filters, as istiod builds them for a workload's inbound
 // traffic (pilot/pkg/security/authz/builder): which policies apply here, one RBAC filter per
 // action; authz_rules.go turns each rule into an RBAC policy and authz_match.go builds the
-// matchers.
+// matchers. Unlike istiod, the filters' configurations are not inside the listener: they are
+// extension configurations the filters fetch over ADS (authz_ecds.go), so that a policy
+// change reaches the next request on connections already open.
 
 // rbacTCPStatPrefix is istiod's stat prefix of the network RBAC filter (tcp.rbac.allowed,
 // tcp.rbac.denied). The HTTP filter has none: its stats already live under the connection
 // manager's prefix (http.inbound_...rbac.allowed).
 const rbacTCPStatPrefix = "tcp."
 
-// AuthorizationFilters builds the RBAC filters enforcing the AuthorizationPolicies that apply
-// to the proxy's workload: the HTTP filters go before the router of its inbound HTTP ports, the
-// network filters before tcp_proxy on its inbound TCP ports. Both are nil when no policy applies.
-//
-// There is one filter per action, in istiod's order: AUDIT (an RBAC LOG filter, which marks
-// requests for access logs and never denies), DENY, then ALLOW. A request is denied if any DENY
-// policy matches it; then, if any ALLOW policy applies to the workload, it must match one of
-// them, so what no ALLOW rule allows is denied. CUSTOM policies delegate to an external
-// authorizer (ext_authz) that Skiff does not configure, so they are left out; istiod would put
-// them first.
-func AuthorizationFilters(snap *model.Snapshot, proxy *model.Proxy) (http []*hcmv3.HttpFilter, network []*listenerv3.Filter) {
+// rbacActions are the RBAC filters of an inbound chain, in istiod's order: AUDIT (an RBAC LOG
+// filter, which marks requests for access logs and never denies), DENY, then ALLOW. A request
+// is denied if any DENY policy matches it; then, if any ALLOW policy applies to the workload,
+// it must match one of them, so what no ALLOW rule allows is denied. CUSTOM policies delegate
+// to an external authorizer (ext_authz) that Skiff does not configure, so they have no filter;
+// istiod would put theirs before DENY.
+var rbacActions = []struct {
+	action rbacv3.RBAC_Action
+	name   string // how the filter's extension configuration is named, see authz_ecds.go
+}{
+	{rbacv3.RBAC_LOG, "audit"},
+	{rbacv3.RBAC_DENY, "deny"},
+	{rbacv3.RBAC_ALLOW, "allow"},
+}
+
+// AuthorizationExtensionConfigs builds the RBAC filter configurations enforcing the
+// AuthorizationPolicies that apply to the proxy's workload, as the extension configurations
+// its inbound chains' RBAC filters fetch (authz_ecds.go): for each action, one for the HTTP
+// filter ahead of the router of its inbound HTTP ports and one for the network filter ahead of
+// tcp_proxy on its inbound TCP ports. An action no policy applies with has a configuration
+// without rules, which Envoy's RBAC filters read as "enforce nothing": the filters are always
+// there, so the first policy, or the last one removed, changes these and not the listeners.
+func AuthorizationExtensionConfigs(snap *model.Snapshot, proxy *model.Proxy) []*corev3.TypedExtensionConfig {
 	byAction := authorizationPoliciesFor(snap, proxy)
 	var packer rbacPacker // packs as MustAny does, see authz_pack.go
-	for _, action := range []rbacv3.RBAC_Action{rbacv3.RBAC_LOG, rbacv3.RBAC_DENY, rbacv3.RBAC_ALLOW} {
-		policies := byAction[action]
-		if len(policies) == 0 {
-			continue
+	out := make([]*corev3.TypedExtensionConfig, 0, 2*len(rbacActions))
+	var tcp []*corev3.TypedExtensionConfig
+	for _, a := range rbacActions {
+		httpConfig, tcpConfig := &rbachttpv3.RBAC{}, &rbacnetworkv3.RBAC{StatPrefix: rbacTCPStatPrefix}
+		var httpAny, tcpAny *anypb.Any
+		if policies := byAction[a.action]; len(policies) > 0 {
+			httpRules, tcpRules := rbacRules(policies, a.action)
+			httpAny, tcpAny = packer.pack(httpConfig, httpRules), packer.pack(tcpConfig, tcpRules)
+		} else {
+			httpAny, tcpAny = MustAny(httpConfig), MustAny(tcpConfig)
 		}
-		httpRules, tcpRules := rbacRules(policies, action)
-		http = append(http, &hcmv3.HttpFilter{
-			Name:       wellknown.HTTPRoleBasedAccessControl,
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: packer.pack(&rbachttpv3.RBAC{}, httpRules)},
-		})
-		network = append(network, &listenerv3.Filter{
-			Name: wellknown.RoleBasedAccessControl,
-			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: packer.pack(&rbacnetworkv3.RBAC{
-				StatPrefix: rbacTCPStatPrefix,
-			}, tcpRules)},
-		})
+		out = append(out, &corev3.TypedExtensionConfig{Name: rbacHTTPFilterName(a.name), TypedConfig: httpAny})
+		tcp = append(tcp, &corev3.TypedExtensionConfig{Name: rbacTCPFilterName(a.name), TypedConfig: tcpAny})
 	}
-	return http, network
+	return append(out, tcp...)
 }
 
 // authorizationPoliciesFor lists the policies that apply to the proxy's workload by RBAC

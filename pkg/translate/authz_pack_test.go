@@ -17,13 +17,9 @@ import (
 func TestAuthorizationFiltersPackLikeMustAny(t *testing.T) {
 	for _, in := range authzCases(t) {
 		t.Run(strings.TrimSuffix(filepath.Base(in), ".yaml"), func(t *testing.T) {
-			http, network := translate.AuthorizationFilters(loadCase(t, in), caseProxy(t, in))
 			var packed []*anypb.Any
-			for _, f := range http {
-				packed = append(packed, f.GetTypedConfig())
-			}
-			for _, f := range network {
-				packed = append(packed, f.GetTypedConfig())
+			for _, c := range translate.AuthorizationExtensionConfigs(loadCase(t, in), caseProxy(t, in)) {
+				packed = append(packed, c.GetTypedConfig())
 			}
 			for _, a := range packed {
 				m, err := a.UnmarshalNew()

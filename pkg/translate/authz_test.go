@@ -1,6 +1,7 @@
 package translate_test
 
 import (
+	"bytes"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,54 +10,79 @@ import (
 	rbacnetworkv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/skiffmesh/skiff/pkg/model"
 	"github.com/skiffmesh/skiff/pkg/translate"
+	"github.com/skiffmesh/skiff/pkg/wire"
 )
 
 // TestAuthorizationFiltersValidate checks the RBAC configurations of every authz golden case
-// against their proto rules. The golden test validates listeners, but validation does not look
-// inside the Any that holds each filter's configuration.
+// against their proto rules. The golden test validates the extension configurations, but
+// validation does not look inside the Any that holds each filter's configuration.
 func TestAuthorizationFiltersValidate(t *testing.T) {
 	for _, in := range authzCases(t) {
 		t.Run(strings.TrimSuffix(filepath.Base(in), ".yaml"), func(t *testing.T) {
-			http, network := translate.AuthorizationFilters(loadCase(t, in), caseProxy(t, in))
-			for _, f := range http {
-				cfg := &rbachttpv3.RBAC{}
-				if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
-					t.Fatalf("HTTP filter %s: %v", f.Name, err)
-				}
-				if err := cfg.ValidateAll(); err != nil {
-					t.Errorf("HTTP filter %s fails Validate(): %v", f.Name, err)
-				}
+			configs := translate.AuthorizationExtensionConfigs(loadCase(t, in), caseProxy(t, in))
+			if len(configs) != 6 {
+				t.Errorf("%d RBAC configurations, want audit, deny and allow for HTTP and TCP", len(configs))
 			}
-			for _, f := range network {
-				cfg := &rbacnetworkv3.RBAC{}
-				if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
-					t.Fatalf("network filter %s: %v", f.Name, err)
+			for _, c := range configs {
+				cfg, err := c.GetTypedConfig().UnmarshalNew()
+				if err != nil {
+					t.Fatalf("%s: %v", c.Name, err)
 				}
-				if err := cfg.ValidateAll(); err != nil {
-					t.Errorf("network filter %s fails Validate(): %v", f.Name, err)
+				switch cfg.(type) {
+				case *rbachttpv3.RBAC, *rbacnetworkv3.RBAC:
+				default:
+					t.Fatalf("%s holds a %T", c.Name, cfg)
+				}
+				if err := cfg.(interface{ ValidateAll() error }).ValidateAll(); err != nil {
+					t.Errorf("%s fails Validate(): %v", c.Name, err)
 				}
 			}
 		})
 	}
 }
 
-// TestAuthorizationListenersAreStable: translating the same snapshot twice gives equal
-// listeners, byte for byte inside their Anys. RBAC policies are a map; packed in random order,
-// every push would look like a changed listener and Envoy would drain it for nothing.
-func TestAuthorizationListenersAreStable(t *testing.T) {
+// TestAuthorizationConfigsAreStable: translating the same snapshot twice gives equal RBAC
+// configurations, byte for byte inside their Anys. RBAC policies are a map; packed in random
+// order, every push would look like a policy change and be sent again for nothing.
+func TestAuthorizationConfigsAreStable(t *testing.T) {
 	for _, in := range authzCases(t) {
 		snap, proxy := loadCase(t, in), caseProxy(t, in)
-		first := translate.Listeners(snap, proxy)
+		first := translate.AuthorizationExtensionConfigs(snap, proxy)
 		for range 20 {
-			again := translate.Listeners(snap, proxy)
+			again := translate.AuthorizationExtensionConfigs(snap, proxy)
 			if len(again) != len(first) {
-				t.Fatalf("%s: %d listeners, then %d", in, len(first), len(again))
+				t.Fatalf("%s: %d configurations, then %d", in, len(first), len(again))
 			}
 			for i := range first {
 				if !proto.Equal(first[i], again[i]) {
-					t.Fatalf("%s: listener %s differs between two translations", in, first[i].Name)
+					t.Fatalf("%s: configuration %s differs between two translations", in, first[i].Name)
 				}
+			}
+		}
+	}
+}
+
+// TestAuthorizationLeavesListenersAlone: policies reach a sidecar's listeners only as the
+// names of the configurations its RBAC filters fetch, so its listeners are the same, byte for
+// byte, with every authz case's policies and with none: a policy change never makes Envoy
+// replace (and drain) a listener.
+func TestAuthorizationLeavesListenersAlone(t *testing.T) {
+	for _, in := range authzCases(t) {
+		snap, proxy := loadCase(t, in), caseProxy(t, in)
+		set := *snap.Config
+		set.AuthorizationPolicies = nil
+		without := model.Build(&set)
+		with, none := translate.Listeners(snap, snap.ResolveProxy(proxy)), translate.Listeners(without, without.ResolveProxy(proxy))
+		if len(with) != len(none) {
+			t.Fatalf("%s: %d listeners with the policies, %d without", in, len(with), len(none))
+		}
+		for i := range with {
+			a, _ := wire.Marshal(with[i])
+			b, _ := wire.Marshal(none[i])
+			if !bytes.Equal(a, b) {
+				t.Errorf("%s: listener %s changes with the policies", in, with[i].Name)
 			}
 		}
 	}

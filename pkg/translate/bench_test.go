@@ -71,25 +71,39 @@ func BenchmarkGenerate(b *testing.B) {
 // (pilot/pkg/xds/testdata/benchmarks/authorizationpolicy.yaml) on top of httpMesh(100): the
 // proxy is a captured sidecar whose WorkloadEntry an HTTP ServiceEntry selects on port 80, and
 // 100 namespace-wide DENY policies (POST from the proxy's own namespace) apply to it, so
-// virtualInbound carries the RBAC filters. As in istiod's, listeners are what it is about.
-// istiod's policies are all alike; distinct-rules gives each its own source namespace, so that
-// no two rules compile to the same RBAC policy.
+// virtualInbound carries the RBAC filters. As in istiod's, listeners are what it is about;
+// Skiff's listeners only name the RBAC rules, which are extension configurations, so the two
+// are measured together (what istiod's listeners hold), and each alone. istiod's policies are
+// all alike; distinct-rules gives each its own source namespace, so that no two rules compile
+// to the same RBAC policy.
 func BenchmarkGenerateAuthorization(b *testing.B) {
 	for _, distinct := range []bool{false, true} {
-		name := "services=100/listeners"
+		prefix := "services=100"
 		if distinct {
-			name = "services=100,distinct-rules/listeners"
+			prefix = "services=100,distinct-rules"
 		}
 		snap, proxy := authorizationMesh(b, distinct)
-		b.Run(name, func(b *testing.B) {
-			for b.Loop() {
-				for _, l := range translate.Listeners(snap, proxy) {
-					if _, err := wire.Marshal(l); err != nil {
-						b.Fatal(err)
+		for _, typ := range []struct {
+			name                  string
+			listeners, extensions bool
+		}{{"listeners+extensions", true, true}, {"listeners", true, false}, {"extensions", false, true}} {
+			b.Run(prefix+"/"+typ.name, func(b *testing.B) {
+				for b.Loop() {
+					var out []proto.Message
+					if typ.listeners {
+						out = append(out, messages(translate.Listeners(snap, proxy))...)
+					}
+					if typ.extensions {
+						out = append(out, messages(translate.ExtensionConfigs(snap, proxy))...)
+					}
+					for _, m := range out {
+						if _, err := wire.Marshal(m); err != nil {
+							b.Fatal(err)
+						}
 					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
@@ -128,8 +142,8 @@ func authorizationMesh(b *testing.B, distinct bool) (*model.Snapshot, *model.Pro
 		b.Fatal(err)
 	}
 	proxy = snap.ResolveProxy(proxy)
-	if filters, _ := translate.AuthorizationFilters(snap, proxy); len(filters) != 1 {
-		b.Fatalf("%d RBAC filters, want the DENY one", len(filters))
+	if configs := translate.AuthorizationExtensionConfigs(snap, proxy); len(configs) != 6 || len(configs[1].GetTypedConfig().GetValue()) < 1000 {
+		b.Fatalf("%d RBAC configurations, want the DENY one holding the policies", len(configs))
 	}
 	return snap, proxy
 }
@@ -145,6 +159,12 @@ func benchmarkPerType(b *testing.B, prefix string, snap *model.Snapshot, proxy *
 		{"routes", func() []proto.Message { return messages(translate.Routes(snap, proxy)) }},
 		{"clusters", func() []proto.Message { return messages(translate.Clusters(snap, proxy)) }},
 		{"endpoints", func() []proto.Message { return messages(translate.Endpoints(snap)) }},
+	}
+	if proxy.Type == model.SidecarProxy {
+		types = append(types, struct {
+			name     string
+			generate func() []proto.Message
+		}{"extensions", func() []proto.Message { return messages(translate.ExtensionConfigs(snap, proxy)) }})
 	}
 	if proxy.Type == model.Router {
 		types = append(types, struct {

@@ -8,7 +8,8 @@ import (
 )
 
 // ConfigKey names the configuration class of a proxy in snap: proxies with equal keys get
-// identical listeners, routes, clusters and gateway secrets from ForProxy and Secrets, so pilot
+// identical listeners, routes, clusters, extension configurations and gateway secrets from
+// ForProxy and Secrets, so pilot
 // translates, diffs and marshals once per key, however many proxies share it. It is made of
 // exactly the inputs translation reads from a proxy, resolved against the snapshot:
 //
@@ -32,23 +33,36 @@ import (
 // on a new port), and the proxy then belongs to another class. Any new input translation
 // reads from a proxy must be added here, or proxies that differ in it would share config.
 func ConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
-	full, _ := ConfigKeys(snap, proxy)
-	return full
+	return ConfigKeys(snap, proxy).Full
+}
+
+// ListenerConfigKey is ConfigKey without the labels that only AuthorizationPolicies select by
+// (model.Snapshot.SelectsListenersByLabel). Listeners name the RBAC rules their filters fetch
+// (authz_ecds.go) without holding them, the same names for every proxy, so Listeners gives
+// identical listeners for proxies with equal listener keys: workloads told apart only by their
+// AuthorizationPolicies share them, and differ in their ExtensionConfigs alone.
+func ListenerConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
+	return ConfigKeys(snap, proxy).Listeners
 }
 
 // TrafficConfigKey is ConfigKey without the labels that only AuthorizationPolicies and
 // PeerAuthentications select by (model.Snapshot.SelectsTrafficByLabel). Policies shape only
-// listeners (a workload's inbound RBAC filters and mTLS mode), so Clusters, Routes and Secrets
-// give identical resources for proxies with equal traffic keys: workloads told apart only by
-// their policies share those, and differ in their listeners alone.
+// the inbound side (listeners' mTLS mode, ExtensionConfigs' RBAC rules), so Clusters, Routes
+// and Secrets give identical resources for proxies with equal traffic keys: workloads told
+// apart only by their policies share those, and differ in their listeners and RBAC rules
+// alone.
 func TrafficConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
-	_, traffic := ConfigKeys(snap, proxy)
-	return traffic
+	return ConfigKeys(snap, proxy).Traffic
 }
 
-// ConfigKeys is ConfigKey and TrafficConfigKey at once: the proxy is resolved and its inbound
-// ports found once, as a push does for every proxy class.
-func ConfigKeys(snap *model.Snapshot, proxy *model.Proxy) (full, traffic string) {
+// Keys are a proxy's configuration keys: ConfigKey, ListenerConfigKey and TrafficConfigKey.
+type Keys struct {
+	Full, Listeners, Traffic string
+}
+
+// ConfigKeys is every key of the proxy at once: the proxy is resolved and its inbound ports
+// found once, as a push does for every proxy class.
+func ConfigKeys(snap *model.Snapshot, proxy *model.Proxy) Keys {
 	proxy = snap.ResolveProxy(proxy)
 	var b strings.Builder
 	b.WriteString(string(proxy.Type))
@@ -83,7 +97,11 @@ func ConfigKeys(snap *model.Snapshot, proxy *model.Proxy) (full, traffic string)
 		}
 	}
 	common := b.String()
-	return common + labelKey(proxy.Labels, snap.SelectsByLabel), common + labelKey(proxy.Labels, snap.SelectsTrafficByLabel)
+	return Keys{
+		Full:      common + labelKey(proxy.Labels, snap.SelectsByLabel),
+		Listeners: common + labelKey(proxy.Labels, snap.SelectsListenersByLabel),
+		Traffic:   common + labelKey(proxy.Labels, snap.SelectsTrafficByLabel),
+	}
 }
 
 // labelKey is the part of a key made of the labels that selects says matter.

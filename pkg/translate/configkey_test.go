@@ -107,7 +107,7 @@ func TestConfigKeySharesReplicas(t *testing.T) {
 	}
 	sameConfig(t, snap, a, b)
 
-	// The AuthorizationPolicy selects v2 only, so v2's listeners differ: sharing v1's would be wrong.
+	// The AuthorizationPolicy selects v2 only, so v2's RBAC rules differ: sharing v1's would be wrong.
 	if equalConfig(snap, a, v2) {
 		t.Errorf("v1 and v2 translate alike; the test mesh does not tell them apart")
 	}
@@ -202,6 +202,39 @@ spec:
 `)
 	if translate.TrafficConfigKey(withSidecar, v1) == translate.TrafficConfigKey(withSidecar, v2) {
 		t.Error("a Sidecar selects by version, yet v1 and v2 share a traffic key")
+	}
+}
+
+// Workloads told apart only by an AuthorizationPolicy share a listener key, and identical
+// listeners, since listeners only name the RBAC rules their filters fetch: the rules
+// (ExtensionConfigs) are what differs. A PeerAuthentication selecting by the same label gives
+// them listeners of their own again (another mTLS mode).
+func TestListenerConfigKeyLeavesOutAuthorizationLabels(t *testing.T) {
+	snap := loadYAML(t, replicaMesh)
+	v1, v2 := podProxy(t, "reviews-v1-a", "10.244.0.5"), podProxy(t, "reviews-v2-a", "10.244.0.7")
+	if k1, k2 := translate.ListenerConfigKey(snap, v1), translate.ListenerConfigKey(snap, v2); k1 != k2 {
+		t.Errorf("listener keys %q and %q differ, though only an AuthorizationPolicy tells them apart", k1, k2)
+	}
+	r1, r2 := translate.ForProxy(snap, v1), translate.ForProxy(snap, v2)
+	if !equalMessages(messages(r1.Listeners), messages(r2.Listeners)) {
+		t.Error("equal listener keys, yet listeners differ")
+	}
+	if equalMessages(messages(r1.ExtensionConfigs), messages(r2.ExtensionConfigs)) {
+		t.Error("v2's policy is not in its RBAC rules")
+	}
+	strict := loadYAML(t, replicaMesh+`---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: v2, namespace: shop}
+spec:
+  selector: {matchLabels: {version: v2}}
+  mtls: {mode: STRICT}
+`)
+	if translate.ListenerConfigKey(strict, v1) == translate.ListenerConfigKey(strict, v2) {
+		t.Error("a PeerAuthentication selects by version, yet v1 and v2 share a listener key")
+	}
+	if translate.TrafficConfigKey(strict, v1) != translate.TrafficConfigKey(strict, v2) {
+		t.Error("a PeerAuthentication separates traffic keys")
 	}
 }
 
@@ -323,7 +356,7 @@ func sameConfig(t *testing.T, snap *model.Snapshot, p, q *model.Proxy) {
 func equalConfig(snap *model.Snapshot, p, q *model.Proxy) bool {
 	rp, rq := translate.ForProxy(snap, p), translate.ForProxy(snap, q)
 	return equalMessages(messages(rp.Listeners), messages(rq.Listeners)) && equalMessages(messages(rp.Routes), messages(rq.Routes)) &&
-		equalMessages(messages(rp.Clusters), messages(rq.Clusters))
+		equalMessages(messages(rp.Clusters), messages(rq.Clusters)) && equalMessages(messages(rp.ExtensionConfigs), messages(rq.ExtensionConfigs))
 }
 
 func equalMessages(a, b []proto.Message) bool {

@@ -26,7 +26,9 @@ var update = flag.Bool("update", false, "rewrite testdata/out from the current t
 const defaultProxy = "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local"
 
 // TestGolden translates every testdata/*.yaml for one proxy and compares each resource type
-// with testdata/out/CASE.TYPE.yaml. Every generated resource must pass its proto Validate().
+// with testdata/out/CASE.TYPE.yaml (TYPE: listeners, routes, clusters, endpoints, and
+// extensions for sidecars, secrets for gateways). Every generated resource must pass its proto
+// Validate().
 func TestGolden(t *testing.T) {
 	inputs, err := filepath.Glob("testdata/*.yaml")
 	if err != nil || len(inputs) == 0 {
@@ -53,6 +55,13 @@ func TestGolden(t *testing.T) {
 				outputs["endpoints"] = append(outputs["endpoints"], e)
 			}
 			kinds := []string{"listeners", "routes", "clusters", "endpoints"}
+			if proxy.Type == model.SidecarProxy {
+				// The RBAC rules its inbound filters fetch over ECDS (TypedExtensionConfig).
+				kinds = append(kinds, "extensions")
+				for _, c := range res.ExtensionConfigs {
+					outputs["extensions"] = append(outputs["extensions"], c)
+				}
+			}
 			if proxy.Type == model.Router {
 				// Gateways also get SDS secrets; goldens hold them with private keys redacted.
 				kinds = append(kinds, "secrets")

@@ -140,7 +140,6 @@ func inboundPassthroughCluster() *clusterv3.Cluster {
 // outbound listeners are 0.0.0.0_PORT (not bound, reached through virtualOutbound), so inbound
 // traffic to port 9080 would be routed as outbound traffic to the 9080 services.
 func virtualInboundListener(snap *model.Snapshot, proxy *model.Proxy, ingresses []sidecarIngress) *listenerv3.Listener {
-	httpAuthz, tcpAuthz := AuthorizationFilters(snap, proxy)
 	own, sidecar := virtualInboundPorts(snap, proxy, ingresses)
 	var chains []*listenerv3.FilterChain
 	// Ports whose chains are chosen by transport protocol (PERMISSIVE, or sniffed under mTLS)
@@ -149,7 +148,7 @@ func virtualInboundListener(snap *model.Snapshot, proxy *model.Proxy, ingresses 
 	plain, inspected, sniffed := []uint32{VirtualInboundPort}, []uint32(nil), []uint32(nil)
 	addPort := func(port, targetPort uint32, protocol listenerProtocol) {
 		cluster := InboundClusterName(port)
-		portChains, inspectors := inboundPortChains(inboundMTLSMode(snap, proxy, &targetPort), cluster, protocol, httpAuthz, tcpAuthz)
+		portChains, inspectors := inboundPortChains(inboundMTLSMode(snap, proxy, &targetPort), cluster, protocol)
 		tls := slices.ContainsFunc(inspectors, func(f *listenerv3.ListenerFilter) bool { return f.Name == wellknown.TlsInspector })
 		if tls {
 			inspected = append(inspected, port)
@@ -176,7 +175,7 @@ func virtualInboundListener(snap *model.Snapshot, proxy *model.Proxy, ingresses 
 	// Any other port passes through, under the workload's mode (a STRICT workload takes no
 	// plaintext on any port, as in istiod) and its RBAC network filters.
 	passthrough, inspectPassthrough := inboundFilterChains(inboundMTLSMode(snap, proxy, nil), func(bool) []*listenerv3.Filter {
-		return append(slices.Clone(tcpAuthz), TCPProxy(InboundPassthroughCluster, InboundPassthroughCluster))
+		return inboundTCPFilters(InboundPassthroughCluster)
 	})
 	l := &listenerv3.Listener{
 		Name:             VirtualInbound,

@@ -155,19 +155,18 @@ func inboundCluster(port uint32, app *corev3.Address) *clusterv3.Cluster {
 // inboundListeners bind each Sidecar ingress port and forward to the application: HTTP through
 // a connection manager with an inline route, anything else as TCP. The AuthorizationPolicies
 // that apply to the workload are enforced on every one of them: RBAC HTTP filters ahead of the
-// router, or RBAC network filters ahead of tcp_proxy.
+// router, or RBAC network filters ahead of tcp_proxy, whose rules they fetch (authz_ecds.go).
 func inboundListeners(snap *model.Snapshot, proxy *model.Proxy, ingresses []sidecarIngress) []*listenerv3.Listener {
 	if len(ingresses) == 0 {
 		return nil
 	}
-	httpAuthz, tcpAuthz := AuthorizationFilters(snap, proxy)
 	out := make([]*listenerv3.Listener, 0, len(ingresses))
 	for _, in := range ingresses {
 		port := in.listener.Port
 		cluster := InboundClusterName(port.Number)
 		targetPort := in.targetPort()
 		chains, listenerFilters := inboundPortChains(inboundMTLSMode(snap, proxy, &targetPort),
-			cluster, listenerProtocolOf(model.ParseProtocol(port.Protocol)), httpAuthz, tcpAuthz)
+			cluster, listenerProtocolOf(model.ParseProtocol(port.Protocol)))
 		out = append(out, &listenerv3.Listener{
 			Name:             ListenerName(in.bind, port.Number),
 			Address:          SocketAddress(in.bind, port.Number),
@@ -186,17 +185,14 @@ func inboundListeners(snap *model.Snapshot, proxy *model.Proxy, ingresses []side
 // The Sidecar ingress listeners and virtualInbound's per-port chains (inbound.go) are both
 // built here, so the two paths enforce the same policy. The listener filters returned are the
 // inspectors the chains need: tls_inspector where a chain is picked by transport protocol,
-// then http_inspector where one is picked by plaintext HTTP. The RBAC filters are shared
-// between chains and listeners: generated protos are never modified after construction.
-func inboundPortChains(mode security.PeerAuthentication_MutualTLS_Mode, cluster string, protocol listenerProtocol,
-	httpAuthz []*hcmv3.HttpFilter, tcpAuthz []*listenerv3.Filter,
-) ([]*listenerv3.FilterChain, []*listenerv3.ListenerFilter) {
+// then http_inspector where one is picked by plaintext HTTP. The RBAC filters are the same in
+// every chain of every proxy: they fetch the workload's rules by name (authz_ecds.go), so the
+// chains do not depend on AuthorizationPolicies at all.
+func inboundPortChains(mode security.PeerAuthentication_MutualTLS_Mode, cluster string, protocol listenerProtocol) ([]*listenerv3.FilterChain, []*listenerv3.ListenerFilter) {
 	httpChain := func(mtls bool) []*listenerv3.Filter {
-		return []*listenerv3.Filter{inboundHTTPConnectionManager(cluster, httpAuthz, mtls)}
+		return []*listenerv3.Filter{inboundHTTPConnectionManager(cluster, mtls)}
 	}
-	tcpChain := func(bool) []*listenerv3.Filter {
-		return append(slices.Clone(tcpAuthz), TCPProxy(cluster, cluster))
-	}
+	tcpChain := func(bool) []*listenerv3.Filter { return inboundTCPFilters(cluster) }
 	switch protocol {
 	case listenHTTP:
 		return inboundFilterChains(mode, httpChain)
@@ -214,6 +210,11 @@ func inboundPortChains(mode security.PeerAuthentication_MutualTLS_Mode, cluster 
 	return inboundFilterChains(mode, tcpChain)
 }
 
+// inboundTCPFilters are the RBAC network filters, then tcp_proxy to cluster.
+func inboundTCPFilters(cluster string) []*listenerv3.Filter {
+	return append(slices.Clone(inboundRBACNetworkFilters), TCPProxy(cluster, cluster))
+}
+
 // inboundHTTPConnectionManager routes every request to the application's cluster. The route
 // is inline: it never changes independently of the listener. The authorization filters come
 // first, as in istiod's inbound chains: a denied request goes no further than RBAC, so fault
@@ -222,7 +223,7 @@ func inboundPortChains(mode security.PeerAuthentication_MutualTLS_Mode, cluster 
 // On an mTLS chain the application learns who called: the peer's SPIFFE ID is appended to
 // x-forwarded-client-cert, as istiod's sidecars do (APPEND_FORWARD). Plaintext chains keep
 // Envoy's default, which strips the header, so a plaintext client cannot claim an identity.
-func inboundHTTPConnectionManager(cluster string, authz []*hcmv3.HttpFilter, mtls bool) *listenerv3.Filter {
+func inboundHTTPConnectionManager(cluster string, mtls bool) *listenerv3.Filter {
 	route := &routev3.RouteConfiguration{
 		Name: cluster,
 		// Envoy checks the clusters of an inline route when the listener arrives; the inbound
@@ -243,7 +244,7 @@ func inboundHTTPConnectionManager(cluster string, authz []*hcmv3.HttpFilter, mtl
 	}
 	hcm := newHTTPConnectionManager("inbound_" + cluster)
 	hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: route}
-	hcm.HttpFilters = append(slices.Clone(authz), hcm.HttpFilters...)
+	hcm.HttpFilters = append(slices.Clone(inboundRBACHTTPFilters), hcm.HttpFilters...)
 	if mtls {
 		hcm.ForwardClientCertDetails = hcmv3.HttpConnectionManager_APPEND_FORWARD
 		hcm.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Uri: true}

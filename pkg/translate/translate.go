@@ -6,6 +6,7 @@ package translate
 
 import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
@@ -18,9 +19,13 @@ type Resources struct {
 	Listeners []*listenerv3.Listener
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
+	// ExtensionConfigs are the filter configurations the listeners' filters fetch by name
+	// (ECDS): a sidecar's inbound RBAC rules.
+	ExtensionConfigs []*corev3.TypedExtensionConfig
 }
 
-// ForProxy builds the listeners, route configurations and clusters of one proxy. A proxy
+// ForProxy builds the listeners, route configurations, clusters and extension configurations
+// of one proxy. A proxy
 // whose node ID names a Pod is seen with the Pod's labels (Snapshot.ResolveProxy).
 func ForProxy(snap *model.Snapshot, proxy *model.Proxy) *Resources {
 	proxy = snap.ResolveProxy(proxy)
@@ -28,7 +33,19 @@ func ForProxy(snap *model.Snapshot, proxy *model.Proxy) *Resources {
 		Listeners: Listeners(snap, proxy),
 		Routes:    Routes(snap, proxy),
 		Clusters:  Clusters(snap, proxy),
+
+		ExtensionConfigs: ExtensionConfigs(snap, proxy),
 	}
+}
+
+// ExtensionConfigs builds the filter configurations the proxy's listeners fetch over ADS: the
+// RBAC rules of a sidecar's inbound chains (authz_ecds.go), for a sidecar that has any
+// (virtualInbound when captured, Sidecar ingress listeners otherwise). Gateways have none.
+func ExtensionConfigs(snap *model.Snapshot, proxy *model.Proxy) []*corev3.TypedExtensionConfig {
+	if proxy.Type != model.SidecarProxy || (!capturedSidecar(proxy) && len(sidecarIngresses(snap, proxy)) == 0) {
+		return nil
+	}
+	return AuthorizationExtensionConfigs(snap, proxy)
 }
 
 // Clusters builds the proxy's clusters: outbound ones for the services it sees, inbound ones

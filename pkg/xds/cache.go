@@ -18,21 +18,25 @@ import (
 
 // classTypes are the types translated per proxy class; endpoints are shared by the whole mesh.
 // Update fills the stores in this order, so a gateway's secrets are in place before the
-// listeners that name them reach Envoy: a state-of-the-world SDS answer without the secret
-// asked for would be rejected.
-var classTypes = []string{resourcev3.ClusterType, resourcev3.SecretType, resourcev3.ListenerType, resourcev3.RouteType}
+// listeners that name them reach Envoy (a state-of-the-world SDS answer without the secret
+// asked for would be rejected), and so are the extension configurations (a sidecar's inbound
+// RBAC rules) that listeners' filters fetch: a new listener warms only until they come.
+var classTypes = []string{resourcev3.ClusterType, resourcev3.SecretType, resourcev3.ExtensionConfigType, resourcev3.ListenerType, resourcev3.RouteType}
 
 // classCache is the cache behind the ADS server. Proxies are grouped twice:
 //
 //   - a stream belongs to its proxy class (model.Proxy.Class, one per workload), which comes
 //     from the node alone and never changes while the stream lives;
 //   - each proxy class is bound, per type, to a shared configuration: the fanout store of that
-//     type for one key (see configs.go). Listeners are keyed by translate.ConfigKey; clusters,
-//     routes and secrets by translate.TrafficConfigKey, which leaves out the labels only
-//     policies select by. Every proxy class with a key (the replicas of one Deployment, say)
-//     watches the same store, so a configuration is translated, compared and marshalled once
-//     however many proxies share it, and workloads that differ only in their policies share
-//     all but their listeners.
+//     type for one key (see configs.go). Extension configurations (inbound RBAC rules) are
+//     keyed by translate.ConfigKey; listeners by translate.ListenerConfigKey, which leaves out
+//     the labels only AuthorizationPolicies select by; clusters, routes and secrets by
+//     translate.TrafficConfigKey, which leaves out the labels only policies select by. Every
+//     proxy class with a key (the replicas of one Deployment, say) watches the same store, so
+//     a configuration is translated, compared and marshalled once however many proxies share
+//     it: workloads that differ only in their AuthorizationPolicies share all but their RBAC
+//     rules, and those that differ in their PeerAuthentications too, all but their listeners
+//     and RBAC rules.
 //
 // Endpoints are one store for the whole mesh. A store sends each resource's bytes as encoded
 // once, and re-sends only what changed where the protocol allows (RDS, EDS, and every type in

@@ -20,17 +20,24 @@ type configID struct {
 	key     string
 }
 
-// configKeys are a proxy's keys per type in snap: listeners by everything translation reads
-// from a proxy, the other types by all of it but the labels only policies select by.
+// configKeys are a proxy's keys per type in snap: extension configurations (the inbound RBAC
+// rules) by everything translation reads from a proxy, listeners by all of it but the labels
+// only AuthorizationPolicies select by, the other types by all of it but the labels only
+// policies select by.
 func configKeys(snap *model.Snapshot, proxy *model.Proxy) map[string]string {
-	full, traffic := translate.ConfigKeys(snap, proxy)
+	keys := translate.ConfigKeys(snap, proxy)
 	return map[string]string{
-		resourcev3.ListenerType: full,
-		resourcev3.ClusterType:  traffic,
-		resourcev3.RouteType:    traffic,
-		resourcev3.SecretType:   traffic,
+		resourcev3.ExtensionConfigType: keys.Full,
+		resourcev3.ListenerType:        keys.Listeners,
+		resourcev3.ClusterType:         keys.Traffic,
+		resourcev3.RouteType:           keys.Traffic,
+		resourcev3.SecretType:          keys.Traffic,
 	}
 }
+
+// fullKeyType is the type keyed by translate.ConfigKey, which holds every input: a class's
+// configuration is named by its key for this type.
+const fullKeyType = resourcev3.ExtensionConfigType
 
 // sharedConfig is the store of one type for one key, watched by every class with that key.
 type sharedConfig struct {
@@ -163,24 +170,24 @@ func (c *classCache) Prune() {
 	}
 }
 
-// KeyOf returns the configuration key class is bound to (its listeners' key, which holds
+// KeyOf returns the configuration key class is bound to (translate.ConfigKey, which holds
 // every input), "" if none yet.
 func (c *classCache) KeyOf(class string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if pc, ok := c.classes[class]; ok && pc.bound != nil {
-		return pc.bound[resourcev3.ListenerType].id.key
+		return pc.bound[fullKeyType].id.key
 	}
 	return ""
 }
 
-// ConfigCount is the number of distinct configurations served (listener keys), and of the
-// stores that serve them, shared between configurations where a type's key is.
+// ConfigCount is the number of distinct configurations served (full keys), and of the stores
+// that serve them, shared between configurations where a type's key is.
 func (c *classCache) ConfigCount() (configs, stores int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id := range c.configs {
-		if id.typeURL == resourcev3.ListenerType {
+		if id.typeURL == fullKeyType {
 			configs++
 		}
 	}

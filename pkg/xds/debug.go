@@ -57,7 +57,9 @@ func (s *Server) ConfigDump(proxyID string) (dump *adminv3.ConfigDump, source st
 }
 
 // buildConfigDump arranges resources as Envoy's admin ConfigDump: clusters, listeners, routes,
-// secrets (redacted) and the endpoints of this proxy's EDS clusters, each sorted by name.
+// secrets (redacted), the endpoints of this proxy's EDS clusters, and the extension
+// configurations its filters fetch (Envoy's ecds_filter sections, here in one), each sorted by
+// name.
 func buildConfigDump(byType map[string]map[string]types.Resource) (*adminv3.ConfigDump, error) {
 	var names []string
 	pack := func(typeURL string) ([]*anypb.Any, error) {
@@ -122,8 +124,16 @@ func buildConfigDump(byType map[string]map[string]types.Resource) (*adminv3.Conf
 	if err != nil {
 		return nil, err
 	}
+	extensions, err := pack(resourcev3.ExtensionConfigType)
+	if err != nil {
+		return nil, err
+	}
+	xd := &adminv3.EcdsConfigDump{}
+	for _, x := range extensions {
+		xd.EcdsFilters = append(xd.EcdsFilters, &adminv3.EcdsConfigDump_EcdsFilterConfig{EcdsFilter: x})
+	}
 	dump := &adminv3.ConfigDump{}
-	for _, m := range []proto.Message{cd, ld, rd, sd, ed} {
+	for _, m := range []proto.Message{cd, ld, rd, sd, ed, xd} {
 		a, err := anypb.New(m)
 		if err != nil {
 			return nil, err

@@ -16,7 +16,7 @@ type metrics struct {
 	badNodes    prometheus.Counter
 	// configs, stores and translations show how much proxies share: replicas of one workload
 	// are one configuration, translated once per change, and configurations that differ only
-	// in their listeners share the stores of the other types.
+	// in their listeners and RBAC rules share the stores of the other types.
 	configs      prometheus.Gauge
 	stores       prometheus.Gauge
 	translations prometheus.Counter
@@ -55,14 +55,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		translations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skiff_xds_translations_total",
-			Help: "Translations of one resource type for one key (listeners, routes, clusters or secrets).",
+			Help: "Translations of one resource type for one key (listeners, routes, clusters, secrets or extension configurations).",
 		}),
 	}
 	reg.MustRegister(m.connected, m.pushes, m.rejects, m.convergence, m.badNodes, m.configs, m.stores, m.translations)
 	return m
 }
 
-// shortType turns a type URL into Istio's short name: cds, eds, lds, rds, sds.
+// shortType turns a type URL into Istio's short name: cds, eds, lds, rds, sds, ecds.
 func shortType(typeURL string) string {
 	switch {
 	case strings.HasSuffix(typeURL, ".Cluster"):
@@ -75,6 +75,8 @@ func shortType(typeURL string) string {
 		return "rds"
 	case strings.HasSuffix(typeURL, ".Secret"):
 		return "sds"
+	case strings.HasSuffix(typeURL, ".TypedExtensionConfig"):
+		return "ecds"
 	}
 	return typeURL
 }

@@ -191,15 +191,17 @@ func (s *Server) Stop() { s.grpc.Stop() }
 func (s *Server) Push(snap *model.Snapshot, changedAt time.Time) {
 	s.mu.Lock()
 	// Compared with the previous snapshot, not the one last pushed: a full push still pending
-	// stays full (pending only grows).
+	// stays full (pending only grows, see pushKind.and).
 	kind := pushFull
 	switch {
 	case model.EndpointsOnly(s.snap, snap):
 		kind = pushEndpoints
 	case model.HTTPRoutesOnly(s.snap, snap):
 		kind = pushRoutes
+	case model.AuthorizationPoliciesOnly(s.snap, snap):
+		kind = pushPolicies
 	}
-	s.snap, s.changedAt, s.pending = snap, changedAt, max(s.pending, kind)
+	s.snap, s.changedAt, s.pending = snap, changedAt, s.pending.and(kind)
 	s.mu.Unlock()
 	s.signal()
 }
@@ -267,6 +269,10 @@ const (
 	// (model.HTTPRoutesOnly): sidecars' route configurations are translated again, their
 	// other types are not; gateways are translated in full.
 	pushRoutes
+	// pushPolicies: only AuthorizationPolicies changed (model.AuthorizationPoliciesOnly):
+	// extension configurations (sidecars' inbound RBAC rules) are translated again, listeners
+	// and the other types are not, for gateways neither (they read no policy).
+	pushPolicies
 	// pushFull: anything else; every configuration in use is translated again.
 	pushFull
 )
@@ -313,7 +319,7 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 			if !full && s.cache.Config(id, snap) {
 				continue
 			}
-			if kind == pushRoutes && t != resourcev3.RouteType && proxy.Type == model.SidecarProxy && s.cache.AdvanceConfig(id, snap) {
+			if only := partialType(kind); only != "" && t != only && (proxy.Type == model.SidecarProxy || kind == pushPolicies) && s.cache.AdvanceConfig(id, snap) {
 				continue // filled from the last snapshot, which translates the same for this type
 			}
 			todo[id] = proxy
@@ -345,7 +351,7 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 		}
 		if moved {
 			// Its streams watch the old configuration's stores: have them reconnect.
-			s.log.Info("proxy class changed configuration; its proxies reconnect", "class", class, "key", keys[resourcev3.ListenerType])
+			s.log.Info("proxy class changed configuration; its proxies reconnect", "class", class, "key", keys[fullKeyType])
 			s.tracker.disconnectClass(class)
 		}
 		if secrets, err := s.cache.classSecrets(class); err != nil {
@@ -362,11 +368,31 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 	s.log.Debug("pushed", "kind", kind, "classes", len(classes), "translated", len(translated), "took", time.Since(started))
 }
 
+// and is the push that does what both k and next call for.
+func (k pushKind) and(next pushKind) pushKind {
+	if k != next && k >= pushRoutes && next >= pushRoutes {
+		return pushFull // each of routes and policies translates a type the other does not
+	}
+	return max(k, next)
+}
+
+// partialType is the one type a sidecar's configuration must be translated again for in a
+// push of kind, "" when every type must.
+func partialType(kind pushKind) string {
+	switch kind {
+	case pushRoutes:
+		return resourcev3.RouteType
+	case pushPolicies:
+		return resourcev3.ExtensionConfigType
+	}
+	return ""
+}
+
 // withAddressFollowers is classes and those of the bound classes whose configuration key
 // changed with an endpoints-only change: captured sidecars that name no workload serve the
 // endpoints at their IP (translate.InboundPortsFollowAddresses), so moved endpoints can give
-// them other inbound ports. Their keys are compared here, the listeners' key holding every
-// input, so only a class that must move is bound (and translated for) again: a fleet of such
+// them other inbound ports. Their keys are compared here, the full key holding every input,
+// so only a class that must move is bound (and translated for) again: a fleet of such
 // proxies costs a key each per change, not a rebinding each.
 func (s *Server) withAddressFollowers(classes map[string]*model.Proxy, snap *model.Snapshot) map[string]*model.Proxy {
 	out := make(map[string]*model.Proxy, len(classes))
@@ -375,7 +401,7 @@ func (s *Server) withAddressFollowers(classes map[string]*model.Proxy, snap *mod
 		if !translate.InboundPortsFollowAddresses(snap, proxy) {
 			continue
 		}
-		if key, _ := translate.ConfigKeys(snap, proxy); key != s.cache.KeyOf(class) {
+		if translate.ConfigKey(snap, proxy) != s.cache.KeyOf(class) {
 			out[class] = proxy
 		}
 	}

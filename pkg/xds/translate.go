@@ -55,6 +55,8 @@ func typeResources(snap *model.Snapshot, proxy *model.Proxy, typeURL string) map
 		return byName(translate.Routes(snap, proxy))
 	case resourcev3.SecretType:
 		return byName(translate.Secrets(snap, proxy))
+	case resourcev3.ExtensionConfigType:
+		return byName(translate.ExtensionConfigs(snap, proxy))
 	}
 	return map[string]types.Resource{}
 }

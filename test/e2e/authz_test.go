@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,6 +18,7 @@ import (
 // authzProxy is one proxy at ip in namespace ns with labels app=APP, serving a Sidecar ingress
 // listener (HTTP, and TCP when tcp is set) that forwards to its own application upstream.
 type authzProxy struct {
+	pilot   *framework.Pilot
 	envoy   *framework.Envoy
 	app     *framework.Upstream
 	ip      string
@@ -45,6 +47,7 @@ func startAuthzProxy(t *testing.T, ip, appIP, ns, app string, tcp bool, policies
 `, a.tcpPort, a.app.Address())
 	}
 	p := framework.StartPilot(t, framework.PilotOptions{})
+	a.pilot = p
 	p.WriteConfig(t, "sidecar.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata:
@@ -160,7 +163,7 @@ spec:
 }
 
 // TestAuthzSeedPolicy: the seed's policy, verbatim, is accepted by Envoy and shows up in its
-// /config_dump as istiod would write it; it allows GET and POST only from workloads of
+// /config_dump as istiod would write it (in the RBAC filter's discovered configuration); it allows GET and POST only from workloads of
 // temple-stack, identified by their certificate, so a plaintext GET is denied.
 func TestAuthzSeedPolicy(t *testing.T) {
 	a := startAuthzProxy(t, "127.0.5.5", "127.0.5.6", "temple-stack", "temple-api", false, seedAuthorizationPolicy)
@@ -171,8 +174,11 @@ func TestAuthzSeedPolicy(t *testing.T) {
 		filters, err = httpFilterNames(a.envoy.ConfigDump(t), listener)
 		return err
 	})
-	if len(filters) < 2 || filters[0] != "envoy.filters.http.rbac" || filters[len(filters)-1] != "envoy.filters.http.router" {
-		t.Errorf("listener %s HTTP filters %v: want envoy.filters.http.rbac first and the router last", listener, filters)
+	// The RBAC filters come first and fetch their rules over ECDS; the dump holds the rules
+	// in its ecds_filter_http section.
+	rbac := []string{"inbound.rbac.http.audit", "inbound.rbac.http.deny", "inbound.rbac.http.allow"}
+	if len(filters) < 4 || !slices.Equal(filters[:3], rbac) || filters[len(filters)-1] != "envoy.filters.http.router" {
+		t.Errorf("listener %s HTTP filters %v: want %v first and the router last", listener, filters, rbac)
 	}
 	dump := string(a.envoy.ConfigDump(t))
 	for _, want := range []string{`"ns[temple-stack]-policy[temple-api-authz]-rule[0]"`, `".*/ns/temple-stack/.*"`, `"exact": "POST"`} {

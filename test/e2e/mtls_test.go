@@ -37,14 +37,16 @@ type mtlsMesh struct {
 }
 
 // mtlsPlacement says where the mesh runs: the proxies' and the server app's addresses, the
-// namespace of both workloads, the server's app label (and service name), and extra pilot flags.
+// namespace of both workloads, the server's app label (and service name), and extra pilot and
+// Envoy flags.
 // An anonymous server's WorkloadEntry names no serviceAccount (so its proxy can never hold a
 // certificate) and declares no sidecar (no tlsMode label, so clients do not use mTLS to it).
 type mtlsPlacement struct {
 	clientIP, serverIP, serverAppIP string
 	namespace, serverApp            string
-	pilotArgs                       []string
+	pilotArgs, envoyArgs            []string
 	anonymousServer                 bool
+	delta                           bool // both proxies on delta xDS
 	// pilotDir and pilotEnv are the pilot's working directory and extra environment (see
 	// framework.PilotOptions); xdsVia, if set, gives the address the proxies' bootstraps name
 	// for ADS instead of the pilot's own (a recorder in front of it, say).
@@ -177,10 +179,14 @@ spec:
 	m.server = framework.StartEnvoy(t, m.pilot, framework.EnvoyOptions{
 		NodeID:        fmt.Sprintf("sidecar~%s~server-1.%s~%s.svc.cluster.local", p.serverIP, p.namespace, p.namespace),
 		BootstrapArgs: append([]string{"--labels", "app=" + p.serverApp}, viaArgs...),
+		EnvoyArgs:     p.envoyArgs,
+		Delta:         p.delta,
 	})
 	m.client = framework.StartEnvoy(t, m.pilot, framework.EnvoyOptions{
 		NodeID:        fmt.Sprintf("sidecar~%s~client-1.%s~%s.svc.cluster.local", p.clientIP, p.namespace, p.namespace),
 		BootstrapArgs: append([]string{"--labels", "app=client"}, viaArgs...),
+		EnvoyArgs:     p.envoyArgs,
+		Delta:         p.delta,
 	})
 	return m
 }

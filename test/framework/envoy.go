@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -163,14 +164,20 @@ func launchEnvoy(tb testing.TB, bootstrap string, opts EnvoyOptions) (*Envoy, bo
 	return e, false, nil
 }
 
+// EnvoyDrainArgs are the drain flags `pilot bootstrap` documents and the injector passes
+// (bootstrap.DrainArgs, which this package cannot import: pkg/bootstrap imports pkg/model,
+// whose tests use the framework; pkg/bootstrap's tests check that the two agree).
+var EnvoyDrainArgs = []string{"--drain-time-s", "45", "--drain-strategy", "immediate"}
+
 // envoyArgs is the command line of every Envoy the harness starts, with the test's own flags
-// last. SKIFF_ENVOY_LOG_LEVEL overrides the log level (warn).
+// last. SKIFF_ENVOY_LOG_LEVEL overrides the log level (warn). The drain flags are
+// EnvoyDrainArgs, each unless the test gives its own (Envoy refuses a flag given twice).
 func envoyArgs(bootstrapPath, adminPath string, extra []string) []string {
 	level := os.Getenv("SKIFF_ENVOY_LOG_LEVEL")
 	if level == "" {
 		level = "warn"
 	}
-	return append([]string{
+	args := []string{
 		"-c", bootstrapPath,
 		"--admin-address-path", adminPath,
 		// No shared memory or domain socket between Envoys, so any number
@@ -178,7 +185,14 @@ func envoyArgs(bootstrapPath, adminPath string, extra []string) []string {
 		"--disable-hot-restart",
 		"--concurrency", "1",
 		"--log-level", level,
-	}, extra...)
+	}
+	drain := EnvoyDrainArgs
+	for i := 0; i+1 < len(drain); i += 2 {
+		if !slices.Contains(extra, drain[i]) {
+			args = append(args, drain[i], drain[i+1])
+		}
+	}
+	return append(args, extra...)
 }
 
 // waitLive waits, within Patience, until Envoy has written its admin address to adminPath,

@@ -1,0 +1,112 @@
+package xds
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	security "istio.io/api/security/v1beta1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiffmesh/skiff/pkg/model"
+	"github.com/skiffmesh/skiff/test/framework"
+)
+
+// withDenyDelete is the mesh with a namespace-wide AuthorizationPolicy denying DELETE: a
+// policy that selects by no label, so proxies keep their configuration keys.
+func withDenyDelete(snap *model.Snapshot) *model.Snapshot {
+	set := *snap.Config
+	set.AuthorizationPolicies = []*securityv1.AuthorizationPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-delete", Namespace: "default"},
+		Spec: security.AuthorizationPolicy{
+			Action: security.AuthorizationPolicy_DENY,
+			Rules:  []*security.Rule{{To: []*security.Rule_To{{Operation: &security.Operation{Methods: []string{"DELETE"}}}}}},
+		},
+	}}
+	return model.Build(&set)
+}
+
+// recvACK reads one response of typeURL and acknowledges it.
+func recvACK(t *testing.T, stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient, node, typeURL string, names ...string) *discoveryv3.DiscoveryResponse {
+	t.Helper()
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.TypeUrl != typeURL {
+		t.Fatalf("got a %s response, want %s", resp.TypeUrl, typeURL)
+	}
+	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: typeURL, ResourceNames: names,
+		VersionInfo: resp.VersionInfo, ResponseNonce: resp.Nonce}); err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// An AuthorizationPolicy change translates a sidecar's extension configurations alone and
+// sends it the changed RBAC rules, not one listener: Envoy swaps the rules in place.
+func TestPolicyChangeSendsExtensionConfigsOnly(t *testing.T) {
+	s, conn := serve(t, Options{IgnoreNodeLabels: true})
+	snap := podMesh(1, "10.0.0.1", v1Labels)
+	s.Push(snap, time.Now())
+	node := podNode(0)
+	stream := openADS(t, conn)
+	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resourcev3.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	recvACK(t, stream, node, resourcev3.ListenerType)
+	deny := "inbound.rbac.http.deny"
+	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resourcev3.ExtensionConfigType, ResourceNames: []string{deny}}); err != nil {
+		t.Fatal(err)
+	}
+	first := recvACK(t, stream, node, resourcev3.ExtensionConfigType, deny)
+	if len(first.Resources) != 1 {
+		t.Fatalf("%d extension configurations for one name", len(first.Resources))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), framework.Patience)
+	defer cancel()
+	if _, err := s.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	listenersSent := s.Statuses()[0].Types["lds"].Sent
+	translations := counterValue(t, s.metrics.translations)
+
+	s.Push(withDenyDelete(snap), time.Now())
+	resp := recvACK(t, stream, node, resourcev3.ExtensionConfigType, deny)
+	var got corev3.TypedExtensionConfig
+	if len(resp.Resources) != 1 || resp.Resources[0].UnmarshalTo(&got) != nil || got.Name != deny ||
+		!strings.Contains(string(got.TypedConfig.GetValue()), "ns[default]-policy[no-delete]-rule[0]") {
+		t.Fatalf("after the policy change: %v, want %s with the policy's rule", resp.Resources, deny)
+	}
+	if _, err := s.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := s.Statuses()[0].Types["lds"].Sent; after != listenersSent {
+		t.Errorf("listeners sent again (version %s, was %s) for a policy change", after, listenersSent)
+	}
+	if n := counterValue(t, s.metrics.translations) - translations; n != 1 {
+		t.Errorf("a policy change made %v translations, want 1 (the extension configurations)", n)
+	}
+}
+
+// Pending route and policy changes, each of which translates one type, together translate
+// everything; with a full or an endpoints push they are the larger.
+func TestPushKindsCombine(t *testing.T) {
+	for _, c := range []struct{ a, b, want pushKind }{
+		{pushRoutes, pushPolicies, pushFull},
+		{pushPolicies, pushRoutes, pushFull},
+		{pushPolicies, pushPolicies, pushPolicies},
+		{pushEndpoints, pushPolicies, pushPolicies},
+		{pushNone, pushRoutes, pushRoutes},
+		{pushFull, pushPolicies, pushFull},
+	} {
+		if got := c.a.and(c.b); got != c.want {
+			t.Errorf("%v and %v = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
