@@ -152,6 +152,10 @@ func StartPrometheus(tb testing.TB, opts PrometheusOptions) *Prometheus {
 			"--web.listen-address=" + p.Address,
 			// Not the default ./data: the TSDB goes with the test.
 			"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+			// The scrape manager applies discovered targets on this tick, 5s by
+			// default, so the first scrape would come 5s after the start
+			// whatever the scrape interval (a hidden flag, kept by v0.316.0).
+			"--scrape.discovery-reload-interval=100ms",
 		}, opts.Args...)
 		mark := len(p.log.String())
 		err := p.launch(bin, args)

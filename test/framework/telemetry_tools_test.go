@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -198,5 +201,24 @@ func TestMissingTelemetryToolFails(t *testing.T) {
 	msgs := failures(func(tb testing.TB) { telemetryTool(tb, "prometheus", "v0.0.0-missing") })
 	if len(msgs) != 1 || !strings.Contains(msgs[0], "run `make telemetry-tools`") {
 		t.Errorf("a missing Prometheus failed with %q", msgs)
+	}
+}
+
+// The versions the harness looks for are the ones `make telemetry-tools`
+// builds, so a bump in hack/telemetry-tools cannot leave the tests running
+// (or failing to find) the previous release.
+func TestTelemetryToolVersionsMatchGoMod(t *testing.T) {
+	for _, c := range []struct{ dir, module, version string }{
+		{"prometheus", "github.com/prometheus/prometheus", PrometheusVersion},
+		{"jaeger", "github.com/jaegertracing/jaeger", JaegerVersion},
+	} {
+		path := filepath.Join(RepoRoot(t), "hack", "telemetry-tools", c.dir, "go.mod")
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(c.module) + ` ` + regexp.QuoteMeta(c.version) + `\b`).Match(data) {
+			t.Errorf("%s does not require %s %s, the version the harness looks for", path, c.module, c.version)
+		}
 	}
 }
