@@ -33,14 +33,15 @@ unset GOFLAGS
 # CGO is off as in both projects' release builds: static binaries, no C toolchain.
 export CGO_ENABLED=0
 
-# build NAME MODULE PACKAGE SHOWN CHECK [go build flags...] builds PACKAGE of
+# build NAME MODULE PACKAGE SHOWN CHECK COLD [go build flags...] builds PACKAGE of
 # module MODULE in ./NAME to $cache/NAME-VERSION/NAME, unless its stamp is
 # current, and links it into the checkout. CHECK is a command line, run with
 # the new binary as $bin, whose output must contain SHOWN (the version the
 # binary should report), so a wrong -X flag fails here and not in a test.
+# COLD says how long a build with an empty Go build cache takes.
 build() {
-	local name="$1" module="$2" pkg="$3" shown="$4" check="$5"
-	shift 5
+	local name="$1" module="$2" pkg="$3" shown="$4" check="$5" cold="$6"
+	shift 6
 	cd "$here/$name"
 	local version out stamp link want_stamp
 	version="$(go list -m -f '{{.Version}}' "$module")"
@@ -56,7 +57,7 @@ build() {
 	if ! [[ -x "$out/$name" && -f "$stamp" && "$(cat "$stamp")" == "$want_stamp" ]]; then
 		mkdir -p "$cache"
 		scratch="$(mktemp -d "$cache/.build.XXXXXX")"
-		echo "building $name $version into $out"
+		echo "building $name $version into $out ($cold)"
 		local start=$SECONDS
 		go build -trimpath -buildvcs=false "$@" -o "$scratch/$name" "$pkg"
 		local reported
@@ -95,7 +96,7 @@ prom_shown="$(tr -d '[:space:]' <"$prom_dir/VERSION")"
 prom_date="$(go list -m -f '{{with .Time}}{{.UTC.Format "20060102-15:04:05"}}{{end}}' github.com/prometheus/prometheus)"
 pv=github.com/prometheus/common/version
 build prometheus github.com/prometheus/prometheus github.com/prometheus/prometheus/cmd/prometheus \
-	"$prom_shown" '"$bin" --version' \
+	"$prom_shown" '"$bin" --version' "about 6 minutes cold on 2 busy cores" \
 	-tags remove_all_sd \
 	-ldflags "-s -w -X $pv.Version=$prom_shown -X $pv.BuildUser=skiff -X $pv.BuildDate=$prom_date"
 
@@ -107,5 +108,5 @@ jaeger_shown="$(go list -m -f '{{.Version}}' github.com/jaegertracing/jaeger)"
 jaeger_date="$(go list -m -f '{{with .Time}}{{.UTC.Format "2006-01-02T15:04:05Z"}}{{end}}' github.com/jaegertracing/jaeger)"
 jv=github.com/jaegertracing/jaeger/internal/version
 build jaeger github.com/jaegertracing/jaeger github.com/jaegertracing/jaeger/cmd/jaeger \
-	"$jaeger_shown" '"$bin" version' \
+	"$jaeger_shown" '"$bin" version' "about 10 minutes cold on 2 busy cores" \
 	-ldflags "-s -w -X $jv.latestVersion=$jaeger_shown -X $jv.date=$jaeger_date"
