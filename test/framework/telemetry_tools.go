@@ -62,8 +62,10 @@ type PrometheusOptions struct {
 	// timeout); default 1s, so a test sees a new value within seconds instead
 	// of Prometheus' default minute.
 	ScrapeInterval time.Duration
-	// Args are extra flags, after the ones the harness sets (config file,
-	// listen address, storage path); a flag given again here wins.
+	// Args are extra flags (--web.enable-otlp-receiver, say), after the
+	// ones the harness sets: --config.file, --web.listen-address,
+	// --storage.tsdb.path and --scrape.discovery-reload-interval, which
+	// cannot be given again (Prometheus rejects a repeated flag).
 	Args []string
 }
 
@@ -109,11 +111,13 @@ func StartPrometheus(tb testing.TB, opts PrometheusOptions) *Prometheus {
 		interval = time.Second
 	}
 	var cfg promConfig
-	// Prometheus rejects a scrape timeout above the interval, and its default
-	// timeout (10s) is above the 1s interval tests want.
-	cfg.Global.ScrapeInterval = interval.String()
-	cfg.Global.ScrapeTimeout = interval.String()
-	cfg.Global.EvaluationInterval = interval.String()
+	// In milliseconds: Prometheus' durations have no fractions ("1.5s"). The
+	// timeout is set because Prometheus rejects one above the interval, and
+	// its default (10s) is above the 1s interval tests want.
+	every := fmt.Sprintf("%dms", interval.Milliseconds())
+	cfg.Global.ScrapeInterval = every
+	cfg.Global.ScrapeTimeout = every
+	cfg.Global.EvaluationInterval = every
 	cfg.ScrapeConfigs = []promScrapeConfig{}
 	for _, t := range opts.Targets {
 		host, _, err := net.SplitHostPort(t.Address)

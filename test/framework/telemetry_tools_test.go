@@ -2,6 +2,7 @@ package framework
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -14,6 +15,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // TestPrometheusScrapes checks the Prometheus harness end to end: a real
@@ -73,14 +79,15 @@ func TestPrometheusScrapes(t *testing.T) {
 	}
 }
 
-// TestJaegerReceivesSpans checks the Jaeger harness end to end: a span sent
-// as OTLP/HTTP JSON and another sent as Zipkin v2 JSON are read back through
-// the query API, with their IDs, names, parentage and tags.
+// TestJaegerReceivesSpans checks the Jaeger harness end to end: spans sent
+// to each receiver it hands out (OTLP/HTTP JSON, OTLP/gRPC, Zipkin v2 JSON)
+// are read back through the query API, with their IDs, names, durations,
+// parentage and tags.
 func TestJaegerReceivesSpans(t *testing.T) {
 	t.Parallel()
 	j := StartJaeger(t)
 
-	t.Run("OTLP", func(t *testing.T) {
+	t.Run("OTLP-HTTP", func(t *testing.T) {
 		traceID, parentID, spanID := randomHex(t, 16), randomHex(t, 8), randomHex(t, 8)
 		start := time.Now().Add(-time.Second)
 		// OTLP/HTTP's JSON encoding (opentelemetry-proto's docs/specification.md):
@@ -112,6 +119,29 @@ func TestJaegerReceivesSpans(t *testing.T) {
 		}
 	})
 
+	t.Run("OTLP-gRPC", func(t *testing.T) {
+		traceID, spanID := randomHex(t, 16), randomHex(t, 8)
+		start := time.Now().Add(-time.Second)
+		req := otlpExportRequest(t, "skiff-otlp-grpc", traceID, spanID, "POST /details", start, 3*time.Millisecond)
+		conn, err := grpc.NewClient(j.OTLPGRPCAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatalf("dialing %s: %v", j.OTLPGRPCAddress, err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), RequestTimeout)
+		defer cancel()
+		var resp []byte
+		if err := conn.Invoke(ctx, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", req, &resp,
+			grpc.ForceCodecV2(rawCodec{})); err != nil {
+			t.Fatalf("OTLP/gRPC Export: %v", err)
+		}
+
+		span := waitForSpan(t, j, "skiff-otlp-grpc", traceID)
+		if span.SpanID != spanID || span.OperationName != "POST /details" || span.Duration != 3000 {
+			t.Errorf("span = %+v, want ID %s, operation POST /details, 3000µs", span, spanID)
+		}
+	})
+
 	t.Run("Zipkin", func(t *testing.T) {
 		traceID, spanID := randomHex(t, 16), randomHex(t, 8)
 		start := time.Now().Add(-time.Second)
@@ -137,6 +167,65 @@ func TestJaegerReceivesSpans(t *testing.T) {
 		t.Errorf("traces of a service never seen: %+v, want none", traces)
 	}
 }
+
+// otlpExportRequest encodes an ExportTraceServiceRequest
+// (opentelemetry-proto's collector/trace/v1) holding one server span of
+// service, by hand with protowire: the main module does not depend on the
+// OTLP Go protos, and a span needs only a few fields.
+func otlpExportRequest(t *testing.T, service, traceID, spanID, name string, start time.Time, d time.Duration) []byte {
+	t.Helper()
+	tid, err := hex.DecodeString(traceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, err := hex.DecodeString(spanID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(num protowire.Number, b []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), b)
+	}
+	str := func(num protowire.Number, v string) []byte { return msg(num, []byte(v)) }
+	fixed := func(num protowire.Number, v uint64) []byte {
+		return protowire.AppendFixed64(protowire.AppendTag(nil, num, protowire.Fixed64Type), v)
+	}
+	// KeyValue{key = 1, value = 2: AnyValue{string_value = 1}}
+	attr := append(str(1, "service.name"), msg(2, str(1, service))...)
+	resource := msg(1, attr) // Resource{attributes = 1}
+	var span []byte
+	span = append(span, msg(1, tid)...)                                                  // trace_id
+	span = append(span, msg(2, sid)...)                                                  // span_id
+	span = append(span, str(5, name)...)                                                 // name
+	span = protowire.AppendVarint(protowire.AppendTag(span, 6, protowire.VarintType), 2) // kind: SPAN_KIND_SERVER
+	span = append(span, fixed(7, uint64(start.UnixNano()))...)                           // start_time_unix_nano
+	span = append(span, fixed(8, uint64(start.Add(d).UnixNano()))...)                    // end_time_unix_nano
+	scopeSpans := msg(2, span)                                                           // ScopeSpans{spans = 2}
+	resourceSpans := append(msg(1, resource), msg(2, scopeSpans)...)                     // ResourceSpans{resource = 1, scope_spans = 2}
+	return msg(1, resourceSpans)                                                         // ExportTraceServiceRequest{resource_spans = 1}
+}
+
+// rawCodec passes gRPC messages through as bytes, for a request encoded by
+// hand; the response is kept undecoded.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	b, ok := v.([]byte)
+	if !ok {
+		return nil, fmt.Errorf("rawCodec: cannot send %T", v)
+	}
+	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	p, ok := v.(*[]byte)
+	if !ok {
+		return fmt.Errorf("rawCodec: cannot receive into %T", v)
+	}
+	*p = data.Materialize()
+	return nil
+}
+
+func (rawCodec) Name() string { return "proto" }
 
 // waitForSpan polls Jaeger's query API until service has a trace traceID, and
 // returns that trace's only span, checking it is attributed to service.
