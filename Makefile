@@ -21,7 +21,7 @@ run: build
 
 ## test: every test, end-to-end ones included (installs Envoy first). The end-to-end packages
 ## share one pilot binary, built here once ($PILOT), instead of each building its own.
-test: envoy kube-tools vet build
+test: envoy kube-tools telemetry-tools vet build
 	$(GO) test -race -count=1 -timeout 20m ./pkg/... ./cmd/... ./examples/... ./hack/...
 	ENVOY=$(CURDIR)/.bin/envoy PILOT=$(CURDIR)/bin/pilot $(GO) test -count=1 -timeout 30m $$($(GO) list ./test/... | grep -v /test/docs)
 	# The docs' commands use the tour's fixed ports (15010, 15014, 15000, 15001, …), which
@@ -82,6 +82,11 @@ envoy:
 ## kube-tools: etcd, kube-apiserver and kubectl built from source into $(CACHE_DIR)/kube-tools, linked as .cache/kube-tools/ (for test/kube).
 kube-tools:
 	CACHE_DIR=$(CACHE_DIR) ./hack/kube-tools/build.sh
+
+.PHONY: telemetry-tools
+## telemetry-tools: Prometheus and Jaeger built from source into $(CACHE_DIR)/telemetry-tools, linked as .cache/telemetry-tools/ (for the telemetry tests).
+telemetry-tools:
+	CACHE_DIR=$(CACHE_DIR) ./hack/telemetry-tools/build.sh
 
 ## crds: refresh deploy/crds/istio-crds.yaml from the istio.io/api version in go.mod.
 crds:

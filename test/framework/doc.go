@@ -22,5 +22,7 @@
 //
 // Binaries: Envoy comes from $ENVOY or the repository's .bin/envoy (installed
 // by `make envoy`); the pilot from $PILOT or is built once per test process
-// from ./cmd/pilot.
+// from ./cmd/pilot. Prometheus and Jaeger, for telemetry tests (StartPrometheus,
+// StartJaeger), come from .cache/telemetry-tools/, built by `make
+// telemetry-tools`.
 package framework
