@@ -22,8 +22,8 @@ import (
 // routes or secrets; and AuthorizationPolicies reach listeners only as the names of the rules
 // their RBAC filters fetch, the same for every proxy, so labels that only they select by cannot
 // change a proxy's listeners either.
-func selectorLabelKeys(set *config.Set) (all, listeners, traffic map[string]bool) {
-	all, listeners, traffic = map[string]bool{}, map[string]bool{}, map[string]bool{}
+func selectorLabelKeys(set *config.Set) (all, traffic map[string]bool) {
+	all, traffic = map[string]bool{}, map[string]bool{}
 	add := func(into ...map[string]bool) func(map[string]string) {
 		return func(labels map[string]string) {
 			for k := range labels {
@@ -33,7 +33,7 @@ func selectorLabelKeys(set *config.Set) (all, listeners, traffic map[string]bool
 			}
 		}
 	}
-	addTraffic, addPeerAuthentication, addAuthorization := add(all, listeners, traffic), add(all, listeners), add(all)
+	addTraffic, addPolicy := add(all, traffic), add(all)
 	for _, sc := range set.Sidecars {
 		addTraffic(sc.Spec.GetWorkloadSelector().GetLabels())
 	}
@@ -41,10 +41,10 @@ func selectorLabelKeys(set *config.Set) (all, listeners, traffic map[string]bool
 		addTraffic(dr.Spec.GetWorkloadSelector().GetMatchLabels())
 	}
 	for _, ap := range set.AuthorizationPolicies {
-		addAuthorization(ap.Spec.GetSelector().GetMatchLabels())
+		addPolicy(ap.Spec.GetSelector().GetMatchLabels())
 	}
 	for _, pa := range set.PeerAuthentications {
-		addPeerAuthentication(pa.Spec.GetSelector().GetMatchLabels())
+		addPolicy(pa.Spec.GetSelector().GetMatchLabels())
 	}
 	for _, gw := range set.Gateways {
 		addTraffic(gw.Spec.GetSelector())
@@ -52,7 +52,7 @@ func selectorLabelKeys(set *config.Set) (all, listeners, traffic map[string]bool
 	for _, vs := range set.VirtualServices {
 		addVirtualServiceSourceLabels(&vs.Spec, addTraffic)
 	}
-	return all, listeners, traffic
+	return all, traffic
 }
 
 func addVirtualServiceSourceLabels(vs *networking.VirtualService, add func(map[string]string)) {
@@ -75,10 +75,6 @@ func addVirtualServiceSourceLabels(vs *networking.VirtualService, add func(map[s
 
 // SelectsByLabel reports whether any object in the snapshot selects proxies by label key.
 func (s *Snapshot) SelectsByLabel(key string) bool { return s.selectorKeys[key] }
-
-// SelectsListenersByLabel reports whether an object other than an AuthorizationPolicy selects
-// proxies by label key: whether the label can change a proxy's listeners.
-func (s *Snapshot) SelectsListenersByLabel(key string) bool { return s.listenerSelectorKeys[key] }
 
 // SelectsTrafficByLabel reports whether an object other than an AuthorizationPolicy or
 // PeerAuthentication selects proxies by label key: whether the label can change a proxy's

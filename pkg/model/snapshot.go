@@ -35,12 +35,11 @@ type Snapshot struct {
 	// endpointsByAddress are the endpoints at each IP, for proxies that name no workload
 	// (serving.go).
 	endpointsByAddress map[netip.Addr][]ServiceEndpoint
-	// selectorKeys are the label keys some object selects proxies by, listenerSelectorKeys
-	// those that objects other than AuthorizationPolicies select by, trafficSelectorKeys those
+	// selectorKeys are the label keys some object selects proxies by, trafficSelectorKeys those
 	// that objects other than policies select by (selectors.go).
-	selectorKeys, listenerSelectorKeys, trafficSelectorKeys map[string]bool
-	workloads                                               map[string]*networkingv1.WorkloadEntry
-	pods                                                    map[string]*corev1.Pod
+	selectorKeys, trafficSelectorKeys map[string]bool
+	workloads                         map[string]*networkingv1.WorkloadEntry
+	pods                              map[string]*corev1.Pod
 	// Routing objects by the hosts they name, resolved once here rather than on every lookup:
 	// exact hosts in a map, wildcard hosts in a list, each in configuration order.
 	virtualServices  hostIndex[*networkingv1.VirtualService]
@@ -95,7 +94,7 @@ func Build(set *config.Set) *Snapshot {
 		workloads:        map[string]*networkingv1.WorkloadEntry{},
 		pods:             make(map[string]*corev1.Pod, len(set.Pods)),
 	}
-	s.selectorKeys, s.listenerSelectorKeys, s.trafficSelectorKeys = selectorLabelKeys(set)
+	s.selectorKeys, s.trafficSelectorKeys = selectorLabelKeys(set)
 	for _, pod := range set.Pods {
 		s.pods[pod.Namespace+"/"+pod.Name] = pod
 	}

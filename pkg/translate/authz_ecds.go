@@ -1,6 +1,11 @@
 package translate
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -8,6 +13,9 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacnetworkv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/skiffmesh/skiff/pkg/model"
 )
 
 // Inbound RBAC through extension config discovery (ECDS). istiod writes the RBAC filters'
@@ -22,12 +30,10 @@ import (
 // so the next request on a connection already open is judged by the new policy.
 //
 // The network RBAC filter of TCP chains is discovered the same way (Envoy 1.40 implements
-// config_discovery for listener network filters; test/e2e's TestPolicyLiveTCP), so a TCP
-// policy change, too, leaves the listener alone, and the next connection gets the new rules at
-// once. A TCP connection already open keeps the rules it was accepted under for as long as it
-// lives: Envoy builds a connection's network filters once. (With the rules in the listener,
-// as istiod has them, such a connection is closed when the drain of its replaced chain ends,
-// 45 s with pilot's drain flags.)
+// config_discovery for listener network filters; test/e2e's TestPolicyLiveTCP), so the next
+// TCP connection gets new rules at once. A TCP connection already open would keep the rules it
+// was accepted under (Envoy builds a connection's network filters once): see tcpRulesMark for
+// how such connections are closed.
 //
 // The names say where and what each is: `inbound.rbac.http.deny` is the DENY filter of the
 // inbound HTTP connection managers. One configuration serves every inbound port of the
@@ -116,4 +122,52 @@ func failClosedRules(action rbacv3.RBAC_Action) *rbacv3.RBAC {
 		return &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}
 	}
 	return nil
+}
+
+// TCP connections already open. Envoy builds a connection's network filters once, so a TCP
+// connection accepted before a policy change would keep the rules it was accepted under for as
+// long as it lives. So the inbound chains that end in tcp_proxy carry a mark of the workload's
+// network RBAC rules (filter chain metadata `skiff.rbac` `tcp_rules`, a hash of the rules'
+// bytes): when those rules change, so do these chains, and Envoy drains them, closing their
+// connections by the end of the drain time (45 s with pilot's drain flags), as istiod's
+// listener update would; new connections get the new rules at once, over ECDS. The HTTP
+// chains carry no mark: their connections follow a change from the next request on. A
+// workload no policy applies to has unmarked chains, so its listeners are the same as any
+// other's.
+
+// tcpRulesMarkKey is the filter metadata namespace of the mark.
+const tcpRulesMarkKey = "skiff.rbac"
+
+// tcpRulesMark is the metadata marking the proxy's TCP chains, nil when no policy applies.
+func tcpRulesMark(snap *model.Snapshot, proxy *model.Proxy) *corev3.Metadata {
+	if len(authorizationPoliciesFor(snap, proxy)) == 0 {
+		return nil
+	}
+	h := sha256.New()
+	for _, c := range AuthorizationExtensionConfigs(snap, proxy) {
+		if strings.HasPrefix(c.Name, rbacDiscoveryPrefix+"tcp.") {
+			h.Write([]byte(c.Name))
+			h.Write(c.GetTypedConfig().GetValue())
+		}
+	}
+	mark, err := structpb.NewStruct(map[string]any{"tcp_rules": hex.EncodeToString(h.Sum(nil)[:8])})
+	if err != nil {
+		panic(fmt.Sprintf("translate: building the TCP rules mark: %v", err)) // a string value always converts
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{tcpRulesMarkKey: mark}}
+}
+
+// markTCPChains sets mark on every chain of the listeners (built for this call, never shared)
+// that enforces the network RBAC rules.
+func markTCPChains(listeners []*listenerv3.Listener, mark *corev3.Metadata) {
+	if mark == nil {
+		return
+	}
+	for _, l := range listeners {
+		for _, c := range l.GetFilterChains() {
+			if len(c.GetFilters()) > 0 && c.GetFilters()[0].GetName() == inboundRBACNetworkFilters[0].GetName() {
+				c.Metadata = mark
+			}
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	rbacnetworkv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	"google.golang.org/protobuf/proto"
@@ -65,9 +66,10 @@ func TestAuthorizationConfigsAreStable(t *testing.T) {
 }
 
 // TestAuthorizationLeavesListenersAlone: policies reach a sidecar's listeners only as the
-// names of the configurations its RBAC filters fetch, so its listeners are the same, byte for
-// byte, with every authz case's policies and with none: a policy change never makes Envoy
-// replace (and drain) a listener.
+// names of the configurations its RBAC filters fetch and as the mark of the TCP rules on
+// chains that end in tcp_proxy (authz_ecds.go), so without those marks its listeners are the
+// same, byte for byte, with every authz case's policies and with none: a policy change never
+// makes Envoy replace (and drain) an HTTP chain.
 func TestAuthorizationLeavesListenersAlone(t *testing.T) {
 	for _, in := range authzCases(t) {
 		snap, proxy := loadCase(t, in), caseProxy(t, in)
@@ -79,7 +81,16 @@ func TestAuthorizationLeavesListenersAlone(t *testing.T) {
 			t.Fatalf("%s: %d listeners with the policies, %d without", in, len(with), len(none))
 		}
 		for i := range with {
-			a, _ := wire.Marshal(with[i])
+			unmarked := proto.Clone(with[i]).(*listenerv3.Listener)
+			for _, c := range unmarked.FilterChains {
+				if c.GetMetadata().GetFilterMetadata()["skiff.rbac"] != nil {
+					if !strings.HasPrefix(c.GetFilters()[0].GetName(), "inbound.rbac.tcp.") {
+						t.Errorf("%s: listener %s: chain %s is marked, but does not end in tcp_proxy", in, with[i].Name, c.Name)
+					}
+					c.Metadata = nil
+				}
+			}
+			a, _ := wire.Marshal(unmarked)
 			b, _ := wire.Marshal(none[i])
 			if !bytes.Equal(a, b) {
 				t.Errorf("%s: listener %s changes with the policies", in, with[i].Name)

@@ -36,15 +36,6 @@ func ConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
 	return ConfigKeys(snap, proxy).Full
 }
 
-// ListenerConfigKey is ConfigKey without the labels that only AuthorizationPolicies select by
-// (model.Snapshot.SelectsListenersByLabel). Listeners name the RBAC rules their filters fetch
-// (authz_ecds.go) without holding them, the same names for every proxy, so Listeners gives
-// identical listeners for proxies with equal listener keys: workloads told apart only by their
-// AuthorizationPolicies share them, and differ in their ExtensionConfigs alone.
-func ListenerConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
-	return ConfigKeys(snap, proxy).Listeners
-}
-
 // TrafficConfigKey is ConfigKey without the labels that only AuthorizationPolicies and
 // PeerAuthentications select by (model.Snapshot.SelectsTrafficByLabel). Policies shape only
 // the inbound side (listeners' mTLS mode, ExtensionConfigs' RBAC rules), so Clusters, Routes
@@ -55,9 +46,9 @@ func TrafficConfigKey(snap *model.Snapshot, proxy *model.Proxy) string {
 	return ConfigKeys(snap, proxy).Traffic
 }
 
-// Keys are a proxy's configuration keys: ConfigKey, ListenerConfigKey and TrafficConfigKey.
+// Keys are a proxy's configuration keys: ConfigKey and TrafficConfigKey.
 type Keys struct {
-	Full, Listeners, Traffic string
+	Full, Traffic string
 }
 
 // ConfigKeys is every key of the proxy at once: the proxy is resolved and its inbound ports
@@ -98,9 +89,8 @@ func ConfigKeys(snap *model.Snapshot, proxy *model.Proxy) Keys {
 	}
 	common := b.String()
 	return Keys{
-		Full:      common + labelKey(proxy.Labels, snap.SelectsByLabel),
-		Listeners: common + labelKey(proxy.Labels, snap.SelectsListenersByLabel),
-		Traffic:   common + labelKey(proxy.Labels, snap.SelectsTrafficByLabel),
+		Full:    common + labelKey(proxy.Labels, snap.SelectsByLabel),
+		Traffic: common + labelKey(proxy.Labels, snap.SelectsTrafficByLabel),
 	}
 }
 

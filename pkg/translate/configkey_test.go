@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiffmesh/skiff/pkg/model"
@@ -205,36 +206,43 @@ spec:
 	}
 }
 
-// Workloads told apart only by an AuthorizationPolicy share a listener key, and identical
-// listeners, since listeners only name the RBAC rules their filters fetch: the rules
-// (ExtensionConfigs) are what differs. A PeerAuthentication selecting by the same label gives
-// them listeners of their own again (another mTLS mode).
-func TestListenerConfigKeyLeavesOutAuthorizationLabels(t *testing.T) {
+// Workloads told apart only by an AuthorizationPolicy share their clusters and routes, but not
+// their listeners: the policy's TCP rules mark v2's TCP chains (authz_ecds.go), so that a rule
+// change drains TCP connections accepted under the old rules. Its HTTP chains are unmarked:
+// their connections follow the rules (ExtensionConfigs) from the next request on.
+func TestTCPChainsMarkedWithTheirRules(t *testing.T) {
 	snap := loadYAML(t, replicaMesh)
 	v1, v2 := podProxy(t, "reviews-v1-a", "10.244.0.5"), podProxy(t, "reviews-v2-a", "10.244.0.7")
-	if k1, k2 := translate.ListenerConfigKey(snap, v1), translate.ListenerConfigKey(snap, v2); k1 != k2 {
-		t.Errorf("listener keys %q and %q differ, though only an AuthorizationPolicy tells them apart", k1, k2)
+	if translate.ConfigKey(snap, v1) == translate.ConfigKey(snap, v2) {
+		t.Error("an AuthorizationPolicy selects by version, yet v1 and v2 share a key")
+	}
+	if translate.TrafficConfigKey(snap, v1) != translate.TrafficConfigKey(snap, v2) {
+		t.Error("an AuthorizationPolicy separates traffic keys")
 	}
 	r1, r2 := translate.ForProxy(snap, v1), translate.ForProxy(snap, v2)
-	if !equalMessages(messages(r1.Listeners), messages(r2.Listeners)) {
-		t.Error("equal listener keys, yet listeners differ")
-	}
 	if equalMessages(messages(r1.ExtensionConfigs), messages(r2.ExtensionConfigs)) {
 		t.Error("v2's policy is not in its RBAC rules")
 	}
-	strict := loadYAML(t, replicaMesh+`---
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: v2, namespace: shop}
-spec:
-  selector: {matchLabels: {version: v2}}
-  mtls: {mode: STRICT}
-`)
-	if translate.ListenerConfigKey(strict, v1) == translate.ListenerConfigKey(strict, v2) {
-		t.Error("a PeerAuthentication selects by version, yet v1 and v2 share a listener key")
+	marks := func(listeners []*listenerv3.Listener) (tcp, http int) {
+		for _, l := range listeners {
+			for _, c := range l.GetFilterChains() {
+				if c.GetMetadata().GetFilterMetadata()["skiff.rbac"] == nil {
+					continue
+				}
+				if strings.HasPrefix(c.GetFilters()[0].GetName(), "inbound.rbac.tcp.") {
+					tcp++
+				} else {
+					http++
+				}
+			}
+		}
+		return tcp, http
 	}
-	if translate.TrafficConfigKey(strict, v1) != translate.TrafficConfigKey(strict, v2) {
-		t.Error("a PeerAuthentication separates traffic keys")
+	if tcp, http := marks(r1.Listeners); tcp+http != 0 {
+		t.Errorf("v1, which no policy selects, has %d marked chains", tcp+http)
+	}
+	if tcp, http := marks(r2.Listeners); tcp == 0 || http != 0 {
+		t.Errorf("v2 has %d marked TCP chains and %d marked others; want some TCP and no other", tcp, http)
 	}
 }
 

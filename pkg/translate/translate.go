@@ -79,13 +79,17 @@ func Listeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener 
 		// Captured, the Sidecar's ingress ports are chains of virtualInbound, as in istiod: a
 		// listener of their own would never see captured traffic, and its name 0.0.0.0_PORT
 		// would clash with the outbound listener of a service on the same port.
-		out = append(out, virtualInboundListener(snap, proxy, ingresses))
+		inbound := virtualInboundListener(snap, proxy, ingresses)
+		markTCPChains([]*listenerv3.Listener{inbound}, tcpRulesMark(snap, proxy))
+		out = append(out, inbound)
 		if l := appHealthListener(appHealthProbes(snap, proxy)); l != nil {
 			out = append(out, l)
 		}
 		return out
 	}
-	return append(out, inboundListeners(snap, proxy, ingresses)...)
+	inbound := inboundListeners(snap, proxy, ingresses)
+	markTCPChains(inbound, tcpRulesMark(snap, proxy))
+	return append(out, inbound...)
 }
 
 // Routes builds the proxy's route configurations.

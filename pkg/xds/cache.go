@@ -28,15 +28,14 @@ var classTypes = []string{resourcev3.ClusterType, resourcev3.SecretType, resourc
 //   - a stream belongs to its proxy class (model.Proxy.Class, one per workload), which comes
 //     from the node alone and never changes while the stream lives;
 //   - each proxy class is bound, per type, to a shared configuration: the fanout store of that
-//     type for one key (see configs.go). Extension configurations (inbound RBAC rules) are
-//     keyed by translate.ConfigKey; listeners by translate.ListenerConfigKey, which leaves out
-//     the labels only AuthorizationPolicies select by; clusters, routes and secrets by
+//     type for one key (see configs.go). Extension configurations (inbound RBAC rules) and
+//     listeners are keyed by translate.ConfigKey (listeners mark their TCP chains with the
+//     workload's TCP rules, so that a rule change drains them); clusters, routes and secrets by
 //     translate.TrafficConfigKey, which leaves out the labels only policies select by. Every
 //     proxy class with a key (the replicas of one Deployment, say) watches the same store, so
 //     a configuration is translated, compared and marshalled once however many proxies share
-//     it: workloads that differ only in their AuthorizationPolicies share all but their RBAC
-//     rules, and those that differ in their PeerAuthentications too, all but their listeners
-//     and RBAC rules.
+//     it: workloads that differ only in their policies share all but their listeners and RBAC
+//     rules.
 //
 // Endpoints are one store for the whole mesh. A store sends each resource's bytes as encoded
 // once, and re-sends only what changed where the protocol allows (RDS, EDS, and every type in

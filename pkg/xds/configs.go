@@ -21,14 +21,14 @@ type configID struct {
 }
 
 // configKeys are a proxy's keys per type in snap: extension configurations (the inbound RBAC
-// rules) by everything translation reads from a proxy, listeners by all of it but the labels
-// only AuthorizationPolicies select by, the other types by all of it but the labels only
-// policies select by.
+// rules) and listeners (which mark their TCP chains with those rules, see translate's
+// authz_ecds.go) by everything translation reads from a proxy, the other types by all of it
+// but the labels only policies select by.
 func configKeys(snap *model.Snapshot, proxy *model.Proxy) map[string]string {
 	keys := translate.ConfigKeys(snap, proxy)
 	return map[string]string{
 		resourcev3.ExtensionConfigType: keys.Full,
-		resourcev3.ListenerType:        keys.Listeners,
+		resourcev3.ListenerType:        keys.Full,
 		resourcev3.ClusterType:         keys.Traffic,
 		resourcev3.RouteType:           keys.Traffic,
 		resourcev3.SecretType:          keys.Traffic,

@@ -270,8 +270,8 @@ const (
 	// other types are not; gateways are translated in full.
 	pushRoutes
 	// pushPolicies: only AuthorizationPolicies changed (model.AuthorizationPoliciesOnly):
-	// extension configurations (sidecars' inbound RBAC rules) are translated again, listeners
-	// and the other types are not, for gateways neither (they read no policy).
+	// extension configurations (sidecars' inbound RBAC rules) and listeners are translated
+	// again, the other types are not, for gateways neither (they read no policy).
 	pushPolicies
 	// pushFull: anything else; every configuration in use is translated again.
 	pushFull
@@ -319,7 +319,7 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*mod
 			if !full && s.cache.Config(id, snap) {
 				continue
 			}
-			if only := partialType(kind); only != "" && t != only && (proxy.Type == model.SidecarProxy || kind == pushPolicies) && s.cache.AdvanceConfig(id, snap) {
+			if kind.keeps(t) && (proxy.Type == model.SidecarProxy || kind == pushPolicies) && s.cache.AdvanceConfig(id, snap) {
 				continue // filled from the last snapshot, which translates the same for this type
 			}
 			todo[id] = proxy
@@ -376,16 +376,18 @@ func (k pushKind) and(next pushKind) pushKind {
 	return max(k, next)
 }
 
-// partialType is the one type a sidecar's configuration must be translated again for in a
-// push of kind, "" when every type must.
-func partialType(kind pushKind) string {
-	switch kind {
+// keeps reports whether a push of this kind leaves a sidecar's configuration of type t as the
+// last snapshot translated it: a routes push translates only route configurations again, a
+// policies push only the RBAC rules and the listeners (whose TCP chains carry a mark of the
+// rules, see translate's authz_ecds.go); the other kinds translate every type.
+func (k pushKind) keeps(t string) bool {
+	switch k {
 	case pushRoutes:
-		return resourcev3.RouteType
+		return t != resourcev3.RouteType
 	case pushPolicies:
-		return resourcev3.ExtensionConfigType
+		return t != resourcev3.ExtensionConfigType && t != resourcev3.ListenerType
 	}
-	return ""
+	return false
 }
 
 // withAddressFollowers is classes and those of the bound classes whose configuration key

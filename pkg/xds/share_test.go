@@ -217,10 +217,11 @@ func withRoute(set *config.Set, weight int32) *model.Snapshot {
 	return model.Build(&next)
 }
 
-// Workloads told apart only by an AuthorizationPolicy share listeners, clusters, routes and
-// secrets and differ in their RBAC rules (extension configurations) alone; an HTTP route change
-// translates their one route configuration and nothing else.
-func TestPolicyOnlyWorkloadsShareAllButRBACRules(t *testing.T) {
+// Workloads told apart only by an AuthorizationPolicy share clusters, routes and secrets and
+// differ in their RBAC rules (extension configurations) and listeners (whose TCP chains carry a
+// mark of the TCP rules, see translate's authz_ecds.go); an HTTP route change translates their
+// one route configuration and nothing else.
+func TestPolicyOnlyWorkloadsShareTraffic(t *testing.T) {
 	s, conn := serve(t, Options{IgnoreNodeLabels: true})
 	set := withPolicy(podMesh(2, "10.0.0.1", func(i int) map[string]string {
 		return map[string]string{"app": "reviews", "version": fmt.Sprintf("v%d", i+1)}
@@ -234,8 +235,8 @@ func TestPolicyOnlyWorkloadsShareAllButRBACRules(t *testing.T) {
 		recvClusterNames(t, stream)
 	}
 	configs, stores := s.cache.ConfigCount()
-	if configs != 2 || stores != 2+4 {
-		t.Errorf("%d configurations in %d stores, want 2 in 6 (two of extension configurations, one each of listeners, clusters, routes and secrets)", configs, stores)
+	if configs != 2 || stores != 2+2+3 {
+		t.Errorf("%d configurations in %d stores, want 2 in 7 (two each of extension configurations and listeners, one each of clusters, routes and secrets)", configs, stores)
 	}
 	before := counterValue(t, s.metrics.translations)
 	s.Push(withRoute(set, 80), time.Now())

@@ -28,7 +28,7 @@ type authzProxy struct {
 
 // startAuthzProxy writes the Sidecar and the policies, then starts the proxy, so the listener
 // carries its RBAC filters from the first LDS answer.
-func startAuthzProxy(t *testing.T, ip, appIP, ns, app string, tcp bool, policies string) *authzProxy {
+func startAuthzProxy(t *testing.T, ip, appIP, ns, app string, tcp bool, policies string, envoyArgs ...string) *authzProxy {
 	t.Helper()
 	a := &authzProxy{app: framework.StartUpstream(t, appIP, app), ip: ip, port: framework.FreePort(t, ip)}
 	ingress := fmt.Sprintf(`  - port:
@@ -63,6 +63,7 @@ spec:
 	a.envoy = framework.StartEnvoy(t, p, framework.EnvoyOptions{
 		NodeID:        fmt.Sprintf("sidecar~%s~%s-1.%s~%s.svc.cluster.local", ip, app, ns, ns),
 		BootstrapArgs: []string{"--labels", "app=" + app},
+		EnvoyArgs:     envoyArgs,
 	})
 	return a
 }
