@@ -43,8 +43,9 @@ and Istio's agent do: when a configuration change replaces or removes a filter c
 PeerAuthentication turned STRICT removes the plaintext one), Envoy then tells the chain's
 connections to close at once, and closes any still open after ` + drainSeconds + ` s at the latest
 rather than its default 600 s. Only Envoy's command line sets this, not a bootstrap.
-AuthorizationPolicy changes need no drain: they reach the next HTTP request on a connection
-already open, and the next TCP connection.`,
+AuthorizationPolicy changes reach the next HTTP request on a connection already open, and
+the next TCP connection, at once; a TCP connection opened before a change to its rules is
+closed by the end of the drain.`,
 		Example: `  envoy --disable-hot-restart ` + drainFlags + ` \
       -c <(pilot bootstrap --node sidecar~127.0.0.2~app-1.default~default.svc.cluster.local \
       --xds-address 127.0.0.1:15010 --admin-address 127.0.0.2:15000)`,
