@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -127,8 +126,8 @@ func failClosedRules(action rbacv3.RBAC_Action) *rbacv3.RBAC {
 // TCP connections already open. Envoy builds a connection's network filters once, so a TCP
 // connection accepted before a policy change would keep the rules it was accepted under for as
 // long as it lives. So the inbound chains that end in tcp_proxy carry a mark of the workload's
-// network RBAC rules (filter chain metadata `skiff.rbac` `tcp_rules`, a hash of the rules'
-// bytes): when those rules change, so do these chains, and Envoy drains them, closing their
+// network RBAC rules (filter chain metadata `skiff.rbac` `tcp_rules`, a hash of the policies
+// they come from): when those rules change, so do these chains, and Envoy drains them, closing their
 // connections by the end of the drain time (45 s with pilot's drain flags), as istiod's
 // listener update would; new connections get the new rules at once, over ECDS. The HTTP
 // chains carry no mark: their connections follow a change from the next request on. A
@@ -138,16 +137,25 @@ func failClosedRules(action rbacv3.RBAC_Action) *rbacv3.RBAC {
 // tcpRulesMarkKey is the filter metadata namespace of the mark.
 const tcpRulesMarkKey = "skiff.rbac"
 
-// tcpRulesMark is the metadata marking the proxy's TCP chains, nil when no policy applies.
+// tcpRulesMark is the metadata marking the proxy's TCP chains, nil when no policy applies. It
+// hashes the applicable policies (action, name, spec) rather than the rules built from them:
+// the rules follow from the policies alone, and hashing a few small specs costs far less than
+// building the rules a second time. An edit of a policy's HTTP-only fields, which leaves its
+// TCP rules alone, thus drains TCP connections too: stricter than needed, never looser.
 func tcpRulesMark(snap *model.Snapshot, proxy *model.Proxy) *corev3.Metadata {
-	if len(authorizationPoliciesFor(snap, proxy)) == 0 {
+	byAction := authorizationPoliciesFor(snap, proxy)
+	if len(byAction) == 0 {
 		return nil
 	}
 	h := sha256.New()
-	for _, c := range AuthorizationExtensionConfigs(snap, proxy) {
-		if strings.HasPrefix(c.Name, rbacDiscoveryPrefix+"tcp.") {
-			h.Write([]byte(c.Name))
-			h.Write(c.GetTypedConfig().GetValue())
+	for _, a := range rbacActions {
+		for _, ap := range byAction[a.action] {
+			spec, err := proto.MarshalOptions{Deterministic: true}.Marshal(&ap.Spec)
+			if err != nil {
+				panic(fmt.Sprintf("translate: encoding AuthorizationPolicy %s/%s: %v", ap.Namespace, ap.Name, err)) // a decoded spec always encodes
+			}
+			fmt.Fprintf(h, "%s\x00%s/%s\x00%d\x00", a.name, ap.Namespace, ap.Name, len(spec))
+			h.Write(spec)
 		}
 	}
 	mark, err := structpb.NewStruct(map[string]any{"tcp_rules": hex.EncodeToString(h.Sum(nil)[:8])})
