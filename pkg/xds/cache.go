@@ -151,26 +151,7 @@ func (c *classCache) proxySecretWatch(req any, w *parkedWatch) (func(), error) {
 	if !ok {
 		return nil, status.Error(codes.Internal, errNoStream.Error())
 	}
-	if w.sub != nil {
-		w.sub = knownResources{w.sub}
-	}
 	return c.sds.watch(id, address, proxy, w)
-}
-
-// knownResources is a stream's subscription as go-control-plane's LinearCache, which serves a
-// stream's own secrets, needs it: ReturnedResources never nil. The server records there what
-// the stream's last response of the type returned, and the class stores' state-of-the-world
-// responses return nil (their version says what the client holds), so a Secret watch that
-// first named only a gateway's kubernetes:// secrets and then ROOTCA or default too (a
-// Gateway gaining an ISTIO_MUTUAL server) would have LinearCache write into a nil map: a
-// panic that ended pilot.
-type knownResources struct{ cachev3.Subscription }
-
-func (k knownResources) ReturnedResources() map[string]string {
-	if r := k.Subscription.ReturnedResources(); r != nil {
-		return r
-	}
-	return map[string]string{}
 }
 
 // Fetch is the REST (polling) API, which Skiff does not serve.
