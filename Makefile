@@ -39,6 +39,15 @@ FUZZTIME ?= 10m
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 0s -parallel 1 ./pkg/translate
 
+SOAK ?= 10m
+SOAK_TIMEOUT ?= 2h
+## soak: $(SOAK) of continuous edits (VirtualService weights, endpoints, DestinationRules,
+## PeerAuthentication and AuthorizationPolicies) of a folder mesh while traffic flows through
+## four Envoy sidecars with mTLS (test/soak): fails on any failed request, NACK or refused
+## file, and prints pilot's RSS over time. Not part of `make test`, which runs it for 30 s.
+soak: envoy build
+	SKIFF_SOAK=$(SOAK) ENVOY=$(CURDIR)/.bin/envoy PILOT=$(CURDIR)/bin/pilot $(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -v -run '^TestSoak$$' ./test/soak
+
 ## test-stress: `make test` while two busy processes compete for the cores (ROUNDS=3 for three
 ## runs in a row). Not part of `make test`.
 test-stress:
