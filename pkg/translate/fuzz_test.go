@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -23,7 +24,7 @@ import (
 // proxies the input suggests (captured and uncaptured sidecars, a gateway router, the
 // workloads and Sidecars it declares). Whatever validates must translate without a panic into
 // resources that pass Validate(), that pilot can encode, and that Envoy would not reject for
-// reasons visible without it (checkResources); proxies with equal configuration keys must get
+// reasons visible without it (envoyRejections); proxies with equal configuration keys must get
 // identical bytes, since pilot shares one translation between them.
 //
 // Seeds are the examples, the docs' meshes and the golden inputs (meshcorpus.Seeds); the
@@ -113,8 +114,8 @@ type encodedResources struct {
 // differs describes the first difference between e and o in the kinds listed (space
 // separated), or is empty.
 func (e encodedResources) differs(o encodedResources, kinds string) string {
-	for _, kind := range bytes.Fields([]byte(kinds)) {
-		a, b := e.byKind[string(kind)], o.byKind[string(kind)]
+	for _, kind := range strings.Fields(kinds) {
+		a, b := e.byKind[kind], o.byKind[kind]
 		for name, x := range a {
 			if y, ok := b[name]; !ok {
 				return fmt.Sprintf("%s differ: %s only in the first", kind, name)
