@@ -21,10 +21,14 @@ run: build
 
 ## test: every test, end-to-end ones included (installs Envoy first). The end-to-end packages
 ## share one pilot binary, built here once ($PILOT), instead of each building its own. The
-## translation fuzz target runs for $(TEST_FUZZTIME) on one core (`make fuzz` runs it longer).
+## translation fuzz target runs for $(TEST_FUZZTIME) on one core (`make fuzz` runs it longer), the
+## soak (test/soak) for 30 s (`make soak` for 10 minutes).
 test: envoy kube-tools telemetry-tools vet build
 	$(GO) test -race -count=1 -timeout 20m ./pkg/... ./cmd/... ./examples/... ./hack/...
-	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(TEST_FUZZTIME) -fuzzminimizetime 0s -parallel 1 ./pkg/translate
+	# The fuzzer starts from the seeds and the saved cases alone (a cache of its own): the
+	# inputs `make fuzz` keeps in the Go cache would take the whole run to replay.
+	cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
+	  $(GO) test -count=1 -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(TEST_FUZZTIME) -fuzzminimizetime 0s -parallel 1 ./pkg/translate -args -test.fuzzcachedir="$$cache"
 	ENVOY=$(CURDIR)/.bin/envoy PILOT=$(CURDIR)/bin/pilot $(GO) test -count=1 -timeout 30m $$($(GO) list ./test/... | grep -v /test/docs)
 	# The docs' commands use the tour's fixed ports (15010, 15014, 15000, 15001, …), which
 	# other packages' Envoys could be holding: they run alone, after the rest.
@@ -35,7 +39,8 @@ FUZZTIME ?= 10m
 ## fuzz: the translation fuzz target (pkg/translate FuzzTranslate: arbitrary Istio YAML through
 ## validation, model and translation for several proxies) for $(FUZZTIME) on one core. A
 ## failing input is saved under pkg/translate/testdata/fuzz/FuzzTranslate/: fix the bug and
-## keep the file, every `go test` runs it from then on.
+## keep the file, every `go test` runs it from then on. The inputs it finds interesting stay in
+## the Go cache, so each run goes on from the last.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 0s -parallel 1 ./pkg/translate
 
