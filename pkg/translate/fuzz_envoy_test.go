@@ -24,8 +24,16 @@ import (
 //     same matching rules are defined").
 //   - A route configuration that validates clusters (inline in a listener, where that is the
 //     default, or RDS with validate_clusters set) naming a cluster the proxy does not have.
-func envoyRejections(listeners []*listenerv3.Listener, routes []*routev3.RouteConfiguration, clusters []*clusterv3.Cluster) []string {
+//   - A filter whose configuration is discovered (ECDS) under a name the proxy's extension
+//     configurations do not have: not a rejection, but its listener would warm for ever.
+func envoyRejections(listeners []*listenerv3.Listener, routes []*routev3.RouteConfiguration, clusters []*clusterv3.Cluster,
+	extensions []*corev3.TypedExtensionConfig,
+) []string {
 	var problems []string
+	discoverable := map[string]bool{}
+	for _, e := range extensions {
+		discoverable[e.GetName()] = true
+	}
 	known := map[string]bool{}
 	for _, c := range clusters {
 		known[c.GetName()] = true
@@ -39,6 +47,11 @@ func envoyRejections(listeners []*listenerv3.Listener, routes []*routev3.RouteCo
 			bound[addr] = l.GetName()
 		}
 		problems = append(problems, duplicateChainMatches(l)...)
+		for _, name := range discoveredFilters(l) {
+			if !discoverable[name] {
+				problems = append(problems, fmt.Sprintf("listener %s: filter %s's configuration is discovered, and the proxy has no extension configuration of that name", l.GetName(), name))
+			}
+		}
 		for _, rc := range inlineRouteConfigs(l) {
 			if rc.GetValidateClusters() == nil || rc.GetValidateClusters().GetValue() {
 				problems = append(problems, unknownClusters("listener "+l.GetName()+"'s inline routes", rc, known)...)
@@ -156,22 +169,58 @@ func normalCIDR(address string, bits uint32) string {
 	return ip.String() + "/" + strconv.FormatUint(uint64(bits), 10)
 }
 
-// inlineRouteConfigs are the route configurations inside l's HTTP connection managers.
-func inlineRouteConfigs(l *listenerv3.Listener) []*routev3.RouteConfiguration {
-	var out []*routev3.RouteConfiguration
+// discoveredFilters are the names of l's network and HTTP filters whose configuration comes
+// over ECDS.
+func discoveredFilters(l *listenerv3.Listener) []string {
+	var out []string
+	for _, fc := range allChains(l) {
+		for _, f := range fc.GetFilters() {
+			if f.GetConfigDiscovery() != nil {
+				out = append(out, f.GetName())
+			}
+			for _, hcm := range connectionManagers(f) {
+				for _, hf := range hcm.GetHttpFilters() {
+					if hf.GetConfigDiscovery() != nil {
+						out = append(out, hf.GetName())
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// allChains are l's filter chains and its default chain.
+func allChains(l *listenerv3.Listener) []*listenerv3.FilterChain {
 	chains := l.GetFilterChains()
 	if l.GetDefaultFilterChain() != nil {
 		chains = append(chains[:len(chains):len(chains)], l.GetDefaultFilterChain())
 	}
-	for _, fc := range chains {
+	return chains
+}
+
+// connectionManagers is f's HTTP connection manager, if f is one.
+func connectionManagers(f *listenerv3.Filter) []*hcmv3.HttpConnectionManager {
+	tc := f.GetTypedConfig()
+	if tc == nil || !strings.HasSuffix(tc.GetTypeUrl(), ".HttpConnectionManager") {
+		return nil
+	}
+	var hcm hcmv3.HttpConnectionManager
+	if err := tc.UnmarshalTo(&hcm); err != nil {
+		return nil
+	}
+	return []*hcmv3.HttpConnectionManager{&hcm}
+}
+
+// inlineRouteConfigs are the route configurations inside l's HTTP connection managers.
+func inlineRouteConfigs(l *listenerv3.Listener) []*routev3.RouteConfiguration {
+	var out []*routev3.RouteConfiguration
+	for _, fc := range allChains(l) {
 		for _, f := range fc.GetFilters() {
-			tc := f.GetTypedConfig()
-			if tc == nil || !strings.HasSuffix(tc.GetTypeUrl(), ".HttpConnectionManager") {
-				continue
-			}
-			var hcm hcmv3.HttpConnectionManager
-			if err := tc.UnmarshalTo(&hcm); err == nil && hcm.GetRouteConfig() != nil {
-				out = append(out, hcm.GetRouteConfig())
+			for _, hcm := range connectionManagers(f) {
+				if hcm.GetRouteConfig() != nil {
+					out = append(out, hcm.GetRouteConfig())
+				}
 			}
 		}
 	}

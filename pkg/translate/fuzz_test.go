@@ -91,9 +91,12 @@ func checkPipeline(t *testing.T, data []byte, objs []config.Object) {
 	// Proxies with equal keys must get equal bytes: pilot translates one of them for all.
 	byKey := map[string]encodedResources{}
 	for _, proxy := range fuzzProxies(data, set) {
-		full, traffic := translate.ConfigKeys(snap, proxy)
+		keys := translate.ConfigKeys(snap, proxy)
 		got := translateProxy(t, snap, proxy)
-		for _, share := range []struct{ key, kinds string }{{"full " + full, "listeners"}, {"traffic " + traffic, "clusters routes secrets"}} {
+		for _, share := range []struct{ key, kinds string }{
+			{"full " + keys.Full, "listeners extensions"},
+			{"traffic " + keys.Traffic, "clusters routes secrets"},
+		} {
 			if prev, ok := byKey[share.key]; ok {
 				if diff := prev.differs(got, share.kinds); diff != "" {
 					t.Errorf("proxies %s and %s have the key %q but their %s", prev.proxy, proxy.NodeID, share.key, diff)
@@ -141,6 +144,7 @@ func translateProxy(t *testing.T, snap *model.Snapshot, proxy *model.Proxy) enco
 	routes := translate.Routes(snap, resolved)
 	clusters := translate.Clusters(snap, resolved)
 	secrets := translate.Secrets(snap, resolved)
+	extensions := translate.ExtensionConfigs(snap, resolved)
 	out := encodedResources{proxy: proxy.NodeID, byKind: map[string]map[string][]byte{}}
 	add := func(kind string, msgs []proto.Message) {
 		out.byKind[kind] = map[string][]byte{}
@@ -164,7 +168,8 @@ func translateProxy(t *testing.T, snap *model.Snapshot, proxy *model.Proxy) enco
 	add("routes", messages(routes))
 	add("clusters", messages(clusters))
 	add("secrets", messages(secrets))
-	for _, problem := range envoyRejections(listeners, routes, clusters) {
+	add("extensions", messages(extensions))
+	for _, problem := range envoyRejections(listeners, routes, clusters, extensions) {
 		t.Errorf("proxy %s: Envoy would reject: %s", proxy.NodeID, problem)
 	}
 	return out
