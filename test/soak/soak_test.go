@@ -13,9 +13,10 @@
 // SKIFF_SOAK is how long the churn lasts (a Go duration, 30s when unset: the version `make
 // test` runs); `make soak` runs it for 10 minutes. SKIFF_SOAK_SEED replays a run's edits.
 //
-// The policy edits change the servers' listeners, and Envoy serves connections accepted
-// before a listener change on their old filter chain while it drains them; every policy
-// allows the traffic, so the soak does not depend on when a policy reaches open connections.
+// AuthorizationPolicy edits reach the servers' open connections over ECDS; PeerAuthentication
+// edits change their listeners, and Envoy serves connections accepted before a listener change
+// on their old filter chains while it drains them. Every policy allows the traffic, so the
+// soak does not depend on when a policy reaches an open connection.
 package soak
 
 import (
