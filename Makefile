@@ -11,7 +11,7 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/skiff
 ENVOY_VENV := $(CACHE_DIR)/envoy-$(ENVOY_VERSION)
 PYTHON ?= python3
 
-.PHONY: run test test-stress bench envoy build vet goldens clean kube-tools crds
+.PHONY: run test test-stress bench envoy build vet goldens clean kube-tools crds fuzz soak
 
 ## run: pilot serving examples/ from a folder, on loopback only (a laptop is not a server):
 ## xDS 127.0.0.1:15010, TLS xDS 127.0.0.1:15012, monitoring 127.0.0.1:15014.
@@ -20,13 +20,38 @@ run: build
 	  --xds-tls-address 127.0.0.1:15012 --monitoring-address 127.0.0.1:15014
 
 ## test: every test, end-to-end ones included (installs Envoy first). The end-to-end packages
-## share one pilot binary, built here once ($PILOT), instead of each building its own.
+## share one pilot binary, built here once ($PILOT), instead of each building its own. The
+## translation fuzz target runs for $(TEST_FUZZTIME) on one core (`make fuzz` runs it longer), the
+## soak (test/soak) for 30 s (`make soak` for 10 minutes).
 test: envoy kube-tools telemetry-tools vet build
 	$(GO) test -race -count=1 -timeout 20m ./pkg/... ./cmd/... ./examples/... ./hack/...
+	# The fuzzer starts from the seeds and the saved cases alone (a cache of its own): the
+	# inputs `make fuzz` keeps in the Go cache would take the whole run to replay.
+	cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
+	  $(GO) test -count=1 -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(TEST_FUZZTIME) -fuzzminimizetime 0s -parallel 1 ./pkg/translate -args -test.fuzzcachedir="$$cache"
 	ENVOY=$(CURDIR)/.bin/envoy PILOT=$(CURDIR)/bin/pilot $(GO) test -count=1 -timeout 30m $$($(GO) list ./test/... | grep -v /test/docs)
 	# The docs' commands use the tour's fixed ports (15010, 15014, 15000, 15001, …), which
 	# other packages' Envoys could be holding: they run alone, after the rest.
 	ENVOY=$(CURDIR)/.bin/envoy PILOT=$(CURDIR)/bin/pilot $(GO) test -count=1 -timeout 15m ./test/docs
+
+TEST_FUZZTIME ?= 30s
+FUZZTIME ?= 10m
+## fuzz: the translation fuzz target (pkg/translate FuzzTranslate: arbitrary Istio YAML through
+## validation, model and translation for several proxies) for $(FUZZTIME) on one core. A
+## failing input is saved under pkg/translate/testdata/fuzz/FuzzTranslate/: fix the bug and
+## keep the file, every `go test` runs it from then on. The inputs it finds interesting stay in
+## the Go cache, so each run goes on from the last.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 0s -parallel 1 ./pkg/translate
+
+SOAK ?= 10m
+SOAK_TIMEOUT ?= 2h
+## soak: $(SOAK) of continuous edits (VirtualService weights, endpoints, DestinationRules,
+## PeerAuthentication and AuthorizationPolicies) of a folder mesh while traffic flows through
+## four Envoy sidecars with mTLS (test/soak): fails on any failed request, NACK or refused
+## file, and prints pilot's RSS over time. Not part of `make test`, which runs it for 30 s.
+soak: envoy build
+	SKIFF_SOAK=$(SOAK) ENVOY=$(CURDIR)/.bin/envoy PILOT=$(CURDIR)/bin/pilot $(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -v -run '^TestSoak$$' ./test/soak
 
 ## test-stress: `make test` while two busy processes compete for the cores (ROUNDS=3 for three
 ## runs in a row). Not part of `make test`.

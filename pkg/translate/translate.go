@@ -89,6 +89,28 @@ func Listeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener 
 	}
 	inbound := inboundListeners(snap, proxy, ingresses)
 	markTCPChains(inbound, tcpRulesMark(snap, proxy))
+	return withInbound(out, inbound)
+}
+
+// withInbound adds a Sidecar's ingress listeners to the outbound ones. Without capture both
+// bind, and an ingress port on the proxy's own address can be the same address and port as
+// an outbound listener (a proxy on 127.0.0.1, where outbound listeners bind, with a Sidecar
+// whose ingress names a service port): the listener the Sidecar declares for the workload
+// wins, and the outbound one is left out rather than sent under the same name.
+func withInbound(outbound, inbound []*listenerv3.Listener) []*listenerv3.Listener {
+	if len(inbound) == 0 {
+		return outbound
+	}
+	taken := make(map[string]bool, len(inbound))
+	for _, l := range inbound {
+		taken[l.GetName()] = true
+	}
+	out := make([]*listenerv3.Listener, 0, len(outbound)+len(inbound))
+	for _, l := range outbound {
+		if !taken[l.GetName()] {
+			out = append(out, l)
+		}
+	}
 	return append(out, inbound...)
 }
 

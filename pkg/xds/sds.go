@@ -119,7 +119,26 @@ func (s *sdsServer) watch(streamID int64, address string, proxy *model.Proxy, w 
 		return func() { s.cancelParked(st, w) }, nil
 	}
 	s.mu.Unlock()
+	if w.sub != nil {
+		w.sub = knownResources{w.sub}
+	}
 	return w.start(st.lc)
+}
+
+// knownResources is a stream's subscription as go-control-plane's LinearCache, which serves a
+// stream's own secrets, needs it: ReturnedResources never nil. The server records there what
+// the stream's last response of the type returned, and the class stores' state-of-the-world
+// responses return nil (their version says what the client holds), so a Secret watch that
+// first named only a gateway's kubernetes:// secrets and then ROOTCA or default too (a
+// Gateway gaining an ISTIO_MUTUAL server) had LinearCache write into a nil map: a panic that
+// ended pilot.
+type knownResources struct{ cachev3.Subscription }
+
+func (k knownResources) ReturnedResources() map[string]string {
+	if r := k.Subscription.ReturnedResources(); r != nil {
+		return r
+	}
+	return map[string]string{}
 }
 
 func (s *sdsServer) currentSnapshot() *model.Snapshot {

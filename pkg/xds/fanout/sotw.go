@@ -39,13 +39,21 @@ func (s *Store) CreateWatch(req *cachev3.Request, _ cachev3.Subscription, ch cha
 	}
 	if !w.nack {
 		var res []*anypb.Any
+		// A wildcard client that holds another version than the store's is told the store's
+		// whole state even when that is nothing: a client new to the store (its first request,
+		// or a proxy whose class moved to a configuration without listeners) holds what it had
+		// before, which only an answer removes, and Envoy waits for a first answer before it
+		// is ready.
+		lacking := false
 		switch {
 		case !s.wildcard:
 			res = s.answerLocked(w.set, w.from)
+			lacking = len(res) > 0
 		case !w.from.ours || w.from.seq != s.seq:
 			res = s.allLocked()
+			lacking = true
 		}
-		if len(res) > 0 {
+		if lacking {
 			s.respondLocked(w, res)
 			return func() {}, nil
 		}

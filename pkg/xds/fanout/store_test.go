@@ -397,3 +397,25 @@ func TestNACKIsRetriedWithoutAChange(t *testing.T) {
 		t.Fatal("a NACKed answer was never sent again")
 	}
 }
+
+// TestWildcardAnswersAnEmptyStore: a wildcard client that does not hold the store's version is
+// answered even when the store is empty, so that a proxy whose configuration has no listeners
+// drops those it had from another configuration, and a new one is not left waiting. A client
+// that holds the empty version is not answered again.
+func TestWildcardAnswersAnEmptyStore(t *testing.T) {
+	s := NewStore(resourcev3.ListenerType, "empty-")
+	s.Update(set())
+	for _, version := range []string{"", "other-3"} {
+		r, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ListenerType, VersionInfo: version})
+		if r == nil {
+			t.Fatalf("a client holding version %q of another store is not answered", version)
+		}
+		if names := namesOf(t, r); len(names) != 0 {
+			t.Fatalf("empty store answered %v", names)
+		}
+		v, _ := r.GetVersion()
+		if again, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ListenerType, VersionInfo: v}); again != nil {
+			t.Fatalf("the ACK of the empty answer (%s) was answered again", v)
+		}
+	}
+}
