@@ -6,12 +6,7 @@ import (
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	networking "istio.io/api/networking/v1alpha3"
-	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/skiffmesh/skiff/pkg/config"
 	"github.com/skiffmesh/skiff/pkg/model"
 )
 
@@ -21,21 +16,7 @@ import (
 // LinearCache and end pilot (found by test/e2e's TestFuzzCorpusEnvoyACKs).
 func TestSDSGatewayAddsROOTCA(t *testing.T) {
 	s, conn, _ := startSDSServer(t, 0)
-	s.Push(model.Build(&config.Set{
-		Gateways: []*networkingv1.Gateway{{
-			ObjectMeta: metav1.ObjectMeta{Name: "gw", Namespace: "istio-system"},
-			Spec: networking.Gateway{Servers: []*networking.Server{{
-				Port:  &networking.Port{Number: 443, Name: "https", Protocol: "HTTPS"},
-				Hosts: []string{"*"},
-				Tls:   &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: "cred"},
-			}}},
-		}},
-		Secrets: []*corev1.Secret{{
-			ObjectMeta: metav1.ObjectMeta{Name: "cred", Namespace: "istio-system"},
-			Type:       corev1.SecretTypeTLS,
-			Data:       map[string][]byte{"tls.crt": []byte("THE-CERT"), "tls.key": []byte("THE-KEY")},
-		}},
-	}), time.Now())
+	s.Push(model.Build(gatewayWithCredential("THE-KEY")), time.Now())
 	const node = "router~127.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local"
 	stream := openADS(t, conn)
 	if err := stream.Send(sdsRequest(node, "kubernetes://cred")); err != nil {

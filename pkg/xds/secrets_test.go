@@ -20,22 +20,7 @@ import (
 // debug config dump lists it with the private key redacted.
 func TestSecretsServedAndRedacted(t *testing.T) {
 	const key = "-----BEGIN PRIVATE KEY-----\nTHE-KEY\n-----END PRIVATE KEY-----\n"
-	snap := model.Build(&config.Set{
-		Gateways: []*networkingv1.Gateway{{
-			ObjectMeta: metav1.ObjectMeta{Name: "gw", Namespace: "istio-system"},
-			Spec: networking.Gateway{Servers: []*networking.Server{{
-				Port:  &networking.Port{Number: 443, Name: "https", Protocol: "HTTPS"},
-				Hosts: []string{"*"},
-				Tls:   &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: "cred"},
-			}}},
-		}},
-		// Built in code, so not validated: the translation only needs the keys present.
-		Secrets: []*corev1.Secret{{
-			ObjectMeta: metav1.ObjectMeta{Name: "cred", Namespace: "istio-system"},
-			Type:       corev1.SecretTypeTLS,
-			Data:       map[string][]byte{"tls.crt": []byte("THE-CERT"), "tls.key": []byte(key)},
-		}},
-	})
+	snap := model.Build(gatewayWithCredential(key))
 	proxy, err := model.ParseNodeID("router~127.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local")
 	if err != nil {
 		t.Fatal(err)
@@ -65,5 +50,26 @@ func TestSecretsServedAndRedacted(t *testing.T) {
 	served := byType[resourcev3.SecretType]["kubernetes://cred"].(*tlsv3.Secret)
 	if got := string(served.GetTlsCertificate().GetPrivateKey().GetInlineBytes()); got != key {
 		t.Errorf("served secret lost its private key")
+	}
+}
+
+// gatewayWithCredential is a gateway in istio-system serving HTTPS on 443 with the TLS Secret
+// cred, whose key is key. Built in code, so not validated: translation only needs the keys
+// present.
+func gatewayWithCredential(key string) *config.Set {
+	return &config.Set{
+		Gateways: []*networkingv1.Gateway{{
+			ObjectMeta: metav1.ObjectMeta{Name: "gw", Namespace: "istio-system"},
+			Spec: networking.Gateway{Servers: []*networking.Server{{
+				Port:  &networking.Port{Number: 443, Name: "https", Protocol: "HTTPS"},
+				Hosts: []string{"*"},
+				Tls:   &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: "cred"},
+			}}},
+		}},
+		Secrets: []*corev1.Secret{{
+			ObjectMeta: metav1.ObjectMeta{Name: "cred", Namespace: "istio-system"},
+			Type:       corev1.SecretTypeTLS,
+			Data:       map[string][]byte{"tls.crt": []byte("THE-CERT"), "tls.key": []byte(key)},
+		}},
 	}
 }

@@ -109,7 +109,7 @@ func TestRestartUnderLoad(t *testing.T) {
 		round.name = fmt.Sprintf("kill %d", i)
 		round.leafSerial = checkSameRoot(t, m, caDir, rootPEM, roots, rootSerial, prevLeaf)
 		prevLeaf = round.leafSerial
-		steadyLoad(t, load, restartSteadyRequests)
+		load.WaitSent(t, restartSteadyRequests)
 		round.latencies = load.LatenciesBetween(killed, time.Now())
 		rounds = append(rounds, round)
 	}
@@ -146,7 +146,7 @@ func TestRestartUnderLoad(t *testing.T) {
 	if clusters := m.client.Stat(t, "cluster_manager.active_clusters"); clusters < restartBulkServices {
 		t.Errorf("the client Envoy has %d clusters after the restart, want the change's %d services' among them", clusters, restartBulkServices)
 	}
-	steadyLoad(t, load, restartSteadyRequests)
+	load.WaitSent(t, restartSteadyRequests)
 	round.latencies = load.LatenciesBetween(killed, time.Now())
 	rounds = append(rounds, round)
 
@@ -180,7 +180,7 @@ func restartAndResync(t *testing.T, m *mtlsMesh, load *framework.Load, nodes []s
 	for _, e := range []*framework.Envoy{m.client, m.server} {
 		e.WaitStat(t, "control_plane.connected_state", func(v uint64) bool { return v == 0 })
 	}
-	steadyLoad(t, load, restartDownRequests)
+	load.WaitSent(t, restartDownRequests)
 	start := time.Now()
 	sentWhenDown := load.Snapshot().Sent - sentAtKill
 	m.pilot.Restart(t)
@@ -200,18 +200,6 @@ func restartAndResync(t *testing.T, m *mtlsMesh, load *framework.Load, nodes []s
 		return nil
 	})
 	return restartRound{down: start.Sub(killed), sentWhenDown: sentWhenDown, ready: ready.Sub(start), resync: synced.Sub(ready)}
-}
-
-// steadyLoad waits until n more requests of the load have been sent and answered.
-func steadyLoad(t *testing.T, load *framework.Load, n int) {
-	t.Helper()
-	from := load.Snapshot().Sent
-	framework.Eventually(t, func() error {
-		if sent := load.Snapshot().Sent - from; sent < n {
-			return fmt.Errorf("%d of %d requests done", sent, n)
-		}
-		return nil
-	})
 }
 
 // getMonitoring is Pilot.Get without failing the test, for use inside Eventually.

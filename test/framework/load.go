@@ -181,6 +181,18 @@ func (l *Load) Snapshot() LoadResult {
 	return r
 }
 
+// WaitSent waits until n more requests of the load have been sent and answered.
+func (l *Load) WaitSent(t testing.TB, n int) {
+	t.Helper()
+	from := l.Snapshot().Sent
+	Eventually(t, func() error {
+		if sent := l.Snapshot().Sent - from; sent < n {
+			return fmt.Errorf("%d of %d requests done", sent, n)
+		}
+		return nil
+	})
+}
+
 // Stop ends the load, waits for the requests in flight, and returns the result. Calling it
 // again returns the same result.
 func (l *Load) Stop() LoadResult {

@@ -127,7 +127,7 @@ spec:
 		}
 		return err
 	})
-	steady(t, load, replicasSteady)
+	load.WaitSent(t, replicasSteady)
 
 	var moves []time.Duration
 	for kill := 1; kill <= replicasKills; kill++ {
@@ -164,7 +164,7 @@ spec:
 		restarting := time.Now()
 		victim.Restart(t) // a replacement replica, for the next kill to move back to
 		t.Logf("kill %d: the replacement replica was ready %v after its start", kill, time.Since(restarting).Round(time.Millisecond))
-		steady(t, load, replicasSteady)
+		load.WaitSent(t, replicasSteady)
 	}
 	result := load.Stop()
 	t.Logf("load: %s", result)
@@ -245,18 +245,6 @@ func replicaInSync(syncz []byte, node string) error {
 		return nil
 	}
 	return fmt.Errorf("%s not connected", node)
-}
-
-// steady waits until n more requests of the load have been sent.
-func steady(t *testing.T, load *framework.Load, n int) {
-	t.Helper()
-	from := load.Snapshot().Sent
-	framework.Eventually(t, func() error {
-		if sent := load.Snapshot().Sent - from; sent < n {
-			return fmt.Errorf("%d of %d requests done", sent, n)
-		}
-		return nil
-	})
 }
 
 func medianDuration(ds []time.Duration) time.Duration {
