@@ -1,0 +1,169 @@
+// Package telemetry turns the access logs sidecars stream to pilot into Istio's standard
+// metrics (istio_requests_total, istio_request_duration_milliseconds, istio_request_bytes,
+// istio_response_bytes, istio_tcp_*), with Istio's label names, values and buckets, so Kiali's
+// graph and Istio's Grafana dashboards read them unchanged.
+//
+// Istio counts in each Envoy with its stats filter, after the two sidecars exchange metadata
+// about themselves. Upstream Envoy has neither, so pilot counts instead: every listener logs
+// over gRPC (envoy.service.accesslog.v3, configured by package translate on pilot's own ADS
+// cluster), and here the reporting proxy is named by its stream's node ID, its peer by the
+// connection's address (the Pod or WorkloadEntry at that IP in the current snapshot) and, on
+// the destination side, by the SPIFFE ID of the client certificate mTLS proved.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/skiffmesh/skiff/pkg/ca"
+	"github.com/skiffmesh/skiff/pkg/model"
+)
+
+// Log names the translated listeners use (translate.AccessLogSource, AccessLogDestination);
+// repeated here so this package does not import translation.
+const (
+	logSource      = "skiff-source"
+	logDestination = "skiff-destination"
+)
+
+// Defaults for Options.
+const (
+	DefaultIdleSeries = 10 * time.Minute
+	DefaultMaxSeries  = 100000
+)
+
+// Options configure a Service.
+type Options struct {
+	// Snapshot returns the configuration peers are resolved against.
+	Snapshot func() *model.Snapshot
+	Registry prometheus.Registerer
+	Logger   *slog.Logger
+	// TrustDomain of the principals of workloads named by address; ca.DefaultTrustDomain if
+	// empty.
+	TrustDomain string
+	// IdleSeries is how long a series no entry updates is kept (DefaultIdleSeries if zero);
+	// MaxSeries bounds the label sets of each kind (DefaultMaxSeries if zero).
+	IdleSeries time.Duration
+	MaxSeries  int
+}
+
+// Service is the access log service.
+type Service struct {
+	accesslogv3.UnimplementedAccessLogServiceServer
+	opts    Options
+	metrics *metrics
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// New builds the service; Register it on a gRPC server and Run its expiry.
+func New(opts Options) *Service {
+	if opts.TrustDomain == "" {
+		opts.TrustDomain = ca.DefaultTrustDomain
+	}
+	if opts.IdleSeries <= 0 {
+		opts.IdleSeries = DefaultIdleSeries
+	}
+	if opts.MaxSeries <= 0 {
+		opts.MaxSeries = DefaultMaxSeries
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Service{opts: opts, metrics: newMetrics(opts.Registry, opts.MaxSeries), log: log, now: time.Now}
+}
+
+// Register adds the service to a gRPC server.
+func (s *Service) Register(g grpc.ServiceRegistrar) { accesslogv3.RegisterAccessLogServiceServer(g, s) }
+
+// Run deletes idle series until ctx ends.
+func (s *Service) Run(ctx context.Context) {
+	t := time.NewTicker(s.opts.IdleSeries / 10)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.metrics.expire(now.Add(-s.opts.IdleSeries))
+		}
+	}
+}
+
+// StreamAccessLogs reads one proxy's logs. The first message names the proxy and the log;
+// Envoy sends neither again on that stream.
+func (s *Service) StreamAccessLogs(stream grpc.ClientStreamingServer[accesslogv3.StreamAccessLogsMessage, accesslogv3.StreamAccessLogsResponse]) error {
+	var st *streamState
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&accesslogv3.StreamAccessLogsResponse{})
+		}
+		if err != nil {
+			return err
+		}
+		if st == nil {
+			st, err = s.newStream(msg.GetIdentifier())
+			if err != nil {
+				s.log.Warn("access log stream refused", "err", err)
+				return err
+			}
+		}
+		snap := s.opts.Snapshot()
+		if snap == nil {
+			continue
+		}
+		now := s.now()
+		for _, e := range msg.GetHttpLogs().GetLogEntry() {
+			st.http(s, snap, e, now)
+		}
+		for _, e := range msg.GetTcpLogs().GetLogEntry() {
+			st.tcp(s, snap, e, now)
+		}
+	}
+}
+
+// streamState is what one stream's entries share: the reporting proxy and the bytes already
+// counted of each open TCP connection.
+type streamState struct {
+	proxy       *model.Proxy
+	destination bool // reporter=destination
+	// tcpCounted are the bytes counted so far of each open connection: Envoy's periodic and
+	// final entries carry totals. A connection's entries all come from one worker's logger, so
+	// one stream.
+	tcpCounted map[tcpConn][2]uint64
+}
+
+type tcpConn struct {
+	remote netip.AddrPort
+	start  int64
+}
+
+func (s *Service) newStream(id *accesslogv3.StreamAccessLogsMessage_Identifier) (*streamState, error) {
+	proxy, err := model.ParseNodeID(id.GetNode().GetId())
+	if err != nil {
+		return nil, fmt.Errorf("access log stream: %w", err)
+	}
+	st := &streamState{proxy: proxy, tcpCounted: map[tcpConn][2]uint64{}}
+	switch id.GetLogName() {
+	case logSource:
+	case logDestination:
+		st.destination = true
+	default:
+		return nil, fmt.Errorf("access log stream from %s: unknown log name %q", proxy.NodeID, id.GetLogName())
+	}
+	return st, nil
+}
