@@ -30,9 +30,19 @@ func (st *streamState) values(s *Service, snap *model.Snapshot, c *accesslogdata
 	if st.destination {
 		dst = local
 		src = peerOf(snap, workloadAt(snap, addressOf(c.GetDownstreamRemoteAddress())), s.opts.TrustDomain)
-		policy = "none"
-		if principal := peerPrincipal(c.GetTlsProperties()); principal != "" {
-			src.principal, policy = principal, "mutual_tls"
+		switch tls := c.GetTlsProperties(); {
+		case tls == nil:
+			// Only mTLS proves who called: without it the principal is unknown, whatever
+			// workload holds the address.
+			src.principal, policy = unknown, "none"
+		case peerPrincipal(tls) != "":
+			src.principal, policy = peerPrincipal(tls), "mutual_tls"
+		default:
+			// Sidecars' inbound TLS always requires a client certificate, but Envoy logs none
+			// for a resumed TLS session (seen on TCP connections, each its own session): the
+			// session was established with one, so the policy is still mutual_tls, and the
+			// principal the caller's workload's, as for the source reporter.
+			policy = "mutual_tls"
 		}
 		svc = inboundService(snap, self, c.GetUpstreamCluster(), authority)
 	} else {
@@ -83,28 +93,38 @@ func (st *streamState) http(s *Service, snap *model.Snapshot, e *accesslogdatav3
 		float64(resp.GetResponseHeadersBytes()+resp.GetResponseBodyBytes()), now)
 }
 
-// tcp counts a TCP entry: the connection opened when its upstream connected (or at its first
-// entry, if it never did), closed at its last, and the bytes since its previous entry.
-// Received bytes are the request's (from downstream), sent bytes the response's, for both
-// reporters, as Istio's istio_tcp_received_bytes_total and istio_tcp_sent_bytes_total.
+// tcp counts a TCP entry: the connection opened at its first entry (Envoy flushes one when the
+// upstream connects), closed at its last, and the bytes since its previous entry. Its labels
+// are resolved once, at the first entry, so every entry of a connection lands on one series
+// even when a later one lacks what the first carried (Envoy may log the final entry after the
+// TLS session is gone). Received bytes are the request's (from downstream), sent bytes the
+// response's, for both reporters, as Istio's istio_tcp_received_bytes_total and
+// istio_tcp_sent_bytes_total.
 func (st *streamState) tcp(s *Service, snap *model.Snapshot, e *accesslogdatav3.TCPAccessLogEntry, now time.Time) {
 	c := e.GetCommonProperties()
-	key := tcpConn{start: c.GetStartTime().AsTime().UnixNano()}
-	if sa := c.GetDownstreamRemoteAddress().GetSocketAddress(); sa != nil {
-		if ip, err := netip.ParseAddr(sa.GetAddress()); err == nil {
-			key.remote = netip.AddrPortFrom(ip, uint16(sa.GetPortValue()))
+	key := tcpConn{id: c.GetStreamId()}
+	if key.id == "" {
+		key.start = c.GetStartTime().AsTime().UnixNano()
+		if sa := c.GetDownstreamRemoteAddress().GetSocketAddress(); sa != nil {
+			if ip, err := netip.ParseAddr(sa.GetAddress()); err == nil {
+				key.remote = netip.AddrPortFrom(ip, uint16(sa.GetPortValue()))
+			}
 		}
 	}
-	counted, seen := st.tcpCounted[key]
-	closed := c.GetAccessLogType() == accesslogdatav3.AccessLogType_TcpConnectionEnd || !c.GetIntermediateLogEntry() && c.GetAccessLogType() == accesslogdatav3.AccessLogType_NotSet
-	sent, received := e.GetConnectionProperties().GetSentBytes(), e.GetConnectionProperties().GetReceivedBytes()
-	if closed {
-		delete(st.tcpCounted, key)
-	} else {
-		st.tcpCounted[key] = [2]uint64{sent, received}
+	conn, seen := st.tcpConns[key]
+	if !seen {
+		conn = &tcpState{values: st.values(s, snap, c, "tcp", "")}
 	}
+	closed := c.GetAccessLogType() == accesslogdatav3.AccessLogType_TcpConnectionEnd ||
+		c.GetAccessLogType() == accesslogdatav3.AccessLogType_NotSet && !c.GetIntermediateLogEntry()
+	sent, received := e.GetConnectionProperties().GetSentBytes(), e.GetConnectionProperties().GetReceivedBytes()
 	// Totals never shrink; guard anyway, so a reordering never adds 2^64.
-	sent, received = sent-min(sent, counted[0]), received-min(received, counted[1])
-	v := st.values(s, snap, c, "tcp", "")
-	s.metrics.tcp(v, !seen, closed, sent, received, now)
+	dSent, dReceived := sent-min(sent, conn.sent), received-min(received, conn.received)
+	conn.sent, conn.received = max(sent, conn.sent), max(received, conn.received)
+	if closed {
+		delete(st.tcpConns, key)
+	} else if !seen {
+		st.tcpConns[key] = conn
+	}
+	s.metrics.tcp(conn.values, !seen, closed, dSent, dReceived, now)
 }

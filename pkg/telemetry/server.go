@@ -141,15 +141,23 @@ func (s *Service) StreamAccessLogs(stream grpc.ClientStreamingServer[accesslogv3
 type streamState struct {
 	proxy       *model.Proxy
 	destination bool // reporter=destination
-	// tcpCounted are the bytes counted so far of each open connection: Envoy's periodic and
-	// final entries carry totals. A connection's entries all come from one worker's logger, so
-	// one stream.
-	tcpCounted map[tcpConn][2]uint64
+	// tcpConns are the open connections: Envoy's periodic and final entries carry totals, so
+	// what was counted is kept until the last. A connection's entries all come from one
+	// worker's logger, so one stream; they go with the stream if it breaks.
+	tcpConns map[tcpConn]*tcpState
 }
 
+// tcpConn names a connection: by its stream ID, else by its downstream address and start.
 type tcpConn struct {
+	id     string
 	remote netip.AddrPort
 	start  int64
+}
+
+// tcpState is an open connection's labels and the bytes counted so far.
+type tcpState struct {
+	values         []string
+	sent, received uint64
 }
 
 func (s *Service) newStream(id *accesslogv3.StreamAccessLogsMessage_Identifier) (*streamState, error) {
@@ -157,7 +165,7 @@ func (s *Service) newStream(id *accesslogv3.StreamAccessLogsMessage_Identifier) 
 	if err != nil {
 		return nil, fmt.Errorf("access log stream: %w", err)
 	}
-	st := &streamState{proxy: proxy, tcpCounted: map[tcpConn][2]uint64{}}
+	st := &streamState{proxy: proxy, tcpConns: map[tcpConn]*tcpState{}}
 	switch id.GetLogName() {
 	case logSource:
 	case logDestination:
