@@ -20,6 +20,7 @@ import (
 	"github.com/skiffmesh/skiff/pkg/kube"
 	"github.com/skiffmesh/skiff/pkg/model"
 	"github.com/skiffmesh/skiff/pkg/telemetry"
+	"github.com/skiffmesh/skiff/pkg/translate"
 	"github.com/skiffmesh/skiff/pkg/xds"
 )
 
@@ -32,6 +33,7 @@ type serveOptions struct {
 	xdsAddress        string
 	monitoringAddress string
 	reflection        bool
+	istioMetrics      bool
 	xdsTLSAddress     string // empty: no TLS xDS port
 	caDir             string
 	trustDomain       string
@@ -70,6 +72,7 @@ func serve(ctx context.Context, opts serveOptions) error {
 	}
 	// Istio's standard metrics, counted from the proxies' access logs (package telemetry), are
 	// served on /metrics with pilot's own; the service reads the snapshot the server pushes.
+	translate.SetAccessLogs(opts.istioMetrics)
 	var server *xds.Server
 	metrics := telemetry.New(telemetry.Options{Snapshot: func() *model.Snapshot { return server.Snapshot() },
 		Registry: reg, Logger: log, TrustDomain: authority.TrustDomain()})

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"strings"
+	"sync/atomic"
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -81,9 +82,21 @@ func tcpAccessLog(logName string) []*accesslogv3.AccessLog {
 	}}
 }
 
+// accessLogsOff leaves the access logs out of every listener: pilot's --istio-metrics=false, set
+// once at start, before any translation (it is process-wide, like the flag, so that the proxy
+// class cache never holds listeners of both kinds).
+var accessLogsOff atomic.Bool
+
+// SetAccessLogs says whether listeners stream access logs to pilot (Istio's standard metrics);
+// they do unless told otherwise. Call it before translating anything.
+func SetAccessLogs(on bool) { accessLogsOff.Store(!on) }
+
 // httpAccessLogFor is the access log of a connection manager, by its stat prefix: inbound ones
 // report as the destination.
 func httpAccessLogFor(statPrefix string) []*accesslogv3.AccessLog {
+	if accessLogsOff.Load() {
+		return nil
+	}
 	if strings.HasPrefix(statPrefix, "inbound_") {
 		return httpDestinationAccessLog
 	}
@@ -93,8 +106,19 @@ func httpAccessLogFor(statPrefix string) []*accesslogv3.AccessLog {
 // tcpAccessLogFor is the access log of a TCP proxy to cluster: inbound clusters report as the
 // destination.
 func tcpAccessLogFor(cluster string) []*accesslogv3.AccessLog {
+	if accessLogsOff.Load() {
+		return nil
+	}
 	if strings.HasPrefix(cluster, "inbound|") {
 		return tcpDestinationAccessLog
 	}
 	return tcpSourceAccessLog
+}
+
+// tcpAccessLogOptionsFor are the TCP proxies' flush options, none without access logs.
+func tcpAccessLogOptionsFor() *tcpproxyv3.TcpProxy_TcpAccessLogOptions {
+	if accessLogsOff.Load() {
+		return nil
+	}
+	return tcpAccessLogOptions
 }

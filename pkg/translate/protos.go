@@ -70,7 +70,7 @@ func TCPProxy(statPrefix, cluster string) *listenerv3.Filter {
 			StatPrefix:       statPrefix,
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
 			AccessLog:        tcpAccessLogFor(cluster),
-			AccessLogOptions: tcpAccessLogOptions,
+			AccessLogOptions: tcpAccessLogOptionsFor(),
 		})},
 	}
 }

@@ -19,14 +19,21 @@ import (
 // PromQL: both reporters, response codes, connection_security_policy, TCP bytes and
 // connections, and the shape of Kiali's graph query.
 
-const (
-	metricsClientIP = "127.0.41.1"
-	metricsServerIP = "127.0.41.2"
-	metricsAppIP    = "127.0.41.12"
-)
+// metricsPlace is where a metrics mesh runs: its /24 on loopback, pilot's extra flags, and
+// whether Prometheus scrapes it.
+type metricsPlace struct {
+	net        string // "127.0.41": client .1, server .2, apps .12
+	pilotArgs  []string
+	prometheus bool
+}
+
+func (p metricsPlace) clientIP() string { return p.net + ".1" }
+func (p metricsPlace) serverIP() string { return p.net + ".2" }
+func (p metricsPlace) appIP() string    { return p.net + ".12" }
 
 // metricsMesh is the mesh of the metrics tests and the addresses they call.
 type metricsMesh struct {
+	place          metricsPlace
 	pilot          *framework.Pilot
 	client, server *framework.Envoy
 	prom           *framework.Prometheus
@@ -36,9 +43,10 @@ type metricsMesh struct {
 
 // startMetricsMesh starts the mesh: workloads client-1 (Deployment-less WorkloadEntry, app
 // client, version v1) and server-1 (app server, version v2) in namespace shop, service
-// server.shop.svc.cluster.local with an HTTP and a TCP port, and Prometheus.
-func startMetricsMesh(t *testing.T) *metricsMesh {
+// server.shop.svc.cluster.local with an HTTP and a TCP port, and Prometheus if asked.
+func startMetricsMesh(t *testing.T, place metricsPlace) *metricsMesh {
 	t.Helper()
+	metricsClientIP, metricsServerIP, metricsAppIP := place.clientIP(), place.serverIP(), place.appIP()
 	app := framework.StartUpstream(t, metricsAppIP, "server-app", framework.WithHandler(http.HandlerFunc(
 		func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/fail" {
@@ -48,9 +56,9 @@ func startMetricsMesh(t *testing.T) *metricsMesh {
 			_, _ = w.Write([]byte("ok"))
 		})))
 	echo := startLineEcho(t, metricsAppIP)
-	m := &metricsMesh{httpPort: framework.FreePort(t, metricsClientIP), tcpPort: framework.FreePort(t, metricsClientIP)}
+	m := &metricsMesh{place: place, httpPort: framework.FreePort(t, metricsClientIP), tcpPort: framework.FreePort(t, metricsClientIP)}
 	inHTTP, inTCP := framework.FreePort(t, metricsServerIP), framework.FreePort(t, metricsServerIP)
-	m.pilot = framework.StartPilot(t, framework.PilotOptions{})
+	m.pilot = framework.StartPilot(t, framework.PilotOptions{Args: place.pilotArgs})
 	m.pilot.WriteConfig(t, "mesh.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {name: client-1, namespace: shop}
@@ -117,6 +125,9 @@ spec:
 	var serverStats, clientStats string
 	m.server, serverStats = start(metricsServerIP, "server-1", "server")
 	m.client, clientStats = start(metricsClientIP, "client-1", "client")
+	if !place.prometheus {
+		return m
+	}
 	m.prom = framework.StartPrometheus(t, framework.PrometheusOptions{Targets: []framework.ScrapeTarget{
 		{Job: "pilot", Address: m.pilot.MonitoringAddress},
 		{Job: "envoy-server", Address: serverStats, MetricsPath: "/stats/prometheus"},
@@ -159,7 +170,7 @@ func startLineEcho(t *testing.T, ip string) string {
 
 // traffic sends one round: a 200, a 503 and a TCP connection with one echoed line.
 func (m *metricsMesh) traffic() error {
-	base := fmt.Sprintf("http://%s:%d", metricsClientIP, m.httpPort)
+	base := fmt.Sprintf("http://%s:%d", m.place.clientIP(), m.httpPort)
 	for path, want := range map[string]int{"/": 200, "/fail": 503} {
 		resp, err := framework.Send("GET", base+path, "server.shop.svc.cluster.local", nil)
 		if err != nil {
@@ -169,7 +180,7 @@ func (m *metricsMesh) traffic() error {
 			return fmt.Errorf("GET %s: %d %q, want %d", path, resp.Status, resp.Body, want)
 		}
 	}
-	c, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", metricsClientIP, m.tcpPort), 5*time.Second)
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", m.place.clientIP(), m.tcpPort), 5*time.Second)
 	if err != nil {
 		return fmt.Errorf("TCP: %w", err)
 	}
@@ -214,7 +225,7 @@ func (m *metricsMesh) wantSeries(t *testing.T, promql string, by []string, want 
 }
 
 func TestMetricsIstioStandard(t *testing.T) {
-	m := startMetricsMesh(t)
+	m := startMetricsMesh(t, metricsPlace{net: "127.0.41", prometheus: true})
 
 	// Kiali's graph query (app graph, destination reporter), unchanged.
 	kiali := []string{"source_workload", "source_workload_namespace", "destination_service", "destination_workload",
