@@ -9,12 +9,19 @@
 // cluster), and here the reporting proxy is named by its stream's node ID, its peer by the
 // connection's address (the Pod or WorkloadEntry at that IP in the current snapshot) and, on
 // the destination side, by the SPIFFE ID of the client certificate mTLS proved.
+//
+// Past one pilot: each Envoy logs to the pilot it holds its ADS stream with (the same
+// xds-grpc cluster), so each pilot counts its own proxies' traffic. The series of two pilots
+// differ only in Prometheus' instance label, and Kiali's and Istio's dashboards' queries all
+// sum over it, so they add up. A proxy that moves to another pilot starts its counters there
+// from zero (the old pilot's series go idle and expire), which rate() and increase() read as
+// a counter reset. The cost follows the traffic, not the mesh's size: one entry per request per
+// reporter, about 0.07 of a core per 1,000 requests/s on the test VM (TestMetricsCost).
 package telemetry
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -23,6 +30,8 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/skiffmesh/skiff/pkg/ca"
 	"github.com/skiffmesh/skiff/pkg/model"
@@ -163,7 +172,7 @@ type tcpState struct {
 func (s *Service) newStream(id *accesslogv3.StreamAccessLogsMessage_Identifier) (*streamState, error) {
 	proxy, err := model.ParseNodeID(id.GetNode().GetId())
 	if err != nil {
-		return nil, fmt.Errorf("access log stream: %w", err)
+		return nil, status.Errorf(codes.InvalidArgument, "access log stream: %v", err)
 	}
 	st := &streamState{proxy: proxy, tcpConns: map[tcpConn]*tcpState{}}
 	switch id.GetLogName() {
@@ -171,7 +180,7 @@ func (s *Service) newStream(id *accesslogv3.StreamAccessLogsMessage_Identifier) 
 	case logDestination:
 		st.destination = true
 	default:
-		return nil, fmt.Errorf("access log stream from %s: unknown log name %q", proxy.NodeID, id.GetLogName())
+		return nil, status.Errorf(codes.InvalidArgument, "access log stream from %s: unknown log name %q", proxy.NodeID, id.GetLogName())
 	}
 	return st, nil
 }
