@@ -74,6 +74,7 @@ listeners, routes, clusters and endpoints, and serves them over gRPC ADS.`,
 	f.StringVar(&opts.xdsAddress, "xds-address", ":15010", "plaintext gRPC address for ADS, health and reflection")
 	f.StringVar(&opts.monitoringAddress, "monitoring-address", ":15014", "HTTP address for /metrics, /ready and /debug/")
 	f.BoolVar(&opts.reflection, "reflection", true, "serve gRPC reflection on the plaintext xDS port (for grpcurl)")
+	f.BoolVar(&opts.istioMetrics, "istio-metrics", true, "sidecars stream access logs to pilot, which serves Istio's standard metrics (istio_requests_total, ...) on /metrics")
 	f.StringVar(&opts.xdsTLSAddress, "xds-tls-address", ":15012", "TLS gRPC address for the same ADS, with a certificate from the CA for istiod.istio-system.svc, localhost and 127.0.0.1 (empty: off)")
 	f.StringVar(&opts.caDir, "ca-dir", ".skiff-ca", "CA directory in Istio's cacerts layout; a self-signed root is created and persisted there when it holds none (folder mode; the one secret on disk)")
 	f.StringVar(&opts.trustDomain, "trust-domain", ca.DefaultTrustDomain, "SPIFFE trust domain of workload identities")

@@ -18,6 +18,9 @@ import (
 	"github.com/skiffmesh/skiff/pkg/ca"
 	"github.com/skiffmesh/skiff/pkg/config"
 	"github.com/skiffmesh/skiff/pkg/kube"
+	"github.com/skiffmesh/skiff/pkg/model"
+	"github.com/skiffmesh/skiff/pkg/telemetry"
+	"github.com/skiffmesh/skiff/pkg/translate"
 	"github.com/skiffmesh/skiff/pkg/xds"
 )
 
@@ -30,6 +33,7 @@ type serveOptions struct {
 	xdsAddress        string
 	monitoringAddress string
 	reflection        bool
+	istioMetrics      bool
 	xdsTLSAddress     string // empty: no TLS xDS port
 	caDir             string
 	trustDomain       string
@@ -66,9 +70,16 @@ func serve(ctx context.Context, opts serveOptions) error {
 	} else if authority, err = ca.LoadOrCreate(opts.caDir, opts.trustDomain); err != nil {
 		return fmt.Errorf("CA (--ca-dir %s): %w", opts.caDir, err)
 	}
-	server := xds.New(xds.Options{Reflection: opts.reflection, Logger: log, Registry: reg,
+	// Istio's standard metrics, counted from the proxies' access logs (package telemetry), are
+	// served on /metrics with pilot's own; the service reads the snapshot the server pushes.
+	translate.SetAccessLogs(opts.istioMetrics)
+	var server *xds.Server
+	metrics := telemetry.New(telemetry.Options{Snapshot: func() *model.Snapshot { return server.Snapshot() },
+		Registry: reg, Logger: log, TrustDomain: authority.TrustDomain()})
+	server = xds.New(xds.Options{Reflection: opts.reflection, Logger: log, Registry: reg,
 		CA: authority, WorkloadCertTTL: opts.workloadCertTTL, IgnoreNodeLabels: opts.kubernetes,
-		SendTimeout: sendTimeoutOption(opts.sendTimeout), MaxStreams: opts.maxStreams})
+		SendTimeout: sendTimeoutOption(opts.sendTimeout), MaxStreams: opts.maxStreams,
+		Services: metrics.Register})
 	status := newConfigStatus(server, log, reg)
 
 	xdsListener, err := net.Listen("tcp", opts.xdsAddress)
@@ -114,6 +125,7 @@ func serve(ctx context.Context, opts serveOptions) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	wg.Go(func() { server.Run(ctx) })
+	wg.Go(func() { metrics.Run(ctx) })
 	wg.Go(func() {
 		if err := server.Serve(xdsListener); err != nil {
 			errs <- fmt.Errorf("xDS server: %w", err)

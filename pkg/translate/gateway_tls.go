@@ -278,6 +278,8 @@ func tcpRouteProxy(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Vi
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: MustAny(&tcpproxyv3.TcpProxy{
 			StatPrefix:       vs.Name + "." + vs.Namespace,
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: weighted},
+			AccessLog:        tcpAccessLogFor(""),
+			AccessLogOptions: tcpAccessLogOptionsFor(),
 		})},
 	}
 }

@@ -200,6 +200,7 @@ var routerHTTPFilter = &hcmv3.HttpFilter{
 func newHTTPConnectionManager(statPrefix string) *hcmv3.HttpConnectionManager {
 	return &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
+		AccessLog:  httpAccessLogFor(statPrefix),
 		// Fault and CORS before the router, in istiod's order: they act only where a route's
 		// typed_per_filter_config asks (see fault.go, cors.go).
 		HttpFilters: []*hcmv3.HttpFilter{faultHTTPFilter, corsHTTPFilter, routerHTTPFilter},

@@ -69,6 +69,8 @@ func TCPProxy(statPrefix, cluster string) *listenerv3.Filter {
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: MustAny(&tcpproxyv3.TcpProxy{
 			StatPrefix:       statPrefix,
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+			AccessLog:        tcpAccessLogFor(cluster),
+			AccessLogOptions: tcpAccessLogOptionsFor(),
 		})},
 	}
 }

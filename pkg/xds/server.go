@@ -59,6 +59,9 @@ type Options struct {
 	// MaxStreams bounds the ADS streams open at once; more are refused. Zero means
 	// DefaultMaxStreams.
 	MaxStreams int
+	// Services registers further gRPC services on the server: proxies reach them on the
+	// cluster they already have for ADS (pilot's access log service, package telemetry).
+	Services func(grpc.ServiceRegistrar)
 }
 
 // Server is the ADS server and its push loop.
@@ -142,6 +145,9 @@ func New(opts Options) *Server {
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, &adsService{xds: s.xds, budget: newPushBudget(budget), guard: s.guard})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
+	if opts.Services != nil {
+		opts.Services(s.grpc)
+	}
 	if opts.Reflection {
 		reflection.Register(s.grpc)
 	}
