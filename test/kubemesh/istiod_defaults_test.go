@@ -44,7 +44,9 @@ const noIdentityWarning = "proxy can never hold a workload certificate"
 // clusters wait for a secret that never comes, as Envoy's warming listeners and clusters, until
 // Envoy's initial fetch timeout: both states are accepted below. Traffic over default mTLS is
 // tested where proxies reach pilot from their own addresses: test/e2e TestMTLSDefaultPermissive
-// and TestSniffedPortOverMTLS.
+// and TestSniffedPortOverMTLS, and in Kubernetes mode by TestKubernetesPilotReplicaKilled,
+// whose pilots run in a network namespace of their own (framework.StartPilotInNetNS); this test
+// could move there too.
 func TestKubernetesDefaultPermissiveMTLS(t *testing.T) {
 	ns := newNamespace(t, "mtlsdefault")
 	pilot := startPilot(t)
