@@ -62,6 +62,12 @@ test-stress:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./pkg/...
 
+.PHONY: bench-metrics
+## bench-metrics: what Istio's standard metrics cost (test/e2e BenchmarkMetricsCost): two meshes
+## with metrics off and on under the same load, once; about a minute of a loaded machine.
+bench-metrics: envoy build
+	ENVOY=$(CURDIR)/.bin/envoy PILOT=$(CURDIR)/bin/pilot $(GO) test -run '^$$' -bench '^BenchmarkMetricsCost$$' -benchtime 1x -v ./test/e2e
+
 SCALE_SCENARIOS ?= 100x1000,500x1000,2000x100,2000x100-replicas,2000x1000-replicas,2000x1000,2000x1000-policies
 .PHONY: bench-scale
 ## bench-scale: pilot at scale against simulated Envoys (cmd/skiff-load), the table of the scale

@@ -16,7 +16,7 @@
 // sum over it, so they add up. A proxy that moves to another pilot starts its counters there
 // from zero (the old pilot's series go idle and expire), which rate() and increase() read as
 // a counter reset. The cost follows the traffic, not the mesh's size: one entry per request per
-// reporter, about 0.07 of a core per 1,000 requests/s on the test VM (TestMetricsCost).
+// reporter, about 0.07 of a core per 1,000 requests/s on the test VM (test/e2e's BenchmarkMetricsCost).
 package telemetry
 
 import (

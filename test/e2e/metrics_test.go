@@ -44,7 +44,7 @@ type metricsMesh struct {
 // startMetricsMesh starts the mesh: workloads client-1 (Deployment-less WorkloadEntry, app
 // client, version v1) and server-1 (app server, version v2) in namespace shop, service
 // server.shop.svc.cluster.local with an HTTP and a TCP port, and Prometheus if asked.
-func startMetricsMesh(t *testing.T, place metricsPlace) *metricsMesh {
+func startMetricsMesh(t testing.TB, place metricsPlace) *metricsMesh {
 	t.Helper()
 	metricsClientIP, metricsServerIP, metricsAppIP := place.clientIP(), place.serverIP(), place.appIP()
 	app := framework.StartUpstream(t, metricsAppIP, "server-app", framework.WithHandler(http.HandlerFunc(
@@ -137,7 +137,7 @@ spec:
 }
 
 // startLineEcho serves TCP on ip, echoing each line, and returns its address.
-func startLineEcho(t *testing.T, ip string) string {
+func startLineEcho(t testing.TB, ip string) string {
 	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {

@@ -85,28 +85,31 @@ func (c *pinnedClient) do(method, url, host string) (status int, body, conn stri
 	return resp.StatusCode, string(b), conn, err
 }
 
-// untilStatus sends DELETEs on the pinned connection, a few milliseconds apart, until one is
-// answered want, and returns how long after since that was. Every request must go on conn.
+// untilStatus sends DELETEs on the pinned connection, polling, until one is answered want, and
+// returns how long after since that was. Every request must go on conn.
 func (c *pinnedClient) untilStatus(t *testing.T, m *mtlsMesh, conn string, want int, since time.Time) time.Duration {
 	t.Helper()
 	url := fmt.Sprintf("http://%s:%d/items/1", m.place.clientIP, m.svcPort)
-	deadline := since.Add(framework.Patience)
-	for {
+	var broken error // what ends the wait at once: the pinned connection is gone
+	var took time.Duration
+	framework.Eventually(t, func() error {
 		status, body, used, err := c.do(http.MethodDelete, url, m.place.host())
-		if err != nil {
-			t.Fatalf("DELETE: %v", err)
+		switch {
+		case err != nil:
+			broken = fmt.Errorf("DELETE: %w", err)
+		case used != conn:
+			broken = fmt.Errorf("DELETE went on a new connection from %s (was %s): the sidecar closed the pinned one", used, conn)
+		case status != want:
+			return fmt.Errorf("DELETE still answered %d %q after the change; want %d", status, body, want)
+		default:
+			took = time.Since(since)
 		}
-		if used != conn {
-			t.Fatalf("DELETE went on a new connection from %s (was %s): the sidecar closed the pinned one", used, conn)
-		}
-		if status == want {
-			return time.Since(since)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("DELETE still answered %d %q %v after the change; want %d", status, body, framework.Patience, want)
-		}
-		time.Sleep(20 * time.Millisecond) // pacing the probe requests, not waiting for state
+		return nil
+	})
+	if broken != nil {
+		t.Fatal(broken)
 	}
+	return took
 }
 
 // inboundConnections is the server sidecar's count of connections accepted on its ingress
@@ -269,8 +272,10 @@ func TestPolicyLiveStrictClosesPlaintext(t *testing.T) {
 	// The active connection keeps asking until the sidecar closes it.
 	activeClosed := make(chan time.Duration, 1)
 	go func() {
+		pace := time.NewTicker(50 * time.Millisecond) // the client's own pace
+		defer pace.Stop()
 		for active.get() == nil {
-			time.Sleep(50 * time.Millisecond) // the client's own pace
+			<-pace.C
 		}
 		activeClosed <- time.Since(start)
 	}()
