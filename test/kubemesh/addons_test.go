@@ -8,7 +8,7 @@ import (
 	"github.com/skiffmesh/skiff/test/framework"
 )
 
-// deploy/addons (Prometheus and Jaeger) and its MeshConfig example pass the API server's
+// deploy/addons (Prometheus and Jaeger) and its MeshConfig and Telemetry example pass the API server's
 // validation and admission without being applied, in istio-system as deploy/pilot makes it.
 // (test/e2e's TestAddonPrometheusScrapesPilotAndSidecars runs the Prometheus configuration.)
 func TestDeployAddonsServerDryRun(t *testing.T) {
@@ -23,7 +23,7 @@ func TestDeployAddonsServerDryRun(t *testing.T) {
 			"clusterrolebinding.rbac.authorization.k8s.io/prometheus", "service/prometheus", "deployment.apps/prometheus",
 			"configmap/jaeger", "deployment.apps/jaeger", "service/tracing", "service/jaeger-collector", "service/zipkin",
 		}},
-		{[]string{"apply", "--dry-run=server", "-f", filepath.Join(dir, "mesh-config.yaml")}, []string{"configmap/istio"}},
+		{[]string{"apply", "--dry-run=server", "-f", filepath.Join(dir, "mesh-config.yaml")}, []string{"configmap/istio", "telemetry.telemetry.istio.io/mesh-default"}},
 	} {
 		out, err := cluster.Kubectl(t, c.args...)
 		if err != nil {
