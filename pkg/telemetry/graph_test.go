@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -227,5 +228,38 @@ func TestGraphFromAccessLogs(t *testing.T) {
 	edgeByID(t, g, "service:ratings.prod.svc.cluster.local>workload:prod/ratings-vm>http")
 	if len(g.Nodes) != 3 {
 		t.Errorf("nodes: %+v", g.Nodes)
+	}
+}
+
+// What the graph adds to each counted request: its key from the label set and one slot update
+// (compare BenchmarkMetricsCost in test/e2e, the whole path per request).
+func BenchmarkGraphRecord(b *testing.B) {
+	w := newWindow(time.Minute, time.Now())
+	values := make([]string, len(httpLabels))
+	for i, name := range httpLabels {
+		values[i] = name + "-value"
+	}
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		w.request(edgeKeyOf(values), 200, "", "mutual_tls", 3, now)
+	}
+}
+
+// Building the graph of 1,000 caller-callee pairs with traffic in every slot, as a page
+// refresh does.
+func BenchmarkGraphBuild(b *testing.B) {
+	w := newWindow(time.Minute, epoch)
+	for slot := range 13 {
+		at := epoch.Add(time.Duration(slot) * graphSlot)
+		for i := range 1000 {
+			k := clientToServer
+			k.srcWorkload = "client-" + strconv.Itoa(i)
+			w.request(k, 200, "", "mutual_tls", 3, at)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		buildGraph(w, epoch.Add(64*time.Second), "")
 	}
 }

@@ -170,23 +170,29 @@ func (w *window) totals(now time.Time) (map[edgeKey]*edgeCounts, time.Duration) 
 		from = w.started
 	}
 	out := map[edgeKey]*edgeCounts{}
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	for i := range w.ring {
-		s := &w.ring[i]
-		if s.index < oldest || s.index > cur {
-			continue
-		}
-		for k, c := range s.edges {
-			t := out[k]
-			if t == nil {
-				t = &edgeCounts{}
-				out[k] = t
-			}
-			t.add(c)
-		}
+		w.sumSlot(i, oldest, cur, out)
 	}
 	return out, now.Sub(from)
+}
+
+// sumSlot adds slot i to out if it is in [oldest, cur]. The lock is held for one slot at a
+// time, so reading a large window delays the access log streams by one slot's sum at most.
+func (w *window) sumSlot(i int, oldest, cur int64, out map[edgeKey]*edgeCounts) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := &w.ring[i]
+	if s.index < oldest || s.index > cur {
+		return
+	}
+	for k, c := range s.edges {
+		t := out[k]
+		if t == nil {
+			t = &edgeCounts{}
+			out[k] = t
+		}
+		t.add(c)
+	}
 }
 
 // bucketQuantile is Prometheus' histogram_quantile over one histogram: counts are per bucket
