@@ -178,6 +178,8 @@ func (w *window) totals(now time.Time) (map[edgeKey]*edgeCounts, time.Duration) 
 
 // sumSlot adds slot i to out if it is in [oldest, cur]. The lock is held for one slot at a
 // time, so reading a large window delays the access log streams by one slot's sum at most.
+// (A read that spans a slot boundary may find the oldest slot already reused for the new one,
+// and skips it: that one reading counts up to one slot less than the time it divides by.)
 func (w *window) sumSlot(i int, oldest, cur int64, out map[edgeKey]*edgeCounts) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
