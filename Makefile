@@ -23,7 +23,7 @@ run: build
 ## share one pilot binary, built here once ($PILOT), instead of each building its own. The
 ## translation fuzz target runs for $(TEST_FUZZTIME) on one core (`make fuzz` runs it longer), the
 ## soak (test/soak) for 30 s (`make soak` for 10 minutes).
-test: envoy kube-tools telemetry-tools vet build
+test: envoy kube-tools telemetry-tools chromium vet build
 	$(GO) test -race -count=1 -timeout 20m ./pkg/... ./cmd/... ./examples/... ./hack/...
 	# The fuzzer starts from the seeds and the saved cases alone (a cache of its own): the
 	# inputs `make fuzz` keeps in the Go cache would take the whole run to replay.
@@ -118,6 +118,19 @@ kube-tools:
 ## telemetry-tools: Prometheus and Jaeger built from source into $(CACHE_DIR)/telemetry-tools, linked as .cache/telemetry-tools/ (for the telemetry tests).
 telemetry-tools:
 	CACHE_DIR=$(CACHE_DIR) ./hack/telemetry-tools/build.sh
+
+.PHONY: chromium
+## chromium: headless Chromium from Debian's packages (/usr/bin/chromium), for the browser test
+## of pilot's mesh graph page (test/e2e TestGraphPageInBrowser); installed with apt-get when
+## missing, which needs root. Fails loudly rather than letting the test skip.
+chromium:
+	@set -e; \
+	if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "chromium: /usr/bin/chromium is missing and installing it needs root: apt-get install chromium" >&2; exit 1; fi; \
+	  echo "installing chromium (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi; \
+	/usr/bin/chromium --version
 
 ## crds: refresh deploy/crds/istio-crds.yaml from the istio.io/api version in go.mod.
 crds:

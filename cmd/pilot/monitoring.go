@@ -11,12 +11,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/skiffmesh/skiff/pkg/telemetry"
 	"github.com/skiffmesh/skiff/pkg/xds"
 )
 
 // monitoringMux serves the monitoring and debug endpoints on one HTTP port, like istiod's 15014.
-// settle waits for the folder's pending changes to be loaded (nil in Kubernetes mode).
-func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configStatus, ready *atomic.Bool, settle func(context.Context) error) *http.ServeMux {
+// settle waits for the folder's pending changes to be loaded (nil in Kubernetes mode); metrics
+// draws the mesh graph.
+func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configStatus, ready *atomic.Bool, settle func(context.Context) error, metrics *telemetry.Service) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
@@ -43,6 +45,8 @@ func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configS
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(status.view())
 	})
+	// The mesh graph (Kiali's picture, from the same access logs as Istio's metrics).
+	metrics.RegisterGraph(mux)
 	mux.HandleFunc("GET /debug", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, `Skiff pilot debug endpoints:
   /debug/syncz                    connected proxies: per type, version sent, ACKed, last NACK
@@ -52,6 +56,9 @@ func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configS
   /debug/config_errors            configuration currently rejected, and analysis warnings
   /debug/pprof/                   Go profiles of pilot itself (go tool pprof)
   /metrics                        Prometheus metrics
+  /graph                          the mesh graph: workloads, services and the last minute's traffic
+                                  between them (requests/s, errors, p99, TCP bytes, mTLS), live
+  /graph/data?namespace=NS        the graph as JSON
   /ready                          200 once the first configuration is loaded
 `)
 	})

@@ -118,7 +118,7 @@ func serve(ctx context.Context, opts serveOptions) error {
 		folder = newFolderSource(opts.configDir, status, loaded, log)
 		settle = folder.settle
 	}
-	mon := &http.Server{Handler: monitoringMux(reg, server, status, &ready, settle), ReadHeaderTimeout: 10 * time.Second}
+	mon := &http.Server{Handler: monitoringMux(reg, server, status, &ready, settle, metrics), ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

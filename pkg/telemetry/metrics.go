@@ -1,6 +1,8 @@
 package telemetry
 
 import (
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -24,12 +26,43 @@ var tcpLabels, httpLabels = func() ([]string, []string) {
 	return l, append(append([]string{}, l...), "response_code", "grpc_response_status")
 }()
 
+// Positions of the labels the graph reads, in httpLabels (tcpLabels is its prefix).
+var (
+	labelResponseCode   = slices.Index(httpLabels, "response_code")
+	labelGRPCStatus     = slices.Index(httpLabels, "grpc_response_status")
+	labelSecurityPolicy = slices.Index(httpLabels, "connection_security_policy")
+)
+
+// edgeLabels are the positions, in tcpLabels, of edgeKey's fields in its order.
+var edgeLabels = func() (at [13]int) {
+	for i, name := range []string{"reporter", "source_workload_namespace", "source_workload", "source_app",
+		"source_version", "destination_service", "destination_service_name", "destination_service_namespace",
+		"destination_workload_namespace", "destination_workload", "destination_app", "destination_version",
+		"request_protocol"} {
+		at[i] = slices.Index(tcpLabels, name)
+	}
+	return at
+}()
+
+// edgeKeyOf is the graph's key of a label set (HTTP or TCP).
+func edgeKeyOf(v []string) edgeKey {
+	at := &edgeLabels
+	return edgeKey{
+		reporter:     v[at[0]],
+		srcNamespace: v[at[1]], srcWorkload: v[at[2]], srcApp: v[at[3]], srcVersion: v[at[4]],
+		service: v[at[5]], serviceName: v[at[6]], serviceNamespace: v[at[7]],
+		dstNamespace: v[at[8]], dstWorkload: v[at[9]], dstApp: v[at[10]], dstVersion: v[at[11]],
+		protocol: v[at[12]],
+	}
+}
+
 // Istio's default histogram buckets (its stats filter's): milliseconds for durations, and
 // powers of ten for sizes.
 var (
-	durationBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
+	durationBounds = [...]float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
 		30000, 60000, 300000, 600000, 1800000, 3600000}
-	sizeBuckets = prometheus.ExponentialBuckets(1, 10, 9)
+	durationBuckets = durationBounds[:]
+	sizeBuckets     = prometheus.ExponentialBuckets(1, 10, 9)
 )
 
 // metrics are Istio's standard metrics. Series are deleted once no entry has touched them for
@@ -45,6 +78,9 @@ type metrics struct {
 	dropped                  prometheus.Counter
 	series                   *prometheus.GaugeVec
 
+	// graph is the last minute of the same entries, for the mesh graph page.
+	graph *window
+
 	maxSeries int
 	mu        sync.Mutex
 	httpSeen  map[labelKey]time.Time
@@ -54,7 +90,7 @@ type metrics struct {
 // labelKey is a label set as a map key (the values joined by a separator no value contains).
 type labelKey string
 
-func newMetrics(reg prometheus.Registerer, maxSeries int) *metrics {
+func newMetrics(reg prometheus.Registerer, maxSeries int, graph *window) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total",
 			Help: "Requests, by the proxy that reported them (Istio's standard metric)."}, httpLabels),
@@ -78,6 +114,7 @@ func newMetrics(reg prometheus.Registerer, maxSeries int) *metrics {
 			Help: "Access log entries not counted because their label set would exceed the series limit."}),
 		series: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "skiff_telemetry_series",
 			Help: "Label sets of Istio's metrics held, by kind (http, tcp)."}, []string{"kind"}),
+		graph:     graph,
 		maxSeries: maxSeries,
 		httpSeen:  map[labelKey]time.Time{},
 		tcpSeen:   map[labelKey]time.Time{},
@@ -124,6 +161,8 @@ func (m *metrics) request(values []string, durationMS, requestBytes, responseByt
 	m.duration.WithLabelValues(values...).Observe(durationMS)
 	m.reqBytes.WithLabelValues(values...).Observe(requestBytes)
 	m.resp.WithLabelValues(values...).Observe(responseBytes)
+	code, _ := strconv.Atoi(values[labelResponseCode])
+	m.graph.request(edgeKeyOf(values), code, values[labelGRPCStatus], values[labelSecurityPolicy], durationMS, now)
 }
 
 // tcp adds a TCP entry's connections and bytes.
@@ -142,6 +181,7 @@ func (m *metrics) tcp(values []string, opened, closed bool, sent, received uint6
 	}
 	m.tcpSent.WithLabelValues(values...).Add(float64(sent))
 	m.tcpReceived.WithLabelValues(values...).Add(float64(received))
+	m.graph.tcp(edgeKeyOf(values), opened, closed, sent, received, values[labelSecurityPolicy], now)
 }
 
 // expire deletes the series no entry touched since before cutoff.

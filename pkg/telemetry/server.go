@@ -63,6 +63,8 @@ type Options struct {
 	// MaxSeries bounds the label sets of each kind (DefaultMaxSeries if zero).
 	IdleSeries time.Duration
 	MaxSeries  int
+	// GraphWindow is the span of traffic the mesh graph shows (DefaultGraphWindow if zero).
+	GraphWindow time.Duration
 }
 
 // Service is the access log service.
@@ -70,6 +72,7 @@ type Service struct {
 	accesslogv3.UnimplementedAccessLogServiceServer
 	opts    Options
 	metrics *metrics
+	graph   *window
 	log     *slog.Logger
 	now     func() time.Time
 }
@@ -92,7 +95,11 @@ func New(opts Options) *Service {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Service{opts: opts, metrics: newMetrics(opts.Registry, opts.MaxSeries), log: log, now: time.Now}
+	if opts.GraphWindow <= 0 {
+		opts.GraphWindow = DefaultGraphWindow
+	}
+	graph := newWindow(opts.GraphWindow, time.Now())
+	return &Service{opts: opts, metrics: newMetrics(opts.Registry, opts.MaxSeries, graph), graph: graph, log: log, now: time.Now}
 }
 
 // Register adds the service to a gRPC server.

@@ -37,8 +37,10 @@ type metricsMesh struct {
 	pilot          *framework.Pilot
 	client, server *framework.Envoy
 	prom           *framework.Prometheus
-	httpPort       int // the client's HTTP egress listener
-	tcpPort        int // the client's TCP egress listener
+	// serverStats and clientStats are the sidecars' Prometheus listeners (/stats/prometheus).
+	serverStats, clientStats string
+	httpPort                 int // the client's HTTP egress listener
+	tcpPort                  int // the client's TCP egress listener
 }
 
 // startMetricsMesh starts the mesh: workloads client-1 (Deployment-less WorkloadEntry, app
@@ -122,16 +124,15 @@ spec:
 		})
 		return e, stats
 	}
-	var serverStats, clientStats string
-	m.server, serverStats = start(metricsServerIP, "server-1", "server")
-	m.client, clientStats = start(metricsClientIP, "client-1", "client")
+	m.server, m.serverStats = start(metricsServerIP, "server-1", "server")
+	m.client, m.clientStats = start(metricsClientIP, "client-1", "client")
 	if !place.prometheus {
 		return m
 	}
 	m.prom = framework.StartPrometheus(t, framework.PrometheusOptions{Targets: []framework.ScrapeTarget{
 		{Job: "pilot", Address: m.pilot.MonitoringAddress},
-		{Job: "envoy-server", Address: serverStats, MetricsPath: "/stats/prometheus"},
-		{Job: "envoy-client", Address: clientStats, MetricsPath: "/stats/prometheus"},
+		{Job: "envoy-server", Address: m.serverStats, MetricsPath: "/stats/prometheus"},
+		{Job: "envoy-client", Address: m.clientStats, MetricsPath: "/stats/prometheus"},
 	}})
 	return m
 }

@@ -21,6 +21,7 @@ func (p *Pilot) MonitoringSources(tb testing.TB, proxies []string) map[string][]
 	tb.Helper()
 	paths := []string{
 		"/metrics", "/ready", "/debug", "/debug/syncz", "/debug/wait?timeout=5s", "/debug/config_errors",
+		"/graph", "/graph/data",
 		// What pilot would serve a proxy it has never seen.
 		"/debug/config_dump?proxy=sidecar~127.0.0.1~nobody-1.default~default.svc.cluster.local",
 		"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/symbol", "/debug/pprof/goroutine?debug=2",

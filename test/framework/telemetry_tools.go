@@ -62,6 +62,9 @@ type PrometheusOptions struct {
 	// timeout); default 1s, so a test sees a new value within seconds instead
 	// of Prometheus' default minute.
 	ScrapeInterval time.Duration
+	// Config, if set, is the whole configuration file (YAML), used instead of one built
+	// from Targets and ScrapeInterval: a test of a shipped configuration.
+	Config []byte
 	// Args are extra flags (--web.enable-otlp-receiver, say), after the
 	// ones the harness sets: --config.file, --web.listen-address,
 	// --storage.tsdb.path and --scrape.discovery-reload-interval, which
@@ -137,6 +140,9 @@ func StartPrometheus(tb testing.TB, opts PrometheusOptions) *Prometheus {
 	config, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		tb.Fatalf("framework: Prometheus config: %v", err)
+	}
+	if opts.Config != nil {
+		config = opts.Config
 	}
 	dir := tb.TempDir()
 	p := &Prometheus{ConfigPath: filepath.Join(dir, "prometheus.yml")}
