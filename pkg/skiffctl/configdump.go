@@ -262,9 +262,19 @@ func stripType(raw json.RawMessage) []byte {
 	return out
 }
 
-// YAML is the resource as YAML with sorted keys, the form --diff compares.
+// YAML is the resource as YAML with sorted keys, the form --diff compares. Endpoints are
+// normalized first (see normalizeEndpoints).
 func (r *Resource) YAML() (string, error) {
-	y, err := yaml.JSONToYAML(r.JSON)
+	js := r.JSON
+	if cla, ok := r.Message.(*endpointv3.ClusterLoadAssignment); ok {
+		cla = proto.Clone(cla).(*endpointv3.ClusterLoadAssignment)
+		normalizeEndpoints(cla)
+		var err error
+		if js, err = render.JSON(cla); err != nil {
+			return "", err
+		}
+	}
+	y, err := yaml.JSONToYAML(js)
 	if err != nil {
 		return "", fmt.Errorf("%s %s as YAML: %w", r.Type, r.Name, err)
 	}
@@ -279,4 +289,36 @@ func Names(rs []*Resource) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// normalizeEndpoints clears what Envoy fills in when it dumps the endpoints it holds (its
+// defaults: health status HEALTHY for endpoints with none, weight 1, the overprovisioning
+// factor 140, empty health check and locality), so that they compare equal with what pilot
+// sent, which leaves those unset.
+func normalizeEndpoints(cla *endpointv3.ClusterLoadAssignment) {
+	for _, llb := range cla.GetEndpoints() {
+		if proto.Equal(llb.GetLocality(), &corev3.Locality{}) {
+			llb.Locality = nil
+		}
+		if llb.GetLoadBalancingWeight().GetValue() == 0 {
+			llb.LoadBalancingWeight = nil
+		}
+		for _, lb := range llb.GetLbEndpoints() {
+			if lb.GetHealthStatus() == corev3.HealthStatus_HEALTHY {
+				lb.HealthStatus = corev3.HealthStatus_UNKNOWN
+			}
+			if lb.GetLoadBalancingWeight().GetValue() == 1 {
+				lb.LoadBalancingWeight = nil
+			}
+			if ep := lb.GetEndpoint(); ep != nil && proto.Equal(ep.GetHealthCheckConfig(), &endpointv3.Endpoint_HealthCheckConfig{}) {
+				ep.HealthCheckConfig = nil
+			}
+		}
+	}
+	if p := cla.GetPolicy(); p != nil && p.GetOverprovisioningFactor().GetValue() == 140 {
+		p.OverprovisioningFactor = nil
+		if proto.Equal(p, &endpointv3.ClusterLoadAssignment_Policy{}) {
+			cla.Policy = nil
+		}
+	}
 }

@@ -5,11 +5,33 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 )
 
 // DiffTypes are the types --diff compares: what pilot serves over xDS (Envoy's bootstrap and
 // static resources are not pilot's).
 var DiffTypes = []string{Clusters, Listeners, Routes, Endpoints, Secrets, Extensions}
+
+// DiffDumps is Diff of one type of pilot's dump and Envoy's, resources chosen by filter.
+// Envoy dumps a load assignment for every cluster it has, EDS or not; only those of pilot's EDS
+// clusters are compared (a cluster that differs shows under clusters).
+func DiffDumps(w io.Writer, typ string, pilot, envoy *Dump, filter *Filter) (int, error) {
+	a, b := filter.Select(pilot.Of(typ)), filter.Select(envoy.Of(typ))
+	if typ == Endpoints {
+		eds := map[string]bool{}
+		for _, r := range pilot.Of(Clusters) {
+			if c, ok := r.Message.(*clusterv3.Cluster); ok && c.GetType() == clusterv3.Cluster_EDS {
+				eds[cmpOr(c.GetEdsClusterConfig().GetServiceName(), c.GetName())] = true
+			}
+		}
+		for _, r := range a {
+			eds[r.Name] = true
+		}
+		b = slices.DeleteFunc(slices.Clone(b), func(r *Resource) bool { return !eds[r.Name] })
+	}
+	return Diff(w, typ, a, b)
+}
 
 // Diff writes a unified diff, resource by resource, of the dynamic resources of type typ in
 // pilot's dump (a) and Envoy's (b), and returns how many resources differ.
@@ -68,7 +90,7 @@ func splitLines(s string) []string {
 	if s == "" {
 		return nil
 	}
-	return strings.SplitAfter(strings.TrimSuffix(s, "\n"), "\n")
+	return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
 }
 
 // editOp is one line of an edit script: ' ' kept, '-' only in a, '+' only in b.
@@ -152,11 +174,7 @@ func writeUnified(w io.Writer, a, b []string, context int) {
 		}
 		fmt.Fprintf(w, "@@ -%d,%d +%d,%d @@\n", ops[lo].ai+1, aLines, ops[lo].bi+1, bLines)
 		for _, op := range ops[lo:end] {
-			line := op.line
-			if !strings.HasSuffix(line, "\n") {
-				line += "\n"
-			}
-			fmt.Fprintf(w, "%c%s", op.kind, line)
+			fmt.Fprintf(w, "%c%s\n", op.kind, op.line)
 		}
 		start = end
 	}

@@ -131,21 +131,13 @@ func PrintStatusTable(w io.Writer, rows []StatusRow) error {
 	}
 	fmt.Fprintln(tw, "\tPILOT\tVERSION")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s", r.Name, dash(shortKey(r.Config)))
+		fmt.Fprintf(tw, "%s\t%s", r.Name, dash(r.Config))
 		for _, t := range StatusTypes {
 			fmt.Fprint(tw, "\t", r.States[t.Key])
 		}
 		fmt.Fprintf(tw, "\t%s\t%s\n", r.Pilot, dash(r.Version))
 	}
 	return tw.Flush()
-}
-
-// shortKey shortens a configuration key (a long digest) for the table; -o json has it whole.
-func shortKey(key string) string {
-	if len(key) > 12 {
-		return key[:12]
-	}
-	return key
 }
 
 func dash(s string) string {

@@ -98,7 +98,21 @@ func Describe(snap *model.Snapshot, proxy *model.Proxy) *Description {
 		}
 	}
 	d.Inbound.MTLS = inboundMTLSMode(snap, proxy, nil).String()
-	for _, se := range snap.ServedEndpoints(proxy) {
+	// What the proxy listens on: virtualInbound's workload ports when captured, else only
+	// the Sidecar's ingress listeners.
+	var served []model.ServiceEndpoint
+	if capturedSidecar(proxy) {
+		served = snap.ServedEndpoints(proxy)
+	} else if sc := snap.SidecarFor(proxy); sc != nil {
+		for _, in := range sc.Spec.GetIngress() {
+			n := in.GetPort().GetNumber()
+			d.Inbound.Ports = append(d.Inbound.Ports, InboundPort{
+				Service: "Sidecar ingress " + in.GetDefaultEndpoint(), Port: n, TargetPort: n,
+				MTLS: inboundMTLSMode(snap, proxy, &n).String(),
+			})
+		}
+	}
+	for _, se := range served {
 		for _, port := range se.Service.Ports {
 			target := se.Endpoint.PortFor(port)
 			d.Inbound.Ports = append(d.Inbound.Ports, InboundPort{
