@@ -18,6 +18,22 @@ var DiffTypes = []string{Clusters, Listeners, Routes, Endpoints, Secrets, Extens
 // clusters are compared (a cluster that differs shows under clusters).
 func DiffDumps(w io.Writer, typ string, pilot, envoy *Dump, filter *Filter) (int, error) {
 	a, b := filter.Select(pilot.Of(typ)), filter.Select(envoy.Of(typ))
+	if typ == Extensions {
+		// Envoy subscribes to an extension configuration only once a listener names it (the
+		// network RBAC filters only for TCP chains): what pilot offers and no listener of the
+		// Envoy names is not a difference.
+		var listeners strings.Builder
+		for _, r := range envoy.Of(Listeners) {
+			listeners.Write(r.JSON)
+		}
+		have := map[string]bool{}
+		for _, r := range b {
+			have[r.Name] = true
+		}
+		a = slices.DeleteFunc(slices.Clone(a), func(r *Resource) bool {
+			return !have[r.Name] && !strings.Contains(listeners.String(), `"`+r.Name+`"`)
+		})
+	}
 	if typ == Endpoints {
 		eds := map[string]bool{}
 		for _, r := range pilot.Of(Clusters) {
@@ -126,12 +142,13 @@ func editScript(a, b []string) []editOp {
 			ops = append(ops, editOp{' ', a[i], i, j})
 			i++
 			j++
-		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-			ops = append(ops, editOp{'+', b[j], i, j})
-			j++
-		default:
+		case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
+			// Removals before additions, as diff -u prints them.
 			ops = append(ops, editOp{'-', a[i], i, j})
 			i++
+		default:
+			ops = append(ops, editOp{'+', b[j], i, j})
+			j++
 		}
 	}
 	return ops
