@@ -57,11 +57,12 @@ TLS it originates.`,
 			return run(cmd, args[0])
 		},
 	}, &cobra.Command{
-		Use:     "proxy NODE_ID|POD.NAMESPACE",
-		Short:   "What applies to a proxy, connected or not (any node ID)",
-		Example: "  skiffctl describe proxy router~127.0.0.1~ingressgateway-1.istio-system~istio-system.svc.cluster.local",
-		Args:    cobra.ExactArgs(1),
-		RunE:    func(cmd *cobra.Command, args []string) error { return run(cmd, args[0]) },
+		Use:               "proxy NODE_ID|POD.NAMESPACE",
+		Short:             "What applies to a proxy, connected or not (any node ID)",
+		Example:           "  skiffctl describe proxy router~127.0.0.1~ingressgateway-1.istio-system~istio-system.svc.cluster.local",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeProxies(g),
+		RunE:              func(cmd *cobra.Command, args []string) error { return run(cmd, args[0]) },
 	})
 	return cmd
 }

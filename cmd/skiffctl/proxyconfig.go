@@ -52,10 +52,11 @@ exit code 1 when they differ). Secrets show names, serials and validity, never k
 	}
 	for _, k := range kinds {
 		sub := &cobra.Command{
-			Use:     k.use + " PROXY",
-			Short:   k.short,
-			Example: fmt.Sprintf("  skiffctl proxy-config %s productpage-1.bookinfo\n  skiffctl proxy-config %s productpage-1.bookinfo --envoy localhost:15000 -o yaml", k.use, k.use),
-			Args:    cobra.ExactArgs(1),
+			Use:               k.use + " PROXY",
+			Short:             k.short,
+			Example:           fmt.Sprintf("  skiffctl proxy-config %s productpage-1.bookinfo\n  skiffctl proxy-config %s productpage-1.bookinfo --envoy localhost:15000 -o yaml", k.use, k.use),
+			Args:              cobra.ExactArgs(1),
+			ValidArgsFunction: completeProxies(g),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				return runProxyConfig(cmd, g, opts, k.typ, args[0])
 			},

@@ -29,7 +29,8 @@ also compares pilot's configuration with the Envoy's, resource by resource.`,
   skiffctl proxy-status productpage-1.bookinfo
   skiffctl proxy-status productpage-1.bookinfo --envoy localhost:15000
   skiffctl proxy-status -o json`,
-		Args: cobra.MaximumNArgs(1),
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: completeProxies(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := g.checkOutput(); err != nil {
 				return err
@@ -127,4 +128,32 @@ func compareWithEnvoy(cmd *cobra.Command, g *globals, pilot *skiffctl.Pilot, pro
 		fmt.Fprintf(out, "%s: %d differ\n%s", typ, n, diff.String())
 	}
 	return nil
+}
+
+// completeProxies completes a PROXY argument with the connected proxies' POD.NAMESPACE, as
+// pilot's /debug/syncz lists them.
+func completeProxies(g *globals) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		pilots, closePilots, err := g.pilots(cmd.Context())
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveError
+		}
+		defer closePilots()
+		var out []cobra.Completion
+		for _, p := range pilots {
+			statuses, err := p.Syncz(cmd.Context())
+			if err != nil {
+				return nil, cobra.ShellCompDirectiveError
+			}
+			for _, s := range statuses {
+				if parts := strings.Split(s.Proxy, "~"); len(parts) == 4 {
+					out = append(out, parts[2])
+				}
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
 }
