@@ -136,7 +136,7 @@ func reportWait(out, errOut io.Writer, format string, req skiffctl.WaitRequest, 
 		return exitError{code: 1, message: fmt.Sprintf("%s reached every proxy, and %d rejected a push", what, rejected)}
 	}
 	if format == "table" {
-		fmt.Fprintf(out, "%s is on all %d proxies\n", what, proxies)
+		fmt.Fprintf(out, "%s: on every proxy (%d)\n", what, proxies)
 	}
 	return nil
 }

@@ -90,14 +90,20 @@ func PrintClusters(w io.Writer, rs []*Resource) error {
 }
 
 // managedBy is the object a resource came from as istiod records it in metadata
-// (filter_metadata.istio.config, /apis/GROUP/VERSION/namespaces/NS/KIND/NAME), as NAME.NS.
+// (filter_metadata.istio.config, /apis/GROUP/VERSION/namespaces/NS/KIND/NAME), as istioctl
+// shows it, NAME.NS; Skiff adds the rule (NAME#http[1]), kept after it.
 func managedBy(md *corev3.Metadata) string {
 	cfg := md.GetFilterMetadata()["istio"].GetFields()["config"].GetStringValue()
 	parts := strings.Split(cfg, "/")
 	if len(parts) < 7 {
 		return ""
 	}
-	return parts[len(parts)-1] + "." + parts[len(parts)-3]
+	name, rule, _ := strings.Cut(parts[len(parts)-1], "#")
+	out := name + "." + parts[len(parts)-3]
+	if rule != "" {
+		out += " (" + rule + ")"
+	}
+	return out
 }
 
 func listenerAddress(l *listenerv3.Listener) string {

@@ -38,7 +38,7 @@ func TestWaitReturnsOnceEnvoyHasTheChange(t *testing.T) {
 
 	s.pilot.WriteConfig(t, "route.yaml", reviewsRoute("v2"))
 	out := s.mustCtl(t, "wait", "--for", "VirtualService/shop/reviews", "--timeout", "2m")
-	if !strings.Contains(out, "VirtualService/shop/reviews is on all 1 proxies") {
+	if !strings.Contains(out, "VirtualService/shop/reviews: on every proxy (1)") {
 		t.Errorf("wait: %s", out)
 	}
 	if dump := string(s.envoy.ConfigDump(t)); !strings.Contains(dump, `"cluster": "outbound|9080|v2|reviews.shop.svc.cluster.local"`) {
