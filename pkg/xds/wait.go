@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/skiffmesh/skiff/pkg/config"
@@ -62,11 +63,7 @@ func (s *Server) SyncState() SyncReport { return s.syncState(nil) }
 func (s *Server) syncState(cond WaitCondition) SyncReport {
 	var report SyncReport
 	s.mu.Lock()
-	if cond != nil && s.snap != nil {
-		if holds, missing := cond(s.snap); !holds {
-			report.Pending = append(report.Pending, SyncPending{WaitingFor: "the configuration to hold " + missing})
-		}
-	}
+	snap := s.snap
 	switch {
 	case s.snap == nil:
 		report.Pending = append(report.Pending, SyncPending{WaitingFor: "the first configuration"})
@@ -74,6 +71,12 @@ func (s *Server) syncState(cond WaitCondition) SyncReport {
 		report.Pending = append(report.Pending, SyncPending{WaitingFor: "the push of the latest configuration"})
 	}
 	s.mu.Unlock()
+	// Outside the lock: the push loop takes it, and a condition may walk the configuration.
+	if cond != nil && snap != nil {
+		if holds, missing := cond(snap); !holds {
+			report.Pending = append(report.Pending, SyncPending{WaitingFor: "the configuration to hold " + missing})
+		}
+	}
 	bound := func(class string) bool { return s.cache.KeyOf(class) != "" }
 	proxies, pending, rejected := s.tracker.syncState(bound, time.Now())
 	report.Proxies = proxies
@@ -221,23 +224,37 @@ func ObjectCondition(kind, namespace, name, resourceVersion string, deleted bool
 	} else if resourceVersion != "" {
 		what += " at resourceVersion " + resourceVersion
 	}
-	return func(snap *model.Snapshot) (bool, string) {
+	// A wait polls every waitPoll: the answer is kept for as long as the snapshot is the same.
+	var (
+		mu       sync.Mutex
+		lastSnap *model.Snapshot
+		lastHold bool
+	)
+	holds := func(snap *model.Snapshot) bool {
 		if snap.Config == nil {
-			return false, what
+			return false
 		}
 		for _, o := range snap.Config.Objects() {
 			if !strings.EqualFold(config.KindOf(o), kind) || o.GetNamespace() != namespace || o.GetName() != name {
 				continue
 			}
 			if deleted {
-				return false, what
+				return false
 			}
 			if want == 0 {
-				return true, ""
+				return true
 			}
 			got, err := strconv.ParseUint(o.GetResourceVersion(), 10, 64)
-			return err == nil && got >= want, what
+			return err == nil && got >= want
 		}
-		return deleted, what
+		return deleted
+	}
+	return func(snap *model.Snapshot) (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if snap != lastSnap {
+			lastSnap, lastHold = snap, holds(snap)
+		}
+		return lastHold, what
 	}, nil
 }
