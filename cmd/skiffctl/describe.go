@@ -92,6 +92,16 @@ func printDescription(w io.Writer, d *translate.Description) {
 	for _, vs := range d.GatewayVirtualServices {
 		fmt.Fprintf(w, "Gateway VirtualService: %s\n", vs)
 	}
+	for i := 0; i < len(d.ExposedBy); i++ {
+		if d.ExposedBy[i].Kind != "VirtualService" {
+			continue
+		}
+		var gateways []string
+		for j := i + 1; j < len(d.ExposedBy) && d.ExposedBy[j].Kind == "Gateway"; j++ {
+			gateways = append(gateways, d.ExposedBy[j].Namespace+"/"+d.ExposedBy[j].Name)
+		}
+		fmt.Fprintf(w, "Exposed on Gateway %s by %s\n", strings.Join(gateways, ","), d.ExposedBy[i])
+	}
 	fmt.Fprintf(w, "\nInbound mTLS: %s", d.Inbound.MTLS)
 	if len(d.PeerAuthentications) == 0 {
 		fmt.Fprint(w, " (no PeerAuthentication applies)")

@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"strings"
+
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -24,11 +26,14 @@ type Description struct {
 	Sidecar  *ObjectRef  `json:"sidecar,omitempty"`
 	Gateways []ObjectRef `json:"gateways,omitempty"`
 	// GatewayVirtualServices are the VirtualServices bound to the Gateways above.
-	GatewayVirtualServices []ObjectRef         `json:"gateway_virtual_services,omitempty"`
-	PeerAuthentications    []ObjectRef         `json:"peer_authentications,omitempty"`
-	AuthorizationPolicies  []PolicyRef         `json:"authorization_policies,omitempty"`
-	Inbound                InboundDescription  `json:"inbound"`
-	Outbound               []OutboundDescribed `json:"outbound,omitempty"`
+	GatewayVirtualServices []ObjectRef `json:"gateway_virtual_services,omitempty"`
+	PeerAuthentications    []ObjectRef `json:"peer_authentications,omitempty"`
+	AuthorizationPolicies  []PolicyRef `json:"authorization_policies,omitempty"`
+	// ExposedBy are the gateway VirtualServices that route to a service the proxy's workload
+	// serves, each followed by its Gateways (istioctl describe's "Exposed on Ingress Gateway").
+	ExposedBy []ObjectRef         `json:"exposed_by,omitempty"`
+	Inbound   InboundDescription  `json:"inbound"`
+	Outbound  []OutboundDescribed `json:"outbound,omitempty"`
 }
 
 // ObjectRef names a configuration object.
@@ -112,6 +117,7 @@ func Describe(snap *model.Snapshot, proxy *model.Proxy) *Description {
 			})
 		}
 	}
+	d.describeExposure(snap, served)
 	for _, se := range served {
 		for _, port := range se.Service.Ports {
 			target := se.Endpoint.PortFor(port)
@@ -155,6 +161,58 @@ func (d *Description) describeGateways(snap *model.Snapshot, proxy *model.Proxy)
 			}
 		}
 	}
+}
+
+// describeExposure fills ExposedBy: the VirtualServices bound to Gateways that send traffic
+// to one of the served services, each followed by its Gateways.
+func (d *Description) describeExposure(snap *model.Snapshot, served []model.ServiceEndpoint) {
+	hosts := map[string]bool{}
+	for _, se := range served {
+		hosts[se.Service.Hostname] = true
+	}
+	if len(hosts) == 0 || snap.Config == nil {
+		return
+	}
+	for _, vs := range snap.Config.VirtualServices {
+		var gateways []ObjectRef
+		for _, ref := range vs.Spec.Gateways {
+			if gw := model.ResolveGatewayName(ref, vs.Namespace); gw != model.MeshGateway {
+				ns, name, _ := strings.Cut(gw, "/")
+				gateways = append(gateways, ObjectRef{"Gateway", ns, name})
+			}
+		}
+		if len(gateways) == 0 || !routesTo(vs, hosts) {
+			continue
+		}
+		d.ExposedBy = append(d.ExposedBy, ObjectRef{"VirtualService", vs.Namespace, vs.Name})
+		d.ExposedBy = append(d.ExposedBy, gateways...)
+	}
+}
+
+// routesTo reports whether a VirtualService has a destination among hosts.
+func routesTo(vs *networkingv1.VirtualService, hosts map[string]bool) bool {
+	var dests []*networking.Destination
+	for _, h := range vs.Spec.Http {
+		for _, r := range h.GetRoute() {
+			dests = append(dests, r.GetDestination())
+		}
+	}
+	for _, t := range vs.Spec.Tcp {
+		for _, r := range t.GetRoute() {
+			dests = append(dests, r.GetDestination())
+		}
+	}
+	for _, t := range vs.Spec.Tls {
+		for _, r := range t.GetRoute() {
+			dests = append(dests, r.GetDestination())
+		}
+	}
+	for _, dest := range dests {
+		if hosts[model.ResolveHost(dest.GetHost(), vs.Namespace)] {
+			return true
+		}
+	}
+	return false
 }
 
 // peerAuthenticationsFor lists the PeerAuthentications mtlsMode composes for the proxy: the

@@ -50,6 +50,21 @@ spec:
   rules: [{}]
 ---
 apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: front, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*/*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front, namespace: shop}
+spec:
+  hosts: [reviews.example.com]
+  gateways: [istio-system/front]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews, namespace: shop}
 spec:
@@ -85,6 +100,9 @@ func TestDescribe(t *testing.T) {
 	}
 	if len(d.Inbound.Ports) != 1 || d.Inbound.Ports[0].Port != 9080 || d.Inbound.Ports[0].MTLS != "DISABLE" {
 		t.Errorf("reviews: inbound ports %+v, want 9080 DISABLE (portLevelMtls)", d.Inbound.Ports)
+	}
+	if want := []ObjectRef{{"VirtualService", "shop", "front"}, {"Gateway", "istio-system", "front"}}; !slices.Equal(d.ExposedBy, want) {
+		t.Errorf("reviews: exposed by %v, want %v", d.ExposedBy, want)
 	}
 	if len(d.AuthorizationPolicies) != 1 || d.AuthorizationPolicies[0].Name != "allow" || d.AuthorizationPolicies[0].Action != "ALLOW" {
 		t.Errorf("reviews: AuthorizationPolicies %+v", d.AuthorizationPolicies)
