@@ -29,7 +29,7 @@ test: envoy kube-tools telemetry-tools chromium vet build
 	# inputs `make fuzz` keeps in the Go cache would take the whole run to replay.
 	cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
 	  $(GO) test -count=1 -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(TEST_FUZZTIME) -fuzzminimizetime 0s -parallel 1 ./pkg/translate -args -test.fuzzcachedir="$$cache"
-	ENVOY=$(CURDIR)/.bin/envoy PILOT=$(CURDIR)/bin/pilot $(GO) test -count=1 -timeout 30m $$($(GO) list ./test/... | grep -v /test/docs)
+	ENVOY=$(CURDIR)/.bin/envoy PILOT=$(CURDIR)/bin/pilot SKIFFCTL=$(CURDIR)/bin/skiffctl $(GO) test -count=1 -timeout 30m $$($(GO) list ./test/... | grep -v /test/docs)
 	# The docs' commands use the tour's fixed ports (15010, 15014, 15000, 15001, …), which
 	# other packages' Envoys could be holding: they run alone, after the rest.
 	ENVOY=$(CURDIR)/.bin/envoy PILOT=$(CURDIR)/bin/pilot $(GO) test -count=1 -timeout 15m ./test/docs

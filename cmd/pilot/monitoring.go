@@ -39,6 +39,7 @@ func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configS
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/config_dump", server.ConfigDumpHandler)
+	mux.HandleFunc("GET /debug/describe", server.DescribeHandler)
 	mux.HandleFunc("GET /debug/config_errors", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -51,8 +52,11 @@ func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configS
 		fmt.Fprint(w, `Skiff pilot debug endpoints:
   /debug/syncz                    connected proxies: per type, version sent, ACKed, last NACK
   /debug/wait?timeout=30s         200 once every proxy has answered the push of the latest configuration
-                                  (NACKs listed), 504 with what is pending when the timeout passes
+                                  (NACKs listed), 504 with what is pending when the timeout passes;
+                                  &for=KIND/NS/NAME[&resourceVersion=RV][&deleted=true] waits for that change too
   /debug/config_dump?proxy=ID     what pilot serves a proxy (node ID or POD.NAMESPACE), Envoy-style JSON
+  /debug/describe?proxy=ID        the Sidecar, Gateways, VirtualServices, DestinationRules, PeerAuthentications
+                                  and AuthorizationPolicies that apply to a proxy, and its mTLS modes
   /debug/config_errors            configuration currently rejected, and analysis warnings
   /debug/pprof/                   Go profiles of pilot itself (go tool pprof)
   /metrics                        Prometheus metrics

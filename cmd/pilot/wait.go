@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/skiffmesh/skiff/pkg/xds"
@@ -22,11 +25,15 @@ type waitView struct {
 	ConfigErrors int    `json:"config_errors"`
 }
 
-// waitHandler serves /debug/wait[?timeout=DURATION]: it answers 200 once the configuration
+// waitHandler serves /debug/wait[?timeout=DURATION][&for=KIND/NAMESPACE/NAME
+// [&resourceVersion=RV][&deleted=true]]: it answers 200 once the configuration
 // pilot has (including changes written to its folder before the request) is pushed and every
 // connected proxy has answered it, ACK or NACK (listed under rejected); and 504 with what is
 // still pending when the timeout passes. Docs and scripts call it after writing a file instead
 // of sleeping. In Kubernetes mode it waits for what pilot has received from the API server.
+// With for, it also waits for pilot's configuration to hold that object (at resourceVersion or
+// later, when given; gone, with deleted): the change `skiffctl wait --for` names, which in
+// Kubernetes mode pilot may not have received yet when the request arrives.
 func waitHandler(server *xds.Server, status *configStatus, settle func(context.Context) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		timeout := defaultWaitTimeout
@@ -38,11 +45,15 @@ func waitHandler(server *xds.Server, status *configStatus, settle func(context.C
 			}
 			timeout = d
 		}
+		cond, err := waitCondition(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
 
 		var view waitView
-		var err error
 		if settle != nil {
 			err = settle(ctx)
 		}
@@ -51,7 +62,7 @@ func waitHandler(server *xds.Server, status *configStatus, settle func(context.C
 			view.SyncReport = server.SyncState()
 			view.Synced = false
 		} else {
-			view.SyncReport, err = server.WaitSynced(ctx)
+			view.SyncReport, err = server.WaitSyncedWith(ctx, cond)
 		}
 		view.ConfigErrors = len(status.view().Errors)
 		code := http.StatusOK
@@ -67,4 +78,34 @@ func waitHandler(server *xds.Server, status *configStatus, settle func(context.C
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(view)
 	}
+}
+
+// waitCondition reads /debug/wait's for, resourceVersion and deleted parameters; nil without
+// for.
+func waitCondition(r *http.Request) (xds.WaitCondition, error) {
+	q := r.URL.Query()
+	target := q.Get("for")
+	if target == "" {
+		if q.Get("resourceVersion") != "" || q.Get("deleted") != "" {
+			return nil, fmt.Errorf("resourceVersion and deleted need for=KIND/NAMESPACE/NAME")
+		}
+		return nil, nil
+	}
+	parts := strings.Split(target, "/")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return nil, fmt.Errorf("for=%q: want KIND/NAMESPACE/NAME, such as VirtualService/bookinfo/reviews", target)
+	}
+	deleted := false
+	if v := q.Get("deleted"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("deleted=%q: want true or false", v)
+		}
+		deleted = b
+	}
+	cond, err := xds.ObjectCondition(parts[0], parts[1], parts[2], q.Get("resourceVersion"), deleted)
+	if err != nil {
+		return nil, fmt.Errorf("for=%s: %w", target, err)
+	}
+	return cond, nil
 }

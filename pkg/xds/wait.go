@@ -5,8 +5,13 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/skiffmesh/skiff/pkg/config"
+	"github.com/skiffmesh/skiff/pkg/model"
 )
 
 // SyncReport says whether every connected proxy holds the configuration of the latest
@@ -45,10 +50,20 @@ const reconnectGrace = 30 * time.Second
 // streams under the tracker's lock, cheap next to what a push costs.
 const waitPoll = 10 * time.Millisecond
 
+// WaitCondition is a change a wait waits for: it reports whether snap holds it and, when not,
+// what is missing ("VirtualService bookinfo/reviews at resourceVersion 1234").
+type WaitCondition func(snap *model.Snapshot) (holds bool, missing string)
+
 // SyncState reports whether every connected proxy is in sync with the latest snapshot.
-func (s *Server) SyncState() SyncReport {
+func (s *Server) SyncState() SyncReport { return s.syncState(nil) }
+
+// syncState is SyncState, and when cond is not nil, whether the latest snapshot holds cond's
+// change: once it does and the proxies are in sync, every proxy the change affects has
+// answered a push that includes it.
+func (s *Server) syncState(cond WaitCondition) SyncReport {
 	var report SyncReport
 	s.mu.Lock()
+	snap := s.snap
 	switch {
 	case s.snap == nil:
 		report.Pending = append(report.Pending, SyncPending{WaitingFor: "the first configuration"})
@@ -56,6 +71,12 @@ func (s *Server) SyncState() SyncReport {
 		report.Pending = append(report.Pending, SyncPending{WaitingFor: "the push of the latest configuration"})
 	}
 	s.mu.Unlock()
+	// Outside the lock: the push loop takes it, and a condition may walk the configuration.
+	if cond != nil && snap != nil {
+		if holds, missing := cond(snap); !holds {
+			report.Pending = append(report.Pending, SyncPending{WaitingFor: "the configuration to hold " + missing})
+		}
+	}
 	bound := func(class string) bool { return s.cache.KeyOf(class) != "" }
 	proxies, pending, rejected := s.tracker.syncState(bound, time.Now())
 	report.Proxies = proxies
@@ -70,11 +91,17 @@ func (s *Server) SyncState() SyncReport {
 // in a row, a poll apart: go-control-plane takes a response off a stream's queue a moment
 // before it reports sending it, and a single look in that moment would see nothing in flight.
 func (s *Server) WaitSynced(ctx context.Context) (SyncReport, error) {
+	return s.WaitSyncedWith(ctx, nil)
+}
+
+// WaitSyncedWith is WaitSynced for a change: it returns once the latest snapshot holds cond's
+// change and every connected proxy has answered its push (nil cond: WaitSynced).
+func (s *Server) WaitSyncedWith(ctx context.Context, cond WaitCondition) (SyncReport, error) {
 	tick := time.NewTicker(waitPoll)
 	defer tick.Stop()
 	var seen bool
 	for {
-		report := s.SyncState()
+		report := s.syncState(cond)
 		if report.Synced && seen {
 			return report, nil
 		}
@@ -176,4 +203,58 @@ func (t *tracker) bindQueue(req any, queued func() int) {
 	if st, ok := t.streams[id]; ok {
 		st.queued, st.firstRequest = queued, nil
 	}
+}
+
+// ObjectCondition is the WaitCondition of one object: snap holds the object kind
+// namespace/name (kind as in YAML, case-insensitive) and, when resourceVersion is not empty, at
+// that resourceVersion or a later one (Kubernetes' resourceVersions are etcd revisions: a later
+// write has a larger one). deleted waits for the object to be gone instead.
+func ObjectCondition(kind, namespace, name, resourceVersion string, deleted bool) (WaitCondition, error) {
+	var want uint64
+	if resourceVersion != "" {
+		v, err := strconv.ParseUint(resourceVersion, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("resourceVersion %q: want a Kubernetes resourceVersion (a number): %w", resourceVersion, err)
+		}
+		want = v
+	}
+	what := fmt.Sprintf("%s %s/%s", kind, namespace, name)
+	if deleted {
+		what = "no " + what
+	} else if resourceVersion != "" {
+		what += " at resourceVersion " + resourceVersion
+	}
+	// A wait polls every waitPoll: the answer is kept for as long as the snapshot is the same.
+	var (
+		mu       sync.Mutex
+		lastSnap *model.Snapshot
+		lastHold bool
+	)
+	holds := func(snap *model.Snapshot) bool {
+		if snap.Config == nil {
+			return false
+		}
+		for _, o := range snap.Config.Objects() {
+			if !strings.EqualFold(config.KindOf(o), kind) || o.GetNamespace() != namespace || o.GetName() != name {
+				continue
+			}
+			if deleted {
+				return false
+			}
+			if want == 0 {
+				return true
+			}
+			got, err := strconv.ParseUint(o.GetResourceVersion(), 10, 64)
+			return err == nil && got >= want
+		}
+		return deleted
+	}
+	return func(snap *model.Snapshot) (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if snap != lastSnap {
+			lastSnap, lastHold = snap, holds(snap)
+		}
+		return lastHold, what
+	}, nil
 }

@@ -164,3 +164,34 @@ func TestWaitSyncedWaitsForReconnects(t *testing.T) {
 		t.Fatalf("after the reconnect: %+v, %v", report, err)
 	}
 }
+
+// TestObjectCondition: a wait --for holds once the snapshot has the object, at the
+// resourceVersion asked for or a later one; with deleted, once it is gone.
+func TestObjectCondition(t *testing.T) {
+	vs := &networkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: "reviews", Namespace: "shop", ResourceVersion: "5"}}
+	snap := model.Build(config.NewSet(vs))
+	for _, c := range []struct {
+		kind, rv string
+		deleted  bool
+		want     bool
+	}{
+		{"VirtualService", "", false, true},
+		{"virtualservice", "5", false, true},
+		{"VirtualService", "4", false, true},
+		{"VirtualService", "6", false, false},
+		{"VirtualService", "", true, false},
+		{"DestinationRule", "", false, false},
+		{"DestinationRule", "", true, true},
+	} {
+		cond, err := ObjectCondition(c.kind, "shop", "reviews", c.rv, c.deleted)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, missing := cond(snap); got != c.want {
+			t.Errorf("%s shop/reviews rv %q deleted %v: holds %v (%s), want %v", c.kind, c.rv, c.deleted, got, missing, c.want)
+		}
+	}
+	if _, err := ObjectCondition("VirtualService", "shop", "reviews", "latest", false); err == nil {
+		t.Error("resourceVersion \"latest\" accepted")
+	}
+}

@@ -30,7 +30,7 @@ func (p *Pilot) MonitoringSources(tb testing.TB, proxies []string) map[string][]
 		"/debug/pprof/trace?seconds=1",
 	}
 	for _, id := range proxies {
-		paths = append(paths, "/debug/config_dump?proxy="+id)
+		paths = append(paths, "/debug/config_dump?proxy="+id, "/debug/describe?proxy="+id)
 		if parts := strings.Split(id, "~"); len(parts) == 4 {
 			paths = append(paths, "/debug/config_dump?proxy="+parts[2])
 		}
