@@ -154,6 +154,9 @@ func TestValidationByTheAPIServer(t *testing.T) {
 		return nil
 	})
 	t.Logf("failurePolicy Fail %v after the injector started", time.Since(started).Round(time.Millisecond))
+	if _, err := istioClient(t, nil).NetworkingV1().Gateways("istio-system").Get(ctx(t), "skiff-invalid-gateway", metav1.GetOptions{}); err == nil {
+		t.Errorf("the readiness check's invalid Gateway was stored: it must be a dry run")
+	}
 
 	// Refused, labelled for the revision or unlabelled (the default revision's webhook), with
 	// the loader's message. The API server may call the webhook with the previous
