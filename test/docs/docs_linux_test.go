@@ -54,6 +54,8 @@ func TestXDSByHand(t *testing.T) {
 		t.Fatal(err)
 	}
 	RequirePortsFree(t, xdsByHandPorts...)
+	// Where the page keeps the responses it reads fields from.
+	t.Cleanup(func() { _ = os.RemoveAll("/tmp/xds") })
 	NewSession(t, root).Run(blocks)
 }
 
