@@ -52,8 +52,8 @@ func (v *validationHandler) review(body []byte) (*admissionv1.AdmissionReview, e
 }
 
 // admit decides one request. Like istiod, only CREATE and UPDATE of an object are checked:
-// a DELETE (of an object that may have been written while validation was off) or a
-// subresource (status) is always allowed.
+// a DELETE (of an object that may have been written while validation was off), an update of
+// an object being deleted, or of a subresource (status) is always allowed.
 func (v *validationHandler) admit(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 	log := v.log.With("uid", string(req.UID), "operation", string(req.Operation),
 		"kind", req.Kind.Kind, "namespace", req.Namespace, "name", req.Name)
@@ -65,12 +65,24 @@ func (v *validationHandler) admit(req *admissionv1.AdmissionRequest) *admissionv
 	if len(raw) == 0 {
 		return refuse(log, http.StatusBadRequest, "request.object is empty: want the object to validate")
 	}
-	var tm metav1.TypeMeta
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &tm); err != nil {
+	var head struct {
+		metav1.TypeMeta `json:",inline"`
+		Metadata        struct {
+			DeletionTimestamp *metav1.Time `json:"deletionTimestamp"`
+		} `json:"metadata"`
+	}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &head); err != nil {
 		return refuse(log, http.StatusBadRequest, fmt.Sprintf("cannot decode configuration: %v", err))
 	}
+	tm := head.TypeMeta
 	if tm.APIVersion == "" || tm.Kind == "" {
 		return refuse(log, http.StatusBadRequest, "request.object has no apiVersion or kind")
+	}
+	if head.Metadata.DeletionTimestamp != nil {
+		// An object being deleted is updated only to remove its finalizers: refusing that
+		// would keep an invalid object (stored while validation was off) from ever going.
+		log.Debug("allowed without validation", "reason", "being deleted")
+		return &admissionv1.AdmissionResponse{Allowed: true}
 	}
 	if !config.Supports(tm.APIVersion, tm.Kind) {
 		// Istio kinds pilot does not read (EnvoyFilter, WasmPlugin, ...) are another control
