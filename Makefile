@@ -36,13 +36,17 @@ test: envoy kube-tools telemetry-tools chromium vet build
 
 TEST_FUZZTIME ?= 30s
 FUZZTIME ?= 10m
+REVIEW_FUZZTIME ?= 2m
 ## fuzz: the translation fuzz target (pkg/translate FuzzTranslate: arbitrary Istio YAML through
 ## validation, model and translation for several proxies) for $(FUZZTIME) on one core. A
 ## failing input is saved under pkg/translate/testdata/fuzz/FuzzTranslate/: fix the bug and
 ## keep the file, every `go test` runs it from then on. The inputs it finds interesting stay in
 ## the Go cache, so each run goes on from the last.
+## Then the validation webhook's review decoder (cmd/sidecar-injector FuzzValidateReview: arbitrary
+## AdmissionReview bodies) for $(REVIEW_FUZZTIME).
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 0s -parallel 1 ./pkg/translate
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateReview$$' -fuzztime $(REVIEW_FUZZTIME) -fuzzminimizetime 0s -parallel 1 ./cmd/sidecar-injector
 
 SOAK ?= 10m
 SOAK_TIMEOUT ?= 2h

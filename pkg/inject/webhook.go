@@ -72,6 +72,17 @@ func (h *Handler) log() *slog.Logger {
 // explanation; everything about the pod itself is answered in the AdmissionReview, with 200,
 // as the API server expects.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ServeReview(w, r, h.MaxBodyBytes, h.log(), func(body []byte) (*admissionv1.AdmissionReview, error) {
+		return h.Review(r.Context(), body)
+	})
+}
+
+// ServeReview is the HTTP side of an admission webhook, shared by the injector's /inject and
+// the validation webhook: it checks the method and content type, reads at most limit bytes
+// (DefaultMaxBodyBytes if limit is not positive), and writes what review answers. A
+// *RequestError from review (the body is no usable AdmissionReview), like a bad method or
+// size, is a 4xx answer with a plain-text explanation, never a panic or a 500.
+func ServeReview(w http.ResponseWriter, r *http.Request, limit int64, log *slog.Logger, review func(body []byte) (*admissionv1.AdmissionReview, error)) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "method "+r.Method+": want POST with an AdmissionReview", http.StatusMethodNotAllowed)
@@ -83,7 +94,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	limit := h.MaxBodyBytes
 	if limit <= 0 {
 		limit = DefaultMaxBodyBytes
 	}
@@ -97,25 +107,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	review, err := h.Review(r.Context(), body)
+	out, err := review(body)
 	if err != nil {
-		h.log().Warn("bad admission request", "remote", r.RemoteAddr, "error", err)
+		log.Warn("bad admission request", "path", r.URL.Path, "remote", r.RemoteAddr, "error", err)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	out, err := json.Marshal(review)
+	js, err := json.Marshal(out)
 	if err != nil { // cannot happen with these types
 		http.Error(w, "encoding the AdmissionReview: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(out)
+	_, _ = w.Write(js)
 }
 
 // Review answers the AdmissionReview in body. A *RequestError means body is not an
 // AdmissionReview v1 with a request; any other outcome, a denial included, is the returned
 // review, whose response echoes the request's UID.
 func (h *Handler) Review(ctx context.Context, body []byte) (*admissionv1.AdmissionReview, error) {
+	in, err := DecodeReview(body)
+	if err != nil {
+		return nil, err
+	}
+	return Answer(in, h.admit(ctx, in.Request)), nil
+}
+
+// DecodeReview decodes an AdmissionReview request body. The error, a *RequestError, says why
+// it is not an admission.k8s.io/v1 AdmissionReview with a request and a uid.
+func DecodeReview(body []byte) (*admissionv1.AdmissionReview, error) {
 	var in admissionv1.AdmissionReview
 	if err := json.Unmarshal(body, &in); err != nil {
 		return nil, badRequest("decoding the AdmissionReview: %v", err)
@@ -130,9 +150,14 @@ func (h *Handler) Review(ctx context.Context, body []byte) (*admissionv1.Admissi
 	if in.Request.UID == "" {
 		return nil, badRequest("AdmissionReview request without a uid")
 	}
-	resp := h.admit(ctx, in.Request)
+	return &in, nil
+}
+
+// Answer is the review answering in with resp, which it marks with the request's UID, as the
+// API server requires.
+func Answer(in *admissionv1.AdmissionReview, resp *admissionv1.AdmissionResponse) *admissionv1.AdmissionReview {
 	resp.UID = in.Request.UID
-	return &admissionv1.AdmissionReview{TypeMeta: in.TypeMeta, Response: resp}, nil
+	return &admissionv1.AdmissionReview{TypeMeta: in.TypeMeta, Response: resp}
 }
 
 // podResource is what the webhook's rules should send.

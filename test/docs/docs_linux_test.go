@@ -12,6 +12,7 @@ import (
 var (
 	readmePorts    = []int{15010, 15012, 15014, 15000, 15001, 15002, 15100, 9080, 80, 8000, 8080, 8001, 8002, 8003, 8011, 8012, 8013}
 	noClusterPorts = []int{15010, 15012, 15014, 15000, 15001, 15100, 80, 8011, 8012, 8013, 8080}
+	xdsByHandPorts = []int{15010, 15012, 15014}
 )
 
 // TestReadmeTour runs the README's five-minute tour and the tutorial's mesh after it, as a
@@ -40,6 +41,21 @@ func TestNoClusterWalkthrough(t *testing.T) {
 	RequirePortsFree(t, noClusterPorts...)
 	// The folder the walkthrough's mesh is served from, as the document names it.
 	t.Cleanup(func() { _ = os.RemoveAll("/tmp/skiff-mesh") })
+	NewSession(t, root).Run(blocks)
+}
+
+// TestXDSByHand runs docs/xds-by-hand.md from top to bottom: grpcurl against pilot serving
+// examples/ (list, describe, one-shot state of the world and delta requests, an ACK and a NACK
+// typed on a stream of its own), checking the lines the page points at.
+func TestXDSByHand(t *testing.T) {
+	root := prepare(t)
+	blocks, err := ParseFile(root, "docs/xds-by-hand.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	RequirePortsFree(t, xdsByHandPorts...)
+	// Where the page keeps the responses it reads fields from.
+	t.Cleanup(func() { _ = os.RemoveAll("/tmp/xds") })
 	NewSession(t, root).Run(blocks)
 }
 

@@ -100,6 +100,9 @@ func TestDocumentsParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := ParseFile(root, "docs/xds-by-hand.md"); err != nil {
+		t.Fatal(err)
+	}
 	// Every block that starts a server or a proxy must say so, or the test would wait for it to
 	// end; every block after a file write must wait for pilot's push.
 	for _, b := range append(readme, noCluster...) {

@@ -47,13 +47,14 @@ type injector struct {
 }
 
 // startInjector runs cmd/sidecar-injector on a free loopback port with self-managed TLS for
-// "localhost", as the ServiceAccount deploy/injector binds.
-func startInjector(t *testing.T, binary, address string) *injector {
+// "localhost", as the ServiceAccount deploy/injector binds, with extra flags appended.
+func startInjector(t *testing.T, binary, address string, extra ...string) *injector {
 	t.Helper()
 	kubeconfig := cluster.TokenKubeconfig(t, "istio-system", "skiff-sidecar-injector")
 	inj := &injector{address: address, log: &bytes.Buffer{}, done: make(chan struct{})}
-	inj.cmd = exec.Command(binary, "--listen", address, "--kubeconfig", kubeconfig, "--dns-names", "localhost",
-		"--webhook-config", webhookName, "--log-level", "debug")
+	args := append([]string{"--listen", address, "--kubeconfig", kubeconfig, "--dns-names", "localhost",
+		"--webhook-config", webhookName, "--log-level", "debug"}, extra...)
+	inj.cmd = exec.Command(binary, args...)
 	var mu sync.Mutex
 	w := lockedWriter{mu: &mu, w: inj.log}
 	inj.cmd.Stdout, inj.cmd.Stderr = w, w
