@@ -24,14 +24,16 @@ func gatewayRoutes(snap *model.Snapshot, proxy *model.Proxy) []*routev3.RouteCon
 		return out
 	}
 	bound := bindGatewayVirtualServices(snap, proxy)
+	lists := newGatewayRouteLists(snap, proxy)
 	for _, name := range sortedKeys(merged.routes) {
-		out = append(out, gatewayRouteConfig(snap, proxy, name, merged.routes[name], bound))
+		out = append(out, gatewayRouteConfig(name, merged.routes[name], bound, lists))
 	}
 	return out
 }
 
-// gatewayRouteConfig builds one route configuration for the servers that share it.
-func gatewayRouteConfig(snap *model.Snapshot, proxy *model.Proxy, name string, servers []*gatewayServer, bound gatewayBindings) *routev3.RouteConfiguration {
+// gatewayRouteConfig builds one route configuration for the servers that share it, with route
+// lists from lists.
+func gatewayRouteConfig(name string, servers []*gatewayServer, bound gatewayBindings, lists *gatewayRouteLists) *routev3.RouteConfiguration {
 	hostCount := 0
 	for _, gs := range servers {
 		hostCount += len(gs.hosts)
@@ -47,9 +49,8 @@ func gatewayRouteConfig(snap *model.Snapshot, proxy *model.Proxy, name string, s
 			if len(hosts) == 0 {
 				continue
 			}
-			id := vhosts.routeList(routeListKey{gateway: gs.gateway, vs: vs, tls: tls}, func() []*routev3.Route {
-				return httpRoutesFor(snap, proxy, vs, gs.port, []string{gs.gateway}, tls)
-			})
+			key := lists.key(gs.gateway, vs, gs.port.Number, tls)
+			id := vhosts.routeList(key, func() []*routev3.Route { return lists.routes(key, gs, tls) })
 			for _, h := range hosts {
 				vhosts.bind(h, id, redirect)
 			}

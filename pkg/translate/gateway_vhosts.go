@@ -6,14 +6,14 @@ import (
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 )
 
 // The virtual hosts of a gateway route configuration, one per set of hosts that carry the same
 // routes, as istiod ends up with them: its buildGatewayHTTPRouteConfig makes a virtual host per
 // host (vHostDedupMap), appending the routes of each VirtualService bound to that host, and then
 // collapseDuplicateRoutes merges the virtual hosts whose route lists hold the same routes (by
-// pointer) and the same require_tls. A VirtualService's routes are built once per Gateway, so in
+// pointer) and the same require_tls. A VirtualService's routes are built once per Gateway
+// (gateway_routelists.go), so in
 // effect its hosts on that Gateway's servers become one virtual host: `domains` lists them all, the name is
 // `HOST:PORT` of the most specific one. A host that two VirtualServices share carries both
 // lists and so stands apart from hosts with one. Envoy matches by domain, so merging changes no
@@ -22,16 +22,6 @@ import (
 //
 // Here the sets are built directly: each host records which route lists it carries, and hosts
 // with the same record share a virtual host. No per-host virtual host is made and compared.
-
-// routeListKey identifies the routes one VirtualService gives on one gateway: translated once
-// per route configuration and shared by every host and server that carries them. TLS is part
-// of it because redirect actions depend on it (istiod's RouteOptions.IsTLS); istiod leaves it
-// out of its own cache key and would reuse the first server's translation for the others.
-type routeListKey struct {
-	gateway string
-	vs      *networkingv1.VirtualService
-	tls     bool
-}
 
 // gatewayHostRoutes is what one host of a route configuration carries.
 type gatewayHostRoutes struct {
@@ -63,7 +53,8 @@ func newGatewayVHosts(port uint32, hosts int) *gatewayVHosts {
 	}
 }
 
-// routeList returns the id of the route list of key, translating it with build the first time.
+// routeList returns the id of the route list of key in this route configuration, taking it
+// from build (which may share it with other route configurations) the first time.
 func (b *gatewayVHosts) routeList(key routeListKey, build func() []*routev3.Route) int {
 	id, ok := b.listIDs[key]
 	if !ok {

@@ -2,8 +2,6 @@ package translate
 
 import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"strconv"
-
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -38,7 +36,7 @@ func virtualServiceRoutes(snap *model.Snapshot, proxy *model.Proxy, vs *networki
 // does: nothing after it could be reached.
 func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, port model.Port, served []string, tls bool) []*routev3.Route {
 	var out []*routev3.Route
-	for i, rule := range vs.Spec.Http {
+	for _, rule := range vs.Spec.Http {
 		matches := rule.Match
 		if len(matches) == 0 {
 			matches = []*networking.HTTPMatchRequest{nil} // no match: everything
@@ -53,7 +51,7 @@ func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Vi
 				continue
 			}
 			if action == nil {
-				if action = ruleAction(snap, proxy, vs, i, rule, port, tls); action == nil {
+				if action = ruleAction(snap, proxy, vs, rule, port, tls); action == nil {
 					break // an action this version does not translate (delegate); never guess.
 				}
 			}
@@ -108,12 +106,12 @@ type forwardingRoute struct {
 // ruleAction builds what every route of a rule carries: its action, header operations, fault
 // and CORS configuration and metadata, as a route without name or match. nil when the rule's
 // action is not one Skiff translates.
-func ruleAction(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, index int,
+func ruleAction(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService,
 	rule *networking.HTTPRoute, port model.Port, tls bool,
 ) *routev3.Route {
 	parts := &forwardingRoute{}
 	out := &parts.route
-	out.Metadata = ruleMetadata(snap, vs)[index]
+	out.Metadata = virtualServiceMetadata(snap, vs)
 	ops := translateHeaders(rule.Headers)
 	ops.applyToRoute(out)
 	switch {
@@ -149,22 +147,24 @@ func setPerFilterConfig(r *routev3.Route, filter string, config *anypb.Any) {
 	r.TypedPerFilterConfig[filter] = config
 }
 
-// ruleMetadata is the route metadata of each of the VirtualService's http rules: where the
-// route came from, as istiod records it. It is the same for every proxy, so it is built once
-// per snapshot and shared.
-func ruleMetadata(snap *model.Snapshot, vs *networkingv1.VirtualService) []*corev3.Metadata {
-	return snap.Derived(vs, func() any {
-		out := make([]*corev3.Metadata, len(vs.Spec.Http))
-		for i := range out {
-			out[i] = istioMetadata("config", virtualServiceRef(vs, i))
-		}
-		return out
-	}).([]*corev3.Metadata)
+// virtualServiceMetadataKey keys a VirtualService's route metadata in Snapshot.Derived.
+type virtualServiceMetadataKey struct{ vs *networkingv1.VirtualService }
+
+// virtualServiceMetadata is the metadata every route of the VirtualService carries: where it
+// came from, exactly as istiod's BuildConfigInfoMetadata records it (the object, not the rule:
+// `/apis/networking.istio.io/v1/namespaces/NS/virtual-service/NAME`), so tooling that reads
+// istiod's route metadata reads Skiff's. One message per VirtualService, built once per
+// snapshot and shared by all its routes of every proxy: a sidecar carries a route or two per
+// service, and this string is a quarter of a virtual host's bytes.
+func virtualServiceMetadata(snap *model.Snapshot, vs *networkingv1.VirtualService) *corev3.Metadata {
+	return snap.Derived(virtualServiceMetadataKey{vs}, func() any {
+		return istioMetadata("config", virtualServiceRef(vs))
+	}).(*corev3.Metadata)
 }
 
-// virtualServiceRef points at the rule in the source object, as Istio's route metadata does.
-func virtualServiceRef(vs *networkingv1.VirtualService, rule int) string {
-	return "/apis/networking.istio.io/v1/namespaces/" + vs.Namespace + "/virtual-service/" + vs.Name + "#http[" + strconv.Itoa(rule) + "]"
+// virtualServiceRef points at the source object, as Istio's config metadata does.
+func virtualServiceRef(vs *networkingv1.VirtualService) string {
+	return "/apis/networking.istio.io/v1/namespaces/" + vs.Namespace + "/virtual-service/" + vs.Name
 }
 
 // routeAction forwards to the rule's destinations, in the order istiod builds it: timeout
