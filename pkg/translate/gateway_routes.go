@@ -40,18 +40,19 @@ func gatewayRouteConfig(name string, servers []*gatewayServer, bound gatewayBind
 	}
 	// Every server of a route configuration listens on one port (the name says which).
 	vhosts := newGatewayVHosts(servers[0].port.Number, hostCount)
+	var overlap []string // reused: each server and VirtualService's hosts are bound at once
 	for _, gs := range servers {
 		redirect := gs.server.GetTls().GetHttpsRedirect()
 		// As istiod's RouteOptions.IsTLS: any TLS settings, httpsRedirect included.
 		tls := gs.server.GetTls() != nil
 		for _, vs := range bound[gs.gateway] {
-			hosts := overlappingHosts(gs, vs)
-			if len(hosts) == 0 {
+			overlap = overlappingHosts(gs, vs, overlap[:0])
+			if len(overlap) == 0 {
 				continue
 			}
 			key := lists.key(gs.gateway, vs, gs.port.Number, tls)
 			id := vhosts.routeList(key, func() []*routev3.Route { return lists.routes(key, gs, tls) })
-			for _, h := range hosts {
+			for _, h := range overlap {
 				vhosts.bind(h, id, redirect)
 			}
 		}
@@ -67,7 +68,7 @@ func gatewayRouteConfig(name string, servers []*gatewayServer, bound gatewayBind
 		Name: name,
 		// As for sidecars: a route naming an unknown cluster answers 503 rather than the
 		// whole configuration being rejected.
-		ValidateClusters: falseValue(),
+		ValidateClusters: noClusterValidation,
 		VirtualHosts:     vhosts.virtualHosts(),
 	}
 	if len(rc.VirtualHosts) == 0 {
@@ -84,9 +85,8 @@ func gatewayRouteConfig(name string, servers []*gatewayServer, bound gatewayBind
 // Intersection computes them: of a server host and a VirtualService host, the narrower one when
 // one covers the other (`*` and `a.example.com` give `a.example.com`; `*.example.com` and `*`
 // give `*.example.com`). Server hosts of another namespace than the VirtualService's do not
-// count; VirtualService short names are expanded in its namespace.
-func overlappingHosts(gs *gatewayServer, vs *networkingv1.VirtualService) []string {
-	var out []string
+// count; VirtualService short names are expanded in its namespace. They are appended to out.
+func overlappingHosts(gs *gatewayServer, vs *networkingv1.VirtualService, out []string) []string {
 	add := func(h string) {
 		for _, have := range out {
 			if have == h {

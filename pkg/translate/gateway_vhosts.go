@@ -123,17 +123,23 @@ func (b *gatewayVHosts) virtualHosts() []*routev3.VirtualHost {
 		return nil
 	}
 	out := make([]*routev3.VirtualHost, 0, len(sets))
+	// The virtual hosts are allocated together: a gateway of a thousand servers has a thousand.
+	slab := make([]routev3.VirtualHost, len(sets))
 	for s, hosts := range sets {
 		// istiod keeps the virtual host of the first host in host.Names order and appends the
 		// others' domains to it.
 		slices.SortFunc(hosts, compareHostSpecificity)
 		hr := &b.hosts[firstHost[s]]
-		vh := &routev3.VirtualHost{
-			Name:                       hosts[0] + ":" + b.port,
-			Domains:                    gatewayDomains(hosts, b.port),
-			Routes:                     b.routes(hr),
-			IncludeRequestAttemptCount: true,
+		vh := &slab[s]
+		vh.Domains = gatewayDomains(hosts, b.port)
+		// HOST:PORT, which the domains hold already unless the host is `*`.
+		if hosts[0] == "*" {
+			vh.Name = "*:" + b.port
+		} else {
+			vh.Name = vh.Domains[1]
 		}
+		vh.Routes = b.routes(hr)
+		vh.IncludeRequestAttemptCount = true
 		if hr.requireTLS {
 			vh.RequireTls = routev3.VirtualHost_ALL
 		}
@@ -224,15 +230,35 @@ func (b *gatewayVHosts) routes(hr *gatewayHostRoutes) []*routev3.Route {
 }
 
 // gatewayDomains are the Host header values of hosts: HOST and HOST:PORT, just `*` for the
-// wildcard, which covers any port.
+// wildcard, which covers any port. The HOST:PORT forms are windows of one string, built at
+// once: every virtual host of a gateway has them, and a string each was most of the
+// allocations of a thousand-server gateway's routes.
 func gatewayDomains(hosts []string, port string) []string {
+	size := 0
+	for _, h := range hosts {
+		if h != "*" {
+			size += len(h) + 1 + len(port)
+		}
+	}
+	var joined strings.Builder
+	joined.Grow(size)
+	for _, h := range hosts {
+		if h != "*" {
+			joined.WriteString(h)
+			joined.WriteByte(':')
+			joined.WriteString(port)
+		}
+	}
+	withPorts := joined.String()
 	out := make([]string, 0, 2*len(hosts))
 	for _, h := range hosts {
 		if h == "*" {
 			out = append(out, h)
-		} else {
-			out = append(out, h, h+":"+port)
+			continue
 		}
+		n := len(h) + 1 + len(port)
+		out = append(out, h, withPorts[:n])
+		withPorts = withPorts[n:]
 	}
 	return out
 }

@@ -9,6 +9,11 @@ import (
 	"github.com/skiffmesh/skiff/pkg/model"
 )
 
+// noClusterValidation is validate_clusters: false, which every route configuration of a
+// sidecar or gateway carries: shared, like noTimeout (a thousand-server gateway has a
+// thousand route configurations), and never modified.
+var noClusterValidation = falseValue()
+
 // outboundRouteConfigs builds one route configuration per HTTP port number the proxy sees, named
 // by the number ("80"), with a virtual host per service on that port and the catch-all last.
 // A sniffed service port is in its port's configuration when it shares its listener, and has
@@ -42,7 +47,7 @@ func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.R
 			Name: RouteConfigName(n),
 			// A route may name a cluster this proxy does not know (a typo in a destination);
 			// Envoy should answer 503 for that route, not reject the whole configuration.
-			ValidateClusters: falseValue(),
+			ValidateClusters: noClusterValidation,
 			// As istiod's sidecars: a Host header's port is ignored when choosing the virtual
 			// host (the listener already chose the port), so a service's domains need no
 			// ":PORT" forms, which halves them.
@@ -75,7 +80,7 @@ func sniffedRouteConfig(snap *model.Snapshot, proxy *model.Proxy, svc *model.Ser
 	vh.Domains = []string{"*"}
 	rc := &routev3.RouteConfiguration{
 		Name:                     SniffedRouteConfigName(svc.Hostname, port.Number),
-		ValidateClusters:         falseValue(),
+		ValidateClusters:         noClusterValidation,
 		IgnorePortInHostMatching: true,
 		VirtualHosts:             []*routev3.VirtualHost{vh},
 	}

@@ -36,6 +36,7 @@ func virtualServiceRoutes(snap *model.Snapshot, proxy *model.Proxy, vs *networki
 // does: nothing after it could be reached.
 func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, port model.Port, served []string, tls bool) []*routev3.Route {
 	var out []*routev3.Route
+	var metadata *corev3.Metadata // the VirtualService's, looked up with the first action
 	for _, rule := range vs.Spec.Http {
 		matches := rule.Match
 		if len(matches) == 0 {
@@ -51,7 +52,10 @@ func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Vi
 				continue
 			}
 			if action == nil {
-				if action = ruleAction(snap, proxy, vs, rule, port, tls); action == nil {
+				if metadata == nil {
+					metadata = virtualServiceMetadata(snap, vs)
+				}
+				if action = ruleAction(snap, proxy, vs.Namespace, metadata, rule, port, tls); action == nil {
 					break // an action this version does not translate (delegate); never guess.
 				}
 			}
@@ -98,20 +102,22 @@ func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Vi
 // service, and allocation is most of what building them costs; the messages are used through
 // pointers into it like any others.
 type forwardingRoute struct {
-	route  routev3.Route
-	action routev3.Route_Route
-	ra     routev3.RouteAction
+	route   routev3.Route
+	action  routev3.Route_Route
+	ra      routev3.RouteAction
+	cluster routev3.RouteAction_Cluster // a single destination's
 }
 
 // ruleAction builds what every route of a rule carries: its action, header operations, fault
 // and CORS configuration and metadata, as a route without name or match. nil when the rule's
 // action is not one Skiff translates.
-func ruleAction(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService,
+// ns is the VirtualService's namespace and metadata its route metadata.
+func ruleAction(snap *model.Snapshot, proxy *model.Proxy, ns string, metadata *corev3.Metadata,
 	rule *networking.HTTPRoute, port model.Port, tls bool,
 ) *routev3.Route {
 	parts := &forwardingRoute{}
 	out := &parts.route
-	out.Metadata = virtualServiceMetadata(snap, vs)
+	out.Metadata = metadata
 	ops := translateHeaders(rule.Headers)
 	ops.applyToRoute(out)
 	switch {
@@ -125,7 +131,7 @@ func ruleAction(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Virtu
 		out.Action = directResponseAction(rule.DirectResponse)
 	case len(rule.Route) > 0:
 		parts.action.Route = &parts.ra
-		routeAction(&parts.ra, snap, proxy, vs.Namespace, rule, port, ops.authority, out)
+		routeAction(parts, snap, proxy, ns, rule, port, ops.authority)
 		out.Action = &parts.action
 	default:
 		return nil
@@ -171,8 +177,10 @@ func virtualServiceRef(vs *networkingv1.VirtualService) string {
 // (none unless set: Istio turns off Envoy's 15 s default), the authority from the rule's headers
 // and then from its rewrite, path rewrites, mirrors, destinations with their own header
 // operations, and the retry policy, which depends on whether the destination hashes.
-// It fills action, a new RouteAction.
-func routeAction(action *routev3.RouteAction, snap *model.Snapshot, proxy *model.Proxy, ns string, rule *networking.HTTPRoute, port model.Port, authority string, route *routev3.Route) {
+// It fills parts.ra, a new RouteAction, and adds a single destination's header operations to
+// parts.route.
+func routeAction(parts *forwardingRoute, snap *model.Snapshot, proxy *model.Proxy, ns string, rule *networking.HTTPRoute, port model.Port, authority string) {
+	action := &parts.ra
 	action.Timeout = noTimeout
 	if rule.Timeout != nil {
 		action.Timeout = rule.Timeout
@@ -182,7 +190,7 @@ func routeAction(action *routev3.RouteAction, snap *model.Snapshot, proxy *model
 	}
 	applyRewrite(action, rule.Rewrite)
 	action.RequestMirrorPolicies = mirrorPolicies(snap, proxy, ns, rule, port)
-	setClusters(action, route, snap, proxy, ns, rule.Route, port)
+	setClusters(parts, snap, proxy, ns, rule.Route, port)
 	hashed := len(rule.Route) == 1 && len(action.HashPolicy) > 0
 	action.RetryPolicy = retryPolicy(rule.Retries, hashed)
 }
@@ -190,13 +198,15 @@ func routeAction(action *routev3.RouteAction, snap *model.Snapshot, proxy *model
 // setClusters names one cluster, or weighted clusters when the rule splits traffic. A single
 // destination's header operations join the route's; a weighted destination's stay on its
 // cluster entry. The hash policy comes from the first destination's DestinationRule.
-func setClusters(action *routev3.RouteAction, route *routev3.Route, snap *model.Snapshot, proxy *model.Proxy, ns string, dests []*networking.HTTPRouteDestination, port model.Port) {
+func setClusters(parts *forwardingRoute, snap *model.Snapshot, proxy *model.Proxy, ns string, dests []*networking.HTTPRouteDestination, port model.Port) {
+	action := &parts.ra
 	if len(dests) == 1 {
 		d := dests[0]
 		host, number := destinationHostPort(snap, proxy, ns, d.Destination, port)
-		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: OutboundClusterName(number, d.Destination.GetSubset(), host)}
+		parts.cluster.Cluster = OutboundClusterName(number, d.Destination.GetSubset(), host)
+		action.ClusterSpecifier = &parts.cluster
 		ops := translateHeaders(d.Headers)
-		ops.applyToRoute(route)
+		ops.applyToRoute(&parts.route)
 		// The route's own rewrite wins: Envoy would otherwise apply both, differently for one
 		// cluster and for weighted ones.
 		if ops.authority != "" && action.HostRewriteSpecifier == nil {
@@ -205,30 +215,78 @@ func setClusters(action *routev3.RouteAction, route *routev3.Route, snap *model.
 		action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, d.Destination.GetSubset())
 		return
 	}
-	// The entries are allocated together, like forwardingRoute.
-	parts := &struct {
-		specifier routev3.RouteAction_WeightedClusters
-		weighted  routev3.WeightedCluster
-	}{}
-	entries := make([]clusterWeightParts, len(dests))
-	weighted := &parts.weighted
-	weighted.Clusters = make([]*routev3.WeightedCluster_ClusterWeight, 0, len(dests))
-	for i, d := range dests {
+	weighted := newWeightedClusters(len(dests))
+	for _, d := range dests {
 		if d.Weight <= 0 {
 			continue // Istio drops destinations with no weight when there are several.
 		}
-		weighted.Clusters = append(weighted.Clusters, clusterWeight(&entries[i], snap, proxy, ns, d, port, uint32(d.Weight)))
+		weighted.add(snap, proxy, ns, d, port, uint32(d.Weight))
 	}
-	if len(weighted.Clusters) == 0 {
+	if len(weighted.weighted.Clusters) == 0 {
 		// No weights at all: split evenly rather than send nowhere.
-		for i, d := range dests {
-			weighted.Clusters = append(weighted.Clusters, clusterWeight(&entries[i], snap, proxy, ns, d, port, 1))
+		for _, d := range dests {
+			weighted.add(snap, proxy, ns, d, port, 1)
 		}
 	}
-	parts.specifier.WeightedClusters = weighted
-	action.ClusterSpecifier = &parts.specifier
-	host, number := destinationHostPort(snap, proxy, ns, dests[0].Destination, port)
-	action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, dests[0].Destination.GetSubset())
+	action.ClusterSpecifier = &weighted.specifier
+	first := dests[0].Destination
+	host, number := weighted.firstHost, weighted.firstNumber
+	if weighted.firstDestination != first { // the first destination has no weight
+		host, number = destinationHostPort(snap, proxy, ns, first, port)
+	}
+	action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, first.GetSubset())
+}
+
+// weightedClusters is a weighted split's messages. A split between two destinations (a
+// canary's 90/10, the usual one) is one allocation: its entries and the list of them are
+// arrays here; more destinations allocate their own.
+type weightedClusters struct {
+	specifier routev3.RouteAction_WeightedClusters
+	weighted  routev3.WeightedCluster
+	list      [2]*routev3.WeightedCluster_ClusterWeight
+	entries   [2]clusterWeightParts
+	more      []clusterWeightParts
+	// The first destination added, resolved: the hash policy is usually its.
+	firstDestination *networking.Destination
+	firstHost        string
+	firstNumber      uint32
+	last             struct { // the cluster of the entry added last
+		host, subset, name string
+		number             uint32
+	}
+}
+
+func newWeightedClusters(n int) *weightedClusters {
+	w := &weightedClusters{}
+	w.specifier.WeightedClusters = &w.weighted
+	w.weighted.Clusters = w.list[:0]
+	if n > len(w.entries) {
+		w.more = make([]clusterWeightParts, 0, n)
+		w.weighted.Clusters = make([]*routev3.WeightedCluster_ClusterWeight, 0, n)
+	}
+	return w
+}
+
+// add appends one weighted destination.
+func (w *weightedClusters) add(snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.HTTPRouteDestination, port model.Port, weight uint32) {
+	var parts *clusterWeightParts
+	if w.more != nil {
+		w.more = append(w.more, clusterWeightParts{})
+		parts = &w.more[len(w.more)-1]
+	} else {
+		parts = &w.entries[len(w.weighted.Clusters)]
+	}
+	host, number := destinationHostPort(snap, proxy, ns, d.Destination, port)
+	subset := d.Destination.GetSubset()
+	if len(w.weighted.Clusters) == 0 {
+		w.firstDestination, w.firstHost, w.firstNumber = d.Destination, host, number
+	}
+	// Consecutive entries of one cluster share its name.
+	if w.last.name == "" || w.last.host != host || w.last.number != number || w.last.subset != subset {
+		w.last.host, w.last.number, w.last.subset = host, number, subset
+		w.last.name = OutboundClusterName(number, subset, host)
+	}
+	w.weighted.Clusters = append(w.weighted.Clusters, clusterWeight(parts, w.last.name, d, weight))
 }
 
 // clusterWeightParts is one weighted destination's messages, allocated together.
@@ -237,11 +295,11 @@ type clusterWeightParts struct {
 	weight wrapperspb.UInt32Value
 }
 
-// clusterWeight fills parts with one weighted destination and returns its entry.
-func clusterWeight(parts *clusterWeightParts, snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.HTTPRouteDestination, port model.Port, weight uint32) *routev3.WeightedCluster_ClusterWeight {
+// clusterWeight fills parts with one weighted destination, to cluster, and returns its entry.
+func clusterWeight(parts *clusterWeightParts, cluster string, d *networking.HTTPRouteDestination, weight uint32) *routev3.WeightedCluster_ClusterWeight {
 	parts.weight.Value = weight
 	c := &parts.entry
-	c.Name = destinationCluster(snap, proxy, ns, d.Destination, port)
+	c.Name = cluster
 	c.Weight = &parts.weight
 	translateHeaders(d.Headers).applyToClusterWeight(c)
 	return c
