@@ -35,32 +35,54 @@ type gatewayHostRoutes struct {
 
 // gatewayVHosts collects the hosts of one route configuration and builds their virtual hosts.
 type gatewayVHosts struct {
-	port    string
-	lists   [][]*routev3.Route
+	port     string
+	lists    [][]*routev3.Route
+	listKeys []routeListKey // of lists, by id
+	hosts    []gatewayHostRoutes
+	// The indexes of listKeys and hosts, made once they are longer than smallSet: most route
+	// configurations (an HTTPS server's own) have a few hosts and one list, found faster by
+	// looking through them than by hashing into a map made for them.
 	listIDs map[routeListKey]int
-	hosts   []gatewayHostRoutes
-	byHost  map[string]int // index in hosts
+	byHost  map[string]int
 }
 
+// smallSet is how many list keys or hosts gatewayVHosts looks through before indexing them.
+const smallSet = 8
+
 // newGatewayVHosts prepares for the virtual hosts of servers on port; hosts is how many hosts
-// they have, a hint that spares growing the maps host by host.
+// they have, a hint that spares growing the index host by host.
 func newGatewayVHosts(port uint32, hosts int) *gatewayVHosts {
-	return &gatewayVHosts{
-		port:    strconv.FormatUint(uint64(port), 10),
-		listIDs: map[routeListKey]int{},
-		hosts:   make([]gatewayHostRoutes, 0, hosts),
-		byHost:  make(map[string]int, hosts),
+	b := &gatewayVHosts{
+		port:  strconv.FormatUint(uint64(port), 10),
+		hosts: make([]gatewayHostRoutes, 0, hosts),
 	}
+	if hosts > smallSet {
+		b.byHost = make(map[string]int, hosts)
+	}
+	return b
 }
 
 // routeList returns the id of the route list of key in this route configuration, taking it
 // from build (which may share it with other route configurations) the first time.
 func (b *gatewayVHosts) routeList(key routeListKey, build func() []*routev3.Route) int {
-	id, ok := b.listIDs[key]
-	if !ok {
-		id = len(b.lists)
-		b.lists = append(b.lists, build())
+	if b.listIDs != nil {
+		if id, ok := b.listIDs[key]; ok {
+			return id
+		}
+	} else if i := slices.Index(b.listKeys, key); i >= 0 {
+		return i
+	}
+	id := len(b.lists)
+	b.lists = append(b.lists, build())
+	b.listKeys = append(b.listKeys, key)
+	switch {
+	case b.listIDs != nil:
 		b.listIDs[key] = id
+	case len(b.listKeys) > smallSet:
+		b.listIDs = make(map[routeListKey]int, 2*len(b.listKeys))
+		for i, k := range b.listKeys {
+			b.listIDs[k] = i
+		}
 	}
 	return id
 }
@@ -68,11 +90,25 @@ func (b *gatewayVHosts) routeList(key routeListKey, build func() []*routev3.Rout
 // host returns the record of host, creating it. The pointer is valid until the next call.
 func (b *gatewayVHosts) host(h string) *gatewayHostRoutes {
 	h = strings.ToLower(h)
-	i, ok := b.byHost[h]
+	i, ok := -1, false
+	if b.byHost != nil {
+		i, ok = b.byHost[h]
+	} else {
+		i = slices.IndexFunc(b.hosts, func(hr gatewayHostRoutes) bool { return hr.host == h })
+		ok = i >= 0
+	}
 	if !ok {
 		i = len(b.hosts)
 		b.hosts = append(b.hosts, gatewayHostRoutes{host: h, first: -1})
-		b.byHost[h] = i
+		switch {
+		case b.byHost != nil:
+			b.byHost[h] = i
+		case len(b.hosts) > smallSet:
+			b.byHost = make(map[string]int, 2*len(b.hosts))
+			for j := range b.hosts {
+				b.byHost[b.hosts[j].host] = j
+			}
+		}
 	}
 	return &b.hosts[i]
 }
