@@ -38,12 +38,14 @@ type gatewayRouteLists struct {
 	portFree map[*networkingv1.VirtualService]bool
 }
 
-func newGatewayRouteLists(snap *model.Snapshot, proxy *model.Proxy) *gatewayRouteLists {
+// newGatewayRouteLists prepares for about bindings route lists: sized once, the maps do not
+// grow (and leave their old tables behind) list by list.
+func newGatewayRouteLists(snap *model.Snapshot, proxy *model.Proxy, bindings int) *gatewayRouteLists {
 	return &gatewayRouteLists{
 		snap:     snap,
 		proxy:    proxy,
-		lists:    map[routeListKey][]*routev3.Route{},
-		portFree: map[*networkingv1.VirtualService]bool{},
+		lists:    make(map[routeListKey][]*routev3.Route, bindings),
+		portFree: make(map[*networkingv1.VirtualService]bool, bindings),
 	}
 }
 

@@ -24,7 +24,17 @@ func gatewayRoutes(snap *model.Snapshot, proxy *model.Proxy) []*routev3.RouteCon
 		return out
 	}
 	bound := bindGatewayVirtualServices(snap, proxy)
-	lists := newGatewayRouteLists(snap, proxy)
+	// Each server's VirtualServices, counted once per Gateway: usually a list each.
+	bindings, counted := 0, map[string]bool{}
+	for _, servers := range merged.routes {
+		for _, gs := range servers {
+			if !counted[gs.gateway] {
+				counted[gs.gateway] = true
+				bindings += len(bound[gs.gateway])
+			}
+		}
+	}
+	lists := newGatewayRouteLists(snap, proxy, bindings)
 	for _, name := range sortedKeys(merged.routes) {
 		out = append(out, gatewayRouteConfig(name, merged.routes[name], bound, lists))
 	}
@@ -34,12 +44,13 @@ func gatewayRoutes(snap *model.Snapshot, proxy *model.Proxy) []*routev3.RouteCon
 // gatewayRouteConfig builds one route configuration for the servers that share it, with route
 // lists from lists.
 func gatewayRouteConfig(name string, servers []*gatewayServer, bound gatewayBindings, lists *gatewayRouteLists) *routev3.RouteConfiguration {
-	hostCount := 0
+	hostCount, listCount := 0, 0
 	for _, gs := range servers {
 		hostCount += len(gs.hosts)
+		listCount += len(bound[gs.gateway])
 	}
 	// Every server of a route configuration listens on one port (the name says which).
-	vhosts := newGatewayVHosts(servers[0].port.Number, hostCount)
+	vhosts := newGatewayVHosts(servers[0].port.Number, hostCount, listCount)
 	var overlap []string // reused: each server and VirtualService's hosts are bound at once
 	for _, gs := range servers {
 		redirect := gs.server.GetTls().GetHttpsRedirect()

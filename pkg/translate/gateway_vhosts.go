@@ -50,14 +50,20 @@ type gatewayVHosts struct {
 const smallSet = 8
 
 // newGatewayVHosts prepares for the virtual hosts of servers on port; hosts is how many hosts
-// they have, a hint that spares growing the index host by host.
-func newGatewayVHosts(port uint32, hosts int) *gatewayVHosts {
+// they have and lists about how many route lists, hints that spare growing the slices and
+// indexes one by one.
+func newGatewayVHosts(port uint32, hosts, lists int) *gatewayVHosts {
 	b := &gatewayVHosts{
-		port:  strconv.FormatUint(uint64(port), 10),
-		hosts: make([]gatewayHostRoutes, 0, hosts),
+		port:     strconv.FormatUint(uint64(port), 10),
+		hosts:    make([]gatewayHostRoutes, 0, hosts),
+		lists:    make([][]*routev3.Route, 0, lists),
+		listKeys: make([]routeListKey, 0, lists),
 	}
 	if hosts > smallSet {
 		b.byHost = make(map[string]int, hosts)
+	}
+	if lists > smallSet {
+		b.listIDs = make(map[routeListKey]int, lists)
 	}
 	return b
 }
