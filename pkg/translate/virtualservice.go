@@ -202,7 +202,7 @@ func setClusters(parts *forwardingRoute, snap *model.Snapshot, proxy *model.Prox
 	action := &parts.ra
 	if len(dests) == 1 {
 		d := dests[0]
-		host, number := destinationHostPort(snap, proxy, ns, d.Destination, port)
+		host, number, target := destinationTarget(snap, proxy, ns, d.Destination, port)
 		parts.cluster.Cluster = OutboundClusterName(number, d.Destination.GetSubset(), host)
 		action.ClusterSpecifier = &parts.cluster
 		ops := translateHeaders(d.Headers)
@@ -212,7 +212,7 @@ func setClusters(parts *forwardingRoute, snap *model.Snapshot, proxy *model.Prox
 		if ops.authority != "" && action.HostRewriteSpecifier == nil {
 			setHostRewrite(action, ops.authority)
 		}
-		action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, d.Destination.GetSubset())
+		action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, target, d.Destination.GetSubset())
 		return
 	}
 	weighted := newWeightedClusters(len(dests))
@@ -230,11 +230,11 @@ func setClusters(parts *forwardingRoute, snap *model.Snapshot, proxy *model.Prox
 	}
 	action.ClusterSpecifier = &weighted.specifier
 	first := dests[0].Destination
-	host, number := weighted.firstHost, weighted.firstNumber
+	host, number, target := weighted.firstHost, weighted.firstNumber, weighted.firstService
 	if weighted.firstDestination != first { // the first destination has no weight
-		host, number = destinationHostPort(snap, proxy, ns, first, port)
+		host, number, target = destinationTarget(snap, proxy, ns, first, port)
 	}
-	action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, first.GetSubset())
+	action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, target, first.GetSubset())
 }
 
 // weightedClusters is a weighted split's messages. A split between two destinations (a
@@ -250,6 +250,7 @@ type weightedClusters struct {
 	firstDestination *networking.Destination
 	firstHost        string
 	firstNumber      uint32
+	firstService     *model.Service
 	last             struct { // the cluster of the entry added last
 		host, subset, name string
 		number             uint32
@@ -276,10 +277,10 @@ func (w *weightedClusters) add(snap *model.Snapshot, proxy *model.Proxy, ns stri
 	} else {
 		parts = &w.entries[len(w.weighted.Clusters)]
 	}
-	host, number := destinationHostPort(snap, proxy, ns, d.Destination, port)
+	host, number, target := destinationTarget(snap, proxy, ns, d.Destination, port)
 	subset := d.Destination.GetSubset()
 	if len(w.weighted.Clusters) == 0 {
-		w.firstDestination, w.firstHost, w.firstNumber = d.Destination, host, number
+		w.firstDestination, w.firstHost, w.firstNumber, w.firstService = d.Destination, host, number, target
 	}
 	// Consecutive entries of one cluster share its name.
 	if w.last.name == "" || w.last.host != host || w.last.number != number || w.last.subset != subset {
@@ -325,13 +326,28 @@ func destinationHostPort(snap *model.Snapshot, proxy *model.Proxy, ns string, d 
 	return host, number
 }
 
+// destinationTarget is destinationHostPort with the service the destination names, as the
+// proxy sees it (nil when there is none), which its hash policy reads too: one lookup for both.
+func destinationTarget(snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.Destination, port model.Port) (string, uint32, *model.Service) {
+	host := model.ResolveHost(d.GetHost(), ns)
+	target := snap.Service(host, proxy.Namespace)
+	number := d.GetPort().GetNumber()
+	if number == 0 {
+		number = port.Number
+		if target != nil && len(target.Ports) == 1 {
+			number = target.Ports[0].Number
+		}
+	}
+	return host, number, target
+}
+
 // destinationHashPolicy is the consistent-hash policy of the DestinationRule of a destination
-// (as destinationHostPort resolves it) for its port and subset, which istiod puts on the route
-// so that Envoy's hashing cluster hashes what the rule says (a header, cookie, source IP or
-// query parameter).
-func destinationHashPolicy(snap *model.Snapshot, proxy *model.Proxy, host string, number uint32, subset string) []*routev3.RouteAction_HashPolicy {
+// (as destinationTarget resolves it: svc is its service, or nil) for its port and subset, which
+// istiod puts on the route so that Envoy's hashing cluster hashes what the rule says (a header,
+// cookie, source IP or query parameter).
+func destinationHashPolicy(snap *model.Snapshot, proxy *model.Proxy, host string, number uint32, svc *model.Service, subset string) []*routev3.RouteAction_HashPolicy {
 	target := model.Port{Number: number}
-	if svc := snap.Service(host, proxy.Namespace); svc != nil {
+	if svc != nil {
 		if p, ok := svc.Port(number); ok {
 			target = p
 		}
