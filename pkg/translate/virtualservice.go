@@ -216,25 +216,55 @@ func setClusters(parts *forwardingRoute, snap *model.Snapshot, proxy *model.Prox
 		return
 	}
 	weighted := newWeightedClusters(len(dests))
+	var resolved splitDestinations
 	for _, d := range dests {
 		if d.Weight <= 0 {
 			continue // Istio drops destinations with no weight when there are several.
 		}
-		weighted.add(snap, proxy, ns, d, port, uint32(d.Weight))
+		weighted.add(resolved.cluster(snap, proxy, ns, d.Destination, port), d, uint32(d.Weight))
 	}
 	if len(weighted.weighted.Clusters) == 0 {
 		// No weights at all: split evenly rather than send nowhere.
 		for _, d := range dests {
-			weighted.add(snap, proxy, ns, d, port, 1)
+			weighted.add(resolved.cluster(snap, proxy, ns, d.Destination, port), d, 1)
 		}
 	}
 	action.ClusterSpecifier = &weighted.specifier
 	first := dests[0].Destination
-	host, number, target := weighted.firstHost, weighted.firstNumber, weighted.firstService
-	if weighted.firstDestination != first { // the first destination has no weight
+	host, number, target := resolved.firstHost, resolved.firstNumber, resolved.firstService
+	if resolved.first != first { // the first destination has no weight
 		host, number, target = destinationTarget(snap, proxy, ns, first, port)
 	}
 	action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, target, first.GetSubset())
+}
+
+// splitDestinations resolves the destinations of a weighted split one after another, keeping
+// what the split needs again: the first one's target, whose DestinationRule gives the hash
+// policy, and the last cluster name, which an entry for the same cluster (a split between
+// entries of one subset) shares. It lives on the stack of setClusters.
+type splitDestinations struct {
+	first        *networking.Destination
+	firstHost    string
+	firstNumber  uint32
+	firstService *model.Service
+	last         struct {
+		host, subset, name string
+		number             uint32
+	}
+}
+
+// cluster resolves d and names its cluster.
+func (r *splitDestinations) cluster(snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.Destination, port model.Port) string {
+	host, number, target := destinationTarget(snap, proxy, ns, d, port)
+	subset := d.GetSubset()
+	if r.first == nil {
+		r.first, r.firstHost, r.firstNumber, r.firstService = d, host, number, target
+	}
+	if r.last.name == "" || r.last.host != host || r.last.number != number || r.last.subset != subset {
+		r.last.host, r.last.number, r.last.subset = host, number, subset
+		r.last.name = OutboundClusterName(number, subset, host)
+	}
+	return r.last.name
 }
 
 // weightedClusters is a weighted split's messages. A split between two destinations (a
@@ -246,15 +276,6 @@ type weightedClusters struct {
 	list      [2]*routev3.WeightedCluster_ClusterWeight
 	entries   [2]clusterWeightParts
 	more      []clusterWeightParts
-	// The first destination added, resolved: the hash policy is usually its.
-	firstDestination *networking.Destination
-	firstHost        string
-	firstNumber      uint32
-	firstService     *model.Service
-	last             struct { // the cluster of the entry added last
-		host, subset, name string
-		number             uint32
-	}
 }
 
 func newWeightedClusters(n int) *weightedClusters {
@@ -268,8 +289,8 @@ func newWeightedClusters(n int) *weightedClusters {
 	return w
 }
 
-// add appends one weighted destination.
-func (w *weightedClusters) add(snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.HTTPRouteDestination, port model.Port, weight uint32) {
+// add appends a weighted destination to cluster.
+func (w *weightedClusters) add(cluster string, d *networking.HTTPRouteDestination, weight uint32) {
 	var parts *clusterWeightParts
 	if w.more != nil {
 		w.more = append(w.more, clusterWeightParts{})
@@ -277,17 +298,7 @@ func (w *weightedClusters) add(snap *model.Snapshot, proxy *model.Proxy, ns stri
 	} else {
 		parts = &w.entries[len(w.weighted.Clusters)]
 	}
-	host, number, target := destinationTarget(snap, proxy, ns, d.Destination, port)
-	subset := d.Destination.GetSubset()
-	if len(w.weighted.Clusters) == 0 {
-		w.firstDestination, w.firstHost, w.firstNumber, w.firstService = d.Destination, host, number, target
-	}
-	// Consecutive entries of one cluster share its name.
-	if w.last.name == "" || w.last.host != host || w.last.number != number || w.last.subset != subset {
-		w.last.host, w.last.number, w.last.subset = host, number, subset
-		w.last.name = OutboundClusterName(number, subset, host)
-	}
-	w.weighted.Clusters = append(w.weighted.Clusters, clusterWeight(parts, w.last.name, d, weight))
+	w.weighted.Clusters = append(w.weighted.Clusters, clusterWeight(parts, cluster, d, weight))
 }
 
 // clusterWeightParts is one weighted destination's messages, allocated together.
