@@ -1,9 +1,11 @@
 package translate_test
 
 import (
+	"strings"
 	"testing"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/skiffmesh/skiff/pkg/translate"
 )
@@ -46,6 +48,26 @@ func TestGatewayRouteListsSharedAcrossPorts(t *testing.T) {
 			if same := routes[name] == routes[configs[0]]; same != tc.shared {
 				t.Errorf("%s: the route in %s is the one in %s: %v, want %v", tc.host, name, configs[0], same, tc.shared)
 			}
+		}
+	}
+}
+
+// A gateway route configuration that answers with a direct response body over Envoy's 4 KiB
+// default raises max_direct_response_body_size_bytes to it, as a sidecar's does: Envoy rejects
+// the whole configuration otherwise.
+func TestGatewayDirectResponseBodyLimit(t *testing.T) {
+	const file = "testdata/gateway-port-routes.yaml"
+	snap := loadCase(t, file)
+	proxy := caseProxy(t, file)
+	body := strings.Repeat("moved. ", 1<<20/7+1) // over istiod's 1 MiB as well
+	for _, vs := range snap.Config.VirtualServices {
+		if vs.Name == "gone" {
+			vs.Spec.Http[0].DirectResponse.Body.Specifier = &networking.HTTPBody_String_{String_: body}
+		}
+	}
+	for _, rc := range translate.Routes(snap, proxy) {
+		if got := rc.GetMaxDirectResponseBodySizeBytes().GetValue(); int(got) < len(body) {
+			t.Errorf("%s: max_direct_response_body_size_bytes %d, want at least the body's %d bytes", rc.Name, got, len(body))
 		}
 	}
 }

@@ -82,6 +82,11 @@ func gatewayRouteConfig(name string, servers []*gatewayServer, bound gatewayBind
 		ValidateClusters: noClusterValidation,
 		VirtualHosts:     vhosts.virtualHosts(),
 	}
+	// As for sidecars: Envoy rejects the whole configuration when a direct response body is
+	// over its 4 KiB default.
+	if size := maxDirectResponseBody(rc.VirtualHosts); size > 0 {
+		rc.MaxDirectResponseBodySizeBytes = uint32Value(size)
+	}
 	if len(rc.VirtualHosts) == 0 {
 		// Nothing is bound: every request gets 404, from a virtual host without routes.
 		rc.VirtualHosts = []*routev3.VirtualHost{{
