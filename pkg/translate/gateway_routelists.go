@@ -80,7 +80,7 @@ func (l *gatewayRouteLists) routes(key routeListKey, gs *gatewayServer, tls bool
 // the destination service has exactly one. Anything else in a route comes from the rule.
 func portIndependent(snap *model.Snapshot, ns string, vs *networkingv1.VirtualService) bool {
 	fixed := func(d *networking.Destination) bool {
-		if d == nil || d.GetPort().GetNumber() != 0 {
+		if d == nil || d.GetPort().GetNumber() != 0 { // no mirror, or a port of its own
 			return true
 		}
 		target := snap.Service(model.ResolveHost(d.GetHost(), vs.Namespace), ns)
@@ -96,7 +96,9 @@ func portIndependent(snap *model.Snapshot, ns string, vs *networkingv1.VirtualSe
 			}
 		}
 		for _, d := range rule.Route {
-			if !fixed(d.GetDestination()) {
+			// A destination without a host (which validation rejects) would be routed to the
+			// port too.
+			if d.GetDestination() == nil || !fixed(d.GetDestination()) {
 				return false
 			}
 		}
