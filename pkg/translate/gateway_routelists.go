@@ -67,7 +67,7 @@ func (l *gatewayRouteLists) key(gateway string, vs *networkingv1.VirtualService,
 func (l *gatewayRouteLists) routes(key routeListKey, gs *gatewayServer, tls bool) []*routev3.Route {
 	routes, ok := l.lists[key]
 	if !ok {
-		routes = httpRoutesFor(l.snap, l.proxy, key.vs, gs.port, []string{gs.gateway}, tls)
+		routes = httpRoutesFor(l.snap, l.proxy, key.vs, gs.port, []string{gs.gateway}, tls, nil)
 		l.lists[key] = routes
 	}
 	return routes

@@ -12,30 +12,14 @@ import (
 	"github.com/skiffmesh/skiff/pkg/model"
 )
 
-// virtualServiceRoutes turns a VirtualService's http section into Envoy routes for one port of
-// a proxy: a sidecar's (the mesh gateway), or a gateway proxy's, where a match naming gateways
-// applies if it names any Gateway that selects the proxy. svc is the service being routed (nil
-// when there is none, as for a gateway host); the routes do not depend on it. A gateway route
-// configuration shared by several Gateways should use httpRoutesFor with the one it serves.
-func virtualServiceRoutes(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, svc *model.Service, port model.Port) []*routev3.Route {
-	served := []string{model.MeshGateway}
-	if proxy.Type == model.Router {
-		served = served[:0]
-		for _, gw := range selectedGateways(snap, proxy) {
-			served = append(served, gw.Namespace+"/"+gw.Name)
-		}
-	}
-	return httpRoutesFor(snap, proxy, vs, port, served, false)
-}
-
 // httpRoutesFor turns the VirtualService's http section into Envoy routes for one port of a
 // proxy that serves the given gateways (model.MeshGateway for sidecars, NAMESPACE/NAME for a
 // gateway proxy; tls when that gateway server terminates TLS), keeping Istio's order: the first
 // matching rule wins, and each match of a rule that can apply here becomes its own route with
 // the rule's action. Translation stops after a route that matches everything, as istiod's
-// does: nothing after it could be reached.
-func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, port model.Port, served []string, tls bool) []*routev3.Route {
-	var out []*routev3.Route
+// does: nothing after it could be reached. The routes are appended to out (nil: a list of
+// their own).
+func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, port model.Port, served []string, tls bool, out []*routev3.Route) []*routev3.Route {
 	var metadata *corev3.Metadata // the VirtualService's, looked up with the first action
 	for _, rule := range vs.Spec.Http {
 		matches := rule.Match
