@@ -24,33 +24,46 @@ func gatewayRoutes(snap *model.Snapshot, proxy *model.Proxy) []*routev3.RouteCon
 		return out
 	}
 	bound := bindGatewayVirtualServices(snap, proxy)
+	// Each server's VirtualServices, counted once per Gateway: usually a list each.
+	bindings, counted := 0, map[string]bool{}
+	for _, servers := range merged.routes {
+		for _, gs := range servers {
+			if !counted[gs.gateway] {
+				counted[gs.gateway] = true
+				bindings += len(bound[gs.gateway])
+			}
+		}
+	}
+	lists := newGatewayRouteLists(snap, proxy, bindings)
 	for _, name := range sortedKeys(merged.routes) {
-		out = append(out, gatewayRouteConfig(snap, proxy, name, merged.routes[name], bound))
+		out = append(out, gatewayRouteConfig(name, merged.routes[name], bound, lists))
 	}
 	return out
 }
 
-// gatewayRouteConfig builds one route configuration for the servers that share it.
-func gatewayRouteConfig(snap *model.Snapshot, proxy *model.Proxy, name string, servers []*gatewayServer, bound gatewayBindings) *routev3.RouteConfiguration {
-	hostCount := 0
+// gatewayRouteConfig builds one route configuration for the servers that share it, with route
+// lists from lists.
+func gatewayRouteConfig(name string, servers []*gatewayServer, bound gatewayBindings, lists *gatewayRouteLists) *routev3.RouteConfiguration {
+	hostCount, listCount := 0, 0
 	for _, gs := range servers {
 		hostCount += len(gs.hosts)
+		listCount += len(bound[gs.gateway])
 	}
 	// Every server of a route configuration listens on one port (the name says which).
-	vhosts := newGatewayVHosts(servers[0].port.Number, hostCount)
+	vhosts := newGatewayVHosts(servers[0].port.Number, hostCount, listCount)
+	var overlap []string // reused: each server and VirtualService's hosts are bound at once
 	for _, gs := range servers {
 		redirect := gs.server.GetTls().GetHttpsRedirect()
 		// As istiod's RouteOptions.IsTLS: any TLS settings, httpsRedirect included.
 		tls := gs.server.GetTls() != nil
 		for _, vs := range bound[gs.gateway] {
-			hosts := overlappingHosts(gs, vs)
-			if len(hosts) == 0 {
+			overlap = overlappingHosts(gs, vs, overlap[:0])
+			if len(overlap) == 0 {
 				continue
 			}
-			id := vhosts.routeList(routeListKey{gateway: gs.gateway, vs: vs, tls: tls}, func() []*routev3.Route {
-				return httpRoutesFor(snap, proxy, vs, gs.port, []string{gs.gateway}, tls)
-			})
-			for _, h := range hosts {
+			key := lists.key(gs.gateway, vs, gs.port.Number, tls)
+			id := vhosts.routeList(key, func() []*routev3.Route { return lists.routes(key, gs, tls) })
+			for _, h := range overlap {
 				vhosts.bind(h, id, redirect)
 			}
 		}
@@ -66,8 +79,13 @@ func gatewayRouteConfig(snap *model.Snapshot, proxy *model.Proxy, name string, s
 		Name: name,
 		// As for sidecars: a route naming an unknown cluster answers 503 rather than the
 		// whole configuration being rejected.
-		ValidateClusters: falseValue(),
+		ValidateClusters: noClusterValidation,
 		VirtualHosts:     vhosts.virtualHosts(),
+	}
+	// As for sidecars: Envoy rejects the whole configuration when a direct response body is
+	// over its 4 KiB default.
+	if size := maxDirectResponseBody(rc.VirtualHosts); size > 0 {
+		rc.MaxDirectResponseBodySizeBytes = uint32Value(size)
 	}
 	if len(rc.VirtualHosts) == 0 {
 		// Nothing is bound: every request gets 404, from a virtual host without routes.
@@ -83,9 +101,8 @@ func gatewayRouteConfig(snap *model.Snapshot, proxy *model.Proxy, name string, s
 // Intersection computes them: of a server host and a VirtualService host, the narrower one when
 // one covers the other (`*` and `a.example.com` give `a.example.com`; `*.example.com` and `*`
 // give `*.example.com`). Server hosts of another namespace than the VirtualService's do not
-// count; VirtualService short names are expanded in its namespace.
-func overlappingHosts(gs *gatewayServer, vs *networkingv1.VirtualService) []string {
-	var out []string
+// count; VirtualService short names are expanded in its namespace. They are appended to out.
+func overlappingHosts(gs *gatewayServer, vs *networkingv1.VirtualService, out []string) []string {
 	add := func(h string) {
 		for _, have := range out {
 			if have == h {

@@ -193,7 +193,7 @@ func gatewayHTTPConnectionManager(statPrefix, routeName string) *listenerv3.Filt
 // when nothing routes it.
 func gatewayTCPFilters(snap *model.Snapshot, proxy *model.Proxy, gs *gatewayServer) []*listenerv3.Filter {
 	for _, vs := range gatewayVirtualServices(snap, proxy, gs.gateway) {
-		if len(overlappingHosts(gs, vs)) == 0 {
+		if len(overlappingHosts(gs, vs, nil)) == 0 {
 			continue
 		}
 		for _, rule := range vs.Spec.Tcp {
@@ -212,7 +212,7 @@ func gatewayTCPFilters(snap *model.Snapshot, proxy *model.Proxy, gs *gatewayServ
 func passthroughChains(snap *model.Snapshot, proxy *model.Proxy, gs *gatewayServer) []*listenerv3.FilterChain {
 	var out []*listenerv3.FilterChain
 	for _, vs := range gatewayVirtualServices(snap, proxy, gs.gateway) {
-		if len(overlappingHosts(gs, vs)) == 0 {
+		if len(overlappingHosts(gs, vs, nil)) == 0 {
 			continue
 		}
 		for _, rule := range vs.Spec.Tls {

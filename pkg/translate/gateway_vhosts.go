@@ -6,14 +6,14 @@ import (
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 )
 
 // The virtual hosts of a gateway route configuration, one per set of hosts that carry the same
 // routes, as istiod ends up with them: its buildGatewayHTTPRouteConfig makes a virtual host per
 // host (vHostDedupMap), appending the routes of each VirtualService bound to that host, and then
 // collapseDuplicateRoutes merges the virtual hosts whose route lists hold the same routes (by
-// pointer) and the same require_tls. A VirtualService's routes are built once per Gateway, so in
+// pointer) and the same require_tls. A VirtualService's routes are built once per Gateway
+// (gateway_routelists.go), so in
 // effect its hosts on that Gateway's servers become one virtual host: `domains` lists them all, the name is
 // `HOST:PORT` of the most specific one. A host that two VirtualServices share carries both
 // lists and so stands apart from hosts with one. Envoy matches by domain, so merging changes no
@@ -22,16 +22,6 @@ import (
 //
 // Here the sets are built directly: each host records which route lists it carries, and hosts
 // with the same record share a virtual host. No per-host virtual host is made and compared.
-
-// routeListKey identifies the routes one VirtualService gives on one gateway: translated once
-// per route configuration and shared by every host and server that carries them. TLS is part
-// of it because redirect actions depend on it (istiod's RouteOptions.IsTLS); istiod leaves it
-// out of its own cache key and would reuse the first server's translation for the others.
-type routeListKey struct {
-	gateway string
-	vs      *networkingv1.VirtualService
-	tls     bool
-}
 
 // gatewayHostRoutes is what one host of a route configuration carries.
 type gatewayHostRoutes struct {
@@ -45,31 +35,60 @@ type gatewayHostRoutes struct {
 
 // gatewayVHosts collects the hosts of one route configuration and builds their virtual hosts.
 type gatewayVHosts struct {
-	port    string
-	lists   [][]*routev3.Route
+	port     string
+	lists    [][]*routev3.Route
+	listKeys []routeListKey // of lists, by id
+	hosts    []gatewayHostRoutes
+	// The indexes of listKeys and hosts, made once they are longer than smallSet: most route
+	// configurations (an HTTPS server's own) have a few hosts and one list, found faster by
+	// looking through them than by hashing into a map made for them.
 	listIDs map[routeListKey]int
-	hosts   []gatewayHostRoutes
-	byHost  map[string]int // index in hosts
+	byHost  map[string]int
 }
+
+// smallSet is how many list keys or hosts gatewayVHosts looks through before indexing them.
+const smallSet = 8
 
 // newGatewayVHosts prepares for the virtual hosts of servers on port; hosts is how many hosts
-// they have, a hint that spares growing the maps host by host.
-func newGatewayVHosts(port uint32, hosts int) *gatewayVHosts {
-	return &gatewayVHosts{
-		port:    strconv.FormatUint(uint64(port), 10),
-		listIDs: map[routeListKey]int{},
-		hosts:   make([]gatewayHostRoutes, 0, hosts),
-		byHost:  make(map[string]int, hosts),
+// they have and lists about how many route lists, hints that spare growing the slices and
+// indexes one by one.
+func newGatewayVHosts(port uint32, hosts, lists int) *gatewayVHosts {
+	b := &gatewayVHosts{
+		port:     strconv.FormatUint(uint64(port), 10),
+		hosts:    make([]gatewayHostRoutes, 0, hosts),
+		lists:    make([][]*routev3.Route, 0, lists),
+		listKeys: make([]routeListKey, 0, lists),
 	}
+	if hosts > smallSet {
+		b.byHost = make(map[string]int, hosts)
+	}
+	if lists > smallSet {
+		b.listIDs = make(map[routeListKey]int, lists)
+	}
+	return b
 }
 
-// routeList returns the id of the route list of key, translating it with build the first time.
+// routeList returns the id of the route list of key in this route configuration, taking it
+// from build (which may share it with other route configurations) the first time.
 func (b *gatewayVHosts) routeList(key routeListKey, build func() []*routev3.Route) int {
-	id, ok := b.listIDs[key]
-	if !ok {
-		id = len(b.lists)
-		b.lists = append(b.lists, build())
+	if b.listIDs != nil {
+		if id, ok := b.listIDs[key]; ok {
+			return id
+		}
+	} else if i := slices.Index(b.listKeys, key); i >= 0 {
+		return i
+	}
+	id := len(b.lists)
+	b.lists = append(b.lists, build())
+	b.listKeys = append(b.listKeys, key)
+	switch {
+	case b.listIDs != nil:
 		b.listIDs[key] = id
+	case len(b.listKeys) > smallSet:
+		b.listIDs = make(map[routeListKey]int, 2*len(b.listKeys))
+		for i, k := range b.listKeys {
+			b.listIDs[k] = i
+		}
 	}
 	return id
 }
@@ -77,11 +96,25 @@ func (b *gatewayVHosts) routeList(key routeListKey, build func() []*routev3.Rout
 // host returns the record of host, creating it. The pointer is valid until the next call.
 func (b *gatewayVHosts) host(h string) *gatewayHostRoutes {
 	h = strings.ToLower(h)
-	i, ok := b.byHost[h]
+	i, ok := -1, false
+	if b.byHost != nil {
+		i, ok = b.byHost[h]
+	} else {
+		i = slices.IndexFunc(b.hosts, func(hr gatewayHostRoutes) bool { return hr.host == h })
+		ok = i >= 0
+	}
 	if !ok {
 		i = len(b.hosts)
 		b.hosts = append(b.hosts, gatewayHostRoutes{host: h, first: -1})
-		b.byHost[h] = i
+		switch {
+		case b.byHost != nil:
+			b.byHost[h] = i
+		case len(b.hosts) > smallSet:
+			b.byHost = make(map[string]int, 2*len(b.hosts))
+			for j := range b.hosts {
+				b.byHost[b.hosts[j].host] = j
+			}
+		}
 	}
 	return &b.hosts[i]
 }
@@ -132,17 +165,23 @@ func (b *gatewayVHosts) virtualHosts() []*routev3.VirtualHost {
 		return nil
 	}
 	out := make([]*routev3.VirtualHost, 0, len(sets))
+	// The virtual hosts are allocated together: a gateway of a thousand servers has a thousand.
+	slab := make([]routev3.VirtualHost, len(sets))
 	for s, hosts := range sets {
 		// istiod keeps the virtual host of the first host in host.Names order and appends the
 		// others' domains to it.
 		slices.SortFunc(hosts, compareHostSpecificity)
 		hr := &b.hosts[firstHost[s]]
-		vh := &routev3.VirtualHost{
-			Name:                       hosts[0] + ":" + b.port,
-			Domains:                    gatewayDomains(hosts, b.port),
-			Routes:                     b.routes(hr),
-			IncludeRequestAttemptCount: true,
+		vh := &slab[s]
+		vh.Domains = gatewayDomains(hosts, b.port)
+		// HOST:PORT, which the domains hold already unless the host is `*`.
+		if hosts[0] == "*" {
+			vh.Name = "*:" + b.port
+		} else {
+			vh.Name = vh.Domains[1]
 		}
+		vh.Routes = b.routes(hr)
+		vh.IncludeRequestAttemptCount = true
 		if hr.requireTLS {
 			vh.RequireTls = routev3.VirtualHost_ALL
 		}
@@ -233,15 +272,35 @@ func (b *gatewayVHosts) routes(hr *gatewayHostRoutes) []*routev3.Route {
 }
 
 // gatewayDomains are the Host header values of hosts: HOST and HOST:PORT, just `*` for the
-// wildcard, which covers any port.
+// wildcard, which covers any port. The HOST:PORT forms are windows of one string, built at
+// once: every virtual host of a gateway has them, and a string each was most of the
+// allocations of a thousand-server gateway's routes.
 func gatewayDomains(hosts []string, port string) []string {
+	size := 0
+	for _, h := range hosts {
+		if h != "*" {
+			size += len(h) + 1 + len(port)
+		}
+	}
+	var joined strings.Builder
+	joined.Grow(size)
+	for _, h := range hosts {
+		if h != "*" {
+			joined.WriteString(h)
+			joined.WriteByte(':')
+			joined.WriteString(port)
+		}
+	}
+	withPorts := joined.String()
 	out := make([]string, 0, 2*len(hosts))
 	for _, h := range hosts {
 		if h == "*" {
 			out = append(out, h)
-		} else {
-			out = append(out, h, h+":"+port)
+			continue
 		}
+		n := len(h) + 1 + len(port)
+		out = append(out, h, withPorts[:n])
+		withPorts = withPorts[n:]
 	}
 	return out
 }

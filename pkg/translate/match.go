@@ -66,14 +66,24 @@ func translateRouteMatch(m *networking.HTTPMatchRequest) (*routev3.RouteMatch, b
 	if m == nil {
 		return matchAll(), true
 	}
-	out := &routev3.RouteMatch{}
+	// The match and its path specifier are allocated together: nearly every match has a
+	// prefix or path, and a sidecar has a route or two per service.
+	parts := &struct {
+		match  routev3.RouteMatch
+		prefix routev3.RouteMatch_Prefix
+		path   routev3.RouteMatch_Path
+	}{}
+	out := &parts.match
 	switch u := m.Uri.GetMatchType().(type) {
 	default:
-		out.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
+		parts.prefix.Prefix = "/"
+		out.PathSpecifier = &parts.prefix
 	case *networking.StringMatch_Exact:
-		out.PathSpecifier = &routev3.RouteMatch_Path{Path: u.Exact}
+		parts.path.Path = u.Exact
+		out.PathSpecifier = &parts.path
 	case *networking.StringMatch_Prefix:
-		out.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: u.Prefix}
+		parts.prefix.Prefix = u.Prefix
+		out.PathSpecifier = &parts.prefix
 	case *networking.StringMatch_Regex:
 		out.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: u.Regex}}
 	}

@@ -123,7 +123,9 @@ var noRetries = &routev3.RetryPolicy{NumRetries: uint32Value(0)}
 // but the policy, most of a route's bytes, is sent and held once per service rather than once
 // per route (a fifth of a 1,000-service route configuration). Routes that retry otherwise keep
 // their own policy, and routes that must not retry get noRetries. vh's routes must be its own:
-// they are changed in place.
+// they are changed in place. The routes of a rule with several matches share one action
+// (httpRoutesFor), so an action is changed once: seen again with no policy, it is one this
+// pass cleared, not one that must not retry.
 func hoistDefaultRetry(vh *routev3.VirtualHost) {
 	var plain, hashed int
 	for _, r := range vh.Routes {
@@ -141,13 +143,16 @@ func hoistDefaultRetry(vh *routev3.VirtualHost) {
 	if hashed > plain {
 		vh.RetryPolicy = sharedHashedRetry
 	}
+	var few [4]*routev3.RouteAction // a virtual host has a route or a few: no allocation
+	cleared := few[:0]
 	for _, r := range vh.Routes {
 		action := r.GetRoute()
 		switch {
 		case action == nil:
 		case action.RetryPolicy == vh.RetryPolicy:
 			action.RetryPolicy = nil
-		case action.RetryPolicy == nil:
+			cleared = append(cleared, action)
+		case action.RetryPolicy == nil && !slices.Contains(cleared, action):
 			action.RetryPolicy = noRetries
 		}
 	}

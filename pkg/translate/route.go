@@ -9,6 +9,11 @@ import (
 	"github.com/skiffmesh/skiff/pkg/model"
 )
 
+// noClusterValidation is validate_clusters: false, which every route configuration of a
+// sidecar or gateway carries: shared, like noTimeout (a thousand-server gateway has a
+// thousand route configurations), and never modified.
+var noClusterValidation = falseValue()
+
 // outboundRouteConfigs builds one route configuration per HTTP port number the proxy sees, named
 // by the number ("80"), with a virtual host per service on that port and the catch-all last.
 // A sniffed service port is in its port's configuration when it shares its listener, and has
@@ -42,7 +47,7 @@ func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.R
 			Name: RouteConfigName(n),
 			// A route may name a cluster this proxy does not know (a typo in a destination);
 			// Envoy should answer 503 for that route, not reject the whole configuration.
-			ValidateClusters: falseValue(),
+			ValidateClusters: noClusterValidation,
 			// As istiod's sidecars: a Host header's port is ignored when choosing the virtual
 			// host (the listener already chose the port), so a service's domains need no
 			// ":PORT" forms, which halves them.
@@ -75,7 +80,7 @@ func sniffedRouteConfig(snap *model.Snapshot, proxy *model.Proxy, svc *model.Ser
 	vh.Domains = []string{"*"}
 	rc := &routev3.RouteConfiguration{
 		Name:                     SniffedRouteConfigName(svc.Hostname, port.Number),
-		ValidateClusters:         falseValue(),
+		ValidateClusters:         noClusterValidation,
 		IgnorePortInHostMatching: true,
 		VirtualHosts:             []*routev3.VirtualHost{vh},
 	}
@@ -85,16 +90,24 @@ func sniffedRouteConfig(snap *model.Snapshot, proxy *model.Proxy, svc *model.Ser
 	return rc
 }
 
+// serviceVirtualHostParts is a sidecar virtual host with room for its usual domains and
+// routes, allocated at once: a sidecar has one per service.
+type serviceVirtualHostParts struct {
+	vh      routev3.VirtualHost
+	domains [5]string
+	routes  [2]*routev3.Route
+}
+
 // serviceVirtualHost routes one service port: by its VirtualService if one applies, else
 // straight to the service's cluster.
 func serviceVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Service, port model.Port, claimed map[string]struct{}) *routev3.VirtualHost {
-	vh := &routev3.VirtualHost{
-		Name:                       VirtualHostName(svc.Hostname, port.Number),
-		Domains:                    unclaimed(serviceDomains(svc, proxy), claimed),
-		IncludeRequestAttemptCount: true,
-	}
+	parts := &serviceVirtualHostParts{}
+	vh := &parts.vh
+	vh.Name = VirtualHostName(svc.Hostname, port.Number)
+	vh.Domains = unclaimed(serviceDomains(svc, proxy, parts.domains[:0]), claimed)
+	vh.IncludeRequestAttemptCount = true
 	if vs := snap.VirtualServiceFor(svc.Hostname, proxy.Namespace, model.MeshGateway); vs != nil {
-		vh.Routes = virtualServiceRoutes(snap, proxy, vs, svc, port)
+		vh.Routes = httpRoutesFor(snap, proxy, vs, port, meshOnly, false, parts.routes[:0])
 	}
 	if len(vh.Routes) == 0 {
 		// No VirtualService, or none of its rules applies to this port and proxy: istiod then
@@ -102,7 +115,7 @@ func serviceVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Ser
 		r := defaultRoute(OutboundClusterName(port.Number, "", svc.Hostname))
 		// As istiod: a DestinationRule's consistent hash applies without a VirtualService too.
 		r.GetRoute().HashPolicy = HashPolicy(snap.DestinationRuleFor(svc.Hostname, proxy.Namespace), port, "")
-		vh.Routes = []*routev3.Route{r}
+		vh.Routes = append(parts.routes[:0], r)
 	}
 	hoistDefaultRetry(vh)
 	return vh
@@ -157,10 +170,9 @@ func catchAllVirtualHost(registryOnly bool) *routev3.VirtualHost {
 // the route configuration ignores them (IgnorePortInHostMatching).
 //
 // A sidecar has a virtual host per service, so this runs for every service of every route
-// configuration: the short forms are prefixes of the hostname, so nothing but the slice is
-// allocated.
-func serviceDomains(svc *model.Service, proxy *model.Proxy) []string {
-	out := make([]string, 0, 4+len(svc.Addresses))
+// configuration: the short forms are prefixes of the hostname, so nothing is allocated but,
+// when out has no room for them, the list. They are appended to out.
+func serviceDomains(svc *model.Service, proxy *model.Proxy, out []string) []string {
 	out = append(out, svc.Hostname)
 	if nameNS, ok := strings.CutSuffix(svc.Hostname, "."+model.DefaultDomainSuffix); ok {
 		if name, ns, found := strings.Cut(nameNS, "."); found && !strings.Contains(ns, ".") {

@@ -2,8 +2,6 @@ package translate
 
 import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"strconv"
-
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -14,31 +12,16 @@ import (
 	"github.com/skiffmesh/skiff/pkg/model"
 )
 
-// virtualServiceRoutes turns a VirtualService's http section into Envoy routes for one port of
-// a proxy: a sidecar's (the mesh gateway), or a gateway proxy's, where a match naming gateways
-// applies if it names any Gateway that selects the proxy. svc is the service being routed (nil
-// when there is none, as for a gateway host); the routes do not depend on it. A gateway route
-// configuration shared by several Gateways should use httpRoutesFor with the one it serves.
-func virtualServiceRoutes(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, svc *model.Service, port model.Port) []*routev3.Route {
-	served := []string{model.MeshGateway}
-	if proxy.Type == model.Router {
-		served = served[:0]
-		for _, gw := range selectedGateways(snap, proxy) {
-			served = append(served, gw.Namespace+"/"+gw.Name)
-		}
-	}
-	return httpRoutesFor(snap, proxy, vs, port, served, false)
-}
-
 // httpRoutesFor turns the VirtualService's http section into Envoy routes for one port of a
 // proxy that serves the given gateways (model.MeshGateway for sidecars, NAMESPACE/NAME for a
 // gateway proxy; tls when that gateway server terminates TLS), keeping Istio's order: the first
 // matching rule wins, and each match of a rule that can apply here becomes its own route with
 // the rule's action. Translation stops after a route that matches everything, as istiod's
-// does: nothing after it could be reached.
-func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, port model.Port, served []string, tls bool) []*routev3.Route {
-	var out []*routev3.Route
-	for i, rule := range vs.Spec.Http {
+// does: nothing after it could be reached. The routes are appended to out (nil: a list of
+// their own).
+func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, port model.Port, served []string, tls bool, out []*routev3.Route) []*routev3.Route {
+	var metadata *corev3.Metadata // the VirtualService's, looked up with the first action
+	for _, rule := range vs.Spec.Http {
 		matches := rule.Match
 		if len(matches) == 0 {
 			matches = []*networking.HTTPMatchRequest{nil} // no match: everything
@@ -53,7 +36,10 @@ func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Vi
 				continue
 			}
 			if action == nil {
-				if action = ruleAction(snap, proxy, vs, i, rule, port, tls); action == nil {
+				if metadata == nil {
+					metadata = virtualServiceMetadata(snap, vs)
+				}
+				if action = ruleAction(snap, proxy, vs.Namespace, metadata, rule, port, tls); action == nil {
 					break // an action this version does not translate (delegate); never guess.
 				}
 			}
@@ -100,20 +86,22 @@ func httpRoutesFor(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Vi
 // service, and allocation is most of what building them costs; the messages are used through
 // pointers into it like any others.
 type forwardingRoute struct {
-	route  routev3.Route
-	action routev3.Route_Route
-	ra     routev3.RouteAction
+	route   routev3.Route
+	action  routev3.Route_Route
+	ra      routev3.RouteAction
+	cluster routev3.RouteAction_Cluster // a single destination's
 }
 
 // ruleAction builds what every route of a rule carries: its action, header operations, fault
 // and CORS configuration and metadata, as a route without name or match. nil when the rule's
 // action is not one Skiff translates.
-func ruleAction(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, index int,
+// ns is the VirtualService's namespace and metadata its route metadata.
+func ruleAction(snap *model.Snapshot, proxy *model.Proxy, ns string, metadata *corev3.Metadata,
 	rule *networking.HTTPRoute, port model.Port, tls bool,
 ) *routev3.Route {
 	parts := &forwardingRoute{}
 	out := &parts.route
-	out.Metadata = ruleMetadata(snap, vs)[index]
+	out.Metadata = metadata
 	ops := translateHeaders(rule.Headers)
 	ops.applyToRoute(out)
 	switch {
@@ -127,7 +115,7 @@ func ruleAction(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Virtu
 		out.Action = directResponseAction(rule.DirectResponse)
 	case len(rule.Route) > 0:
 		parts.action.Route = &parts.ra
-		routeAction(&parts.ra, snap, proxy, vs.Namespace, rule, port, ops.authority, out)
+		routeAction(parts, snap, proxy, ns, rule, port, ops.authority)
 		out.Action = &parts.action
 	default:
 		return nil
@@ -149,30 +137,34 @@ func setPerFilterConfig(r *routev3.Route, filter string, config *anypb.Any) {
 	r.TypedPerFilterConfig[filter] = config
 }
 
-// ruleMetadata is the route metadata of each of the VirtualService's http rules: where the
-// route came from, as istiod records it. It is the same for every proxy, so it is built once
-// per snapshot and shared.
-func ruleMetadata(snap *model.Snapshot, vs *networkingv1.VirtualService) []*corev3.Metadata {
-	return snap.Derived(vs, func() any {
-		out := make([]*corev3.Metadata, len(vs.Spec.Http))
-		for i := range out {
-			out[i] = istioMetadata("config", virtualServiceRef(vs, i))
-		}
-		return out
-	}).([]*corev3.Metadata)
+// virtualServiceMetadataKey keys a VirtualService's route metadata in Snapshot.Derived.
+type virtualServiceMetadataKey struct{ vs *networkingv1.VirtualService }
+
+// virtualServiceMetadata is the metadata every route of the VirtualService carries: where it
+// came from, exactly as istiod's BuildConfigInfoMetadata records it (the object, not the rule:
+// `/apis/networking.istio.io/v1/namespaces/NS/virtual-service/NAME`), so tooling that reads
+// istiod's route metadata reads Skiff's. One message per VirtualService, built once per
+// snapshot and shared by all its routes of every proxy: a sidecar carries a route or two per
+// service, and this string is a quarter of a virtual host's bytes.
+func virtualServiceMetadata(snap *model.Snapshot, vs *networkingv1.VirtualService) *corev3.Metadata {
+	return snap.Derived(virtualServiceMetadataKey{vs}, func() any {
+		return istioMetadata("config", virtualServiceRef(vs))
+	}).(*corev3.Metadata)
 }
 
-// virtualServiceRef points at the rule in the source object, as Istio's route metadata does.
-func virtualServiceRef(vs *networkingv1.VirtualService, rule int) string {
-	return "/apis/networking.istio.io/v1/namespaces/" + vs.Namespace + "/virtual-service/" + vs.Name + "#http[" + strconv.Itoa(rule) + "]"
+// virtualServiceRef points at the source object, as Istio's config metadata does.
+func virtualServiceRef(vs *networkingv1.VirtualService) string {
+	return "/apis/networking.istio.io/v1/namespaces/" + vs.Namespace + "/virtual-service/" + vs.Name
 }
 
 // routeAction forwards to the rule's destinations, in the order istiod builds it: timeout
 // (none unless set: Istio turns off Envoy's 15 s default), the authority from the rule's headers
 // and then from its rewrite, path rewrites, mirrors, destinations with their own header
 // operations, and the retry policy, which depends on whether the destination hashes.
-// It fills action, a new RouteAction.
-func routeAction(action *routev3.RouteAction, snap *model.Snapshot, proxy *model.Proxy, ns string, rule *networking.HTTPRoute, port model.Port, authority string, route *routev3.Route) {
+// It fills parts.ra, a new RouteAction, and adds a single destination's header operations to
+// parts.route.
+func routeAction(parts *forwardingRoute, snap *model.Snapshot, proxy *model.Proxy, ns string, rule *networking.HTTPRoute, port model.Port, authority string) {
+	action := &parts.ra
 	action.Timeout = noTimeout
 	if rule.Timeout != nil {
 		action.Timeout = rule.Timeout
@@ -182,7 +174,7 @@ func routeAction(action *routev3.RouteAction, snap *model.Snapshot, proxy *model
 	}
 	applyRewrite(action, rule.Rewrite)
 	action.RequestMirrorPolicies = mirrorPolicies(snap, proxy, ns, rule, port)
-	setClusters(action, route, snap, proxy, ns, rule.Route, port)
+	setClusters(parts, snap, proxy, ns, rule.Route, port)
 	hashed := len(rule.Route) == 1 && len(action.HashPolicy) > 0
 	action.RetryPolicy = retryPolicy(rule.Retries, hashed)
 }
@@ -190,45 +182,107 @@ func routeAction(action *routev3.RouteAction, snap *model.Snapshot, proxy *model
 // setClusters names one cluster, or weighted clusters when the rule splits traffic. A single
 // destination's header operations join the route's; a weighted destination's stay on its
 // cluster entry. The hash policy comes from the first destination's DestinationRule.
-func setClusters(action *routev3.RouteAction, route *routev3.Route, snap *model.Snapshot, proxy *model.Proxy, ns string, dests []*networking.HTTPRouteDestination, port model.Port) {
+func setClusters(parts *forwardingRoute, snap *model.Snapshot, proxy *model.Proxy, ns string, dests []*networking.HTTPRouteDestination, port model.Port) {
+	action := &parts.ra
 	if len(dests) == 1 {
 		d := dests[0]
-		host, number := destinationHostPort(snap, proxy, ns, d.Destination, port)
-		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: OutboundClusterName(number, d.Destination.GetSubset(), host)}
+		host, number, target := destinationTarget(snap, proxy, ns, d.Destination, port)
+		parts.cluster.Cluster = OutboundClusterName(number, d.Destination.GetSubset(), host)
+		action.ClusterSpecifier = &parts.cluster
 		ops := translateHeaders(d.Headers)
-		ops.applyToRoute(route)
+		ops.applyToRoute(&parts.route)
 		// The route's own rewrite wins: Envoy would otherwise apply both, differently for one
 		// cluster and for weighted ones.
 		if ops.authority != "" && action.HostRewriteSpecifier == nil {
 			setHostRewrite(action, ops.authority)
 		}
-		action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, d.Destination.GetSubset())
+		action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, target, d.Destination.GetSubset())
 		return
 	}
-	// The entries are allocated together, like forwardingRoute.
-	parts := &struct {
-		specifier routev3.RouteAction_WeightedClusters
-		weighted  routev3.WeightedCluster
-	}{}
-	entries := make([]clusterWeightParts, len(dests))
-	weighted := &parts.weighted
-	weighted.Clusters = make([]*routev3.WeightedCluster_ClusterWeight, 0, len(dests))
-	for i, d := range dests {
+	weighted := newWeightedClusters(len(dests))
+	var resolved splitDestinations
+	for _, d := range dests {
 		if d.Weight <= 0 {
 			continue // Istio drops destinations with no weight when there are several.
 		}
-		weighted.Clusters = append(weighted.Clusters, clusterWeight(&entries[i], snap, proxy, ns, d, port, uint32(d.Weight)))
+		weighted.add(resolved.cluster(snap, proxy, ns, d.Destination, port), d, uint32(d.Weight))
 	}
-	if len(weighted.Clusters) == 0 {
+	if len(weighted.weighted.Clusters) == 0 {
 		// No weights at all: split evenly rather than send nowhere.
-		for i, d := range dests {
-			weighted.Clusters = append(weighted.Clusters, clusterWeight(&entries[i], snap, proxy, ns, d, port, 1))
+		for _, d := range dests {
+			weighted.add(resolved.cluster(snap, proxy, ns, d.Destination, port), d, 1)
 		}
 	}
-	parts.specifier.WeightedClusters = weighted
-	action.ClusterSpecifier = &parts.specifier
-	host, number := destinationHostPort(snap, proxy, ns, dests[0].Destination, port)
-	action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, dests[0].Destination.GetSubset())
+	action.ClusterSpecifier = &weighted.specifier
+	first := dests[0].Destination
+	host, number, target := resolved.firstHost, resolved.firstNumber, resolved.firstService
+	if resolved.first != first { // the first destination has no weight
+		host, number, target = destinationTarget(snap, proxy, ns, first, port)
+	}
+	action.HashPolicy = destinationHashPolicy(snap, proxy, host, number, target, first.GetSubset())
+}
+
+// splitDestinations resolves the destinations of a weighted split one after another, keeping
+// what the split needs again: the first one's target, whose DestinationRule gives the hash
+// policy, and the last cluster name, which an entry for the same cluster (a split between
+// entries of one subset) shares. It lives on the stack of setClusters.
+type splitDestinations struct {
+	first        *networking.Destination
+	firstHost    string
+	firstNumber  uint32
+	firstService *model.Service
+	last         struct {
+		host, subset, name string
+		number             uint32
+	}
+}
+
+// cluster resolves d and names its cluster.
+func (r *splitDestinations) cluster(snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.Destination, port model.Port) string {
+	host, number, target := destinationTarget(snap, proxy, ns, d, port)
+	subset := d.GetSubset()
+	if r.first == nil {
+		r.first, r.firstHost, r.firstNumber, r.firstService = d, host, number, target
+	}
+	if r.last.name == "" || r.last.host != host || r.last.number != number || r.last.subset != subset {
+		r.last.host, r.last.number, r.last.subset = host, number, subset
+		r.last.name = OutboundClusterName(number, subset, host)
+	}
+	return r.last.name
+}
+
+// weightedClusters is a weighted split's messages. A split between two destinations (a
+// canary's 90/10, the usual one) is one allocation: its entries and the list of them are
+// arrays here; more destinations allocate their own.
+type weightedClusters struct {
+	specifier routev3.RouteAction_WeightedClusters
+	weighted  routev3.WeightedCluster
+	list      [2]*routev3.WeightedCluster_ClusterWeight
+	entries   [2]clusterWeightParts
+	more      []clusterWeightParts
+}
+
+func newWeightedClusters(n int) *weightedClusters {
+	w := &weightedClusters{}
+	w.specifier.WeightedClusters = &w.weighted
+	w.weighted.Clusters = w.list[:0]
+	if n > len(w.entries) {
+		w.more = make([]clusterWeightParts, 0, n)
+		w.weighted.Clusters = make([]*routev3.WeightedCluster_ClusterWeight, 0, n)
+	}
+	return w
+}
+
+// add appends a weighted destination to cluster.
+func (w *weightedClusters) add(cluster string, d *networking.HTTPRouteDestination, weight uint32) {
+	var parts *clusterWeightParts
+	if w.more != nil {
+		w.more = append(w.more, clusterWeightParts{})
+		parts = &w.more[len(w.more)-1]
+	} else {
+		parts = &w.entries[len(w.weighted.Clusters)]
+	}
+	w.weighted.Clusters = append(w.weighted.Clusters, clusterWeight(parts, cluster, d, weight))
 }
 
 // clusterWeightParts is one weighted destination's messages, allocated together.
@@ -237,11 +291,11 @@ type clusterWeightParts struct {
 	weight wrapperspb.UInt32Value
 }
 
-// clusterWeight fills parts with one weighted destination and returns its entry.
-func clusterWeight(parts *clusterWeightParts, snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.HTTPRouteDestination, port model.Port, weight uint32) *routev3.WeightedCluster_ClusterWeight {
+// clusterWeight fills parts with one weighted destination, to cluster, and returns its entry.
+func clusterWeight(parts *clusterWeightParts, cluster string, d *networking.HTTPRouteDestination, weight uint32) *routev3.WeightedCluster_ClusterWeight {
 	parts.weight.Value = weight
 	c := &parts.entry
-	c.Name = destinationCluster(snap, proxy, ns, d.Destination, port)
+	c.Name = cluster
 	c.Weight = &parts.weight
 	translateHeaders(d.Headers).applyToClusterWeight(c)
 	return c
@@ -267,13 +321,28 @@ func destinationHostPort(snap *model.Snapshot, proxy *model.Proxy, ns string, d 
 	return host, number
 }
 
+// destinationTarget is destinationHostPort with the service the destination names, as the
+// proxy sees it (nil when there is none), which its hash policy reads too: one lookup for both.
+func destinationTarget(snap *model.Snapshot, proxy *model.Proxy, ns string, d *networking.Destination, port model.Port) (string, uint32, *model.Service) {
+	host := model.ResolveHost(d.GetHost(), ns)
+	target := snap.Service(host, proxy.Namespace)
+	number := d.GetPort().GetNumber()
+	if number == 0 {
+		number = port.Number
+		if target != nil && len(target.Ports) == 1 {
+			number = target.Ports[0].Number
+		}
+	}
+	return host, number, target
+}
+
 // destinationHashPolicy is the consistent-hash policy of the DestinationRule of a destination
-// (as destinationHostPort resolves it) for its port and subset, which istiod puts on the route
-// so that Envoy's hashing cluster hashes what the rule says (a header, cookie, source IP or
-// query parameter).
-func destinationHashPolicy(snap *model.Snapshot, proxy *model.Proxy, host string, number uint32, subset string) []*routev3.RouteAction_HashPolicy {
+// (as destinationTarget resolves it: svc is its service, or nil) for its port and subset, which
+// istiod puts on the route so that Envoy's hashing cluster hashes what the rule says (a header,
+// cookie, source IP or query parameter).
+func destinationHashPolicy(snap *model.Snapshot, proxy *model.Proxy, host string, number uint32, svc *model.Service, subset string) []*routev3.RouteAction_HashPolicy {
 	target := model.Port{Number: number}
-	if svc := snap.Service(host, proxy.Namespace); svc != nil {
+	if svc != nil {
 		if p, ok := svc.Port(number); ok {
 			target = p
 		}

@@ -216,6 +216,57 @@ spec:
 	}
 }
 
+// TestVirtualServiceDefaultRetriesEveryMatch: a rule with several matches and no retries field
+// retries as Istio's default (a 503 is retried) on every match, not only the first. Its routes
+// share one action, which hoisting the default policy to the virtual host once left without
+// retries on all but the first.
+func TestVirtualServiceDefaultRetriesEveryMatch(t *testing.T) {
+	flaky := framework.StartUpstream(t, "127.0.2.15", "flaky", attemptHandler(func(attempt int, w http.ResponseWriter, _ *http.Request) {
+		if attempt <= 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, "flaky")
+	}))
+	port := framework.FreePort(t, "127.0.0.1")
+	p := framework.StartPilot(t, framework.PilotOptions{})
+	p.WriteConfig(t, "flaky.yaml", serviceEntry("flaky", port, endpoint{upstream: flaky}))
+	envoy := startVSEnvoy(t, p)
+	applyRoutes(t, p, envoy, port, "matches.yaml", `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: flaky
+  namespace: default
+spec:
+  hosts:
+  - flaky
+  http:
+  - name: paths
+    match:
+    - uri:
+        prefix: /first
+    - uri:
+        prefix: /second
+    - uri:
+        prefix: /third
+    route:
+    - destination:
+        host: flaky
+  - directResponse:
+      status: 404
+`, wantStatus(port, "flaky", "/nowhere", http.StatusNotFound))
+
+	for _, path := range []string{"/first", "/second", "/third"} {
+		resp, err := send(port, "flaky", path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Status != http.StatusOK || resp.Body != "flaky" {
+			t.Errorf("%s: %d %q, want 200 after one retry of the 503", path, resp.Status, resp.Body)
+		}
+	}
+}
+
 // TestVirtualServiceTimeout: `timeout: 1s` on an upstream that takes 3 s answers 504 after
 // 1.0–1.5 s.
 func TestVirtualServiceTimeout(t *testing.T) {
