@@ -90,20 +90,15 @@ func PrintClusters(w io.Writer, rs []*Resource) error {
 }
 
 // managedBy is the object a resource came from as istiod records it in metadata
-// (filter_metadata.istio.config, /apis/GROUP/VERSION/namespaces/NS/KIND/NAME), as istioctl
-// shows it, NAME.NS; Skiff adds the rule (NAME#http[1]), kept after it.
+// (filter_metadata.istio.config, /apis/GROUP/VERSION/namespaces/NS/KIND/NAME), shown as
+// istioctl shows it: NAME.NS.
 func managedBy(md *corev3.Metadata) string {
 	cfg := md.GetFilterMetadata()["istio"].GetFields()["config"].GetStringValue()
 	parts := strings.Split(cfg, "/")
 	if len(parts) < 7 {
 		return ""
 	}
-	name, rule, _ := strings.Cut(parts[len(parts)-1], "#")
-	out := name + "." + parts[len(parts)-3]
-	if rule != "" {
-		out += " (" + rule + ")"
-	}
-	return out
+	return parts[len(parts)-1] + "." + parts[len(parts)-3]
 }
 
 func listenerAddress(l *listenerv3.Listener) string {
