@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	meshconfig "istio.io/api/mesh/v1alpha1"
 
 	"github.com/skiffmesh/skiff/pkg/config"
 	"github.com/skiffmesh/skiff/pkg/model"
@@ -80,7 +81,9 @@ func (s *configStatus) publish(set *config.Set, errs []*config.Error, changedAt 
 // folderSource turns the config folder into snapshots: every reload re-reads the folder (the
 // loader keeps the last good version of each broken file) and publishes the result.
 type folderSource struct {
-	loader  *config.Loader
+	loader *config.Loader
+	// mesh is the mesh configuration (--mesh-config), read once at start.
+	mesh    *meshconfig.MeshConfig
 	status  *configStatus
 	watcher *config.Watcher
 	// mu holds a reload from start to published, so that settle never looks at one half done.
@@ -91,6 +94,7 @@ func (s *folderSource) reload(changedAt time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	set, errs := s.loader.Load()
+	set.Mesh = s.mesh
 	s.status.publish(set, errs, changedAt)
 }
 

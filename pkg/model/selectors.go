@@ -49,6 +49,13 @@ func selectorLabelKeys(set *config.Set) (all, traffic map[string]bool) {
 	for _, gw := range set.Gateways {
 		addTraffic(gw.Spec.GetSelector())
 	}
+	// Telemetry shapes listeners (access logs, tracing) and clusters (a tracing provider's).
+	for _, t := range set.Telemetries {
+		addTraffic(t.Spec.GetSelector().GetMatchLabels())
+		if t.Spec.GetTargetRef() != nil || len(t.Spec.GetTargetRefs()) > 0 {
+			addTraffic(map[string]string{gatewayNameLabel: ""})
+		}
+	}
 	for _, vs := range set.VirtualServices {
 		addVirtualServiceSourceLabels(&vs.Spec, addTraffic)
 	}
