@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	istioinformers "istio.io/client-go/pkg/informers/externalversions"
 	meshconfig "istio.io/api/mesh/v1alpha1"
+	istioinformers "istio.io/client-go/pkg/informers/externalversions"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -51,7 +51,7 @@ type Source struct {
 	// meshFactory and meshMap watch the ConfigMap istio of the control plane's namespace.
 	meshFactory informers.SharedInformerFactory
 	meshMap     cache.SharedIndexInformer
-	events  chan struct{}
+	events      chan struct{}
 
 	mu        sync.Mutex
 	changedAt time.Time // first event of the pending burst; zero when none is pending

@@ -88,7 +88,6 @@ func tcpAccessLog(logName string) []*accesslogv3.AccessLog {
 	}}
 }
 
-
 // Access logs written by Envoy itself (Istio's `envoy` provider, envoyFileAccessLog providers,
 // and the mesh configuration's accessLogFile) use Istio's formats, so that tools and habits
 // built on istio-proxy's logs work unchanged.
