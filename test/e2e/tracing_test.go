@@ -30,8 +30,9 @@ type tracingPlace struct {
 var propagatedHeaders = []string{"traceparent", "tracestate", "x-request-id",
 	"x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags", "b3"}
 
-// startTracingMesh starts pilot with the mesh configuration meshYAML (extra config appended to
-// the mesh's), a gateway and two sidecars, and returns the gateway's address.
+// startTracingMesh starts pilot with the mesh configuration meshYAML and the configuration
+// extraConfig (Telemetry objects, ...) beside the mesh's, a gateway and two sidecars, and
+// returns the gateway's address and the Envoys: backend, frontend, gateway.
 func startTracingMesh(t *testing.T, place tracingPlace, meshYAML, extraConfig string) (gatewayAddr string, envoys []*framework.Envoy) {
 	t.Helper()
 	gwIP, feIP, beIP := place.net+".10", place.net+".2", place.net+".3"
@@ -39,7 +40,7 @@ func startTracingMesh(t *testing.T, place tracingPlace, meshYAML, extraConfig st
 	egressPort := framework.FreePort(t, feIP)
 	frontend := framework.StartUpstream(t, place.net+".12", "frontend", framework.WithHandler(http.HandlerFunc(
 		func(w http.ResponseWriter, r *http.Request) {
-			req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s:%d/", feIP, egressPort), nil)
+			req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s:%d%s", feIP, egressPort, r.URL.Path), nil)
 			req.Host = "backend.shop.svc.cluster.local"
 			for _, h := range propagatedHeaders {
 				if v := r.Header.Get(h); v != "" {
@@ -62,14 +63,7 @@ func startTracingMesh(t *testing.T, place tracingPlace, meshYAML, extraConfig st
 		t.Fatal(err)
 	}
 	p := framework.StartPilot(t, framework.PilotOptions{Args: []string{"--mesh-config", meshFile}})
-	p.WriteConfig(t, "mesh.yaml", fmt.Sprintf(`apiVersion: telemetry.istio.io/v1
-kind: Telemetry
-metadata: {name: mesh-default, namespace: istio-system}
-spec:
-  tracing:
-  - randomSamplingPercentage: 100
----
-apiVersion: networking.istio.io/v1
+	p.WriteConfig(t, "mesh.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: frontend, namespace: shop}
 spec:
@@ -135,6 +129,14 @@ spec:
 		start(fmt.Sprintf("router~%s~istio-ingressgateway-1.istio-system~istio-system.svc.cluster.local", gwIP), "istio-ingressgateway"),
 	}
 	return fmt.Sprintf("127.0.0.1:%d", gwPort), envoys
+}
+
+// startTracingMeshWithGateway is startTracingMesh followed by one request through the gateway.
+func startTracingMeshWithGateway(t *testing.T, place tracingPlace, meshYAML, extraConfig string) (string, []*framework.Envoy) {
+	t.Helper()
+	gateway, envoys := startTracingMesh(t, place, meshYAML, extraConfig)
+	getThrough(t, gateway)
+	return gateway, envoys
 }
 
 // getThrough sends one request through the gateway until it is answered 200 (the gateway's
@@ -234,6 +236,16 @@ func checkTrace(t *testing.T, jaeger *framework.Jaeger, gatewayService, frontend
 	}
 }
 
+// tracingTelemetry turns tracing on for the whole mesh, with the default provider, at 100%.
+const tracingTelemetry = `---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing:
+  - randomSamplingPercentage: 100
+`
+
 func traceServices(tr framework.JaegerTrace) []string {
 	var out []string
 	for _, s := range tr.Spans {
@@ -257,7 +269,7 @@ func TestTracingOpenTelemetry(t *testing.T) {
     port: `+port+`
 defaultProviders:
   tracing: [otel]
-`, fmt.Sprintf(`---
+`, tracingTelemetry+fmt.Sprintf(`---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: jaeger-collector, namespace: observability}
@@ -287,7 +299,7 @@ func TestTracingZipkin(t *testing.T) {
     port: `+port+`
 defaultProviders:
   tracing: [zipkin]
-`, "")
+`, tracingTelemetry)
 	getThrough(t, gateway)
 	checkTrace(t, jaeger, "istio-ingressgateway-1.istio-system", "frontend-1.shop", "backend-1.shop")
 	for _, e := range envoys {
