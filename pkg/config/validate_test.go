@@ -277,11 +277,11 @@ extensionProviders:
 	}
 	for doc, want := range map[string]string{
 		"accessLogEncoding: XML\n": "accessLogEncoding",
-		"extensionProviders: [{name: z, zipkin: {service: zipkin.example.com}}]\n":         "extensionProviders[0].zipkin.port",
+		"extensionProviders: [{name: z, zipkin: {service: zipkin.example.com}}]\n":          "extensionProviders[0].zipkin.port",
 		"extensionProviders: [{name: o, opentelemetry: {service: 'bad host', port: 4317}}]": "extensionProviders[0].opentelemetry.service",
-		"defaultProviders: {tracing: [missing]}\n":                                        "defaultProviders.tracing[0]",
-		"enableTracingg: true\n":                                                          "enableTracingg",
-		"defaultConfig: {tracing: {sampling: 101}}\n":                                     "defaultConfig.tracing.sampling",
+		"defaultProviders: {tracing: [missing]}\n":                                          "defaultProviders.tracing[0]",
+		"enableTracingg: true\n":                      "enableTracingg",
+		"defaultConfig: {tracing: {sampling: 101}}\n": "defaultConfig.tracing.sampling",
 	} {
 		if _, err := ParseMeshConfig([]byte(doc), base); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v, want one naming %s", doc, err, want)
