@@ -33,7 +33,8 @@ data:
 // extension provider) and a Telemetry object in the API server (tracing with otel at 100%,
 // access logs with the envoy provider) reach a sidecar's config_dump: its connection manager
 // traces to the provider's cluster, names spans by the Pod's app label, and logs to stdout.
-// An edit of the ConfigMap is watched: the new port reaches the sidecar. Envoy ACKs it all.
+// An edit of the ConfigMap is watched: the new port reaches the sidecar; a bad edit is reported
+// and the last good mesh configuration kept. Envoy ACKs it all.
 func TestKubernetesTelemetryAPI(t *testing.T) {
 	installPilotRBAC(t) // and the control plane's namespace
 	apply(t, meshConfigMap(4317))
@@ -82,5 +83,19 @@ spec:
 
 	apply(t, meshConfigMap(4318))
 	waitDump(`"cluster_name": "outbound|4318||otel.example.com"`, `"name": "outbound|4318||otel.example.com"`)
+
+	// A mesh configuration that does not parse is reported, naming the ConfigMap and the
+	// field, and the last good one stays in force.
+	apply(t, strings.Replace(meshConfigMap(4318), "port: 4318", "port: 0", 1))
+	framework.Eventually(t, func() error {
+		for _, e := range configErrors(t, pilot).Errors {
+			if e.Kind == "ConfigMap" && e.Namespace == controlPlaneNamespace && e.Name == "istio" &&
+				e.Field == "data.mesh" && strings.Contains(e.Message, "extensionProviders[0].opentelemetry.port") {
+				return nil
+			}
+		}
+		return fmt.Errorf("/debug/config_errors does not list the ConfigMap istio's bad port")
+	})
+	waitDump(`"cluster_name": "outbound|4318||otel.example.com"`)
 	envoy.AssertNoRejections(t)
 }
