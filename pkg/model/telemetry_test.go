@@ -132,3 +132,19 @@ func TestTelemetryGatewayTargetRefs(t *testing.T) {
 		t.Error("a Gateway targetRef reached a sidecar")
 	}
 }
+
+// TestTelemetryWarnings: a provider the mesh does not define, or one of the wrong kind, and
+// overrides pilot does not serve are listed as SKF0001 with their field.
+func TestTelemetryWarnings(t *testing.T) {
+	snap := telemetrySnapshot(t, "",
+		telemetryDoc("bad", "shop", "  tracing: [{providers: [{name: missing}]}]\n  accessLogging: [{providers: [{name: otel}]}]\n  metrics: [{overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]}]\n"))
+	want := map[string]bool{"spec.tracing[0].providers[0].name": true, "spec.accessLogging[0].providers[0].name": true, "spec.metrics[0].overrides[0]": true}
+	for _, w := range snap.Warnings() {
+		if w.Kind == "Telemetry" && w.Code == CodeNotServed {
+			delete(want, w.Field)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("no warning for %v", want)
+	}
+}
