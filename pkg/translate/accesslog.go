@@ -21,7 +21,10 @@ import (
 // sidecar streams an access log entry per request and per TCP connection to pilot over gRPC
 // (envoy.access_loggers.http_grpc / tcp_grpc), on the cluster that already reaches pilot for
 // ADS, and pilot resolves both ends to workloads and counts (package telemetry). Envoy has no
-// Wasm or Istio stats filter here, and this keeps the sidecar's configuration plain.
+// Wasm or Istio stats filter here, and this keeps the sidecar's configuration plain. These
+// access logs are the `prometheus` metrics provider of the mesh configuration: a side of a proxy
+// has them when the provider applies to it (Istio's default, defaultProviders.metrics) and no
+// Telemetry turns its metrics off (model.Snapshot.TelemetryFor, telemetry.go).
 //
 // The log name says which end reports: outbound listeners and gateways report as the source
 // (Istio's gateways do too), inbound listeners as the destination.
