@@ -29,7 +29,9 @@ func accessLogLines(e *framework.Envoy, re *regexp.Regexp) []string {
 // TestAccessLogText: the envoy provider for everyone (root namespace), and for the backend a
 // filter expression (Envoy's CEL filter) that its requests pass. Each proxy's stdout has
 // Istio's text line for the request: the response code, the authority, the upstream cluster
-// (the gateway's and the frontend's outbound clusters, the backend's inbound one).
+// (the gateway's and the frontend's outbound clusters, the backend's inbound one). The backend's
+// Telemetry also turns Istio's metrics off for it: its listeners stream no access logs to pilot,
+// while the frontend's still do.
 func TestAccessLogText(t *testing.T) {
 	gatewayAddr, envoys := startTracingMeshWithGateway(t, tracingPlace{net: "127.0.45"}, "", `---
 apiVersion: telemetry.istio.io/v1
@@ -47,6 +49,8 @@ spec:
   accessLogging:
   - providers: [{name: envoy}]
     filter: {expression: "response.code == 200"}
+  metrics:
+  - overrides: [{disabled: true}]
 `)
 	backend, frontend, gateway := envoys[0], envoys[1], envoys[2]
 	// [START] "GET /traced HTTP/1.1" 200 FLAGS DETAILS ... "AUTHORITY" "UPSTREAM_HOST" CLUSTER ...
@@ -70,6 +74,12 @@ spec:
 			}
 			return nil
 		})
+	}
+	if dump := string(backend.ConfigDump(t)); strings.Contains(dump, `"log_name": "skiff-`) {
+		t.Error("the backend's metrics are off, and its listeners still stream access logs to pilot")
+	}
+	if dump := string(frontend.ConfigDump(t)); !strings.Contains(dump, `"log_name": "skiff-source"`) || !strings.Contains(dump, `"log_name": "skiff-destination"`) {
+		t.Error("the frontend's listeners do not stream both sides' access logs to pilot")
 	}
 	for _, e := range envoys {
 		e.AssertNoRejections(t)
