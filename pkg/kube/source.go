@@ -56,9 +56,11 @@ type Source struct {
 	mu        sync.Mutex
 	changedAt time.Time // first event of the pending burst; zero when none is pending
 	lastGood  map[string]config.Object
-	// lastMesh is the last mesh configuration that parsed, and the ConfigMap's UID.
-	lastMesh    *meshconfig.MeshConfig
-	lastMeshUID types.UID
+	// lastMesh is the last mesh configuration that parsed, with the ConfigMap's UID and
+	// resourceVersion: an unchanged ConfigMap is not parsed again, and keeps its pointer.
+	lastMesh        *meshconfig.MeshConfig
+	lastMeshUID     types.UID
+	lastMeshVersion string
 }
 
 // NewSource prepares the informers; Run starts them.
@@ -264,8 +266,11 @@ func (s *Source) meshConfig() (*meshconfig.MeshConfig, *config.Error) {
 		}
 	}
 	if cm == nil {
-		s.lastMesh, s.lastMeshUID = nil, ""
+		s.lastMesh, s.lastMeshUID, s.lastMeshVersion = nil, "", ""
 		return s.opts.Mesh.Default, nil
+	}
+	if s.lastMesh != nil && s.lastMeshUID == cm.UID && s.lastMeshVersion == cm.ResourceVersion {
+		return s.lastMesh, nil
 	}
 	mesh, err := config.ParseMeshConfig([]byte(cm.Data[config.MeshConfigKey]), s.opts.Mesh.Base)
 	if err != nil {
@@ -276,7 +281,7 @@ func (s *Source) meshConfig() (*meshconfig.MeshConfig, *config.Error) {
 		}
 		return s.opts.Mesh.Default, cerr
 	}
-	s.lastMesh, s.lastMeshUID = mesh, cm.UID
+	s.lastMesh, s.lastMeshUID, s.lastMeshVersion = mesh, cm.UID, cm.ResourceVersion
 	return mesh, nil
 }
 
