@@ -75,7 +75,7 @@ listeners, routes, clusters and endpoints, and serves them over gRPC ADS.`,
 	f.StringVar(&opts.monitoringAddress, "monitoring-address", ":15014", "HTTP address for /metrics, /ready and /debug/")
 	f.BoolVar(&opts.reflection, "reflection", true, "serve gRPC reflection on the plaintext xDS port (for grpcurl)")
 	f.BoolVar(&opts.istioMetrics, "istio-metrics", true, "Istio's standard metrics on by default (the mesh configuration's defaultProviders.metrics [prometheus]): sidecars stream access logs to pilot, which serves istio_requests_total, ... on /metrics")
-	f.StringVar(&opts.meshConfig, "mesh-config", "", "Istio MeshConfig YAML (extensionProviders, defaultProviders, accessLogFile, ...), read at start; in Kubernetes mode the ConfigMap istio (key mesh) in --namespace replaces it while it exists")
+	f.StringVar(&opts.meshConfig, "mesh-config", "", "Istio MeshConfig YAML (extensionProviders, defaultProviders, accessLogFile, ...), watched (keep it outside --config-dir); in Kubernetes mode the ConfigMap istio (key mesh) in --namespace replaces it while it exists")
 	f.StringVar(&opts.xdsTLSAddress, "xds-tls-address", ":15012", "TLS gRPC address for the same ADS, with a certificate from the CA for istiod.istio-system.svc, localhost and 127.0.0.1 (empty: off)")
 	f.StringVar(&opts.caDir, "ca-dir", ".skiff-ca", "CA directory in Istio's cacerts layout; a self-signed root is created and persisted there when it holds none (folder mode; the one secret on disk)")
 	f.StringVar(&opts.trustDomain, "trust-domain", ca.DefaultTrustDomain, "SPIFFE trust domain of workload identities")

@@ -125,6 +125,9 @@ func serve(ctx context.Context, opts serveOptions) error {
 	if !opts.kubernetes {
 		folder = newFolderSource(opts.configDir, mesh, status, loaded, log)
 		settle = folder.settle
+		if opts.meshConfig != "" {
+			folder.watchMesh(opts.meshConfig, config.DefaultMeshConfig(opts.istioMetrics))
+		}
 	}
 	mon := &http.Server{Handler: monitoringMux(reg, server, status, &ready, settle), ReadHeaderTimeout: 10 * time.Second}
 
@@ -207,13 +210,20 @@ func newFolderSource(dir string, mesh *meshconfig.MeshConfig, status *configStat
 	return source
 }
 
-// runFolder follows the configuration folder.
+// runFolder follows the configuration folder, and the mesh configuration file if any.
 func runFolder(ctx context.Context, wg *sync.WaitGroup, errs chan<- error, source *folderSource) {
 	wg.Go(func() {
 		if err := source.watcher.Run(ctx); err != nil {
 			errs <- fmt.Errorf("config folder: %w", err)
 		}
 	})
+	if source.meshWatcher != nil {
+		wg.Go(func() {
+			if err := source.meshWatcher.Run(ctx); err != nil {
+				errs <- fmt.Errorf("mesh configuration: %w", err)
+			}
+		})
+	}
 }
 
 // runKubernetes follows the API server, and publishes the root certificate to every namespace.

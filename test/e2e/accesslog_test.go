@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -117,6 +119,42 @@ func TestAccessLogJSON(t *testing.T) {
 		t.Errorf("JSON access log line %v: want GET, 200, upstream_cluster outbound|8000||frontend.shop.svc.cluster.local", entry)
 	}
 	for _, e := range envoys {
+		e.AssertNoRejections(t)
+	}
+}
+
+// TestMeshConfigReload: pilot follows its --mesh-config file in folder mode. An edit that turns
+// the mesh's access log on (accessLogFile, JSON) reaches the gateway; an edit that does not
+// parse is listed at /debug/config_errors under the file's name, and the last good mesh
+// configuration stays.
+func TestMeshConfigReload(t *testing.T) {
+	m := startTracingMesh(t, tracingPlace{net: "127.0.47"}, "", "")
+	getThrough(t, m.gateway)
+	gw, meshFile := m.envoys[2], m.meshFile
+	if err := os.WriteFile(meshFile, []byte("accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, func() error {
+		if !strings.Contains(string(gw.ConfigDump(t)), `"path": "/dev/stdout"`) {
+			return fmt.Errorf("the gateway has no access log to /dev/stdout yet")
+		}
+		return nil
+	})
+	if err := os.WriteFile(meshFile, []byte("accessLogEncoding: XML\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, func() error {
+		status, body := m.pilot.Get(t, "/debug/config_errors")
+		if status != http.StatusOK || !strings.Contains(string(body), meshFile) || !strings.Contains(string(body), "accessLogEncoding") {
+			return fmt.Errorf("/debug/config_errors does not list %s's accessLogEncoding: %d %s", meshFile, status, body)
+		}
+		return nil
+	})
+	getThrough(t, m.gateway)
+	if !strings.Contains(string(gw.ConfigDump(t)), `"path": "/dev/stdout"`) {
+		t.Error("the mesh configuration that does not parse replaced the last good one")
+	}
+	for _, e := range m.envoys {
 		e.AssertNoRejections(t)
 	}
 }

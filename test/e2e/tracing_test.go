@@ -32,8 +32,8 @@ var propagatedHeaders = []string{"traceparent", "tracestate", "x-request-id",
 
 // startTracingMesh starts pilot with the mesh configuration meshYAML and the configuration
 // extraConfig (Telemetry objects, ...) beside the mesh's, a gateway and two sidecars, and
-// returns the gateway's address and the Envoys: backend, frontend, gateway.
-func startTracingMesh(t *testing.T, place tracingPlace, meshYAML, extraConfig string) (gatewayAddr string, envoys []*framework.Envoy) {
+// returns them.
+func startTracingMesh(t *testing.T, place tracingPlace, meshYAML, extraConfig string) *tracingMesh {
 	t.Helper()
 	gwIP, feIP, beIP := place.net+".10", place.net+".2", place.net+".3"
 	backend := framework.StartUpstream(t, place.net+".13", "backend")
@@ -123,20 +123,28 @@ spec:
 	start := func(nodeID, app string) *framework.Envoy {
 		return framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: nodeID, BootstrapArgs: []string{"--labels", "app=" + app}})
 	}
-	envoys = []*framework.Envoy{
+	envoys := []*framework.Envoy{
 		start(fmt.Sprintf("sidecar~%s~backend-1.shop~shop.svc.cluster.local", beIP), "backend"),
 		start(fmt.Sprintf("sidecar~%s~frontend-1.shop~shop.svc.cluster.local", feIP), "frontend"),
 		start(fmt.Sprintf("router~%s~istio-ingressgateway-1.istio-system~istio-system.svc.cluster.local", gwIP), "istio-ingressgateway"),
 	}
-	return fmt.Sprintf("127.0.0.1:%d", gwPort), envoys
+	return &tracingMesh{gateway: fmt.Sprintf("127.0.0.1:%d", gwPort), envoys: envoys, pilot: p, meshFile: meshFile}
+}
+
+// tracingMesh is a running tracing mesh.
+type tracingMesh struct {
+	gateway  string             // the gateway's HTTP address
+	envoys   []*framework.Envoy // backend, frontend, gateway
+	pilot    *framework.Pilot
+	meshFile string // pilot's --mesh-config
 }
 
 // startTracingMeshWithGateway is startTracingMesh followed by one request through the gateway.
 func startTracingMeshWithGateway(t *testing.T, place tracingPlace, meshYAML, extraConfig string) (string, []*framework.Envoy) {
 	t.Helper()
-	gateway, envoys := startTracingMesh(t, place, meshYAML, extraConfig)
-	getThrough(t, gateway)
-	return gateway, envoys
+	m := startTracingMesh(t, place, meshYAML, extraConfig)
+	getThrough(t, m.gateway)
+	return m.gateway, m.envoys
 }
 
 // getThrough sends one request through the gateway until it is answered 200 (the gateway's
@@ -262,7 +270,7 @@ func traceServices(tr framework.JaegerTrace) []string {
 func TestTracingOpenTelemetry(t *testing.T) {
 	jaeger := framework.StartJaeger(t)
 	_, port, _ := strings.Cut(jaeger.OTLPGRPCAddress, ":")
-	gateway, envoys := startTracingMesh(t, tracingPlace{net: "127.0.43"}, `extensionProviders:
+	_, envoys := startTracingMeshWithGateway(t, tracingPlace{net: "127.0.43"}, `extensionProviders:
 - name: otel
   opentelemetry:
     service: jaeger-collector.observability.svc.cluster.local
@@ -279,7 +287,6 @@ spec:
   resolution: STATIC
   endpoints: [{address: 127.0.0.1}]
 `, port))
-	getThrough(t, gateway)
 	checkTrace(t, jaeger, "istio-ingressgateway.istio-system", "frontend.shop", "backend.shop")
 	for _, e := range envoys {
 		e.AssertNoRejections(t)
@@ -292,7 +299,7 @@ spec:
 func TestTracingZipkin(t *testing.T) {
 	jaeger := framework.StartJaeger(t)
 	_, port, _ := strings.Cut(strings.TrimPrefix(jaeger.ZipkinURL, "http://"), ":")
-	gateway, envoys := startTracingMesh(t, tracingPlace{net: "127.0.44"}, `extensionProviders:
+	_, envoys := startTracingMeshWithGateway(t, tracingPlace{net: "127.0.44"}, `extensionProviders:
 - name: zipkin
   zipkin:
     service: 127.0.0.1
@@ -300,7 +307,6 @@ func TestTracingZipkin(t *testing.T) {
 defaultProviders:
   tracing: [zipkin]
 `, tracingTelemetry)
-	getThrough(t, gateway)
 	checkTrace(t, jaeger, "istio-ingressgateway-1.istio-system", "frontend-1.shop", "backend-1.shop")
 	for _, e := range envoys {
 		e.AssertNoRejections(t)
