@@ -89,8 +89,8 @@ type folderSource struct {
 	mesh        *meshconfig.MeshConfig
 	meshErr     *config.Error
 	meshWatcher *config.Watcher
-	status  *configStatus
-	watcher *config.Watcher
+	status      *configStatus
+	watcher     *config.Watcher
 	// mu holds a reload from start to published, so that settle never looks at one half done.
 	mu sync.Mutex
 }
