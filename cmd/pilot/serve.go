@@ -14,13 +14,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	meshconfig "istio.io/api/mesh/v1alpha1"
 
 	"github.com/skiffmesh/skiff/pkg/ca"
 	"github.com/skiffmesh/skiff/pkg/config"
 	"github.com/skiffmesh/skiff/pkg/kube"
 	"github.com/skiffmesh/skiff/pkg/model"
 	"github.com/skiffmesh/skiff/pkg/telemetry"
-	"github.com/skiffmesh/skiff/pkg/translate"
 	"github.com/skiffmesh/skiff/pkg/xds"
 )
 
@@ -34,6 +34,7 @@ type serveOptions struct {
 	monitoringAddress string
 	reflection        bool
 	istioMetrics      bool
+	meshConfig        string // a MeshConfig file; empty: Skiff's defaults
 	xdsTLSAddress     string // empty: no TLS xDS port
 	caDir             string
 	trustDomain       string
@@ -70,9 +71,16 @@ func serve(ctx context.Context, opts serveOptions) error {
 	} else if authority, err = ca.LoadOrCreate(opts.caDir, opts.trustDomain); err != nil {
 		return fmt.Errorf("CA (--ca-dir %s): %w", opts.caDir, err)
 	}
+	// The mesh configuration says what the proxies' telemetry is (with the Telemetry objects):
+	// it travels in every configuration set, so translation reads it from the snapshot.
+	mesh := config.DefaultMeshConfig(opts.istioMetrics)
+	if opts.meshConfig != "" {
+		if mesh, err = config.ReadMeshConfig(opts.meshConfig, mesh); err != nil {
+			return fmt.Errorf("--mesh-config: %w", err)
+		}
+	}
 	// Istio's standard metrics, counted from the proxies' access logs (package telemetry), are
 	// served on /metrics with pilot's own; the service reads the snapshot the server pushes.
-	translate.SetAccessLogs(opts.istioMetrics)
 	var server *xds.Server
 	metrics := telemetry.New(telemetry.Options{Snapshot: func() *model.Snapshot { return server.Snapshot() },
 		Registry: reg, Logger: log, TrustDomain: authority.TrustDomain()})
@@ -115,8 +123,11 @@ func serve(ctx context.Context, opts serveOptions) error {
 		settle func(context.Context) error // nil in Kubernetes mode: see waitHandler
 	)
 	if !opts.kubernetes {
-		folder = newFolderSource(opts.configDir, status, loaded, log)
+		folder = newFolderSource(opts.configDir, mesh, status, loaded, log)
 		settle = folder.settle
+		if opts.meshConfig != "" {
+			folder.watchMesh(opts.meshConfig, config.DefaultMeshConfig(opts.istioMetrics))
+		}
 	}
 	mon := &http.Server{Handler: monitoringMux(reg, server, status, &ready, settle, metrics), ReadHeaderTimeout: 10 * time.Second}
 
@@ -145,7 +156,7 @@ func serve(ctx context.Context, opts serveOptions) error {
 	})
 
 	if opts.kubernetes {
-		runKubernetes(ctx, &wg, errs, clients, authority, status, loaded, log)
+		runKubernetes(ctx, &wg, errs, clients, authority, kube.MeshOptions{Namespace: opts.namespace, Base: config.DefaultMeshConfig(opts.istioMetrics), Default: mesh}, status, loaded, log)
 	} else {
 		runFolder(ctx, &wg, errs, folder)
 	}
@@ -188,8 +199,8 @@ func serve(ctx context.Context, opts serveOptions) error {
 // newFolderSource is the source of the configuration folder dir; loaded is closed after the
 // first load. The first load happens once the folder is watched, so no edit falls between the
 // two.
-func newFolderSource(dir string, status *configStatus, loaded chan struct{}, log *slog.Logger) *folderSource {
-	source := &folderSource{loader: config.NewLoader(dir), status: status}
+func newFolderSource(dir string, mesh *meshconfig.MeshConfig, status *configStatus, loaded chan struct{}, log *slog.Logger) *folderSource {
+	source := &folderSource{loader: config.NewLoader(dir), mesh: mesh, status: status}
 	source.watcher = &config.Watcher{
 		Dir:      dir,
 		OnChange: func() { source.reload(time.Now()) },
@@ -199,20 +210,27 @@ func newFolderSource(dir string, status *configStatus, loaded chan struct{}, log
 	return source
 }
 
-// runFolder follows the configuration folder.
+// runFolder follows the configuration folder, and the mesh configuration file if any.
 func runFolder(ctx context.Context, wg *sync.WaitGroup, errs chan<- error, source *folderSource) {
 	wg.Go(func() {
 		if err := source.watcher.Run(ctx); err != nil {
 			errs <- fmt.Errorf("config folder: %w", err)
 		}
 	})
+	if source.meshWatcher != nil {
+		wg.Go(func() {
+			if err := source.meshWatcher.Run(ctx); err != nil {
+				errs <- fmt.Errorf("mesh configuration: %w", err)
+			}
+		})
+	}
 }
 
 // runKubernetes follows the API server, and publishes the root certificate to every namespace.
 func runKubernetes(ctx context.Context, wg *sync.WaitGroup, errs chan<- error, clients *kube.Clients, authority *ca.CA,
-	status *configStatus, loaded chan struct{}, log *slog.Logger) {
+	mesh kube.MeshOptions, status *configStatus, loaded chan struct{}, log *slog.Logger) {
 	var first sync.Once
-	source := kube.NewSource(clients, kube.Options{Logger: log, OnChange: func(set *config.Set, cerrs []*config.Error, changedAt time.Time) {
+	source := kube.NewSource(clients, kube.Options{Logger: log, Mesh: mesh, OnChange: func(set *config.Set, cerrs []*config.Error, changedAt time.Time) {
 		status.publish(set, cerrs, changedAt)
 		first.Do(func() { close(loaded) })
 	}})

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	meshconfig "istio.io/api/mesh/v1alpha1"
 
 	"github.com/skiffmesh/skiff/pkg/config"
 	"github.com/skiffmesh/skiff/pkg/model"
@@ -80,9 +83,14 @@ func (s *configStatus) publish(set *config.Set, errs []*config.Error, changedAt 
 // folderSource turns the config folder into snapshots: every reload re-reads the folder (the
 // loader keeps the last good version of each broken file) and publishes the result.
 type folderSource struct {
-	loader  *config.Loader
-	status  *configStatus
-	watcher *config.Watcher
+	loader *config.Loader
+	// mesh is the mesh configuration (--mesh-config, Skiff's defaults without one); meshErr
+	// says why the file's current content is not it, when it does not parse.
+	mesh        *meshconfig.MeshConfig
+	meshErr     *config.Error
+	meshWatcher *config.Watcher
+	status      *configStatus
+	watcher     *config.Watcher
 	// mu holds a reload from start to published, so that settle never looks at one half done.
 	mu sync.Mutex
 }
@@ -91,7 +99,37 @@ func (s *folderSource) reload(changedAt time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	set, errs := s.loader.Load()
+	set.Mesh = s.mesh
+	if s.meshErr != nil {
+		errs = append(errs, s.meshErr)
+	}
 	s.status.publish(set, errs, changedAt)
+}
+
+// watchMesh follows the mesh configuration file as the folder's files are followed: an edit
+// is read and published; one that does not parse is reported (pilot's log,
+// skiff_config_errors, /debug/config_errors) and the last good mesh configuration stays. The
+// folder holding the file is watched, so the file belongs outside --config-dir.
+func (s *folderSource) watchMesh(file string, base *meshconfig.MeshConfig) {
+	s.meshWatcher = &config.Watcher{
+		Dir: filepath.Dir(file),
+		OnChange: func() {
+			data, err := os.ReadFile(file)
+			var mesh *meshconfig.MeshConfig
+			if err == nil {
+				mesh, err = config.ParseMeshConfig(data, base)
+			}
+			s.mu.Lock()
+			if err != nil {
+				s.meshErr = &config.Error{File: file, Doc: -1, Err: err}
+			} else {
+				s.mesh, s.meshErr = mesh, nil
+			}
+			s.mu.Unlock()
+			s.reload(time.Now())
+		},
+		Logger: s.status.log,
+	}
 }
 
 // settlePoll is how often settle looks at the folder while a reload is due.

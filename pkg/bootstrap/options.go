@@ -357,12 +357,6 @@ func splitHostPort(addr string, minPort uint64) (string, uint32, error) {
 // instead of a DNS failure Envoy only logs.
 var dnsName = regexp.MustCompile(`^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$`)
 
-// deploymentPod matches the names Kubernetes gives Deployment pods:
-// NAME-<pod-template-hash>-<5 random>. Both suffixes are drawn from the alphabet of
-// k8s.io/apimachinery's rand.SafeEncodeString, which has no vowels, so ordinary words in a
-// workload name are not mistaken for them.
-var deploymentPod = regexp.MustCompile(`^(.+)-[bcdfghjklmnpqrstvwxz2456789]{6,10}-[bcdfghjklmnpqrstvwxz2456789]{5}$`)
-
 // defaultCluster is the node.cluster a proxy gets when Options.Cluster is empty. Istio's agent
 // sets it to the canonical service name "." namespace, so stats and the admin page group
 // replicas of one workload together. Without the pod's labels we approximate the workload name
@@ -370,8 +364,5 @@ var deploymentPod = regexp.MustCompile(`^(.+)-[bcdfghjklmnpqrstvwxz2456789]{6,10
 // becomes reviews-v1); any other name is kept whole. Pilot does not read node.cluster, so a
 // wrong guess only changes how the proxy labels itself.
 func defaultCluster(name, namespace string) string {
-	if m := deploymentPod.FindStringSubmatch(name); m != nil {
-		name = m[1]
-	}
-	return name + "." + namespace
+	return model.WorkloadNameOf(name) + "." + namespace
 }

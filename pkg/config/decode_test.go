@@ -10,6 +10,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 )
 
 func TestDecodeGoodFile(t *testing.T) {
@@ -73,6 +74,7 @@ func TestDecodeVersions(t *testing.T) {
 		"Sidecar":             "egress: [{hosts: ['./*']}]",
 		"PeerAuthentication":  "mtls: {mode: PERMISSIVE}",
 		"AuthorizationPolicy": "action: DENY",
+		"Telemetry":           "tracing: [{randomSamplingPercentage: 10}]",
 	}
 	for kind, info := range kinds {
 		for _, version := range info.versions {
@@ -108,6 +110,8 @@ func TestDecodeVersions(t *testing.T) {
 					_, ok = o.(*securityv1.PeerAuthentication)
 				case "AuthorizationPolicy":
 					_, ok = o.(*securityv1.AuthorizationPolicy)
+				case "Telemetry":
+					_, ok = o.(*telemetryv1.Telemetry)
 				}
 				if !ok {
 					t.Errorf("decoded to %T", o)

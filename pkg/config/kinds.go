@@ -8,12 +8,14 @@ import (
 	"google.golang.org/protobuf/proto"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 )
 
 // The API groups Skiff reads.
 const (
 	NetworkingGroup = "networking.istio.io"
 	SecurityGroup   = "security.istio.io"
+	TelemetryGroup  = "telemetry.istio.io"
 )
 
 // kindInfo describes one supported kind. Every accepted version of a kind has the same spec
@@ -30,6 +32,7 @@ type kindInfo struct {
 var (
 	networkingVersions = []string{"v1", "v1beta1", "v1alpha3"}
 	securityVersions   = []string{"v1", "v1beta1"}
+	telemetryVersions  = []string{"v1", "v1alpha1"}
 )
 
 var kinds = map[string]kindInfo{
@@ -65,6 +68,12 @@ var kinds = map[string]kindInfo{
 		o := &securityv1.AuthorizationPolicy{}
 		return o, &o.Spec
 	}},
+	// telemetry.istio.io's v1 and v1alpha1 share the spec type of istio.io/api's
+	// telemetry/v1alpha1, as the other groups do.
+	"Telemetry": {TelemetryGroup, telemetryVersions, func() (Object, proto.Message) {
+		o := &telemetryv1.Telemetry{}
+		return o, &o.Spec
+	}},
 }
 
 // lookupKind finds the kind an apiVersion and kind name, or explains what is supported.
@@ -84,12 +93,15 @@ func supportedKinds() string {
 		byGroup[info.group] = append(byGroup[info.group], name)
 	}
 	var parts []string
-	for _, g := range []string{NetworkingGroup, SecurityGroup} {
+	for _, g := range []string{NetworkingGroup, SecurityGroup, TelemetryGroup} {
 		names := byGroup[g]
 		slices.Sort(names)
 		versions := networkingVersions
-		if g == SecurityGroup {
+		switch g {
+		case SecurityGroup:
 			versions = securityVersions
+		case TelemetryGroup:
+			versions = telemetryVersions
 		}
 		parts = append(parts, fmt.Sprintf("%s/{%s} %s", g, strings.Join(versions, ","), strings.Join(names, ", ")))
 	}

@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"slices"
 
+	meshconfig "istio.io/api/mesh/v1alpha1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,6 +36,7 @@ type Set struct {
 	Sidecars              []*networkingv1.Sidecar
 	PeerAuthentications   []*securityv1.PeerAuthentication
 	AuthorizationPolicies []*securityv1.AuthorizationPolicy
+	Telemetries           []*telemetryv1.Telemetry
 	// Secrets are kubernetes.io/tls Secrets, the credentials Gateway servers name. They hold
 	// private keys: never log or print them.
 	Secrets []*corev1.Secret
@@ -45,6 +48,11 @@ type Set struct {
 	Services       []*corev1.Service
 	EndpointSlices []*discoveryv1.EndpointSlice
 	Pods           []*corev1.Pod
+
+	// Mesh is the mesh configuration (Istio's MeshConfig: telemetry providers, access log
+	// defaults), from pilot's --mesh-config file or the ConfigMap istio in Kubernetes mode,
+	// with Skiff's defaults applied (see ParseMeshConfig). nil means DefaultMeshConfig.
+	Mesh *meshconfig.MeshConfig
 }
 
 // NewSet sorts objects into a Set. Objects of types a Set does not hold are ignored; Decode
@@ -69,6 +77,8 @@ func NewSet(objects ...Object) *Set {
 			s.PeerAuthentications = append(s.PeerAuthentications, o)
 		case *securityv1.AuthorizationPolicy:
 			s.AuthorizationPolicies = append(s.AuthorizationPolicies, o)
+		case *telemetryv1.Telemetry:
+			s.Telemetries = append(s.Telemetries, o)
 		case *corev1.Secret:
 			s.Secrets = append(s.Secrets, o)
 		case *corev1.Namespace:
@@ -89,6 +99,7 @@ func NewSet(objects ...Object) *Set {
 	sortObjects(s.Sidecars)
 	sortObjects(s.PeerAuthentications)
 	sortObjects(s.AuthorizationPolicies)
+	sortObjects(s.Telemetries)
 	sortObjects(s.Secrets)
 	sortObjects(s.Namespaces)
 	sortObjects(s.Services)
@@ -111,6 +122,7 @@ func (s *Set) Objects() []Object {
 	out = appendObjects(out, s.Sidecars)
 	out = appendObjects(out, s.PeerAuthentications)
 	out = appendObjects(out, s.AuthorizationPolicies)
+	out = appendObjects(out, s.Telemetries)
 	out = appendObjects(out, s.Secrets)
 	out = appendObjects(out, s.Namespaces)
 	out = appendObjects(out, s.Services)
@@ -126,7 +138,7 @@ func (s *Set) Len() int {
 	}
 	return len(s.ServiceEntries) + len(s.WorkloadEntries) + len(s.VirtualServices) +
 		len(s.DestinationRules) + len(s.Gateways) + len(s.Sidecars) +
-		len(s.PeerAuthentications) + len(s.AuthorizationPolicies) + len(s.Secrets) +
+		len(s.PeerAuthentications) + len(s.AuthorizationPolicies) + len(s.Telemetries) + len(s.Secrets) +
 		len(s.Namespaces) + len(s.Services) + len(s.EndpointSlices) + len(s.Pods)
 }
 
@@ -166,6 +178,8 @@ func KindOf(o Object) string {
 		return "PeerAuthentication"
 	case *securityv1.AuthorizationPolicy:
 		return "AuthorizationPolicy"
+	case *telemetryv1.Telemetry:
+		return "Telemetry"
 	case *corev1.Secret:
 		return secretKind
 	case *corev1.Namespace:

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -65,6 +66,9 @@ func validate(o Object) []*Error {
 	case *securityv1.AuthorizationPolicy:
 		spec = &o.Spec
 		validateAuthorizationPolicy(v, &o.Spec)
+	case *telemetryv1.Telemetry:
+		spec = &o.Spec
+		validateTelemetry(v, &o.Spec)
 	case *corev1.Secret:
 		validateSecret(v, o) // no spec: type and data
 	case *corev1.Namespace:

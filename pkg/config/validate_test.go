@@ -242,3 +242,49 @@ func TestValidateBuiltObjects(t *testing.T) {
 		}
 	}
 }
+
+// TestParseMeshConfig: a mesh configuration applies over Skiff's defaults as istiod's does,
+// and its mistakes name the field.
+func TestParseMeshConfig(t *testing.T) {
+	base := DefaultMeshConfig(true)
+	m, err := ParseMeshConfig([]byte(`
+accessLogFile: /dev/stdout
+accessLogEncoding: JSON
+defaultProviders:
+  tracing: [otel]
+extensionProviders:
+- name: otel
+  opentelemetry: {service: otel-collector.observability.svc.cluster.local, port: 4317}
+- name: envoy
+  envoyFileAccessLog: {path: /tmp/access.log}
+`), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetDefaultProviders().GetMetrics(); len(got) != 1 || got[0] != PrometheusProvider {
+		t.Errorf("defaultProviders.metrics %v: a file that sets only tracing keeps the default's", got)
+	}
+	if m.GetAccessLogFile() != "/dev/stdout" || m.GetRootNamespace() != DefaultRootNamespace || len(m.GetExtensionProviders()) != 3 {
+		t.Errorf("merged %v", m)
+	}
+	for _, p := range m.GetExtensionProviders() {
+		if p.GetName() == EnvoyProvider && p.GetEnvoyFileAccessLog().GetPath() != "/tmp/access.log" {
+			t.Errorf("envoy provider not replaced: %v", p)
+		}
+	}
+	if len(base.GetDefaultProviders().GetTracing()) != 0 || len(base.GetExtensionProviders()) != 2 {
+		t.Error("ParseMeshConfig modified its base")
+	}
+	for doc, want := range map[string]string{
+		"accessLogEncoding: XML\n": "accessLogEncoding",
+		"extensionProviders: [{name: z, zipkin: {service: zipkin.example.com}}]\n":          "extensionProviders[0].zipkin.port",
+		"extensionProviders: [{name: o, opentelemetry: {service: 'bad host', port: 4317}}]": "extensionProviders[0].opentelemetry.service",
+		"defaultProviders: {tracing: [missing]}\n":                                          "defaultProviders.tracing[0]",
+		"enableTracingg: true\n":                      "enableTracingg",
+		"defaultConfig: {tracing: {sampling: 101}}\n": "defaultConfig.tracing.sampling",
+	} {
+		if _, err := ParseMeshConfig([]byte(doc), base); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want one naming %s", doc, err, want)
+		}
+	}
+}

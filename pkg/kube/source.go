@@ -9,9 +9,11 @@ import (
 	"sync"
 	"time"
 
+	meshconfig "istio.io/api/mesh/v1alpha1"
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
@@ -27,6 +29,15 @@ type Options struct {
 	OnChange func(set *config.Set, errs []*config.Error, changedAt time.Time)
 	// Quiet and MaxDelay debounce bursts of events (defaults 100 ms and 1 s, as for folders).
 	Quiet, MaxDelay time.Duration
+	// Mesh says where the mesh configuration comes from.
+	Mesh MeshOptions
+}
+
+// MeshOptions locate the mesh configuration: the ConfigMap istio (key mesh) in Namespace,
+// istiod's, applied over Base (Skiff's defaults); Default while there is no such ConfigMap.
+type MeshOptions struct {
+	Namespace     string
+	Base, Default *meshconfig.MeshConfig
 }
 
 // Source watches the API server and reports configuration changes.
@@ -37,11 +48,19 @@ type Source struct {
 	mesh    istioinformers.SharedInformerFactory
 	stores  []cache.SharedIndexInformer // everything but Secrets, which secretWatcher owns
 	secrets *secretWatcher
-	events  chan struct{}
+	// meshFactory and meshMap watch the ConfigMap istio of the control plane's namespace.
+	meshFactory informers.SharedInformerFactory
+	meshMap     cache.SharedIndexInformer
+	events      chan struct{}
 
 	mu        sync.Mutex
 	changedAt time.Time // first event of the pending burst; zero when none is pending
 	lastGood  map[string]config.Object
+	// lastMesh is the last mesh configuration that parsed, with the ConfigMap's UID and
+	// resourceVersion: an unchanged ConfigMap is not parsed again, and keeps its pointer.
+	lastMesh        *meshconfig.MeshConfig
+	lastMeshUID     types.UID
+	lastMeshVersion string
 }
 
 // NewSource prepares the informers; Run starts them.
@@ -78,8 +97,18 @@ func NewSource(clients *Clients, opts Options) *Source {
 		net.Sidecars().Informer(),
 		sec.PeerAuthentications().Informer(),
 		sec.AuthorizationPolicies().Informer(),
+		s.mesh.Telemetry().V1().Telemetries().Informer(),
 	}
-	for _, inf := range s.stores {
+	if opts.Mesh.Namespace != "" {
+		s.meshFactory = informers.NewSharedInformerFactoryWithOptions(clients.Kube, 0,
+			informers.WithNamespace(opts.Mesh.Namespace),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = "metadata.name=" + config.MeshConfigMapName
+			}),
+			informers.WithTransform(dropManagedFields))
+		s.meshMap = s.meshFactory.Core().V1().ConfigMaps().Informer()
+	}
+	for _, inf := range s.watched() {
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc: func(any) { s.changed() },
 			UpdateFunc: func(old, cur any) {
@@ -106,6 +135,15 @@ func (s *Source) Run(ctx context.Context) error {
 	s.mesh.Start(ctx.Done())
 	defer s.core.Shutdown()
 	defer s.mesh.Shutdown()
+	if s.meshFactory != nil {
+		s.meshFactory.Start(ctx.Done())
+		defer s.meshFactory.Shutdown()
+		for typ, ok := range s.meshFactory.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return fmt.Errorf("Kubernetes informer for %v (mesh configuration) did not sync: %w", typ, context.Cause(ctx))
+			}
+		}
+	}
 	defer s.secrets.stopAll()
 	for typ, ok := range s.core.WaitForCacheSync(ctx.Done()) {
 		if !ok {
@@ -197,7 +235,54 @@ func (s *Source) Current() (*config.Set, []*config.Error) {
 		}
 		objects = append(objects, sec)
 	}
-	return config.NewSet(objects...), errs
+	set := config.NewSet(objects...)
+	var meshErr *config.Error
+	set.Mesh, meshErr = s.meshConfig()
+	if meshErr != nil {
+		errs = append(errs, meshErr)
+	}
+	return set, errs
+}
+
+// watched are the informers whose events trigger a report.
+func (s *Source) watched() []cache.SharedIndexInformer {
+	if s.meshMap == nil {
+		return s.stores
+	}
+	return append(slices.Clone(s.stores), s.meshMap)
+}
+
+// meshConfig is the mesh configuration of the ConfigMap istio, or the default without one.
+// A ConfigMap that does not parse is reported, and its last good version (of the same
+// ConfigMap) stays in force, as for other objects. s.mu is held.
+func (s *Source) meshConfig() (*meshconfig.MeshConfig, *config.Error) {
+	if s.meshMap == nil {
+		return s.opts.Mesh.Default, nil
+	}
+	var cm *corev1.ConfigMap
+	for _, item := range s.meshMap.GetStore().List() {
+		if c, ok := item.(*corev1.ConfigMap); ok && c.Name == config.MeshConfigMapName {
+			cm = c
+		}
+	}
+	if cm == nil {
+		s.lastMesh, s.lastMeshUID, s.lastMeshVersion = nil, "", ""
+		return s.opts.Mesh.Default, nil
+	}
+	if s.lastMesh != nil && s.lastMeshUID == cm.UID && s.lastMeshVersion == cm.ResourceVersion {
+		return s.lastMesh, nil
+	}
+	mesh, err := config.ParseMeshConfig([]byte(cm.Data[config.MeshConfigKey]), s.opts.Mesh.Base)
+	if err != nil {
+		cerr := &config.Error{Doc: -1, Kind: "ConfigMap", Namespace: cm.Namespace, Name: cm.Name,
+			Field: "data." + config.MeshConfigKey, Err: err}
+		if s.lastMesh != nil && s.lastMeshUID == cm.UID {
+			return s.lastMesh, cerr
+		}
+		return s.opts.Mesh.Default, cerr
+	}
+	s.lastMesh, s.lastMeshUID, s.lastMeshVersion = mesh, cm.UID, cm.ResourceVersion
+	return mesh, nil
 }
 
 func isKubernetesKind(o config.Object) bool {

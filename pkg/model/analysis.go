@@ -81,6 +81,7 @@ func (s *Snapshot) Warnings() []Warning {
 	}
 	out = append(out, s.gatewayWarnings()...)
 	out = append(out, s.appProbeWarnings()...)
+	out = append(out, s.telemetryWarnings()...)
 	return append(out, s.notServedWarnings()...)
 }
 

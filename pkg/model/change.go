@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"slices"
 
+	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
@@ -44,6 +45,12 @@ func sameConfigExcept(a, b *config.Set, skip map[string]bool) bool {
 			continue
 		}
 		fa, fb := va.Field(i), vb.Field(i)
+		if fa.Kind() == reflect.Pointer { // the mesh configuration
+			if fa.Pointer() != fb.Pointer() && !proto.Equal(a.Mesh, b.Mesh) {
+				return false
+			}
+			continue
+		}
 		if fa.Len() != fb.Len() {
 			return false
 		}

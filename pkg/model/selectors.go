@@ -8,7 +8,7 @@ import (
 
 // Proxies' labels matter to translation only through selectors: a Sidecar's or
 // DestinationRule's workloadSelector, an AuthorizationPolicy's or PeerAuthentication's selector,
-// a Gateway's selector, a VirtualService match's sourceLabels. A label whose key no selector
+// a Gateway's selector, a VirtualService match's sourceLabels, a Telemetry's selector. A label whose key no selector
 // names cannot change any proxy's configuration, so the configuration key
 // (translate.ConfigKey) leaves it out: two Deployments that differ only in `app` share one
 // translation until something selects by `app`. Anything new that reads proxy labels must add
@@ -48,6 +48,13 @@ func selectorLabelKeys(set *config.Set) (all, traffic map[string]bool) {
 	}
 	for _, gw := range set.Gateways {
 		addTraffic(gw.Spec.GetSelector())
+	}
+	// Telemetry shapes listeners (access logs, tracing) and clusters (a tracing provider's).
+	for _, t := range set.Telemetries {
+		addTraffic(t.Spec.GetSelector().GetMatchLabels())
+		if t.Spec.GetTargetRef() != nil || len(t.Spec.GetTargetRefs()) > 0 {
+			addTraffic(map[string]string{gatewayNameLabel: ""})
+		}
 	}
 	for _, vs := range set.VirtualServices {
 		addVirtualServiceSourceLabels(&vs.Spec, addTraffic)

@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"net/netip"
+	"regexp"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -111,4 +112,20 @@ func (s *Snapshot) MissingIdentity(p *Proxy) string {
 		return fmt.Sprintf("WorkloadEntry %s/%s names no serviceAccount", p.Namespace, p.Name)
 	}
 	return fmt.Sprintf("WorkloadEntry %s/%s has no IP address (%q), which pilot could check a proxy's connection against", p.Namespace, p.Name, w.Address)
+}
+
+// deploymentPod matches the names Kubernetes gives Deployment pods:
+// NAME-<pod-template-hash>-<5 random>. Both suffixes are drawn from the alphabet of
+// k8s.io/apimachinery's rand.SafeEncodeString, which has no vowels, so ordinary words in a
+// workload name are not mistaken for them.
+var deploymentPod = regexp.MustCompile(`^(.+)-[bcdfghjklmnpqrstvwxz2456789]{6,10}-[bcdfghjklmnpqrstvwxz2456789]{5}$`)
+
+// WorkloadNameOf guesses the workload a pod belongs to from its name alone, as Istio's agent
+// names a proxy when it knows nothing else: a Deployment's generated suffixes are dropped
+// (reviews-v1-7f99b6d4c5-x2lqp is reviews-v1); any other name is kept whole.
+func WorkloadNameOf(pod string) string {
+	if m := deploymentPod.FindStringSubmatch(pod); m != nil {
+		return m[1]
+	}
+	return pod
 }

@@ -23,6 +23,8 @@ import (
 //     when it names none, from those at its IP (InboundPortsFollowAddresses), and its Pod's
 //     application probes (model.AppProbes.Key: their content, equal for replicas);
 //   - without capture, the proxy's IP, which Sidecar ingress listeners bind;
+//   - when the proxy reports spans, its tracing identity (telemetry.go): the span service name
+//     and Istio's canonical service tags, from its app and version labels;
 //   - whether the proxy may hold a workload certificate (Snapshot.MayHoldIdentity): without
 //     one it gets no default mTLS, inbound (PERMISSIVE chains) or outbound (auto-mTLS), and a
 //     gateway serves no ISTIO_MUTUAL servers.
@@ -87,6 +89,7 @@ func ConfigKeys(snap *model.Snapshot, proxy *model.Proxy) Keys {
 			b.WriteString(probes.Key)
 		}
 	}
+	b.WriteString(telemetryConfigKey(snap, proxy))
 	common := b.String()
 	return Keys{
 		Full:    common + labelKey(proxy.Labels, snap.SelectsByLabel),

@@ -342,7 +342,7 @@ func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayL
 			}
 			httpDone = true
 			chains = append(chains, &listenerv3.FilterChain{
-				Filters: []*listenerv3.Filter{gatewayHTTPConnectionManager("outbound_"+name, gs.routeName)},
+				Filters: []*listenerv3.Filter{gatewayHTTPConnectionManager("outbound_"+name, gs.routeName, telemetryFor(snap, proxy))},
 			})
 		case serverHTTPS:
 			statPrefix := "outbound_" + name
@@ -352,7 +352,7 @@ func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayL
 			chains = append(chains, &listenerv3.FilterChain{
 				FilterChainMatch: sniMatch(gs.sniHosts()),
 				TransportSocket:  sockets.socket(gs.server.Tls),
-				Filters:          []*listenerv3.Filter{gatewayHTTPConnectionManager(statPrefix, gs.routeName)},
+				Filters:          []*listenerv3.Filter{gatewayHTTPConnectionManager(statPrefix, gs.routeName, telemetryFor(snap, proxy))},
 			})
 		case serverTCP, serverTLSTerminate:
 			filters := gatewayTCPFilters(snap, proxy, gs)

@@ -173,8 +173,8 @@ func fileSource(path string) *corev3.DataSource {
 // settings: the client is the remote address (gateways face clients directly, so
 // X-Forwarded-For is appended rather than trusted), and client certificate details are
 // sanitised and set for upstreams.
-func gatewayHTTPConnectionManager(statPrefix, routeName string) *listenerv3.Filter {
-	hcm := newHTTPConnectionManager(statPrefix)
+func gatewayHTTPConnectionManager(statPrefix, routeName string, tel *listenerTelemetry) *listenerv3.Filter {
+	hcm := newHTTPConnectionManager(statPrefix, tel)
 	hcm.UseRemoteAddress = trueValue()
 	hcm.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET
 	hcm.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{
@@ -252,7 +252,7 @@ func anyL4MatchApplies(matches []*networking.L4MatchAttributes, proxy *model.Pro
 func tcpRouteProxy(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.VirtualService, dests []*networking.RouteDestination, port model.Port) *listenerv3.Filter {
 	if len(dests) == 1 {
 		cluster := destinationCluster(snap, proxy, vs.Namespace, dests[0].Destination, port)
-		return TCPProxy(cluster, cluster)
+		return TCPProxy(cluster, cluster, telemetryFor(snap, proxy))
 	}
 	weighted := &tcpproxyv3.TcpProxy_WeightedCluster{}
 	for _, d := range dests {
@@ -278,8 +278,8 @@ func tcpRouteProxy(snap *model.Snapshot, proxy *model.Proxy, vs *networkingv1.Vi
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: MustAny(&tcpproxyv3.TcpProxy{
 			StatPrefix:       vs.Name + "." + vs.Namespace,
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: weighted},
-			AccessLog:        tcpAccessLogFor(""),
-			AccessLogOptions: tcpAccessLogOptionsFor(),
+			AccessLog:        telemetryFor(snap, proxy).tcpAccessLog(""),
+			AccessLogOptions: telemetryFor(snap, proxy).tcpAccessLogOptions(""),
 		})},
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/proto"
+	meshconfig "istio.io/api/mesh/v1alpha1"
 
 	"github.com/skiffmesh/skiff/pkg/config"
 	"github.com/skiffmesh/skiff/pkg/model"
@@ -166,7 +167,28 @@ func loadCase(t *testing.T, file string) *model.Snapshot {
 	for _, e := range errs {
 		t.Errorf("%s: %v", file, e)
 	}
+	set.Mesh = caseMesh(t, file, data)
 	return model.Build(set)
+}
+
+// caseMesh is the mesh configuration a case names in a leading comment line
+// `# mesh: NAME` (testdata/mesh/NAME.yaml, applied over Skiff's defaults), else nil: the
+// defaults.
+func caseMesh(t *testing.T, file string, data []byte) *meshconfig.MeshConfig {
+	t.Helper()
+	for _, line := range strings.Split(string(data), "\n") {
+		if !strings.HasPrefix(line, "#") {
+			break
+		}
+		if name, ok := strings.CutPrefix(line, "# mesh:"); ok {
+			mesh, err := config.ReadMeshConfig(filepath.Join("testdata", "mesh", strings.TrimSpace(name)+".yaml"), config.DefaultMeshConfig(true))
+			if err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			return mesh
+		}
+	}
+	return nil
 }
 
 // renderYAML writes resources as a YAML list in Envoy's JSON field names.

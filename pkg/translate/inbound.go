@@ -141,6 +141,7 @@ func inboundPassthroughCluster() *clusterv3.Cluster {
 // traffic to port 9080 would be routed as outbound traffic to the 9080 services.
 func virtualInboundListener(snap *model.Snapshot, proxy *model.Proxy, ingresses []sidecarIngress) *listenerv3.Listener {
 	own, sidecar := virtualInboundPorts(snap, proxy, ingresses)
+	tel := telemetryFor(snap, proxy)
 	var chains []*listenerv3.FilterChain
 	// Ports whose chains are chosen by transport protocol (PERMISSIVE, or sniffed under mTLS)
 	// need the TLS inspector, sniffed ports the HTTP inspector; the others must wait for
@@ -148,7 +149,7 @@ func virtualInboundListener(snap *model.Snapshot, proxy *model.Proxy, ingresses 
 	plain, inspected, sniffed := []uint32{VirtualInboundPort}, []uint32(nil), []uint32(nil)
 	addPort := func(port, targetPort uint32, protocol listenerProtocol) {
 		cluster := InboundClusterName(port)
-		portChains, inspectors := inboundPortChains(inboundMTLSMode(snap, proxy, &targetPort), cluster, protocol)
+		portChains, inspectors := inboundPortChains(inboundMTLSMode(snap, proxy, &targetPort), cluster, protocol, tel)
 		tls := slices.ContainsFunc(inspectors, func(f *listenerv3.ListenerFilter) bool { return f.Name == wellknown.TlsInspector })
 		if tls {
 			inspected = append(inspected, port)
@@ -169,13 +170,13 @@ func virtualInboundListener(snap *model.Snapshot, proxy *model.Proxy, ingresses 
 	chains = append(chains, &listenerv3.FilterChain{
 		Name:             VirtualInbound + "-blackhole",
 		FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: uint32Value(VirtualInboundPort)},
-		Filters:          []*listenerv3.Filter{TCPProxy(BlackHoleCluster, BlackHoleCluster)},
+		Filters:          []*listenerv3.Filter{TCPProxy(BlackHoleCluster, BlackHoleCluster, tel)},
 	})
 
 	// Any other port passes through, under the workload's mode (a STRICT workload takes no
 	// plaintext on any port, as in istiod) and its RBAC network filters.
 	passthrough, inspectPassthrough := inboundFilterChains(inboundMTLSMode(snap, proxy, nil), func(bool) []*listenerv3.Filter {
-		return inboundTCPFilters(InboundPassthroughCluster)
+		return inboundTCPFilters(InboundPassthroughCluster, tel)
 	})
 	l := &listenerv3.Listener{
 		Name:             VirtualInbound,

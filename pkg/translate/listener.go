@@ -25,6 +25,7 @@ import (
 // not an open proxy for the rest of the network.
 func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener {
 	captured := proxy.InterceptionMode == model.InterceptionRedirect
+	tel := telemetryFor(snap, proxy)
 	bindAddress := wildcardAddress
 	if !captured {
 		bindAddress = localhostAddress
@@ -85,7 +86,7 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 				if !g.shared {
 					routeConfig = SniffedRouteConfigName(p.svc.Hostname, p.port.Number)
 				}
-				sniffListener(l, routeConfig)
+				sniffListener(l, routeConfig, tel)
 				break
 			}
 		}
@@ -103,7 +104,7 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 					// serves both, its HTTP chains on the shared route configuration.
 					return build(g)
 				}
-				return httpOutboundListener(bindAddress, port.Number)
+				return httpOutboundListener(bindAddress, port.Number, tel)
 			})
 		}
 	}
@@ -116,29 +117,29 @@ func outboundListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.L
 		out = append(out, byName[n])
 	}
 	if captured {
-		out = append(out, virtualOutboundListener(snap.RegistryOnly(proxy)))
+		out = append(out, virtualOutboundListener(snap.RegistryOnly(proxy), tel))
 	}
 	return out
 }
 
-func httpOutboundListener(address string, port uint32) *listenerv3.Listener {
+func httpOutboundListener(address string, port uint32, tel *listenerTelemetry) *listenerv3.Listener {
 	name := ListenerName(address, port)
 	return &listenerv3.Listener{
 		Name:             name,
 		Address:          SocketAddress(address, port),
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{httpConnectionManager("outbound_"+name, RouteConfigName(port))},
+			Filters: []*listenerv3.Filter{httpConnectionManager("outbound_"+name, RouteConfigName(port), tel)},
 		}},
 	}
 }
 
-func tcpOutboundListener(address string, port uint32, cluster string) *listenerv3.Listener {
+func tcpOutboundListener(address string, port uint32, cluster string, tel *listenerTelemetry) *listenerv3.Listener {
 	return &listenerv3.Listener{
 		Name:             ListenerName(address, port),
 		Address:          SocketAddress(address, port),
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{TCPProxy(cluster, cluster)}}},
+		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{TCPProxy(cluster, cluster, tel)}}},
 	}
 }
 
@@ -146,7 +147,7 @@ func tcpOutboundListener(address string, port uint32, cluster string) *listenerv
 // it to the listener for its original address and port; what no listener claims goes to
 // PassthroughCluster (ALLOW_ANY), or BlackHoleCluster under REGISTRY_ONLY. A connection to
 // 15001 itself would loop, so it is dropped.
-func virtualOutboundListener(registryOnly bool) *listenerv3.Listener {
+func virtualOutboundListener(registryOnly bool, tel *listenerTelemetry) *listenerv3.Listener {
 	exit := PassthroughCluster
 	if registryOnly {
 		exit = BlackHoleCluster
@@ -161,19 +162,19 @@ func virtualOutboundListener(registryOnly bool) *listenerv3.Listener {
 			FilterChainMatch: &listenerv3.FilterChainMatch{
 				DestinationPort: uint32Value(VirtualOutboundPort),
 			},
-			Filters: []*listenerv3.Filter{TCPProxy(BlackHoleCluster, BlackHoleCluster)},
+			Filters: []*listenerv3.Filter{TCPProxy(BlackHoleCluster, BlackHoleCluster, tel)},
 		}},
 		DefaultFilterChain: &listenerv3.FilterChain{
 			Name:    exit,
-			Filters: []*listenerv3.Filter{TCPProxy(exit, exit)},
+			Filters: []*listenerv3.Filter{TCPProxy(exit, exit, tel)},
 		},
 	}
 }
 
 // httpConnectionManager terminates HTTP and routes by the named route configuration, fetched
 // over ADS.
-func httpConnectionManager(statPrefix, routeConfig string) *listenerv3.Filter {
-	hcm := newHTTPConnectionManager(statPrefix)
+func httpConnectionManager(statPrefix, routeConfig string, tel *listenerTelemetry) *listenerv3.Filter {
+	hcm := newHTTPConnectionManager(statPrefix, tel)
 	hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 		ConfigSource:    ADSConfigSource(),
 		RouteConfigName: routeConfig,
@@ -182,8 +183,8 @@ func httpConnectionManager(statPrefix, routeConfig string) *listenerv3.Filter {
 }
 
 // httpConnectionManagerFor terminates HTTP and routes by an inline route configuration.
-func httpConnectionManagerFor(statPrefix string, route *routev3.RouteConfiguration) *listenerv3.Filter {
-	hcm := newHTTPConnectionManager(statPrefix)
+func httpConnectionManagerFor(statPrefix string, route *routev3.RouteConfiguration, tel *listenerTelemetry) *listenerv3.Filter {
+	hcm := newHTTPConnectionManager(statPrefix, tel)
 	hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: route}
 	return hcmFilter(hcm)
 }
@@ -196,11 +197,10 @@ var routerHTTPFilter = &hcmv3.HttpFilter{
 }
 
 // newHTTPConnectionManager is the connection manager every HTTP listener shares, without its
-// routes.
-func newHTTPConnectionManager(statPrefix string) *hcmv3.HttpConnectionManager {
-	return &hcmv3.HttpConnectionManager{
+// routes, with the proxy's access logs and tracing for its side (telemetry.go).
+func newHTTPConnectionManager(statPrefix string, tel *listenerTelemetry) *hcmv3.HttpConnectionManager {
+	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
-		AccessLog:  httpAccessLogFor(statPrefix),
 		// Fault and CORS before the router, in istiod's order: they act only where a route's
 		// typed_per_filter_config asks (see fault.go, cors.go).
 		HttpFilters: []*hcmv3.HttpFilter{faultHTTPFilter, corsHTTPFilter, routerHTTPFilter},
@@ -208,6 +208,8 @@ func newHTTPConnectionManager(statPrefix string) *hcmv3.HttpConnectionManager {
 		NormalizePath:  trueValue(),
 		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 	}
+	tel.applyHTTP(hcm)
+	return hcm
 }
 
 func hcmFilter(hcm *hcmv3.HttpConnectionManager) *listenerv3.Filter {

@@ -62,15 +62,16 @@ func SocketAddress(address string, port uint32) *corev3.Address {
 	}}}
 }
 
-// TCPProxy is a network filter that sends the connection to one cluster.
-func TCPProxy(statPrefix, cluster string) *listenerv3.Filter {
+// TCPProxy is a network filter that sends the connection to one cluster, with the proxy's
+// access logs for its side (tel may be nil: none).
+func TCPProxy(statPrefix, cluster string, tel *listenerTelemetry) *listenerv3.Filter {
 	return &listenerv3.Filter{
 		Name: wellknown.TCPProxy,
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: MustAny(&tcpproxyv3.TcpProxy{
 			StatPrefix:       statPrefix,
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
-			AccessLog:        tcpAccessLogFor(cluster),
-			AccessLogOptions: tcpAccessLogOptionsFor(),
+			AccessLog:        tel.tcpAccessLog(cluster),
+			AccessLogOptions: tel.tcpAccessLogOptions(cluster),
 		})},
 	}
 }

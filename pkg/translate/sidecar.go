@@ -46,13 +46,13 @@ func sidecarEgressListeners(snap *model.Snapshot, proxy *model.Proxy, defaultBin
 			bind = defaultBind
 		}
 		if model.ParseProtocol(port.Protocol).IsHTTP() {
-			out = append(out, httpOutboundListener(bind, port.Number))
+			out = append(out, httpOutboundListener(bind, port.Number, telemetryFor(snap, proxy)))
 			continue
 		}
 		// A TCP egress listener forwards to the one service it imports on the port.
 		for _, svc := range snap.ServicesFor(proxy) {
 			if _, ok := svc.Port(port.Number); ok && model.EgressImports(eg, svc, proxy.Namespace) {
-				out = append(out, tcpOutboundListener(bind, port.Number, OutboundClusterName(port.Number, "", svc.Hostname)))
+				out = append(out, tcpOutboundListener(bind, port.Number, OutboundClusterName(port.Number, "", svc.Hostname), telemetryFor(snap, proxy)))
 				break
 			}
 		}
@@ -166,7 +166,7 @@ func inboundListeners(snap *model.Snapshot, proxy *model.Proxy, ingresses []side
 		cluster := InboundClusterName(port.Number)
 		targetPort := in.targetPort()
 		chains, listenerFilters := inboundPortChains(inboundMTLSMode(snap, proxy, &targetPort),
-			cluster, listenerProtocolOf(model.ParseProtocol(port.Protocol)))
+			cluster, listenerProtocolOf(model.ParseProtocol(port.Protocol)), telemetryFor(snap, proxy))
 		out = append(out, &listenerv3.Listener{
 			Name:             ListenerName(in.bind, port.Number),
 			Address:          SocketAddress(in.bind, port.Number),
@@ -188,11 +188,11 @@ func inboundListeners(snap *model.Snapshot, proxy *model.Proxy, ingresses []side
 // then http_inspector where one is picked by plaintext HTTP. The RBAC filters are the same in
 // every chain of every proxy: they fetch the workload's rules by name (authz_ecds.go), so the
 // chains do not depend on AuthorizationPolicies at all.
-func inboundPortChains(mode security.PeerAuthentication_MutualTLS_Mode, cluster string, protocol listenerProtocol) ([]*listenerv3.FilterChain, []*listenerv3.ListenerFilter) {
+func inboundPortChains(mode security.PeerAuthentication_MutualTLS_Mode, cluster string, protocol listenerProtocol, tel *listenerTelemetry) ([]*listenerv3.FilterChain, []*listenerv3.ListenerFilter) {
 	httpChain := func(mtls bool) []*listenerv3.Filter {
-		return []*listenerv3.Filter{inboundHTTPConnectionManager(cluster, mtls)}
+		return []*listenerv3.Filter{inboundHTTPConnectionManager(cluster, mtls, tel)}
 	}
-	tcpChain := func(bool) []*listenerv3.Filter { return inboundTCPFilters(cluster) }
+	tcpChain := func(bool) []*listenerv3.Filter { return inboundTCPFilters(cluster, tel) }
 	switch protocol {
 	case listenHTTP:
 		return inboundFilterChains(mode, httpChain)
@@ -211,8 +211,8 @@ func inboundPortChains(mode security.PeerAuthentication_MutualTLS_Mode, cluster 
 }
 
 // inboundTCPFilters are the RBAC network filters, then tcp_proxy to cluster.
-func inboundTCPFilters(cluster string) []*listenerv3.Filter {
-	return append(slices.Clone(inboundRBACNetworkFilters), TCPProxy(cluster, cluster))
+func inboundTCPFilters(cluster string, tel *listenerTelemetry) []*listenerv3.Filter {
+	return append(slices.Clone(inboundRBACNetworkFilters), TCPProxy(cluster, cluster, tel))
 }
 
 // inboundHTTPConnectionManager routes every request to the application's cluster. The route
@@ -223,7 +223,7 @@ func inboundTCPFilters(cluster string) []*listenerv3.Filter {
 // On an mTLS chain the application learns who called: the peer's SPIFFE ID is appended to
 // x-forwarded-client-cert, as istiod's sidecars do (APPEND_FORWARD). Plaintext chains keep
 // Envoy's default, which strips the header, so a plaintext client cannot claim an identity.
-func inboundHTTPConnectionManager(cluster string, mtls bool) *listenerv3.Filter {
+func inboundHTTPConnectionManager(cluster string, mtls bool, tel *listenerTelemetry) *listenerv3.Filter {
 	route := &routev3.RouteConfiguration{
 		Name: cluster,
 		// Envoy checks the clusters of an inline route when the listener arrives; the inbound
@@ -242,7 +242,7 @@ func inboundHTTPConnectionManager(cluster string, mtls bool) *listenerv3.Filter 
 			}},
 		}},
 	}
-	hcm := newHTTPConnectionManager("inbound_" + cluster)
+	hcm := newHTTPConnectionManager("inbound_"+cluster, tel)
 	hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: route}
 	hcm.HttpFilters = append(slices.Clone(inboundRBACHTTPFilters), hcm.HttpFilters...)
 	if mtls {

@@ -118,10 +118,10 @@ func httpInspectorFilter() *listenerv3.ListenerFilter {
 // the inspector waits for the client's first bytes without a deadline: a server-first protocol
 // on a port that says nothing of its protocol waits too, which is why such ports should be
 // named (Kubernetes' well-known ones are TCP, see model.KubernetesPortProtocol).
-func sniffListener(l *listenerv3.Listener, routeConfig string) {
+func sniffListener(l *listenerv3.Listener, routeConfig string, tel *listenerTelemetry) {
 	chains := make([]*listenerv3.FilterChain, 0, len(sniffedHTTPVersions)+len(l.FilterChains))
 	for _, v := range sniffedHTTPVersions {
-		hcm := newHTTPConnectionManager("outbound_" + l.Name)
+		hcm := newHTTPConnectionManager("outbound_"+l.Name, tel)
 		hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource:    ADSConfigSource(),
 			RouteConfigName: routeConfig,

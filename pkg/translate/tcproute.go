@@ -122,7 +122,7 @@ func tcpRouteChains(snap *model.Snapshot, proxy *model.Proxy, svc *model.Service
 		}
 	}
 	cluster := OutboundClusterName(port.Number, "", svc.Hostname)
-	return append(chains, &listenerv3.FilterChain{Filters: []*listenerv3.Filter{TCPProxy(cluster, cluster)}})
+	return append(chains, &listenerv3.FilterChain{Filters: []*listenerv3.Filter{TCPProxy(cluster, cluster, telemetryFor(snap, proxy))}})
 }
 
 // meshOnly is the gateway set of a sidecar.

@@ -47,7 +47,7 @@ func tlsRouteChains(snap *model.Snapshot, proxy *model.Proxy, svc *model.Service
 		fcm = &listenerv3.FilterChainMatch{ServerNames: []string{svc.Hostname}}
 	}
 	cluster := OutboundClusterName(port.Number, "", svc.Hostname)
-	return []*listenerv3.FilterChain{{FilterChainMatch: fcm, Filters: []*listenerv3.Filter{TCPProxy(cluster, cluster)}}}
+	return []*listenerv3.FilterChain{{FilterChainMatch: fcm, Filters: []*listenerv3.Filter{TCPProxy(cluster, cluster, telemetryFor(snap, proxy))}}}
 }
 
 // sniNames resolves SNI hosts as istiod resolves a VirtualService's hosts (short names in its

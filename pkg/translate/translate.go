@@ -50,7 +50,8 @@ func ExtensionConfigs(snap *model.Snapshot, proxy *model.Proxy) []*corev3.TypedE
 
 // Clusters builds the proxy's clusters: outbound ones for the services it sees, inbound ones
 // for the application ports a Sidecar declares, and, when traffic is captured, those of
-// virtualInbound (inbound.go) and of the application probes (appprobe.go).
+// virtualInbound (inbound.go) and of the application probes (appprobe.go), and those its
+// tracing providers report to (tracing.go).
 func Clusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Cluster {
 	ingresses := sidecarIngresses(snap, proxy)
 	out := append(outboundClusters(snap, proxy), inboundClusters(ingresses)...)
@@ -58,7 +59,7 @@ func Clusters(snap *model.Snapshot, proxy *model.Proxy) []*clusterv3.Cluster {
 		out = append(out, virtualInboundClusters(snap, proxy, ingresses)...)
 		out = append(out, appHealthClusters(appHealthProbes(snap, proxy))...)
 	}
-	return out
+	return withTracerClusters(snap, proxy, out)
 }
 
 // capturedSidecar reports whether the proxy gets virtualInbound: a sidecar whose inbound

@@ -10,20 +10,21 @@ import (
 // The fixed ports the documents use (pilot's, the Envoys' admin and listeners, the example
 // upstreams'); the test fails at once, naming them, when one is taken.
 var (
-	readmePorts    = []int{15010, 15012, 15014, 15000, 15001, 15002, 15100, 9080, 80, 8000, 8080, 8001, 8002, 8003, 8011, 8012, 8013}
+	readmePorts    = []int{15010, 15012, 15014, 15000, 15001, 15002, 15100, 9080, 80, 8000, 8080, 8001, 8002, 8003, 8011, 8012, 8013, 4317, 4318, 9411, 13133, 16685, 16686}
 	noClusterPorts = []int{15010, 15012, 15014, 15000, 15001, 15100, 80, 8011, 8012, 8013, 8080}
 	xdsByHandPorts = []int{15010, 15012, 15014}
 )
 
-// TestReadmeTour runs the README's five-minute tour and the tutorial's mesh after it, as a
-// reader pastes them.
+// TestReadmeTour runs the README's five-minute tour, the tutorial's mesh and the tracing example
+// after it, as a reader pastes them.
 func TestReadmeTour(t *testing.T) {
 	root := prepare(t)
 	blocks, err := ParseFile(root, "README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	blocks, err = InSections(blocks, "A five-minute tour", "The tutorial's mesh: gateway, canary, retries, circuit breaker")
+	blocks, err = InSections(blocks, "A five-minute tour", "The tutorial's mesh: gateway, canary, retries, circuit breaker",
+		"Tracing and access logs")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,6 +105,8 @@ func TestPilotRBACIsReadOnly(t *testing.T) {
 		{[]string{"watch", "endpointslices.discovery.k8s.io", "-A"}, "yes"},
 		{[]string{"watch", "virtualservices.networking.istio.io", "-A"}, "yes"},
 		{[]string{"list", "authorizationpolicies.security.istio.io", "-A"}, "yes"},
+		{[]string{"watch", "telemetries.telemetry.istio.io", "-A"}, "yes"},
+		{[]string{"watch", "configmaps/istio", "-n", controlPlaneNamespace}, "yes"},
 		{[]string{"create", "secrets", "-n", controlPlaneNamespace}, "yes"},
 		{[]string{"update", "configmaps/istio-ca-root-cert", "-n", "default"}, "yes"},
 		{[]string{"create", "secrets", "-n", "default"}, "no"},

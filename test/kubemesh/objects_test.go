@@ -75,6 +75,9 @@ func deleteNamespace(t *testing.T, name string) {
 		"workloadentries":       func() error { return net.WorkloadEntries(name).DeleteCollection(c, all, opts) },
 		"peerauthentications":   func() error { return sec.PeerAuthentications(name).DeleteCollection(c, all, opts) },
 		"authorizationpolicies": func() error { return sec.AuthorizationPolicies(name).DeleteCollection(c, all, opts) },
+		"telemetries": func() error {
+			return cluster.Istio.TelemetryV1().Telemetries(name).DeleteCollection(c, all, opts)
+		},
 	} {
 		if err := del(); err != nil {
 			t.Errorf("deleting the %s of namespace %s: %v", what, name, err)
