@@ -26,7 +26,7 @@ import (
 )
 
 // assignment is a ClusterLoadAssignment whose content is set by weight.
-func assignment(t *testing.T, name string, weight uint32) *Resource {
+func assignment(t testing.TB, name string, weight uint32) *Resource {
 	t.Helper()
 	r, err := Encode(resourcev3.EndpointType, name, &endpointv3.ClusterLoadAssignment{
 		ClusterName: name,
@@ -38,7 +38,7 @@ func assignment(t *testing.T, name string, weight uint32) *Resource {
 	return r
 }
 
-func cluster(t *testing.T, name string, seconds int64) *Resource {
+func cluster(t testing.TB, name string, seconds int64) *Resource {
 	t.Helper()
 	r, err := Encode(resourcev3.ClusterType, name, &clusterv3.Cluster{Name: name, ConnectTimeout: &durationpb.Duration{Seconds: seconds}})
 	if err != nil {
