@@ -24,6 +24,23 @@ func (s *Store) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscrip
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w := &deltaWatch{req: trimDeltaRequest(req), sub: sub, ch: ch}
+	switch {
+	case req.GetErrorDetail() != nil:
+		// Find the resources at fault and hold them; the change answers w with the rest.
+		s.delta[w] = struct{}{}
+		info, _ := takeNack(req)
+		rejectedSeq := s.seq
+		if seq, err := strconv.ParseUint(info.RejectedVersion, 10, 64); err == nil && seq <= s.seq {
+			rejectedSeq = seq
+		}
+		s.nackLocked(req.GetNode().GetId(), req.GetErrorDetail().GetMessage(), version{}, rejectedSeq, nil, info.Sent)
+		if _, waiting := s.delta[w]; !waiting {
+			return func() {}, nil
+		}
+		delete(s.delta, w)
+	case s.trial != nil && req.GetResponseNonce() != "" && s.trialAcceptedDeltaLocked(sub.ReturnedResources()):
+		s.trialPassedLocked()
+	}
 	if resp := s.deltaAnswerLocked(w, nil, nil, false); resp != nil {
 		w.ch <- resp
 		return func() {}, nil
@@ -58,6 +75,7 @@ func (s *Store) deltaAnswerLocked(w *deltaWatch, changed, removed []string, forc
 		}
 		have, held := returned[name]
 		e, exists := s.entries[name]
+		exists = exists && e.res != nil
 		switch {
 		case exists && (force || !held || have != e.res.hash):
 			send = append(send, name)

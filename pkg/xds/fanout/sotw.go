@@ -37,6 +37,9 @@ func (s *Store) CreateWatch(req *cachev3.Request, _ cachev3.Subscription, ch cha
 	if !s.wildcard {
 		w.set = s.sets.intern(req.GetResourceNames())
 	}
+	if s.trial != nil && !w.nack && req.GetResponseNonce() != "" && s.trialAcceptedLocked(w.from, w.set) {
+		s.trialPassedLocked()
+	}
 	if !w.nack {
 		var res []*anypb.Any
 		// A wildcard client that holds another version than the store's is told the store's
@@ -60,6 +63,17 @@ func (s *Store) CreateWatch(req *cachev3.Request, _ cachev3.Subscription, ch cha
 	}
 	s.sotw[w] = struct{}{}
 	if w.nack {
+		// Find the resources at fault and hold them; the change answers w with the rest.
+		info, _ := takeNack(req)
+		rejectedSeq := s.seq
+		if v := s.parseVersion(info.RejectedVersion); v.ours {
+			rejectedSeq = v.seq
+		}
+		if s.nackLocked(req.GetNode().GetId(), req.GetErrorDetail().GetMessage(), w.from, rejectedSeq, w.set, nil) {
+			if _, waiting := s.sotw[w]; !waiting {
+				return func() {}, nil
+			}
+		}
 		// A rejection may be transient (a port briefly in use), and Envoy tries again only what
 		// it is sent again: without a change, the rejected answer is sent once more after
 		// nackRetry. That is one retry per interval, not the loop an immediate answer would be.
@@ -111,7 +125,7 @@ func (s *Store) answerLocked(set *nameSet, from version) []*anypb.Any {
 	var lacking []string
 	for name := range set.names {
 		e, ok := s.entries[name]
-		if !ok {
+		if !ok || e.res == nil {
 			continue
 		}
 		if !from.ours || before == nil || e.seq > from.seq || !before.has(name) {

@@ -36,11 +36,45 @@ type Store struct {
 	// answers are state-of-the-world answers computed since the last change, shared by every
 	// watch that asks the same thing from the same version.
 	answers map[answerKey][]*anypb.Any
+
+	// rejected are the resources clients rejected, served at their accepted version, and
+	// trial the bisection under way, if any (see reject.go); observe is told of rejections.
+	rejected map[string]*rejection
+	trial    *trial
+	observe  func(Rejection)
 }
 
+// entry is a resource as the store serves it, and since when. It remembers the version it
+// served before, so that a client's NACK finds the version that client accepted.
 type entry struct {
-	res *Resource
+	res *Resource // nil: held back (rejected before any version was accepted)
 	seq uint64
+	// prev was served from prevSeq to seq; hadPrev is false for a resource new at seq, and
+	// prevFresh true for one new at prevSeq.
+	prev      *Resource
+	prevSeq   uint64
+	hadPrev   bool
+	prevFresh bool
+}
+
+// next is the entry that serves res from seq on, after e.
+func (e *entry) next(res *Resource, seq uint64) *entry {
+	return &entry{res: res, seq: seq, prev: e.res, prevSeq: e.seq, hadPrev: true, prevFresh: !e.hadPrev}
+}
+
+// asOf is what the entry served at seq; known is false when that is older than it remembers.
+func (e *entry) asOf(seq uint64) (res *Resource, known bool) {
+	switch {
+	case seq >= e.seq:
+		return e.res, true
+	case !e.hadPrev:
+		return nil, true
+	case seq >= e.prevSeq:
+		return e.prev, true
+	case e.prevFresh:
+		return nil, true
+	}
+	return nil, false
 }
 
 // answerKey is what a state-of-the-world answer depends on besides the store's state: what
@@ -69,15 +103,33 @@ func NewStore(typeURL, prefix string) *Store {
 
 // Update makes the store hold exactly want. Resources whose hash is unchanged keep their place,
 // so no stream is sent them again. It returns the names of the resources that existed and
-// changed.
+// changed. A resource held at its accepted version after a rejection stays held while its
+// translation is the one rejected, and is tried again once that changes.
 func (s *Store) Update(want map[string]*Resource) (modified []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	holding := len(s.rejected) > 0 || s.trial != nil
 	var changed, removed []string
+	var endTrial bool
 	for name, r := range want {
 		old, ok := s.entries[name]
-		if ok && old.res.hash == r.hash {
+		if ok && !holding && old.res.hash == r.hash {
 			continue
+		}
+		if ok && holding {
+			if cur := s.wantLocked(name, old); cur != nil && cur.hash == r.hash {
+				continue // still the rejected translation: still held
+			}
+			if s.trial != nil && s.trial.has(name) {
+				delete(s.trial.want, name) // translated again: served as it now is
+				endTrial = true
+			}
+			if _, held := s.rejected[name]; held {
+				delete(s.rejected, name)
+				if old.res != nil && old.res.hash == r.hash {
+					continue // back to the version served: nothing to send
+				}
+			}
 		}
 		if ok {
 			modified = append(modified, name)
@@ -87,6 +139,13 @@ func (s *Store) Update(want map[string]*Resource) (modified []string) {
 	for name := range s.entries {
 		if _, ok := want[name]; !ok {
 			removed = append(removed, name)
+			if holding {
+				delete(s.rejected, name)
+				if s.trial != nil && s.trial.has(name) {
+					delete(s.trial.want, name)
+					endTrial = true
+				}
+			}
 		}
 	}
 	if len(changed) == 0 && len(removed) == 0 {
@@ -94,10 +153,21 @@ func (s *Store) Update(want map[string]*Resource) (modified []string) {
 	}
 	s.seq++
 	for _, name := range changed {
-		s.entries[name] = &entry{res: want[name], seq: s.seq}
+		if old, ok := s.entries[name]; ok {
+			s.entries[name] = old.next(want[name], s.seq)
+		} else {
+			s.entries[name] = &entry{res: want[name], seq: s.seq}
+		}
 	}
 	for _, name := range removed {
 		delete(s.entries, name)
+	}
+	if endTrial {
+		for _, name := range s.endTrialLocked() {
+			if !slices.Contains(changed, name) {
+				changed = append(changed, name)
+			}
+		}
 	}
 	s.changedLocked(changed, removed, false)
 	return modified
@@ -109,7 +179,7 @@ func (s *Store) Resend(list []string) {
 	defer s.mu.Unlock()
 	var again []string
 	for _, name := range list {
-		if _, ok := s.entries[name]; ok {
+		if e, ok := s.entries[name]; ok && e.res != nil {
 			again = append(again, name)
 		}
 	}
@@ -118,7 +188,7 @@ func (s *Store) Resend(list []string) {
 	}
 	s.seq++
 	for _, name := range again {
-		s.entries[name] = &entry{res: s.entries[name].res, seq: s.seq}
+		s.entries[name] = s.entries[name].next(s.entries[name].res, s.seq)
 	}
 	s.changedLocked(again, nil, true)
 }
@@ -128,7 +198,9 @@ func (s *Store) Resources() (map[string]proto.Message, error) {
 	s.mu.Lock()
 	held := make([]*Resource, 0, len(s.entries))
 	for _, e := range s.entries {
-		held = append(held, e.res)
+		if e.res != nil {
+			held = append(held, e.res)
+		}
 	}
 	s.mu.Unlock()
 	out := make(map[string]proto.Message, len(held))
@@ -160,8 +232,8 @@ func (s *Store) changedLocked(changed, removed []string, forced bool) {
 				res = s.answerLocked(w.set, w.from)
 			} else if res, ok = bySet[w.set]; !ok {
 				for _, name := range changed {
-					if w.set.has(name) {
-						res = append(res, s.entries[name].res.any)
+					if e := s.entries[name]; e != nil && e.res != nil && w.set.has(name) {
+						res = append(res, e.res.any)
 					}
 				}
 				bySet[w.set] = res
@@ -184,8 +256,10 @@ func (s *Store) changedLocked(changed, removed []string, forced bool) {
 func (s *Store) allLocked() []*anypb.Any {
 	if s.all == nil {
 		keys := make([]string, 0, len(s.entries))
-		for name := range s.entries {
-			keys = append(keys, name)
+		for name, e := range s.entries {
+			if e.res != nil {
+				keys = append(keys, name)
+			}
 		}
 		slices.Sort(keys)
 		s.all = make([]*anypb.Any, len(keys))
