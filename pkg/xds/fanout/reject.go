@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
 )
 
 // When a client rejects (NACKs) an answer, the store finds the resources at fault and holds
