@@ -107,7 +107,10 @@ func New(opts Options) *Server {
 	prefix := strconv.FormatInt(time.Now().UnixMilli(), 36) + "-"
 	s.cache = newClassCache(prefix, s.classAppeared)
 	s.cache.ignoreNodeLabels = opts.IgnoreNodeLabels
+	s.cache.log = log
+	s.cache.observeRejections(s.cache.endpoints, "mesh")
 	s.metrics = newMetrics(reg)
+	reg.MustRegister(newRejectedCollector(s.cache))
 	s.noIdentity = newIdentityWarnings(log)
 	s.tracker = newTracker(s.metrics, log, func(class string) {
 		s.cache.Forget(class)
@@ -438,6 +441,11 @@ func (s *Server) Statuses() []ProxyStatus {
 	out := s.tracker.Statuses()
 	for i := range out {
 		out[i].Config = s.cache.KeyOf(out[i].Class)
+		for typ, list := range s.cache.rejections(out[i].Class, out[i].NodeID) {
+			if ts := out[i].Types[typ]; ts != nil {
+				ts.Rejected = list
+			}
+		}
 	}
 	return out
 }

@@ -50,8 +50,14 @@ type TypeStatus struct {
 	SentAt    time.Time `json:"sent_at,omitzero"`
 	Acked     string    `json:"acked,omitempty"`
 	LastNack  *Nack     `json:"last_nack,omitempty"`
-	// nonces maps recent delta nonces to the version they carried, to name what an ACK acks.
-	nonces map[string]string
+	// Rejected are the resources the proxy (or another proxy it shares its configuration
+	// with) rejected, which pilot serves at their last accepted version until their
+	// translation changes.
+	Rejected []RejectedResource `json:"rejected,omitempty"`
+	// nonces maps recent delta nonces to the version they carried, to name what an ACK acks,
+	// and deltaSent to the resources they sent, to name what a NACK rejects.
+	nonces    map[string]string
+	deltaSent map[string][]*discoveryv3.Resource
 	// answered is the nonce of the latest ACK or NACK: the response of SentNonce is answered
 	// when they are equal.
 	answered string
@@ -286,7 +292,7 @@ func (t *tracker) Statuses() []ProxyStatus {
 				n := *v.LastNack
 				tv.LastNack = &n
 			}
-			tv.nonces = nil
+			tv.nonces, tv.deltaSent = nil, nil
 			cp.Types[k] = &tv
 		}
 		out = append(out, cp)
@@ -354,6 +360,9 @@ func (t *tracker) OnStreamRequest(id int64, r *discoveryv3.DiscoveryRequest) err
 	if r.GetTypeUrl() == resourcev3.SecretType {
 		t.noteSecretRequest(id, r)
 	}
+	if r.GetErrorDetail() != nil {
+		t.noteNack(id, r, r.GetTypeUrl(), r.GetResponseNonce())
+	}
 	return t.request(id, r.GetNode(), r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
 }
 
@@ -366,11 +375,19 @@ func (t *tracker) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRe
 	if r.GetTypeUrl() == resourcev3.SecretType {
 		t.noteSecretRequest(deltaKey(id), r)
 	}
+	if r.GetErrorDetail() != nil {
+		t.noteNack(deltaKey(id), r, r.GetTypeUrl(), r.GetResponseNonce())
+	}
 	return t.request(deltaKey(id), r.GetNode(), r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
 }
 
 func (t *tracker) OnStreamDeltaResponse(id int64, req *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 	t.response(deltaKey(id), resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), req.GetResponseNonce() != "")
+	t.mu.Lock()
+	if st, ok := t.streams[deltaKey(id)]; ok {
+		st.typeStatus(resp.GetTypeUrl()).noteDeltaSent(resp.GetNonce(), resp.GetResources())
+	}
+	t.mu.Unlock()
 }
 
 // Skiff serves no REST (polling) xDS.
