@@ -37,6 +37,7 @@ func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configS
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/config_dump", server.ConfigDumpHandler)
+	mux.HandleFunc("GET /debug/xds_log", server.XDSLogHandler)
 	mux.HandleFunc("GET /debug/config_errors", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -50,6 +51,8 @@ func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configS
                                   (NACKs listed), 504 with what is pending when the timeout passes
   /debug/config_dump?proxy=ID     what pilot serves a proxy (node ID or POD.NAMESPACE), Envoy-style JSON
   /debug/config_errors            configuration currently rejected, and analysis warnings
+  /debug/xds_log?proxy=ID         live protocol log of a proxy's ADS stream(s), newline-delimited JSON:
+                                  every request and response, ACK/NACK, error_detail (skiffctl xds-log)
   /debug/pprof/                   Go profiles of pilot itself (go tool pprof)
   /metrics                        Prometheus metrics
   /ready                          200 once the first configuration is loaded

@@ -62,6 +62,9 @@ type Options struct {
 	// Services registers further gRPC services on the server: proxies reach them on the
 	// cluster they already have for ADS (pilot's access log service, package telemetry).
 	Services func(grpc.ServiceRegistrar)
+	// XDSLogProxies writes the protocol log (see XDSLogHandler) of the proxies whose node ID
+	// or POD.NAMESPACE matches this glob (path.Match) to the logger, at debug level.
+	XDSLogProxies string
 }
 
 // Server is the ADS server and its push loop.
@@ -117,6 +120,7 @@ func New(opts Options) *Server {
 		s.noIdentity.forget(class)
 	}, s.lastChange)
 	s.tracker.ignoreNodeLabels = opts.IgnoreNodeLabels
+	s.tracker.xlog = newProtocolLog(opts.XDSLogProxies, log)
 	s.sds = newSDSServer(opts.CA, opts.WorkloadCertTTL, prefix, log, reg)
 	s.sds.snapshot, s.sds.classSecrets, s.sds.setIdentity = s.Snapshot, s.classSecrets, s.tracker.setIdentity
 	s.cache.sds, s.cache.streamOf = s.sds, s.tracker.streamOfSecretRequest
@@ -192,8 +196,11 @@ func (a *adsService) DeltaAggregatedResources(stream discoveryv3.AggregatedDisco
 // Serve accepts gRPC connections on lis until Stop.
 func (s *Server) Serve(lis net.Listener) error { return s.grpc.Serve(lis) }
 
-// Stop closes every stream and the listeners.
-func (s *Server) Stop() { s.grpc.Stop() }
+// Stop closes every stream and the listeners, and ends the protocol logs being read.
+func (s *Server) Stop() {
+	s.tracker.xlog.close()
+	s.grpc.Stop()
+}
 
 // Push makes snap the configuration served to every proxy. changedAt is when the change that
 // produced it reached pilot, for the convergence metric.

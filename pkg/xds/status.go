@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/skiffmesh/skiff/pkg/model"
+	"github.com/skiffmesh/skiff/pkg/xdslog"
 )
 
 // ProxyStatus is one connected proxy as /debug/syncz shows it.
@@ -85,6 +86,8 @@ type tracker struct {
 	lastChange func() time.Time
 	// onStreamClosed is called for every closed stream, after its class bookkeeping.
 	onStreamClosed func(id int64)
+	// xlog is the protocol log (/debug/xds_log, --xds-log).
+	xlog *protocolLog
 
 	mu      sync.Mutex
 	streams map[int64]*ProxyStatus
@@ -111,7 +114,7 @@ type reconnect struct {
 var _ serverv3.Callbacks = (*tracker)(nil)
 
 func newTracker(m *metrics, log *slog.Logger, onClassEmpty func(string), lastChange func() time.Time) *tracker {
-	return &tracker{metrics: m, log: log, onClassEmpty: onClassEmpty, lastChange: lastChange,
+	return &tracker{metrics: m, log: log, onClassEmpty: onClassEmpty, lastChange: lastChange, xlog: newProtocolLog("", log),
 		streams: map[int64]*ProxyStatus{}, members: map[string]int{}, secretRequests: map[any]int64{},
 		queueRequests: map[any]int64{}, reconnecting: map[string]reconnect{}}
 }
@@ -228,6 +231,13 @@ func (t *tracker) closed(id int64) {
 		t.log.Info("proxy disconnected", "proxy", st.NodeID)
 	}
 	t.mu.Unlock()
+	if ok && st.NodeID != "" && t.xlog.active() {
+		stream := id
+		if st.Protocol == "delta" {
+			stream = -id
+		}
+		t.xlog.publish(xdslog.Event{Time: time.Now(), Kind: xdslog.KindClosed, Proxy: st.NodeID, Stream: stream, Protocol: st.Protocol})
+	}
 	if t.onStreamClosed != nil {
 		t.onStreamClosed(id)
 	}
@@ -363,11 +373,18 @@ func (t *tracker) OnStreamRequest(id int64, r *discoveryv3.DiscoveryRequest) err
 	if r.GetErrorDetail() != nil {
 		t.noteNack(id, r, r.GetTypeUrl(), r.GetResponseNonce())
 	}
-	return t.request(id, r.GetNode(), r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	err := t.request(id, r.GetNode(), r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	if t.xlog.active() {
+		t.logRequest(id, r)
+	}
+	return err
 }
 
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 	t.response(id, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), req.GetResponseNonce() != "")
+	if t.xlog.active() {
+		t.logResponse(id, resp)
+	}
 }
 
 func (t *tracker) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
@@ -378,7 +395,11 @@ func (t *tracker) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRe
 	if r.GetErrorDetail() != nil {
 		t.noteNack(deltaKey(id), r, r.GetTypeUrl(), r.GetResponseNonce())
 	}
-	return t.request(deltaKey(id), r.GetNode(), r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	err := t.request(deltaKey(id), r.GetNode(), r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	if t.xlog.active() {
+		t.logDeltaRequest(deltaKey(id), r)
+	}
+	return err
 }
 
 func (t *tracker) OnStreamDeltaResponse(id int64, req *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
@@ -388,6 +409,9 @@ func (t *tracker) OnStreamDeltaResponse(id int64, req *discoveryv3.DeltaDiscover
 		st.typeStatus(resp.GetTypeUrl()).noteDeltaSent(resp.GetNonce(), resp.GetResources())
 	}
 	t.mu.Unlock()
+	if t.xlog.active() {
+		t.logDeltaResponse(deltaKey(id), resp)
+	}
 }
 
 // Skiff serves no REST (polling) xDS.
