@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -203,13 +204,23 @@ func namesSize(names []string) int {
 	return n
 }
 
+// nodeSize is what a request's node adds to its size. Request sizes leave it out: Envoy sends
+// its node (tens of kilobytes with its extension list) in its first request only, and
+// go-control-plane puts it back into every later one before pilot sees them.
+func nodeSize(node *corev3.Node) int {
+	if node == nil {
+		return 0
+	}
+	return protowire.SizeTag(2) + protowire.SizeBytes(proto.Size(node))
+}
+
 // logRequest logs a state-of-the-world request of stream id.
 func (t *tracker) logRequest(id int64, r *discoveryv3.DiscoveryRequest) {
 	node, protocol, ok := t.streamIdentity(id)
 	if !ok {
 		return
 	}
-	names, size := r.GetResourceNames(), proto.Size(r)
+	names, size := r.GetResourceNames(), proto.Size(r)-nodeSize(r.GetNode())
 	if len(names) == 0 {
 		names = fanout.StashedNames(r) // RDS and EDS names are taken out before the server sees them
 		size += namesSize(names)
@@ -244,7 +255,7 @@ func (t *tracker) logDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest
 	t.xlog.publish(xdslog.Event{Time: time.Now(), Kind: xdslog.KindRequest, Proxy: node, Stream: -id, Protocol: protocol,
 		Type: shortType(r.GetTypeUrl()), TypeURL: r.GetTypeUrl(), Status: requestStatus(r.GetResponseNonce(), r.GetErrorDetail() != nil),
 		Nonce: r.GetResponseNonce(), Resources: r.GetResourceNamesSubscribe(), Count: len(r.GetResourceNamesSubscribe()),
-		Removed: r.GetResourceNamesUnsubscribe(), Bytes: proto.Size(r), ErrorDetail: r.GetErrorDetail().GetMessage()})
+		Removed: r.GetResourceNamesUnsubscribe(), Bytes: proto.Size(r) - nodeSize(r.GetNode()), ErrorDetail: r.GetErrorDetail().GetMessage()})
 }
 
 // logDeltaResponse logs a delta response about to be sent on stream id (the tracker's key).

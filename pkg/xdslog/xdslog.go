@@ -46,7 +46,8 @@ type Event struct {
 	Resources []string `json:"resources,omitempty"`
 	Count     int      `json:"count"`
 	Removed   []string `json:"removed,omitempty"`
-	// Bytes is the size of the message on the wire (its protobuf encoding).
+	// Bytes is the size of the message's protobuf encoding; for requests without the node,
+	// which Envoy sends in its first request only.
 	Bytes int `json:"bytes,omitempty"`
 	// ErrorDetail is a NACK's explanation, as Envoy wrote it.
 	ErrorDetail string `json:"error_detail,omitempty"`
