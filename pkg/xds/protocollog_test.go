@@ -187,4 +187,3 @@ func TestProtocolLogNeverHoldsSecretBytes(t *testing.T) {
 		t.Errorf("formatted: %s", text)
 	}
 }
-
