@@ -74,14 +74,16 @@ func answered(evs []xdslog.Event, typ string) (response int, err error) {
 // TestXDSLogShowsTheConversation: following a proxy's protocol log from before it connects, a
 // real Envoy's start shows as the xDS conversation: clusters, then their endpoints, then
 // listeners, then their routes, each response ACKed with its nonce (and, in state of the world,
-// its version). Over both protocols.
+// its version). pilot serve --xds-log writes the same events to its debug log. Over both
+// protocols.
 func TestXDSLogShowsTheConversation(t *testing.T) {
 	for _, delta := range []bool{false, true} {
 		protocol := map[bool]string{false: "sotw", true: "delta"}[delta]
 		t.Run(protocol, func(t *testing.T) {
 			api := framework.StartUpstream(t, "127.0.41.3", "api")
 			port := framework.FreePort(t, "127.0.0.1")
-			p := framework.StartPilot(t, framework.PilotOptions{})
+			// --xds-log writes the same log to pilot's own, at debug level.
+			p := framework.StartPilot(t, framework.PilotOptions{Args: []string{"--xds-log", "xdslog-*.default", "--log-level", "debug"}})
 			p.WriteConfig(t, "api.yaml", serviceEntry("api", port, endpoint{upstream: api}))
 			node := sidecarNode("xdslog-" + protocol)
 			log := followXDSLog(t, p, "xdslog-"+protocol+".default")
@@ -121,6 +123,14 @@ func TestXDSLogShowsTheConversation(t *testing.T) {
 				t.Errorf("the CDS response does not name the api cluster or its size: %+v", cds)
 			}
 			t.Logf("protocol log:\n%s", strings.Join(lines, "\n"))
+			framework.Eventually(t, func() error {
+				for _, want := range []string{`msg="xds response"`, "proxy=" + node, "type=rds", "status=ACK"} {
+					if !strings.Contains(p.Log(), want) {
+						return fmt.Errorf("pilot's log (--xds-log) has no %s", want)
+					}
+				}
+				return nil
+			})
 		})
 	}
 }
