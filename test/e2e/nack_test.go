@@ -155,3 +155,117 @@ func TestRejectedClusterIsHeldWhileTheRestMovesOn(t *testing.T) {
 		})
 	}
 }
+
+// bigRegex is a URI regex that Go's regexp (and so pilot's validation) accepts, and whose RE2
+// program is larger than the 100 Envoy allows by default (a Unicode class compiles to many
+// instructions): Envoy rejects the route configuration with "regex '...' RE2 program size of
+// 1405 > max program size of 100 ...", which names no resource.
+const bigRegex = `^/(\pL{200})$`
+
+// routeTo is a VirtualService for host whose one HTTP route matches uri (a YAML mapping, e.g.
+// `prefix: /v2`) and sends it to the host.
+func routeTo(host, uri string) string {
+	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: %[1]s
+  namespace: default
+spec:
+  hosts:
+  - %[1]s
+  http:
+  - match:
+    - uri:
+        %[2]s
+    route:
+    - destination:
+        host: %[1]s
+  - route:
+    - destination:
+        host: %[1]s
+`, host, uri)
+}
+
+// envoyRoutes reads Envoy's dynamic route configurations from its /config_dump, as JSON text
+// by name.
+func envoyRoutes(t *testing.T, envoy *framework.Envoy) map[string]string {
+	t.Helper()
+	var dump struct {
+		Configs []struct {
+			Routes []struct {
+				RouteConfig json.RawMessage `json:"route_config"`
+			} `json:"dynamic_route_configs"`
+		} `json:"configs"`
+	}
+	if err := json.Unmarshal(envoy.ConfigDump(t), &dump); err != nil {
+		t.Fatalf("Envoy /config_dump: %v", err)
+	}
+	out := map[string]string{}
+	for _, c := range dump.Configs {
+		for _, r := range c.Routes {
+			var named struct {
+				Name string `json:"name"`
+			}
+			if err := json.Unmarshal(r.RouteConfig, &named); err != nil {
+				t.Fatal(err)
+			}
+			out[named.Name] = string(r.RouteConfig)
+		}
+	}
+	return out
+}
+
+// TestRejectedRouteIsFoundByBisection: one change modifies two route configurations, and Envoy
+// rejects one of them with a reason that names none. Pilot finds it by sending half the
+// change at a time, names it in /debug/syncz, and Envoy ends with the good one's new version
+// and the bad one's last accepted version. Fixing the input clears the rejection.
+func TestRejectedRouteIsFoundByBisection(t *testing.T) {
+	api := framework.StartUpstream(t, "127.0.41.4", "api")
+	web := framework.StartUpstream(t, "127.0.41.5", "web")
+	apiPort, webPort := framework.FreePort(t, "127.0.0.1"), framework.FreePort(t, "127.0.0.1")
+	p := framework.StartPilot(t, framework.PilotOptions{})
+	p.WriteConfig(t, "services.yaml", serviceEntry("api", apiPort, endpoint{upstream: api})+"---\n"+serviceEntry("web", webPort, endpoint{upstream: web}))
+	node := sidecarNode("nack-rds")
+	envoy := framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: node, ExpectRejections: []string{"program size"}})
+	eventuallyAnswers(t, apiPort, "api", "api")
+	eventuallyAnswers(t, webPort, "web", "web")
+	apiRoute, webRoute := fmt.Sprint(apiPort), fmt.Sprint(webPort)
+
+	p.WriteConfig(t, "routes.yaml", routeTo("api", "prefix: /bisected-v2")+"---\n"+routeTo("web", "regex: '"+bigRegex+"'"))
+	framework.Eventually(t, func() error {
+		rejected, _ := synczRejected(t, p, node, "rds")
+		if len(rejected) != 1 || rejected[0].Name != webRoute || !strings.Contains(rejected[0].Error, "program size") {
+			return fmt.Errorf("syncz rds rejected = %+v, want exactly route configuration %s with Envoy's reason", rejected, webRoute)
+		}
+		return nil
+	})
+	framework.Eventually(t, func() error {
+		routes := envoyRoutes(t, envoy)
+		if !strings.Contains(routes[apiRoute], "/bisected-v2") {
+			return fmt.Errorf("Envoy's route configuration %s lacks the good half of the change: %s", apiRoute, routes[apiRoute])
+		}
+		if strings.Contains(routes[webRoute], "pL{200}") {
+			return fmt.Errorf("Envoy's route configuration %s has the rejected regex", webRoute)
+		}
+		return nil
+	})
+	if n := p.Metric(t, "skiff_xds_rejected_resources", map[string]string{"type": "rds"}); n != 1 {
+		t.Errorf("skiff_xds_rejected_resources{type=rds} = %v, want 1", n)
+	}
+	// Two NACKs: the change, and the half of it that holds the bad route configuration.
+	if n := p.Metric(t, "pilot_total_xds_rejects", map[string]string{"type": "rds"}); n != 2 {
+		t.Errorf("pilot_total_xds_rejects{type=rds} = %v, want 2 (the change, then the half with the fault)", n)
+	}
+	eventuallyAnswers(t, webPort, "web", "web")
+
+	p.WriteConfig(t, "routes.yaml", routeTo("api", "prefix: /bisected-v2")+"---\n"+routeTo("web", "prefix: /fixed"))
+	framework.Eventually(t, func() error {
+		if rejected, _ := synczRejected(t, p, node, "rds"); len(rejected) != 0 {
+			return fmt.Errorf("syncz still shows %+v", rejected)
+		}
+		if routes := envoyRoutes(t, envoy); !strings.Contains(routes[webRoute], "/fixed") {
+			return fmt.Errorf("Envoy's route configuration %s lacks the fix", webRoute)
+		}
+		return nil
+	})
+}
