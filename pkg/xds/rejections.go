@@ -74,9 +74,8 @@ func (c *classCache) observeRejections(store *fanout.Store, key string) {
 	})
 }
 
-// rejections lists, by short type, the resources held for the proxy nodeID of class: those of
-// the configurations its class is bound to, which every proxy of the class is served, and
-// the endpoints it rejected itself (the endpoints store is the whole mesh's).
+// rejections lists, by short type, the resources held for the proxy nodeID of class: in the
+// configurations its class is bound to and in the mesh's endpoints.
 func (c *classCache) rejections(class, nodeID string) map[string][]RejectedResource {
 	c.mu.Lock()
 	var stores []*fanout.Store
@@ -87,19 +86,16 @@ func (c *classCache) rejections(class, nodeID string) map[string][]RejectedResou
 	}
 	c.mu.Unlock()
 	out := map[string][]RejectedResource{}
-	add := func(store *fanout.Store, only string) {
-		for _, r := range store.Rejections() {
-			if only != "" && r.Proxy != only {
-				continue
-			}
+	add := func(store *fanout.Store) {
+		for _, r := range store.Rejections(nodeID) {
 			typ := shortType(store.TypeURL())
 			out[typ] = append(out[typ], RejectedResource{Name: r.Name, Error: r.Error, HeldVersion: r.HeldVersion})
 		}
 	}
 	for _, s := range stores {
-		add(s, "")
+		add(s)
 	}
-	add(c.endpoints, nodeID)
+	add(c.endpoints)
 	return out
 }
 
@@ -112,7 +108,7 @@ type rejectedCollector struct {
 
 func newRejectedCollector(c *classCache) *rejectedCollector {
 	return &rejectedCollector{cache: c, desc: prometheus.NewDesc("skiff_xds_rejected_resources",
-		"Resources proxies rejected that pilot serves at their last accepted version until their translation changes, by type; per configuration (proxies that share one count once).",
+		"Resources proxies rejected that pilot serves them at their last accepted version until their translation changes, by type; a resource counts once per proxy that rejected it.",
 		[]string{"type"}, nil)}
 }
 
@@ -131,9 +127,25 @@ func (rc *rejectedCollector) Collect(ch chan<- prometheus.Metric) {
 	rc.cache.mu.Unlock()
 	stores = append(stores, rc.cache.endpoints)
 	for _, s := range stores {
-		counts[shortType(s.TypeURL())] += len(s.Rejections())
+		counts[shortType(s.TypeURL())] += len(s.Rejections(""))
 	}
 	for typ, n := range counts {
 		ch <- prometheus.MustNewConstMetric(rc.desc, prometheus.GaugeValue, float64(n), typ)
+	}
+}
+
+// forgetProxy drops what the stores of class and the endpoints hold for node, whose last
+// stream closed.
+func (c *classCache) forgetProxy(node, class string) {
+	c.mu.Lock()
+	var stores []*fanout.Store
+	if pc, ok := c.classes[class]; ok {
+		for _, sc := range pc.bound {
+			stores = append(stores, sc.store)
+		}
+	}
+	c.mu.Unlock()
+	for _, s := range append(stores, c.endpoints) {
+		s.Forget(node)
 	}
 }

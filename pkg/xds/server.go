@@ -121,6 +121,7 @@ func New(opts Options) *Server {
 	}, s.lastChange)
 	s.tracker.ignoreNodeLabels = opts.IgnoreNodeLabels
 	s.tracker.xlog = newProtocolLog(opts.XDSLogProxies, log)
+	s.tracker.onProxyGone = s.cache.forgetProxy
 	s.sds = newSDSServer(opts.CA, opts.WorkloadCertTTL, prefix, log, reg)
 	s.sds.snapshot, s.sds.classSecrets, s.sds.setIdentity = s.Snapshot, s.classSecrets, s.tracker.setIdentity
 	s.cache.sds, s.cache.streamOf = s.sds, s.tracker.streamOfSecretRequest

@@ -88,10 +88,15 @@ type tracker struct {
 	onStreamClosed func(id int64)
 	// xlog is the protocol log (/debug/xds_log, --xds-log).
 	xlog *protocolLog
+	// onProxyGone is called, with mu held, when the last stream of a node ID closes; it must
+	// not call back into the tracker.
+	onProxyGone func(node, class string)
 
 	mu      sync.Mutex
 	streams map[int64]*ProxyStatus
 	members map[string]int
+	// nodes counts the open streams of each node ID.
+	nodes map[string]int
 	// secretRequests ties a Secret request, as the cache receives it, to its stream: the cache
 	// interface carries no stream, and per-proxy secrets depend on the connection's address.
 	// go-control-plane hands the same request to the callback and then to the cache, on the
@@ -115,7 +120,7 @@ var _ serverv3.Callbacks = (*tracker)(nil)
 
 func newTracker(m *metrics, log *slog.Logger, onClassEmpty func(string), lastChange func() time.Time) *tracker {
 	return &tracker{metrics: m, log: log, onClassEmpty: onClassEmpty, lastChange: lastChange, xlog: newProtocolLog("", log),
-		streams: map[int64]*ProxyStatus{}, members: map[string]int{}, secretRequests: map[any]int64{},
+		streams: map[int64]*ProxyStatus{}, members: map[string]int{}, nodes: map[string]int{}, secretRequests: map[any]int64{},
 		queueRequests: map[any]int64{}, reconnecting: map[string]reconnect{}}
 }
 
@@ -151,6 +156,7 @@ func (t *tracker) request(id int64, node *corev3.Node, typeURL, version, nonce s
 		}
 		st.NodeID, st.Class = proxy.NodeID, proxy.Class()
 		t.members[st.Class]++
+		t.nodes[st.NodeID]++
 		t.back(st.NodeID)
 		t.metrics.connected.Inc()
 		t.log.Info("proxy connected", "proxy", st.NodeID, "class", st.Class, "protocol", st.Protocol, "address", st.Address)
@@ -220,6 +226,12 @@ func (t *tracker) closed(id int64) {
 	}
 	if ok && st.Class != "" {
 		t.metrics.connected.Dec()
+		if t.nodes[st.NodeID]--; t.nodes[st.NodeID] <= 0 {
+			delete(t.nodes, st.NodeID)
+			if t.onProxyGone != nil {
+				t.onProxyGone(st.NodeID, st.Class)
+			}
+		}
 		t.members[st.Class]--
 		if t.members[st.Class] <= 0 {
 			delete(t.members, st.Class)

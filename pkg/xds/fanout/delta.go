@@ -14,32 +14,36 @@ import (
 // go-control-plane keeps, says what the client asks for and which version of each resource it
 // holds (the hashes this store sent, or the client's initial_resource_versions).
 type deltaWatch struct {
-	req *discoveryv3.DeltaDiscoveryRequest // trimmed: see trimDeltaRequest
-	sub cachev3.Subscription
-	ch  chan cachev3.DeltaResponse
+	req  *discoveryv3.DeltaDiscoveryRequest // trimmed: see trimDeltaRequest
+	sub  cachev3.Subscription
+	ch   chan cachev3.DeltaResponse
+	node string // the client's node ID, which keys its overlay
 }
 
 // CreateDeltaWatch implements cachev3.ConfigWatcher for delta streams.
 func (s *Store) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := &deltaWatch{req: trimDeltaRequest(req), sub: sub, ch: ch}
-	switch {
-	case req.GetErrorDetail() != nil:
-		// Find the resources at fault and hold them; the change answers w with the rest.
-		s.delta[w] = struct{}{}
-		info, _ := takeNack(req)
-		rejectedSeq := s.seq
-		if seq, err := strconv.ParseUint(info.RejectedVersion, 10, 64); err == nil && seq <= s.seq {
-			rejectedSeq = seq
+	w := &deltaWatch{req: trimDeltaRequest(req), sub: sub, ch: ch, node: req.GetNode().GetId()}
+	if len(s.overlays) > 0 || req.GetErrorDetail() != nil {
+		nack, msg := req.GetErrorDetail() != nil, req.GetErrorDetail().GetMessage()
+		held := s.verdictLocked(w.node, req.GetResponseNonce() != "", nack, msg)
+		if !held && nack {
+			info, _ := takeNack(req)
+			rejectedSeq := s.seq
+			if seq, err := strconv.ParseUint(info.RejectedVersion, 10, 64); err == nil && seq <= s.seq {
+				rejectedSeq = seq
+			}
+			held = s.nackLocked(w.node, msg, version{}, rejectedSeq, nil, info.Sent)
 		}
-		s.nackLocked(req.GetNode().GetId(), req.GetErrorDetail().GetMessage(), version{}, rejectedSeq, nil, info.Sent)
-		if _, waiting := s.delta[w]; !waiting {
-			return func() {}, nil
+		if ov := s.overlayLocked(w.node); ov != nil {
+			if !held && !nack {
+				s.pruneLocked(ov, version{}, sub.ReturnedResources())
+			}
+			if ov = s.overlayLocked(w.node); ov != nil && ov.trial != nil {
+				ov.trial.sent = true // answered below with the step, or it lacks nothing of it
+			}
 		}
-		delete(s.delta, w)
-	case s.trial != nil && req.GetResponseNonce() != "" && s.trialAcceptedDeltaLocked(sub.ReturnedResources()):
-		s.trialPassedLocked()
 	}
 	if resp := s.deltaAnswerLocked(w, nil, nil, false); resp != nil {
 		w.ch <- resp
@@ -69,18 +73,25 @@ func (s *Store) deltaAnswerLocked(w *deltaWatch, changed, removed []string, forc
 	}
 	var send []string
 	var gone []string
+	ov := s.overlayLocked(w.node) // nil for every client that never NACKed
 	consider := func(name string, force bool) {
 		if !wants(name) {
 			return
 		}
 		have, held := returned[name]
-		e, exists := s.entries[name]
-		exists = exists && e.res != nil
+		var r *Resource
+		if e, ok := s.entries[name]; ok {
+			r = ov.serve(name, e)
+		}
 		switch {
-		case exists && (force || !held || have != e.res.hash):
-			send = append(send, name)
-		case !exists && held && have != "":
-			gone = append(gone, name)
+		case r != nil && (force || !held || have != r.hash):
+			if ov == nil || !slices.Contains(send, name) {
+				send = append(send, name)
+			}
+		case r == nil && held && have != "":
+			if ov == nil || !slices.Contains(gone, name) {
+				gone = append(gone, name)
+			}
 		}
 	}
 	if changed == nil && removed == nil {
@@ -106,6 +117,11 @@ func (s *Store) deltaAnswerLocked(w *deltaWatch, changed, removed []string, forc
 			consider(name, false)
 		}
 	}
+	if ov != nil {
+		for name := range ov.holds {
+			consider(name, false)
+		}
+	}
 	if len(send) == 0 && len(gone) == 0 {
 		return nil
 	}
@@ -117,7 +133,7 @@ func (s *Store) deltaAnswerLocked(w *deltaWatch, changed, removed []string, forc
 	}
 	resources := make([]*discoveryv3.Resource, len(send))
 	for i, name := range send {
-		r := s.entries[name].res
+		r := ov.serve(name, s.entries[name])
 		resources[i] = r.delta
 		next[name] = r.hash
 	}

@@ -6,24 +6,29 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // When a client rejects (NACKs) an answer, the store finds the resources at fault and holds
-// them at the version the client last accepted, while every other resource moves on:
+// them, for that client, at the version it last accepted, while every other resource moves on:
 //
-//   - Envoy names the listeners and clusters it rejects ("Error adding/updating listener(s)
-//     NAME: REASON"), so for LDS and CDS the names come from error_detail. Its route
-//     configurations, assignments, secrets and extension configurations are rejected with the
-//     reason alone; a rejected answer that changed one of them is that one, and one that changed
-//     several is bisected: the store serves half of them at their new version and holds the
-//     other half, and the client's next ACK or NACK says which half holds the fault.
-//   - The hold is the store's, so every client that shares the store (the proxies of one
-//     configuration key) is served the held version: they are sent the same bytes, and Envoys of
-//     one version reject the same bytes. The client that rejected is named in the rejection.
+//   - Envoy 1.40 names the listeners and clusters it fails to add ("Error adding/updating
+//     listener(s) NAME: REASON", "Error adding/updating cluster(s) NAME: Invalid path: ..."),
+//     and quotes an assignment that fails validation (`cluster_name: "NAME"`), so those names
+//     come from error_detail. A route configuration's bad regex ("missing ]: [", "RE2 program
+//     size of 1405 > max program size of 100"), an extension configuration's, a secret that does
+//     not load ("Failed to load trusted CA certificates from <inline>") and any resource that
+//     fails validation while the response is decoded ("Invalid duration: ...") are rejected
+//     with the reason alone. A rejected answer that changed one resource is that one; one that
+//     changed several is bisected: the client is served half of them at their new version and
+//     the rest at their accepted one, and its next ACK or NACK says which half holds the fault.
+//   - What a client is served differently is an overlay, kept by node ID, for the clients that
+//     NACKed only: the store's state stays shared, and a client without an overlay costs one
+//     map length check more per answer. Envoys differ (a port in use on one host, a file
+//     present on one machine), so a rejection holds back nothing from the other clients of the
+//     configuration; a rejection every Envoy of a configuration makes costs one NACK each.
 //   - A rejected resource is tried again when its translation changes.
-//
-// Nothing of this is on the path of an ACK: a store without rejections or a bisection does
-// one nil check more per answer.
 
 // Rejection is a resource a client rejected, served at the version it last accepted.
 type Rejection struct {
@@ -36,13 +41,6 @@ type Rejection struct {
 	// Proxy is the node ID of the client whose NACK named it.
 	Proxy string
 	At    time.Time
-}
-
-// rejection is a Rejection in the store: rejected is the translation that was refused, which
-// the entry keeps as its want while its res is the held version.
-type rejection struct {
-	Rejection
-	rejected *Resource
 }
 
 // NackInfo is what the stream knows about a NACK that the store cannot read from the request:
@@ -105,29 +103,57 @@ func namesInError(msg string, candidates []string) []string {
 	return out
 }
 
-// trial is a bisection under way: the fault is among suspects; tried, their first half, is
-// served at its new version since seq, and the other suspects and those set aside for later
-// are held at their accepted version.
+// overlay is what one client (a node ID) is served differently from the store: the resources
+// it rejected, held at the version it accepted, and the bisection under way for it.
+type overlay struct {
+	node  string
+	holds map[string]*hold
+	trial *trial
+}
+
+// hold serves res instead of the store's want (nil: nothing). It stands only while the store
+// serves want: a new translation replaces it. Once the resource is found at fault, rejection
+// says so; holds of a bisection have none, and a released one serves want itself until the
+// client has it.
+type hold struct {
+	res       *Resource
+	want      *Resource
+	seq       uint64 // when it last changed: state-of-the-world clients older than this lack it
+	rejection *Rejection
+}
+
+// serve is what the client of ov is served of name.
+func (ov *overlay) serve(name string, e *entry) *Resource {
+	if ov != nil {
+		if h, ok := ov.holds[name]; ok && h.want == e.res {
+			return h.res
+		}
+	}
+	return e.res
+}
+
+// overlayLocked is node's overlay, nil if it has none.
+func (s *Store) overlayLocked(node string) *overlay {
+	if len(s.overlays) == 0 {
+		return nil
+	}
+	return s.overlays[node]
+}
+
+// trial is a bisection under way for one client: the fault is among suspects; tried, their
+// first half, is served at its new version, and the other suspects and those set aside for
+// later at their accepted version. sent is set once the client has been answered with the
+// step: its next ACK or NACK is the verdict.
 type trial struct {
-	seq      uint64
 	suspects []string
 	tried    []string
 	later    []string
-	err      string
-	proxy    string
+	sent     bool
 	// every name in the trial: its new version, its accepted one (nil: none) and the
 	// HeldVersion of that.
 	want   map[string]*Resource
 	held   map[string]*Resource
 	heldIn map[string]string
-}
-
-// serving is the version to serve of a name in the trial.
-func (t *trial) serving(name string) *Resource {
-	if slices.Contains(t.tried, name) {
-		return t.want[name]
-	}
-	return t.held[name]
 }
 
 func (t *trial) has(name string) bool {
@@ -143,21 +169,26 @@ type candidate struct {
 	heldIn   string
 }
 
-// nackLocked handles a NACK of an answer at rejectedSeq by a client that holds from (the
+// nackLocked handles node's NACK of an answer at rejectedSeq. The client holds from (the
 // state-of-the-world version it accepted; ours is false for delta clients and for clients new
-// to the store), whose answer named set (nil: wildcard) or, for delta clients, sent these
-// resources. It reports whether the store changed (then the parked watches were answered).
-func (s *Store) nackLocked(proxy, msg string, from version, rejectedSeq uint64, set *nameSet, sent map[string]string) bool {
-	if t := s.trial; t != nil {
-		if rejectedSeq < t.seq {
-			return false // an answer from before the trial step: the step's own answer is coming
-		}
-		s.trialFailedLocked(msg)
+// to the store), and asked for set (nil: wildcard) or, for delta clients, was sent these
+// resources. It reports whether node's overlay changed; then the caller answers the client.
+func (s *Store) nackLocked(node, msg string, from version, rejectedSeq uint64, set *nameSet, sent map[string]string) bool {
+	ov := s.overlayLocked(node)
+	if ov != nil && ov.trial != nil {
+		s.trialFailedLocked(ov, msg)
 		return true
 	}
-	cands := s.candidatesLocked(from, rejectedSeq, set, sent)
+	cands := s.candidatesLocked(ov, from, rejectedSeq, set, sent)
 	if len(cands) == 0 {
 		return false
+	}
+	if ov == nil {
+		ov = &overlay{node: node, holds: map[string]*hold{}}
+		if s.overlays == nil {
+			s.overlays = map[string]*overlay{}
+		}
+		s.overlays[node] = ov
 	}
 	names := make([]string, len(cands))
 	for i, c := range cands {
@@ -169,57 +200,53 @@ func (s *Store) nackLocked(proxy, msg string, from version, rejectedSeq uint64, 
 	}
 	if len(named) > 0 {
 		s.seq++
-		var changed []string
 		for _, c := range cands {
 			if slices.Contains(named, c.name) {
-				s.holdLocked(c, msg, proxy)
-				changed = append(changed, c.name)
+				s.rejectLocked(ov, c, msg)
 			}
 		}
-		s.changedLocked(changed, nil, false)
 		return true
 	}
-	t := &trial{err: msg, proxy: proxy, want: map[string]*Resource{}, held: map[string]*Resource{}, heldIn: map[string]string{}}
+	t := &trial{want: map[string]*Resource{}, held: map[string]*Resource{}, heldIn: map[string]string{}}
 	for _, c := range cands {
 		t.suspects = append(t.suspects, c.name)
 		t.want[c.name], t.held[c.name], t.heldIn[c.name] = c.rejected, c.held, c.heldIn
 	}
-	s.trial = t
-	s.trialStepLocked()
+	ov.trial = t
+	s.trialStepLocked(ov)
 	return true
 }
 
 // candidatesLocked lists the resources a rejected answer changed, sorted by name.
-func (s *Store) candidatesLocked(from version, rejectedSeq uint64, set *nameSet, sent map[string]string) []candidate {
+func (s *Store) candidatesLocked(ov *overlay, from version, rejectedSeq uint64, set *nameSet, sent map[string]string) []candidate {
 	var out []candidate
 	consider := func(name string, e *entry) {
-		if _, held := s.rejected[name]; held || e.res == nil {
-			return // held already: what was rejected is the held version, which is not retried
+		if ov != nil {
+			if h, ok := ov.holds[name]; ok && h.want == e.res && h.rejection != nil {
+				return // held already: what was rejected is the held version, which is not retried
+			}
 		}
-		c := candidate{name: name}
+		c := candidate{name: name, rejected: e.res}
 		if sent != nil {
 			// Delta: the answer sent this hash; the held version is the one served before it.
 			if e.res.hash != sent[name] {
 				return // changed since: the newer version was not tried yet
 			}
-			c.rejected = e.res
 			if e.hadPrev && e.prev != nil {
 				c.held, c.heldIn = e.prev, e.prev.hash
 			}
 			out = append(out, c)
 			return
 		}
-		rejected, known := e.asOf(rejectedSeq)
-		if !known || rejected != e.res {
+		if rejected, known := e.asOf(rejectedSeq); !known || rejected != e.res {
 			return // changed since the rejected answer, or absent from it
 		}
-		c.rejected = rejected
 		if from.ours {
 			held, known := e.asOf(from.seq)
 			if !known {
 				held = e.prev // the client is further behind: the latest version before
 			}
-			if held != nil && held.hash == rejected.hash {
+			if held != nil && held.hash == e.res.hash {
 				return // the client accepted this very version: not at fault
 			}
 			c.held = held
@@ -251,67 +278,60 @@ func (s *Store) candidatesLocked(from version, rejectedSeq uint64, set *nameSet,
 	return out
 }
 
-// holdLocked makes c's entry serve its held version from s.seq and records the rejection.
-func (s *Store) holdLocked(c candidate, msg, proxy string) {
-	if s.rejected == nil {
-		s.rejected = map[string]*rejection{}
-	}
-	r := &rejection{rejected: c.rejected, Rejection: Rejection{
-		Name: c.name, Error: msg, HeldVersion: c.heldIn, Proxy: proxy, At: time.Now(),
-	}}
-	s.rejected[c.name] = r
-	s.entries[c.name] = s.entries[c.name].next(c.held, s.seq)
+// rejectLocked holds c for ov's client at its accepted version, from s.seq, and records the
+// rejection.
+func (s *Store) rejectLocked(ov *overlay, c candidate, msg string) {
+	r := &Rejection{Name: c.name, Error: msg, HeldVersion: c.heldIn, Proxy: ov.node, At: time.Now()}
+	ov.holds[c.name] = &hold{res: c.held, want: c.rejected, seq: s.seq, rejection: r}
 	if s.observe != nil {
-		s.observe(r.Rejection)
+		s.observe(*r)
 	}
 }
 
-// trialStepLocked serves the first half of the suspects at their new version and holds the
-// rest, as one change.
-func (s *Store) trialStepLocked() {
-	t := s.trial
+// trialStepLocked serves ov's client the first half of the suspects at their new version and
+// the rest at their accepted one.
+func (s *Store) trialStepLocked(ov *overlay) {
+	t := ov.trial
 	t.tried = t.suspects[:(len(t.suspects)+1)/2]
+	t.sent = false
 	s.seq++
-	t.seq = s.seq
-	var changed []string
 	for _, name := range slices.Concat(t.suspects, t.later) {
-		e := s.entries[name]
-		if serve := t.serving(name); e.res != serve {
-			s.entries[name] = e.next(serve, s.seq)
-			changed = append(changed, name)
+		serve := t.held[name]
+		if slices.Contains(t.tried, name) {
+			serve = t.want[name]
+		}
+		if h := ov.holds[name]; h == nil || h.res != serve {
+			ov.holds[name] = &hold{res: serve, want: t.want[name], seq: s.seq}
 		}
 	}
-	slices.Sort(changed)
-	s.changedLocked(changed, nil, false)
 }
 
-// trialFailedLocked: the answer with tried was rejected, so the fault is among them; the other
+// trialFailedLocked: the step was rejected, so the fault is among the tried; the other
 // suspects are tried later.
-func (s *Store) trialFailedLocked(msg string) {
-	t := s.trial
-	t.err = msg
+func (s *Store) trialFailedLocked(ov *overlay, msg string) {
+	t := ov.trial
 	t.later = append(t.later, t.suspects[len(t.tried):]...)
 	t.suspects = slices.Clone(t.tried)
 	if len(t.suspects) > 1 {
-		s.trialStepLocked()
+		s.trialStepLocked(ov)
 		return
 	}
 	name := t.suspects[0]
 	s.seq++
-	s.holdLocked(candidate{name: name, rejected: t.want[name], held: t.held[name], heldIn: t.heldIn[name]}, msg, t.proxy)
+	s.rejectLocked(ov, candidate{name: name, rejected: t.want[name], held: t.held[name], heldIn: t.heldIn[name]}, msg)
 	delete(t.want, name)
 	t.suspects, t.later = t.later, nil
 	if len(t.suspects) > 0 {
-		s.trialStepLocked() // also sends the hold
+		s.trialStepLocked(ov)
 		return
 	}
-	s.trial = nil
-	s.changedLocked([]string{name}, nil, false)
+	ov.trial = nil
 }
 
-// trialPassedLocked: the answer with tried was accepted, so they are not at fault.
-func (s *Store) trialPassedLocked() {
-	t := s.trial
+// trialPassedLocked: the step was accepted, so the tried are not at fault (their holds now
+// serve their new version).
+func (s *Store) trialPassedLocked(ov *overlay) {
+	t := ov.trial
 	for _, name := range t.tried {
 		delete(t.want, name)
 	}
@@ -320,75 +340,133 @@ func (s *Store) trialPassedLocked() {
 		t.suspects, t.later = t.later, nil
 	}
 	if len(t.suspects) == 0 {
-		s.trial = nil
+		ov.trial = nil
 		return
 	}
-	s.trialStepLocked()
+	s.trialStepLocked(ov)
 }
 
-// trialAcceptedLocked reports whether an ACK of from by a client asking for set (nil:
-// wildcard) accepted the trial's tried resources.
-func (s *Store) trialAcceptedLocked(from version, set *nameSet) bool {
-	t := s.trial
-	if !from.ours || from.seq < t.seq {
+// verdictLocked takes a request of node as the verdict on the bisection step it was sent, if
+// there is one; it reports whether the overlay changed.
+func (s *Store) verdictLocked(node string, answersSomething bool, nack bool, msg string) bool {
+	ov := s.overlayLocked(node)
+	if ov == nil || ov.trial == nil || !ov.trial.sent || !answersSomething {
 		return false
 	}
-	if set != nil {
-		for _, name := range t.tried {
-			if !set.has(name) {
-				return false
+	if nack {
+		s.trialFailedLocked(ov, msg)
+	} else {
+		s.trialPassedLocked(ov)
+	}
+	return true
+}
+
+// retranslatedLocked drops the holds of resources whose translation changed (changed and
+// removed names), and ends the bisections they were part of: the new versions are tried as
+// any change is. Holds released that way serve the store's version from s.seq.
+func (s *Store) retranslatedLocked(names []string) {
+	for node, ov := range s.overlays {
+		for _, name := range names {
+			delete(ov.holds, name)
+			if ov.trial != nil && ov.trial.has(name) {
+				for n := range ov.trial.want {
+					if h, ok := ov.holds[n]; ok && h.rejection == nil {
+						ov.holds[n] = &hold{res: h.want, want: h.want, seq: s.seq}
+					}
+				}
+				ov.trial = nil
+			}
+		}
+		if len(ov.holds) == 0 && ov.trial == nil {
+			delete(s.overlays, node)
+		}
+	}
+}
+
+// pruneLocked forgets the holds of ov that serve the store's own version once the client has
+// it: a state-of-the-world client that accepted from, or a delta client that holds returned.
+func (s *Store) pruneLocked(ov *overlay, from version, returned map[string]string) {
+	for name, h := range ov.holds {
+		if h.rejection != nil || h.res != h.want || (ov.trial != nil && ov.trial.has(name)) {
+			continue
+		}
+		if (returned != nil && returned[name] == h.want.hash) || (returned == nil && from.ours && from.seq >= h.seq) {
+			delete(ov.holds, name)
+		}
+	}
+	if len(ov.holds) == 0 && ov.trial == nil {
+		delete(s.overlays, ov.node)
+	}
+}
+
+// overlayAnswerLocked is what the client of ov lacks, as it is served: for a new request
+// (changed nil) everything since from, else the changed names; for both, the names whose
+// hold changed since from.
+func (s *Store) overlayAnswerLocked(ov *overlay, set *nameSet, from version, changed []string) []*anypb.Any {
+	var names []string
+	holdChanged := func(name string) bool {
+		h, ok := ov.holds[name]
+		return ok && (!from.ours || h.seq > from.seq)
+	}
+	switch {
+	case s.wildcard:
+		names = slices.Sorted(maps.Keys(s.entries))
+	case changed != nil:
+		for name := range set.names {
+			if _, ok := s.entries[name]; ok && (slices.Contains(changed, name) || holdChanged(name)) {
+				names = append(names, name)
+			}
+		}
+	default:
+		var before *nameSet
+		if from.ours && from.set != 0 {
+			before = s.sets.byID[from.set]
+		}
+		for name := range set.names {
+			e, ok := s.entries[name]
+			if ok && (!from.ours || before == nil || e.seq > from.seq || !before.has(name) || holdChanged(name)) {
+				names = append(names, name)
 			}
 		}
 	}
-	return true
-}
-
-// trialAcceptedDeltaLocked is trialAcceptedLocked for a delta client's ACK: it holds the
-// tried resources at the version the trial serves.
-func (s *Store) trialAcceptedDeltaLocked(returned map[string]string) bool {
-	for _, name := range s.trial.tried {
-		if returned[name] != s.entries[name].res.hash {
-			return false
+	slices.Sort(names)
+	res := make([]*anypb.Any, 0, len(names))
+	for _, name := range names {
+		if r := ov.serve(name, s.entries[name]); r != nil {
+			res = append(res, r.any)
 		}
 	}
-	return true
+	return res
 }
 
-// endTrialLocked ends a trial when one of its resources is translated again: every resource
-// of the trial is served at its new version (changed lists those whose served version
-// changes), and a client that rejects them starts another.
-func (s *Store) endTrialLocked() (changed []string) {
-	t := s.trial
-	s.trial = nil
-	for name, want := range t.want {
-		if e, ok := s.entries[name]; ok && e.res != want {
-			s.entries[name] = e.next(want, s.seq)
-			changed = append(changed, name)
-		}
-	}
-	return changed
-}
-
-// wantLocked is the translation of an entry's resource: what it serves, unless held.
-func (s *Store) wantLocked(name string, e *entry) *Resource {
-	if r, ok := s.rejected[name]; ok {
-		return r.rejected
-	}
-	if s.trial != nil && s.trial.has(name) {
-		return s.trial.want[name]
-	}
-	return e.res
-}
-
-// Rejections lists the resources the store holds at their last accepted version, by name.
-func (s *Store) Rejections() []Rejection {
+// Rejections lists the resources the store holds for node at their last accepted version,
+// by name; all nodes' if node is empty.
+func (s *Store) Rejections(node string) []Rejection {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Rejection, 0, len(s.rejected))
-	for _, name := range slices.Sorted(maps.Keys(s.rejected)) {
-		out = append(out, s.rejected[name].Rejection)
+	var out []Rejection
+	for n, ov := range s.overlays {
+		if node != "" && n != node {
+			continue
+		}
+		for _, h := range ov.holds {
+			if h.rejection != nil {
+				out = append(out, *h.rejection)
+			}
+		}
 	}
+	slices.SortFunc(out, func(a, b Rejection) int {
+		return strings.Compare(a.Proxy+"\x00"+a.Name, b.Proxy+"\x00"+b.Name)
+	})
 	return out
+}
+
+// Forget drops what the store holds for node: its last stream ended. An Envoy that comes back
+// with the rejected version's predecessor rejects the new one again, and is held again.
+func (s *Store) Forget(node string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.overlays, node)
 }
 
 // Observe has fn called, under the store's lock, with every rejection the store records.

@@ -26,6 +26,8 @@ func route(t testing.TB, name string, n int) *Resource {
 	return r
 }
 
+var fakeCount int
+
 // fakeEnvoy is a state-of-the-world client that rejects answers holding a bad resource, as
 // Envoy does: it NACKs with the version it last accepted and a message that names the
 // resource or not, and keeps what it held of a rejected resource.
@@ -46,7 +48,8 @@ type fakeEnvoy struct {
 }
 
 func newFakeEnvoy(t *testing.T, s *Store, typeURL string, names []string, message func(string) string, bad ...*Resource) *fakeEnvoy {
-	return &fakeEnvoy{t: t, s: s, typeURL: typeURL, names: names, node: "sidecar~127.0.0.1~fake.default~default.svc.cluster.local",
+	fakeCount++
+	return &fakeEnvoy{t: t, s: s, typeURL: typeURL, names: names, node: fmt.Sprintf("sidecar~127.0.0.1~fake-%d.default~default.svc.cluster.local", fakeCount),
 		bad: bad, message: message, ch: make(chan cachev3.Response, 1), held: map[string][]byte{}}
 }
 
@@ -148,7 +151,7 @@ func TestNACKedListenerIsHeldWhileTheOthersMoveOn(t *testing.T) {
 	if !f.holds(a2) || !f.holds(b1) || !f.holds(c1) {
 		t.Fatalf("client holds %v; want a at its new version, b at the one it accepted, c", f.held)
 	}
-	rej := s.Rejections()
+	rej := s.Rejections("")
 	if len(rej) != 1 || rej[0].Name != "b" || rej[0].HeldVersion != accepted || !strings.Contains(rej[0].Error, "address already in use") || rej[0].Proxy != f.node {
 		t.Fatalf("rejections: %+v; want b held at %s with Envoy's message", rej, accepted)
 	}
@@ -165,8 +168,8 @@ func TestNACKedListenerIsHeldWhileTheOthersMoveOn(t *testing.T) {
 	b3 := cluster(t, "b", 3)
 	s.Update(set(a2, b3, c1))
 	f.converge()
-	if !f.holds(b3) || len(s.Rejections()) != 0 || f.nacks != 1 {
-		t.Fatalf("after b changed: holds b3 %v, rejections %+v, NACKs %d", f.holds(b3), s.Rejections(), f.nacks)
+	if !f.holds(b3) || len(s.Rejections("")) != 0 || f.nacks != 1 {
+		t.Fatalf("after b changed: holds b3 %v, rejections %+v, NACKs %d", f.holds(b3), s.Rejections(""), f.nacks)
 	}
 }
 
@@ -183,12 +186,12 @@ func TestNewRejectedListenerIsHeldBack(t *testing.T) {
 	if _, ok := f.held["b"]; ok || !f.holds(a1) {
 		t.Fatalf("client holds %v; want a alone", f.held)
 	}
-	if rej := s.Rejections(); len(rej) != 1 || rej[0].Name != "b" || rej[0].HeldVersion != "" {
+	if rej := s.Rejections(""); len(rej) != 1 || rej[0].Name != "b" || rej[0].HeldVersion != "" {
 		t.Fatalf("rejections: %+v; want b, with no held version", rej)
 	}
 	// Removing it clears the rejection.
 	s.Update(set(a1))
-	if rej := s.Rejections(); len(rej) != 0 {
+	if rej := s.Rejections(""); len(rej) != 0 {
 		t.Fatalf("rejections after b was removed: %+v", rej)
 	}
 }
@@ -222,15 +225,15 @@ func TestUnnamedRejectionIsBisected(t *testing.T) {
 					t.Errorf("client does not hold the expected version of %s", n)
 				}
 			}
-			rej := s.Rejections()
+			rej := s.Rejections("")
 			if len(rej) != 1 || rej[0].Name != names[bad] || rej[0].HeldVersion != accepted {
 				t.Fatalf("rejections: %+v; want %s held at %s", rej, names[bad], accepted)
 			}
 			if f.nacks > 4 {
 				t.Errorf("%d NACKs to find one of five", f.nacks)
 			}
-			if s.trial != nil {
-				t.Errorf("bisection still under way: %+v", s.trial)
+			if ov := s.overlays[f.node]; ov != nil && ov.trial != nil {
+				t.Errorf("bisection still under way: %+v", ov.trial)
 			}
 		})
 	}
@@ -251,7 +254,7 @@ func TestTwoBadRoutesAreBothFound(t *testing.T) {
 	s.Update(v2)
 	f.converge()
 	var got []string
-	for _, r := range s.Rejections() {
+	for _, r := range s.Rejections("") {
 		got = append(got, r.Name)
 	}
 	if !slices.Equal(got, []string{"r0", "r3"}) {
@@ -290,9 +293,48 @@ func TestDeltaNACKIsHeld(t *testing.T) {
 	if len(resp.Resources) != 1 || resp.Resources[0].Name != "b" || resp.Resources[0].Version != b1.hash {
 		t.Fatalf("answer: %v; want b at %s", resp.Resources, b1.hash)
 	}
-	if rej := s.Rejections(); len(rej) != 1 || rej[0].Name != "b" || rej[0].HeldVersion != b1.hash {
+	if rej := s.Rejections(""); len(rej) != 1 || rej[0].Name != "b" || rej[0].HeldVersion != b1.hash {
 		t.Fatalf("rejections: %+v", rej)
 	}
 }
 
 func nodeOf(id string) *corev3.Node { return &corev3.Node{Id: id} }
+
+// TestRejectionIsHeldForTheRejectingProxyOnly: Envoys differ (a port in use on one host), so
+// a proxy that accepts what another rejected is served the new version, and a proxy that joins
+// later too; the one that rejected keeps its accepted version.
+func TestRejectionIsHeldForTheRejectingProxyOnly(t *testing.T) {
+	s := NewStore(resourcev3.ListenerType, "p-")
+	a1, b1 := cluster(t, "a", 1), cluster(t, "b", 1)
+	s.Update(set(a1, b1))
+	b2 := cluster(t, "b", 2)
+	rejecting := newFakeEnvoy(t, s, resourcev3.ListenerType, nil, ldsMessage, b2)
+	accepting := newFakeEnvoy(t, s, resourcev3.ListenerType, nil, ldsMessage)
+	for _, f := range []*fakeEnvoy{rejecting, accepting} {
+		f.request("", nil)
+		f.converge()
+	}
+	s.Update(set(a1, b2))
+	rejecting.converge()
+	accepting.converge()
+	if !rejecting.holds(b1) || !accepting.holds(b2) {
+		t.Fatalf("rejecting holds b1: %v; accepting holds b2: %v", rejecting.holds(b1), accepting.holds(b2))
+	}
+	late := newFakeEnvoy(t, s, resourcev3.ListenerType, nil, ldsMessage)
+	late.request("", nil)
+	late.converge()
+	if !late.holds(b2) {
+		t.Fatal("a proxy that joined later is not served the new version")
+	}
+	if rej := s.Rejections(accepting.node); len(rej) != 0 {
+		t.Errorf("rejections of the accepting proxy: %+v", rej)
+	}
+	if rej := s.Rejections(rejecting.node); len(rej) != 1 || rej[0].Name != "b" {
+		t.Errorf("rejections of the rejecting proxy: %+v", rej)
+	}
+	// Its stream ends: nothing is kept for it.
+	s.Forget(rejecting.node)
+	if len(s.overlays) != 0 {
+		t.Errorf("overlays after Forget: %v", s.overlays)
+	}
+}

@@ -37,17 +37,16 @@ type Store struct {
 	// watch that asks the same thing from the same version.
 	answers map[answerKey][]*anypb.Any
 
-	// rejected are the resources clients rejected, served at their accepted version, and
-	// trial the bisection under way, if any (see reject.go); observe is told of rejections.
-	rejected map[string]*rejection
-	trial    *trial
+	// overlays are what clients that NACKed are served differently, by node ID (see
+	// reject.go); observe is told of rejections.
+	overlays map[string]*overlay
 	observe  func(Rejection)
 }
 
 // entry is a resource as the store serves it, and since when. It remembers the version it
 // served before, so that a client's NACK finds the version that client accepted.
 type entry struct {
-	res *Resource // nil: held back (rejected before any version was accepted)
+	res *Resource
 	seq uint64
 	// prev was served from prevSeq to seq; hadPrev is false for a resource new at seq, and
 	// prevFresh true for one new at prevSeq.
@@ -103,33 +102,16 @@ func NewStore(typeURL, prefix string) *Store {
 
 // Update makes the store hold exactly want. Resources whose hash is unchanged keep their place,
 // so no stream is sent them again. It returns the names of the resources that existed and
-// changed. A resource held at its accepted version after a rejection stays held while its
-// translation is the one rejected, and is tried again once that changes.
+// changed. A resource a client rejected and is served at its accepted version stays so while
+// its translation is the one rejected, and is tried again once that changes.
 func (s *Store) Update(want map[string]*Resource) (modified []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	holding := len(s.rejected) > 0 || s.trial != nil
 	var changed, removed []string
-	var endTrial bool
 	for name, r := range want {
 		old, ok := s.entries[name]
-		if ok && !holding && old.res.hash == r.hash {
+		if ok && old.res.hash == r.hash {
 			continue
-		}
-		if ok && holding {
-			if cur := s.wantLocked(name, old); cur != nil && cur.hash == r.hash {
-				continue // still the rejected translation: still held
-			}
-			if s.trial != nil && s.trial.has(name) {
-				delete(s.trial.want, name) // translated again: served as it now is
-				endTrial = true
-			}
-			if _, held := s.rejected[name]; held {
-				delete(s.rejected, name)
-				if old.res != nil && old.res.hash == r.hash {
-					continue // back to the version served: nothing to send
-				}
-			}
 		}
 		if ok {
 			modified = append(modified, name)
@@ -139,13 +121,6 @@ func (s *Store) Update(want map[string]*Resource) (modified []string) {
 	for name := range s.entries {
 		if _, ok := want[name]; !ok {
 			removed = append(removed, name)
-			if holding {
-				delete(s.rejected, name)
-				if s.trial != nil && s.trial.has(name) {
-					delete(s.trial.want, name)
-					endTrial = true
-				}
-			}
 		}
 	}
 	if len(changed) == 0 && len(removed) == 0 {
@@ -162,12 +137,8 @@ func (s *Store) Update(want map[string]*Resource) (modified []string) {
 	for _, name := range removed {
 		delete(s.entries, name)
 	}
-	if endTrial {
-		for _, name := range s.endTrialLocked() {
-			if !slices.Contains(changed, name) {
-				changed = append(changed, name)
-			}
-		}
+	if len(s.overlays) > 0 {
+		s.retranslatedLocked(slices.Concat(changed, removed))
 	}
 	s.changedLocked(changed, removed, false)
 	return modified
@@ -223,6 +194,18 @@ func (s *Store) changedLocked(changed, removed []string, forced bool) {
 	bySet := map[*nameSet][]*anypb.Any{}
 	for w := range s.sotw {
 		var res []*anypb.Any
+		if ov := s.overlayLocked(w.node); ov != nil {
+			// Served apart: what it lacks, with what it is held at.
+			var since []string
+			if !w.nack {
+				since = changed
+			}
+			if res = s.overlayAnswerLocked(ov, w.set, w.from, since); len(res) == 0 && !s.wildcard {
+				continue
+			}
+			s.respondLocked(w, res)
+			continue
+		}
 		if s.wildcard {
 			res = s.allLocked()
 		} else {
