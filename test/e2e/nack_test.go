@@ -237,6 +237,7 @@ func TestRejectedRouteIsFoundByBisection(t *testing.T) {
 		if len(rejected) != 1 || rejected[0].Name != webRoute || !strings.Contains(rejected[0].Error, "program size") {
 			return fmt.Errorf("syncz rds rejected = %+v, want exactly route configuration %s with Envoy's reason", rejected, webRoute)
 		}
+		t.Logf("syncz: %s rejected: %s", rejected[0].Name, rejected[0].Error)
 		return nil
 	})
 	framework.Eventually(t, func() error {
