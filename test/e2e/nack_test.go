@@ -159,7 +159,7 @@ func TestRejectedClusterIsHeldWhileTheRestMovesOn(t *testing.T) {
 // bigRegex is a URI regex that Go's regexp (and so pilot's validation) accepts, and whose RE2
 // program is larger than the 100 Envoy allows by default (a Unicode class compiles to many
 // instructions): Envoy rejects the route configuration with "regex '...' RE2 program size of
-// 1405 > max program size of 100 ...", which names no resource.
+// 1406 > max program size of 100 ...", which names no resource.
 const bigRegex = `^/(\pL{200})$`
 
 // routeTo is a VirtualService for host whose one HTTP route matches uri (a YAML mapping, e.g.
