@@ -14,33 +14,35 @@ import (
 // go-control-plane keeps, says what the client asks for and which version of each resource it
 // holds (the hashes this store sent, or the client's initial_resource_versions).
 type deltaWatch struct {
-	req  *discoveryv3.DeltaDiscoveryRequest // trimmed: see trimDeltaRequest
-	sub  cachev3.Subscription
-	ch   chan cachev3.DeltaResponse
-	node string // the client's node ID, which keys its overlay
+	req *discoveryv3.DeltaDiscoveryRequest // trimmed: see trimDeltaRequest
+	sub cachev3.Subscription
+	ch  chan cachev3.DeltaResponse
 }
+
+// node is the client's node ID, which keys its overlay (see reject.go).
+func (w *deltaWatch) node() string { return w.req.GetNode().GetId() }
 
 // CreateDeltaWatch implements cachev3.ConfigWatcher for delta streams.
 func (s *Store) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := &deltaWatch{req: trimDeltaRequest(req), sub: sub, ch: ch, node: req.GetNode().GetId()}
+	w := &deltaWatch{req: trimDeltaRequest(req), sub: sub, ch: ch}
 	if len(s.overlays) > 0 || req.GetErrorDetail() != nil {
 		nack, msg := req.GetErrorDetail() != nil, req.GetErrorDetail().GetMessage()
-		held := s.verdictLocked(w.node, req.GetResponseNonce() != "", nack, msg)
+		held := s.verdictLocked(w.node(), req.GetResponseNonce() != "", nack, msg)
 		if !held && nack {
 			info, _ := takeNack(req)
 			rejectedSeq := s.seq
 			if seq, err := strconv.ParseUint(info.RejectedVersion, 10, 64); err == nil && seq <= s.seq {
 				rejectedSeq = seq
 			}
-			held = s.nackLocked(w.node, msg, version{}, rejectedSeq, nil, info.Sent)
+			held = s.nackLocked(w.node(), msg, version{}, rejectedSeq, nil, info.Sent)
 		}
-		if ov := s.overlayLocked(w.node); ov != nil {
+		if ov := s.overlayLocked(w.node()); ov != nil {
 			if !held && !nack {
 				s.pruneLocked(ov, version{}, sub.ReturnedResources())
 			}
-			if ov = s.overlayLocked(w.node); ov != nil && ov.trial != nil {
+			if ov = s.overlayLocked(w.node()); ov != nil && ov.trial != nil {
 				ov.trial.sent = true // answered below with the step, or it lacks nothing of it
 			}
 		}
@@ -73,7 +75,7 @@ func (s *Store) deltaAnswerLocked(w *deltaWatch, changed, removed []string, forc
 	}
 	var send []string
 	var gone []string
-	ov := s.overlayLocked(w.node) // nil for every client that never NACKed
+	ov := s.overlayLocked(w.node()) // nil for every client that never NACKed
 	consider := func(name string, force bool) {
 		if !wants(name) {
 			return

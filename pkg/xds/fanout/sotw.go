@@ -21,8 +21,10 @@ type sotwWatch struct {
 	// answering at once would send what it just rejected, and it would reject it again, in a
 	// loop.
 	nack bool
-	node string // the client's node ID, which keys its overlay
 }
+
+// node is the client's node ID, which keys its overlay (see reject.go).
+func (w *sotwWatch) node() string { return w.req.GetNode().GetId() }
 
 // CreateWatch implements cachev3.ConfigWatcher for state-of-the-world streams: it answers at
 // once when the client lacks something it asks for, and otherwise parks the request until a
@@ -36,27 +38,26 @@ func (s *Store) CreateWatch(req *cachev3.Request, _ cachev3.Subscription, ch cha
 		ch:   ch,
 		from: s.parseVersion(req.GetVersionInfo()),
 		nack: req.GetErrorDetail() != nil,
-		node: req.GetNode().GetId(),
 	}
 	if !s.wildcard {
 		w.set = s.sets.intern(req.GetResourceNames())
 	}
 	held := false // the client is served apart, after a NACK or in a bisection
 	if len(s.overlays) > 0 || w.nack {
-		held = s.verdictLocked(w.node, req.GetResponseNonce() != "", w.nack, req.GetErrorDetail().GetMessage())
+		held = s.verdictLocked(w.node(), req.GetResponseNonce() != "", w.nack, req.GetErrorDetail().GetMessage())
 		if !held && w.nack {
 			info, _ := takeNack(req)
 			rejectedSeq := s.seq
 			if v := s.parseVersion(info.RejectedVersion); v.ours {
 				rejectedSeq = v.seq
 			}
-			held = s.nackLocked(w.node, req.GetErrorDetail().GetMessage(), w.from, rejectedSeq, w.set, nil)
+			held = s.nackLocked(w.node(), req.GetErrorDetail().GetMessage(), w.from, rejectedSeq, w.set, nil)
 		}
-		if ov := s.overlayLocked(w.node); ov != nil {
+		if ov := s.overlayLocked(w.node()); ov != nil {
 			if !held && !w.nack {
 				s.pruneLocked(ov, w.from, nil)
 			}
-			if ov = s.overlayLocked(w.node); ov != nil && (held || !w.nack) {
+			if ov = s.overlayLocked(w.node()); ov != nil && (held || !w.nack) {
 				// Answered with what it lacks as it is served, bisection steps included.
 				if held || !s.wildcard || !w.from.ours || w.from.seq != s.seq {
 					if res := s.overlayAnswerLocked(ov, w.set, w.from, nil); s.wildcard || len(res) > 0 {
@@ -117,7 +118,7 @@ func (s *Store) retryRejected(w *sotwWatch) {
 		return
 	}
 	var res []*anypb.Any
-	switch ov := s.overlayLocked(w.node); {
+	switch ov := s.overlayLocked(w.node()); {
 	case ov != nil:
 		res = s.overlayAnswerLocked(ov, w.set, w.from, nil)
 	case s.wildcard:

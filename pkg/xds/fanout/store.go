@@ -194,7 +194,7 @@ func (s *Store) changedLocked(changed, removed []string, forced bool) {
 	bySet := map[*nameSet][]*anypb.Any{}
 	for w := range s.sotw {
 		var res []*anypb.Any
-		if ov := s.overlayLocked(w.node); ov != nil {
+		if ov := s.overlayLocked(w.node()); ov != nil {
 			// Served apart: what it lacks, with what it is held at.
 			var since []string
 			if !w.nack {
