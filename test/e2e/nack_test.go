@@ -218,55 +218,61 @@ func envoyRoutes(t *testing.T, envoy *framework.Envoy) map[string]string {
 // TestRejectedRouteIsFoundByBisection: one change modifies two route configurations, and Envoy
 // rejects one of them with a reason that names none. Pilot finds it by sending half the
 // change at a time, names it in /debug/syncz, and Envoy ends with the good one's new version
-// and the bad one's last accepted version. Fixing the input clears the rejection.
+// and the bad one's last accepted version. Fixing the input clears the rejection. Over both
+// protocols.
 func TestRejectedRouteIsFoundByBisection(t *testing.T) {
-	api := framework.StartUpstream(t, "127.0.41.4", "api")
-	web := framework.StartUpstream(t, "127.0.41.5", "web")
-	apiPort, webPort := framework.FreePort(t, "127.0.0.1"), framework.FreePort(t, "127.0.0.1")
-	p := framework.StartPilot(t, framework.PilotOptions{})
-	p.WriteConfig(t, "services.yaml", serviceEntry("api", apiPort, endpoint{upstream: api})+"---\n"+serviceEntry("web", webPort, endpoint{upstream: web}))
-	node := sidecarNode("nack-rds")
-	envoy := framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: node, ExpectRejections: []string{"program size"}})
-	eventuallyAnswers(t, apiPort, "api", "api")
-	eventuallyAnswers(t, webPort, "web", "web")
-	apiRoute, webRoute := fmt.Sprint(apiPort), fmt.Sprint(webPort)
+	for i, delta := range []bool{false, true} {
+		protocol := map[bool]string{false: "sotw", true: "delta"}[delta]
+		t.Run(protocol, func(t *testing.T) {
+			api := framework.StartUpstream(t, fmt.Sprintf("127.0.41.%d", 4+2*i), "api")
+			web := framework.StartUpstream(t, fmt.Sprintf("127.0.41.%d", 5+2*i), "web")
+			apiPort, webPort := framework.FreePort(t, "127.0.0.1"), framework.FreePort(t, "127.0.0.1")
+			p := framework.StartPilot(t, framework.PilotOptions{})
+			p.WriteConfig(t, "services.yaml", serviceEntry("api", apiPort, endpoint{upstream: api})+"---\n"+serviceEntry("web", webPort, endpoint{upstream: web}))
+			node := sidecarNode("nack-rds-" + protocol)
+			envoy := framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: node, Delta: delta, ExpectRejections: []string{"program size"}})
+			eventuallyAnswers(t, apiPort, "api", "api")
+			eventuallyAnswers(t, webPort, "web", "web")
+			apiRoute, webRoute := fmt.Sprint(apiPort), fmt.Sprint(webPort)
 
-	p.WriteConfig(t, "routes.yaml", routeTo("api", "prefix: /bisected-v2")+"---\n"+routeTo("web", "regex: '"+bigRegex+"'"))
-	framework.Eventually(t, func() error {
-		rejected, _ := synczRejected(t, p, node, "rds")
-		if len(rejected) != 1 || rejected[0].Name != webRoute || !strings.Contains(rejected[0].Error, "program size") {
-			return fmt.Errorf("syncz rds rejected = %+v, want exactly route configuration %s with Envoy's reason", rejected, webRoute)
-		}
-		t.Logf("syncz: %s rejected: %s", rejected[0].Name, rejected[0].Error)
-		return nil
-	})
-	framework.Eventually(t, func() error {
-		routes := envoyRoutes(t, envoy)
-		if !strings.Contains(routes[apiRoute], "/bisected-v2") {
-			return fmt.Errorf("Envoy's route configuration %s lacks the good half of the change: %s", apiRoute, routes[apiRoute])
-		}
-		if strings.Contains(routes[webRoute], "pL{200}") {
-			return fmt.Errorf("Envoy's route configuration %s has the rejected regex", webRoute)
-		}
-		return nil
-	})
-	if n := p.Metric(t, "skiff_xds_rejected_resources", map[string]string{"type": "rds"}); n != 1 {
-		t.Errorf("skiff_xds_rejected_resources{type=rds} = %v, want 1", n)
-	}
-	// Two NACKs: the change, and the half of it that holds the bad route configuration.
-	if n := p.Metric(t, "pilot_total_xds_rejects", map[string]string{"type": "rds"}); n != 2 {
-		t.Errorf("pilot_total_xds_rejects{type=rds} = %v, want 2 (the change, then the half with the fault)", n)
-	}
-	eventuallyAnswers(t, webPort, "web", "web")
+			p.WriteConfig(t, "routes.yaml", routeTo("api", "prefix: /bisected-v2")+"---\n"+routeTo("web", "regex: '"+bigRegex+"'"))
+			framework.Eventually(t, func() error {
+				rejected, _ := synczRejected(t, p, node, "rds")
+				if len(rejected) != 1 || rejected[0].Name != webRoute || !strings.Contains(rejected[0].Error, "program size") {
+					return fmt.Errorf("syncz rds rejected = %+v, want exactly route configuration %s with Envoy's reason", rejected, webRoute)
+				}
+				t.Logf("syncz: %s rejected: %s", rejected[0].Name, rejected[0].Error)
+				return nil
+			})
+			framework.Eventually(t, func() error {
+				routes := envoyRoutes(t, envoy)
+				if !strings.Contains(routes[apiRoute], "/bisected-v2") {
+					return fmt.Errorf("Envoy's route configuration %s lacks the good half of the change: %s", apiRoute, routes[apiRoute])
+				}
+				if strings.Contains(routes[webRoute], "pL{200}") {
+					return fmt.Errorf("Envoy's route configuration %s has the rejected regex", webRoute)
+				}
+				return nil
+			})
+			if n := p.Metric(t, "skiff_xds_rejected_resources", map[string]string{"type": "rds"}); n != 1 {
+				t.Errorf("skiff_xds_rejected_resources{type=rds} = %v, want 1", n)
+			}
+			// Two NACKs: the change, and the half of it that holds the bad route configuration.
+			if n := p.Metric(t, "pilot_total_xds_rejects", map[string]string{"type": "rds"}); n != 2 {
+				t.Errorf("pilot_total_xds_rejects{type=rds} = %v, want 2 (the change, then the half with the fault)", n)
+			}
+			eventuallyAnswers(t, webPort, "web", "web")
 
-	p.WriteConfig(t, "routes.yaml", routeTo("api", "prefix: /bisected-v2")+"---\n"+routeTo("web", "prefix: /fixed"))
-	framework.Eventually(t, func() error {
-		if rejected, _ := synczRejected(t, p, node, "rds"); len(rejected) != 0 {
-			return fmt.Errorf("syncz still shows %+v", rejected)
-		}
-		if routes := envoyRoutes(t, envoy); !strings.Contains(routes[webRoute], "/fixed") {
-			return fmt.Errorf("Envoy's route configuration %s lacks the fix", webRoute)
-		}
-		return nil
-	})
+			p.WriteConfig(t, "routes.yaml", routeTo("api", "prefix: /bisected-v2")+"---\n"+routeTo("web", "prefix: /fixed"))
+			framework.Eventually(t, func() error {
+				if rejected, _ := synczRejected(t, p, node, "rds"); len(rejected) != 0 {
+					return fmt.Errorf("syncz still shows %+v", rejected)
+				}
+				if routes := envoyRoutes(t, envoy); !strings.Contains(routes[webRoute], "/fixed") {
+					return fmt.Errorf("Envoy's route configuration %s lacks the fix", webRoute)
+				}
+				return nil
+			})
+		})
+	}
 }
