@@ -227,7 +227,8 @@ func TestRejectedRouteIsFoundByBisection(t *testing.T) {
 			api := framework.StartUpstream(t, fmt.Sprintf("127.0.41.%d", 4+2*i), "api")
 			web := framework.StartUpstream(t, fmt.Sprintf("127.0.41.%d", 5+2*i), "web")
 			apiPort, webPort := framework.FreePort(t, "127.0.0.1"), framework.FreePort(t, "127.0.0.1")
-			p := framework.StartPilot(t, framework.PilotOptions{})
+			// The protocol log in pilot's log (printed if the test fails) shows the bisection.
+			p := framework.StartPilot(t, framework.PilotOptions{Args: []string{"--xds-log", "*", "--log-level", "debug"}})
 			p.WriteConfig(t, "services.yaml", serviceEntry("api", apiPort, endpoint{upstream: api})+"---\n"+serviceEntry("web", webPort, endpoint{upstream: web}))
 			node := sidecarNode("nack-rds-" + protocol)
 			envoy := framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: node, Delta: delta, ExpectRejections: []string{"program size"}})

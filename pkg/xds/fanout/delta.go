@@ -43,7 +43,17 @@ func (s *Store) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscrip
 				s.pruneLocked(ov, version{}, sub.ReturnedResources())
 			}
 			if ov = s.overlayLocked(w.node()); ov != nil && ov.trial != nil {
-				ov.trial.sent = true // answered below with the step, or it lacks nothing of it
+				ov.trial.sent = true
+				if held {
+					// A bisection step: every resource of the trial is sent as the step
+					// serves it, even where the stream's record says the client holds that
+					// version. The record is of what was sent, and the client rejected it.
+					names := slices.Sorted(maps.Keys(ov.trial.want))
+					if resp := s.deltaAnswerLocked(w, names, nil, true); resp != nil {
+						w.ch <- resp
+						return func() {}, nil
+					}
+				}
 			}
 		}
 	}
