@@ -338,3 +338,92 @@ func TestRejectionIsHeldForTheRejectingProxyOnly(t *testing.T) {
 		t.Errorf("overlays after Forget: %v", s.overlays)
 	}
 }
+
+// TestDeltaUnnamedRejectionIsBisected: a delta client's bisection steps re-send what the
+// stream's record says the client holds (it rejected it), and find the bad route
+// configuration.
+func TestDeltaUnnamedRejectionIsBisected(t *testing.T) {
+	s := NewStore(resourcev3.RouteType, "p-")
+	names := []string{"r0", "r1", "r2", "r3"}
+	v1, v2 := map[string]*Resource{}, map[string]*Resource{}
+	returned := map[string]string{}
+	for _, n := range names {
+		v1[n], v2[n] = route(t, n, 1), route(t, n, 2)
+		returned[n] = v1[n].hash
+	}
+	s.Update(v1)
+	s.Update(v2)
+	bad := v2["r2"]
+	sub := streamv3.NewDeltaSubscription(names, nil, nil, false)
+	node := nodeOf("sidecar~127.0.0.1~delta-fake.default~default.svc.cluster.local")
+	// The change was sent (the record holds v2), and rejected.
+	sent := map[string]string{}
+	for _, n := range names {
+		returned[n], sent[n] = v2[n].hash, v2[n].hash
+	}
+	sub.SetReturnedResources(returned)
+	held := map[string]string{}
+	for _, n := range names {
+		held[n] = v1[n].hash // what the client holds: it rejected v2
+	}
+	nonce := 1
+	req := &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resourcev3.RouteType, ResponseNonce: fmt.Sprint(nonce),
+		ErrorDetail: &statuspb.Status{Message: "missing ]: ["}}
+	NoteNack(req, NackInfo{Sent: sent})
+	nacks := 1
+	for i := 0; ; i++ {
+		if i > 20 {
+			t.Fatal("never settled")
+		}
+		ch := make(chan cachev3.DeltaResponse, 1)
+		if _, err := s.CreateDeltaWatch(req, sub, ch); err != nil {
+			t.Fatal(err)
+		}
+		var r cachev3.DeltaResponse
+		select {
+		case r = <-ch:
+		default:
+		}
+		if r == nil {
+			break
+		}
+		resp, _ := r.GetDeltaDiscoveryResponse()
+		sub.SetReturnedResources(r.GetNextVersionMap())
+		nonce++
+		req = &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resourcev3.RouteType, ResponseNonce: fmt.Sprint(nonce)}
+		rejected := false
+		for _, res := range resp.Resources {
+			if res.Version == bad.hash {
+				rejected = true
+			}
+		}
+		if rejected {
+			nacks++
+			req.ErrorDetail = &statuspb.Status{Message: "missing ]: ["}
+			sent := map[string]string{}
+			for _, res := range resp.Resources {
+				sent[res.Name] = res.Version
+			}
+			NoteNack(req, NackInfo{Sent: sent})
+			continue
+		}
+		for _, res := range resp.Resources {
+			held[res.Name] = res.Version
+		}
+	}
+	for _, n := range names {
+		want := v2[n].hash
+		if n == "r2" {
+			want = v1[n].hash
+		}
+		if held[n] != want {
+			t.Errorf("client holds %s at %s, want %s", n, held[n], want)
+		}
+	}
+	if rej := s.Rejections(node.Id); len(rej) != 1 || rej[0].Name != "r2" || rej[0].HeldVersion != v1["r2"].hash {
+		t.Fatalf("rejections: %+v", rej)
+	}
+	if nacks > 3 {
+		t.Errorf("%d NACKs to find one of four", nacks)
+	}
+}
