@@ -109,6 +109,9 @@ type overlay struct {
 	node  string
 	holds map[string]*hold
 	trial *trial
+	// retries counts, by name, the rejections of a translation held and tried again since
+	// it last changed: each waits twice as long before the next try.
+	retries map[string]int
 }
 
 // hold serves res instead of the store's want (nil: nothing). It stands only while the store
@@ -282,9 +285,51 @@ func (s *Store) candidatesLocked(ov *overlay, from version, rejectedSeq uint64, 
 // rejection.
 func (s *Store) rejectLocked(ov *overlay, c candidate, msg string) {
 	r := &Rejection{Name: c.name, Error: msg, HeldVersion: c.heldIn, Proxy: ov.node, At: time.Now()}
-	ov.holds[c.name] = &hold{res: c.held, want: c.rejected, seq: s.seq, rejection: r}
+	h := &hold{res: c.held, want: c.rejected, seq: s.seq, rejection: r}
+	ov.holds[c.name] = h
 	if s.observe != nil {
 		s.observe(*r)
+	}
+	// A rejection may be transient (a port another process held for a moment, a file not yet
+	// written): the held resource is tried again after nackRetry, then after twice as long
+	// each time it is rejected again, up to maxHoldRetry. A deterministic rejection costs a
+	// NACK per interval; a transient one heals without a change.
+	if ov.retries == nil {
+		ov.retries = map[string]int{}
+	}
+	wait := nackRetry << min(ov.retries[c.name], 16)
+	ov.retries[c.name]++
+	time.AfterFunc(min(wait, maxHoldRetry), func() { s.retryHold(ov.node, c.name, h) })
+}
+
+// maxHoldRetry bounds the wait before a held resource is tried again.
+const maxHoldRetry = 5 * time.Minute
+
+// retryHold serves node the version it rejected again, if h still holds it, and answers the
+// client's waiting watch.
+func (s *Store) retryHold(node, name string, h *hold) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ov := s.overlayLocked(node)
+	if ov == nil || ov.holds[name] != h {
+		return // translated again, or forgotten
+	}
+	s.seq++
+	ov.holds[name] = &hold{res: h.want, want: h.want, seq: s.seq}
+	for w := range s.sotw {
+		if w.node() == node {
+			if res := s.overlayAnswerLocked(ov, w.set, w.from, nil); s.wildcard || len(res) > 0 {
+				s.respondLocked(w, res)
+			}
+		}
+	}
+	for w := range s.delta {
+		if w.node() == node {
+			if resp := s.deltaAnswerLocked(w, []string{name}, nil, true); resp != nil {
+				delete(s.delta, w)
+				w.ch <- resp
+			}
+		}
 	}
 }
 
@@ -368,6 +413,7 @@ func (s *Store) retranslatedLocked(names []string) {
 	for node, ov := range s.overlays {
 		for _, name := range names {
 			delete(ov.holds, name)
+			delete(ov.retries, name)
 			if ov.trial != nil && ov.trial.has(name) {
 				for n := range ov.trial.want {
 					if h, ok := ov.holds[n]; ok && h.rejection == nil {
@@ -377,7 +423,7 @@ func (s *Store) retranslatedLocked(names []string) {
 				ov.trial = nil
 			}
 		}
-		if len(ov.holds) == 0 && ov.trial == nil {
+		if len(ov.holds) == 0 && ov.trial == nil && len(ov.retries) == 0 {
 			delete(s.overlays, node)
 		}
 	}
@@ -392,9 +438,10 @@ func (s *Store) pruneLocked(ov *overlay, from version, returned map[string]strin
 		}
 		if (returned != nil && returned[name] == h.want.hash) || (returned == nil && from.ours && from.seq >= h.seq) {
 			delete(ov.holds, name)
+			delete(ov.retries, name) // accepted: a later rejection waits nackRetry again
 		}
 	}
-	if len(ov.holds) == 0 && ov.trial == nil {
+	if len(ov.holds) == 0 && ov.trial == nil && len(ov.retries) == 0 {
 		delete(s.overlays, ov.node)
 	}
 }

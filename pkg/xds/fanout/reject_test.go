@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -425,5 +426,37 @@ func TestDeltaUnnamedRejectionIsBisected(t *testing.T) {
 	}
 	if nacks > 3 {
 		t.Errorf("%d NACKs to find one of four", nacks)
+	}
+}
+
+// TestHeldResourceIsTriedAgain: a rejection may be transient (a port held for a moment by
+// another process); the held resource is tried again after nackRetry without a change, and
+// once accepted the hold is gone.
+func TestHeldResourceIsTriedAgain(t *testing.T) {
+	defer func(d time.Duration) { nackRetry = d }(nackRetry)
+	nackRetry = 10 * time.Millisecond
+	s := NewStore(resourcev3.ListenerType, "p-")
+	a1 := cluster(t, "a", 1)
+	s.Update(set(a1))
+	f := newFakeEnvoy(t, s, resourcev3.ListenerType, nil, ldsMessage)
+	f.request("", nil)
+	f.converge()
+	a2 := cluster(t, "a", 2)
+	f.bad = []*Resource{a2}
+	s.Update(set(a2))
+	f.converge()
+	if !f.holds(a1) || len(s.Rejections("")) != 1 {
+		t.Fatalf("not held: holds a1 %v, rejections %+v", f.holds(a1), s.Rejections(""))
+	}
+	f.bad = nil // the port is free now
+	select {
+	case r := <-f.ch:
+		f.ch <- r
+	case <-time.After(time.Minute):
+		t.Fatal("the held listener was never tried again")
+	}
+	f.converge()
+	if !f.holds(a2) || len(s.Rejections("")) != 0 || len(s.overlays) != 0 {
+		t.Fatalf("after the retry: holds a2 %v, rejections %+v, overlays %d", f.holds(a2), s.Rejections(""), len(s.overlays))
 	}
 }
