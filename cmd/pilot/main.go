@@ -82,6 +82,7 @@ listeners, routes, clusters and endpoints, and serves them over gRPC ADS.`,
 	f.DurationVar(&opts.workloadCertTTL, "workload-cert-ttl", ca.DefaultWorkloadTTL, "lifetime of workload certificates (SDS default); they are re-issued and pushed at half-life")
 	f.DurationVar(&opts.sendTimeout, "xds-send-timeout", xds.DefaultSendTimeout, "close an ADS stream whose response could not be written for this long: the proxy is not reading (0: never)")
 	f.IntVar(&opts.maxStreams, "xds-max-streams", xds.DefaultMaxStreams, "ADS streams served at once; more are refused with RESOURCE_EXHAUSTED")
+	f.StringVar(&opts.xdsLog, "xds-log", "", "write the protocol log of the proxies whose node ID or POD.NAMESPACE matches this glob (e.g. 'productpage-*.default') at debug level: every xDS request and response, ACK/NACK (as /debug/xds_log serves it)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.AddCommand(newBootstrapCommand(), newCACommand())
 	return cmd

@@ -40,6 +40,7 @@ func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configS
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/config_dump", server.ConfigDumpHandler)
 	mux.HandleFunc("GET /debug/describe", server.DescribeHandler)
+	mux.HandleFunc("GET /debug/xds_log", server.XDSLogHandler)
 	mux.HandleFunc("GET /debug/config_errors", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -58,6 +59,8 @@ func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configS
   /debug/describe?proxy=ID        the Sidecar, Gateways, VirtualServices, DestinationRules, PeerAuthentications
                                   and AuthorizationPolicies that apply to a proxy, and its mTLS modes
   /debug/config_errors            configuration currently rejected, and analysis warnings
+  /debug/xds_log?proxy=ID         live protocol log of a proxy's ADS stream(s), newline-delimited JSON:
+                                  every request and response, ACK/NACK, error_detail (skiffctl xds-log)
   /debug/pprof/                   Go profiles of pilot itself (go tool pprof)
   /metrics                        Prometheus metrics
   /graph                          the mesh graph: workloads, services and the last minute's traffic

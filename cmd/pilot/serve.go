@@ -41,6 +41,7 @@ type serveOptions struct {
 	workloadCertTTL   time.Duration
 	sendTimeout       time.Duration // 0: never (xds.Options takes a negative value for that)
 	maxStreams        int
+	xdsLog            string // glob of proxies whose protocol log goes to the debug log
 	logger            *slog.Logger
 }
 
@@ -87,7 +88,10 @@ func serve(ctx context.Context, opts serveOptions) error {
 	server = xds.New(xds.Options{Reflection: opts.reflection, Logger: log, Registry: reg,
 		CA: authority, WorkloadCertTTL: opts.workloadCertTTL, IgnoreNodeLabels: opts.kubernetes,
 		SendTimeout: sendTimeoutOption(opts.sendTimeout), MaxStreams: opts.maxStreams,
-		Services: metrics.Register})
+		Services: metrics.Register, XDSLogProxies: opts.xdsLog})
+	if opts.xdsLog != "" && !log.Enabled(ctx, slog.LevelDebug) {
+		log.Warn("--xds-log writes the protocol log at debug level, which --log-level leaves out: add --log-level debug", "xds-log", opts.xdsLog)
+	}
 	status := newConfigStatus(server, log, reg)
 
 	xdsListener, err := net.Listen("tcp", opts.xdsAddress)

@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"sync"
 
@@ -62,6 +63,7 @@ type classCache struct {
 	queueOf func(req any, queued func() int)
 	// ignoreNodeLabels: see Options.IgnoreNodeLabels.
 	ignoreNodeLabels bool
+	log              *slog.Logger
 
 	mu      sync.Mutex
 	classes map[string]*proxyClass
@@ -104,6 +106,9 @@ func newClassCache(versionPrefix string, onNewClass func(string, *model.Proxy)) 
 
 // CreateWatch implements cachev3.ConfigWatcher for state-of-the-world streams.
 func (c *classCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, value chan cachev3.Response) (func(), error) {
+	if req.GetErrorDetail() != nil {
+		defer fanout.DropNack(req) // taken by a store, or not meant for one (per-proxy secrets)
+	}
 	if c.queueOf != nil {
 		c.queueOf(req, func() int { return len(value) })
 	}
@@ -120,6 +125,9 @@ func (c *classCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription,
 
 // CreateDeltaWatch implements cachev3.ConfigWatcher for delta streams.
 func (c *classCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, value chan cachev3.DeltaResponse) (func(), error) {
+	if req.GetErrorDetail() != nil {
+		defer fanout.DropNack(req)
+	}
 	if c.queueOf != nil {
 		c.queueOf(req, func() int { return len(value) })
 	}

@@ -71,6 +71,7 @@ func (c *classCache) UpdateConfig(id configID, snap *model.Snapshot, resources m
 		// version an Envoy holds from one configuration never looks current in another.
 		prefix := c.versionPrefix + strconv.Itoa(c.configSeq) + "-"
 		sc = &sharedConfig{id: id, store: fanout.NewStore(id.typeURL, prefix)}
+		c.observeRejections(sc.store, id.key)
 		c.configs[id] = sc
 	}
 	sc.snap = snap

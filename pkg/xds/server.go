@@ -62,6 +62,9 @@ type Options struct {
 	// Services registers further gRPC services on the server: proxies reach them on the
 	// cluster they already have for ADS (pilot's access log service, package telemetry).
 	Services func(grpc.ServiceRegistrar)
+	// XDSLogProxies writes the protocol log (see XDSLogHandler) of the proxies whose node ID
+	// or POD.NAMESPACE matches this glob (path.Match) to the logger, at debug level.
+	XDSLogProxies string
 }
 
 // Server is the ADS server and its push loop.
@@ -107,13 +110,18 @@ func New(opts Options) *Server {
 	prefix := strconv.FormatInt(time.Now().UnixMilli(), 36) + "-"
 	s.cache = newClassCache(prefix, s.classAppeared)
 	s.cache.ignoreNodeLabels = opts.IgnoreNodeLabels
+	s.cache.log = log
+	s.cache.observeRejections(s.cache.endpoints, "mesh")
 	s.metrics = newMetrics(reg)
+	reg.MustRegister(newRejectedCollector(s.cache))
 	s.noIdentity = newIdentityWarnings(log)
 	s.tracker = newTracker(s.metrics, log, func(class string) {
 		s.cache.Forget(class)
 		s.noIdentity.forget(class)
 	}, s.lastChange)
 	s.tracker.ignoreNodeLabels = opts.IgnoreNodeLabels
+	s.tracker.xlog = newProtocolLog(opts.XDSLogProxies, log)
+	s.tracker.onProxyGone = s.cache.forgetProxy
 	s.sds = newSDSServer(opts.CA, opts.WorkloadCertTTL, prefix, log, reg)
 	s.sds.snapshot, s.sds.classSecrets, s.sds.setIdentity = s.Snapshot, s.classSecrets, s.tracker.setIdentity
 	s.cache.sds, s.cache.streamOf = s.sds, s.tracker.streamOfSecretRequest
@@ -189,8 +197,11 @@ func (a *adsService) DeltaAggregatedResources(stream discoveryv3.AggregatedDisco
 // Serve accepts gRPC connections on lis until Stop.
 func (s *Server) Serve(lis net.Listener) error { return s.grpc.Serve(lis) }
 
-// Stop closes every stream and the listeners.
-func (s *Server) Stop() { s.grpc.Stop() }
+// Stop closes every stream and the listeners, and ends the protocol logs being read.
+func (s *Server) Stop() {
+	s.tracker.xlog.close()
+	s.grpc.Stop()
+}
 
 // Push makes snap the configuration served to every proxy. changedAt is when the change that
 // produced it reached pilot, for the convergence metric.
@@ -438,6 +449,11 @@ func (s *Server) Statuses() []ProxyStatus {
 	out := s.tracker.Statuses()
 	for i := range out {
 		out[i].Config = s.cache.KeyOf(out[i].Class)
+		for typ, list := range s.cache.rejections(out[i].Class, out[i].NodeID) {
+			if ts := out[i].Types[typ]; ts != nil {
+				ts.Rejected = list
+			}
+		}
 	}
 	return out
 }

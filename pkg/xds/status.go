@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/skiffmesh/skiff/pkg/model"
+	"github.com/skiffmesh/skiff/pkg/xdslog"
 )
 
 // ProxyStatus is one connected proxy as /debug/syncz shows it.
@@ -50,8 +51,14 @@ type TypeStatus struct {
 	SentAt    time.Time `json:"sent_at,omitzero"`
 	Acked     string    `json:"acked,omitempty"`
 	LastNack  *Nack     `json:"last_nack,omitempty"`
-	// nonces maps recent delta nonces to the version they carried, to name what an ACK acks.
-	nonces map[string]string
+	// Rejected are the resources the proxy (or another proxy it shares its configuration
+	// with) rejected, which pilot serves at their last accepted version until their
+	// translation changes.
+	Rejected []RejectedResource `json:"rejected,omitempty"`
+	// nonces maps recent delta nonces to the version they carried, to name what an ACK acks,
+	// and deltaSent to the resources they sent, to name what a NACK rejects.
+	nonces    map[string]string
+	deltaSent map[string][]*discoveryv3.Resource
 	// answered is the nonce of the latest ACK or NACK: the response of SentNonce is answered
 	// when they are equal.
 	answered string
@@ -79,10 +86,17 @@ type tracker struct {
 	lastChange func() time.Time
 	// onStreamClosed is called for every closed stream, after its class bookkeeping.
 	onStreamClosed func(id int64)
+	// xlog is the protocol log (/debug/xds_log, --xds-log).
+	xlog *protocolLog
+	// onProxyGone is called, with mu held, when the last stream of a node ID closes; it must
+	// not call back into the tracker.
+	onProxyGone func(node, class string)
 
 	mu      sync.Mutex
 	streams map[int64]*ProxyStatus
 	members map[string]int
+	// nodes counts the open streams of each node ID.
+	nodes map[string]int
 	// secretRequests ties a Secret request, as the cache receives it, to its stream: the cache
 	// interface carries no stream, and per-proxy secrets depend on the connection's address.
 	// go-control-plane hands the same request to the callback and then to the cache, on the
@@ -105,8 +119,8 @@ type reconnect struct {
 var _ serverv3.Callbacks = (*tracker)(nil)
 
 func newTracker(m *metrics, log *slog.Logger, onClassEmpty func(string), lastChange func() time.Time) *tracker {
-	return &tracker{metrics: m, log: log, onClassEmpty: onClassEmpty, lastChange: lastChange,
-		streams: map[int64]*ProxyStatus{}, members: map[string]int{}, secretRequests: map[any]int64{},
+	return &tracker{metrics: m, log: log, onClassEmpty: onClassEmpty, lastChange: lastChange, xlog: newProtocolLog("", log),
+		streams: map[int64]*ProxyStatus{}, members: map[string]int{}, nodes: map[string]int{}, secretRequests: map[any]int64{},
 		queueRequests: map[any]int64{}, reconnecting: map[string]reconnect{}}
 }
 
@@ -142,6 +156,7 @@ func (t *tracker) request(id int64, node *corev3.Node, typeURL, version, nonce s
 		}
 		st.NodeID, st.Class = proxy.NodeID, proxy.Class()
 		t.members[st.Class]++
+		t.nodes[st.NodeID]++
 		t.back(st.NodeID)
 		t.metrics.connected.Inc()
 		t.log.Info("proxy connected", "proxy", st.NodeID, "class", st.Class, "protocol", st.Protocol, "address", st.Address)
@@ -211,6 +226,12 @@ func (t *tracker) closed(id int64) {
 	}
 	if ok && st.Class != "" {
 		t.metrics.connected.Dec()
+		if t.nodes[st.NodeID]--; t.nodes[st.NodeID] <= 0 {
+			delete(t.nodes, st.NodeID)
+			if t.onProxyGone != nil {
+				t.onProxyGone(st.NodeID, st.Class)
+			}
+		}
 		t.members[st.Class]--
 		if t.members[st.Class] <= 0 {
 			delete(t.members, st.Class)
@@ -222,6 +243,13 @@ func (t *tracker) closed(id int64) {
 		t.log.Info("proxy disconnected", "proxy", st.NodeID)
 	}
 	t.mu.Unlock()
+	if ok && st.NodeID != "" && t.xlog.active() {
+		stream := id
+		if st.Protocol == "delta" {
+			stream = -id
+		}
+		t.xlog.publish(xdslog.Event{Time: time.Now(), Kind: xdslog.KindClosed, Proxy: st.NodeID, Stream: stream, Protocol: st.Protocol})
+	}
 	if t.onStreamClosed != nil {
 		t.onStreamClosed(id)
 	}
@@ -286,7 +314,7 @@ func (t *tracker) Statuses() []ProxyStatus {
 				n := *v.LastNack
 				tv.LastNack = &n
 			}
-			tv.nonces = nil
+			tv.nonces, tv.deltaSent = nil, nil
 			cp.Types[k] = &tv
 		}
 		out = append(out, cp)
@@ -354,11 +382,21 @@ func (t *tracker) OnStreamRequest(id int64, r *discoveryv3.DiscoveryRequest) err
 	if r.GetTypeUrl() == resourcev3.SecretType {
 		t.noteSecretRequest(id, r)
 	}
-	return t.request(id, r.GetNode(), r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	if r.GetErrorDetail() != nil {
+		t.noteNack(id, r, r.GetTypeUrl(), r.GetResponseNonce())
+	}
+	err := t.request(id, r.GetNode(), r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	if t.xlog.active() {
+		t.logRequest(id, r)
+	}
+	return err
 }
 
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 	t.response(id, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), req.GetResponseNonce() != "")
+	if t.xlog.active() {
+		t.logResponse(id, resp)
+	}
 }
 
 func (t *tracker) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
@@ -366,11 +404,26 @@ func (t *tracker) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRe
 	if r.GetTypeUrl() == resourcev3.SecretType {
 		t.noteSecretRequest(deltaKey(id), r)
 	}
-	return t.request(deltaKey(id), r.GetNode(), r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	if r.GetErrorDetail() != nil {
+		t.noteNack(deltaKey(id), r, r.GetTypeUrl(), r.GetResponseNonce())
+	}
+	err := t.request(deltaKey(id), r.GetNode(), r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	if t.xlog.active() {
+		t.logDeltaRequest(deltaKey(id), r)
+	}
+	return err
 }
 
 func (t *tracker) OnStreamDeltaResponse(id int64, req *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 	t.response(deltaKey(id), resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), req.GetResponseNonce() != "")
+	t.mu.Lock()
+	if st, ok := t.streams[deltaKey(id)]; ok {
+		st.typeStatus(resp.GetTypeUrl()).noteDeltaSent(resp.GetNonce(), resp.GetResources())
+	}
+	t.mu.Unlock()
+	if t.xlog.active() {
+		t.logDeltaResponse(deltaKey(id), resp)
+	}
 }
 
 // Skiff serves no REST (polling) xDS.

@@ -1,11 +1,16 @@
 package framework
 
 import (
+	"context"
+	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // pilotDebugListing finds the paths pilot's /debug index lists.
@@ -36,8 +41,9 @@ func (p *Pilot) MonitoringSources(tb testing.TB, proxies []string) map[string][]
 		}
 	}
 	_, index := p.Get(tb, "/debug")
+	streamed := []string{"/debug/xds_log"} // read below, for each proxy
 	for _, listed := range pilotDebugListing.FindAllStringSubmatch(string(index), -1) {
-		if !slices.ContainsFunc(paths, func(path string) bool { return strings.HasPrefix(path, listed[1]) }) {
+		if !slices.ContainsFunc(slices.Concat(paths, streamed), func(path string) bool { return strings.HasPrefix(path, listed[1]) }) {
 			tb.Errorf("framework: pilot's /debug lists %s, which MonitoringSources does not fetch: add it", listed[1])
 		}
 	}
@@ -49,6 +55,39 @@ func (p *Pilot) MonitoringSources(tb testing.TB, proxies []string) map[string][]
 		}
 		sources[path] = body
 	}
+	// The protocol log streams: each proxy's is read for a second (what its stream carries
+	// meanwhile, names and sizes of secrets included).
+	for _, id := range proxies {
+		path := "/debug/xds_log?proxy=" + url.QueryEscape(id)
+		body, err := p.readFor(path, time.Second)
+		if err != nil {
+			tb.Errorf("framework: pilot GET %s: %v", path, err)
+		}
+		sources[path] = body
+	}
 	sources["log"] = []byte(p.Log())
 	return sources
+}
+
+// readFor reads a streaming response of the monitoring port for d and returns what came.
+func (p *Pilot) readFor(path string, d time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.MonitoringAddress+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if ctx.Err() != nil {
+		err = nil // the read was cut at d, as meant
+	}
+	return body, err
 }

@@ -237,3 +237,21 @@ func (e *Envoy) nearStats(name string) string {
 	}
 	return fmt.Sprintf("; stats named like it: %s", strings.Join(names, ", "))
 }
+
+// onlyExpectedRejections reports whether Envoy logged rejections and each of
+// them contains one of EnvoyOptions.ExpectRejections.
+func (e *Envoy) onlyExpectedRejections() bool {
+	if len(e.opts.ExpectRejections) == 0 {
+		return false
+	}
+	lines := rejectionLogLines(e.log.String())
+	if len(lines) == 0 {
+		return false
+	}
+	for _, line := range lines {
+		if !slices.ContainsFunc(e.opts.ExpectRejections, func(want string) bool { return strings.Contains(line, want) }) {
+			return false
+		}
+	}
+	return true
+}

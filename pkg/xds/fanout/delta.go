@@ -19,11 +19,44 @@ type deltaWatch struct {
 	ch  chan cachev3.DeltaResponse
 }
 
+// node is the client's node ID, which keys its overlay (see reject.go).
+func (w *deltaWatch) node() string { return w.req.GetNode().GetId() }
+
 // CreateDeltaWatch implements cachev3.ConfigWatcher for delta streams.
 func (s *Store) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w := &deltaWatch{req: trimDeltaRequest(req), sub: sub, ch: ch}
+	if len(s.overlays) > 0 || req.GetErrorDetail() != nil {
+		nack, msg := req.GetErrorDetail() != nil, req.GetErrorDetail().GetMessage()
+		held := s.verdictLocked(w.node(), req.GetResponseNonce() != "", nack, msg)
+		if !held && nack {
+			info, _ := takeNack(req)
+			rejectedSeq := s.seq
+			if seq, err := strconv.ParseUint(info.RejectedVersion, 10, 64); err == nil && seq <= s.seq {
+				rejectedSeq = seq
+			}
+			held = s.nackLocked(w.node(), msg, version{}, rejectedSeq, nil, info.Sent)
+		}
+		if ov := s.overlayLocked(w.node()); ov != nil {
+			if !held && !nack {
+				s.pruneLocked(ov, version{}, sub.ReturnedResources())
+			}
+			if ov = s.overlayLocked(w.node()); ov != nil && ov.trial != nil {
+				ov.trial.sent = true
+				if held {
+					// A bisection step: every resource of the trial is sent as the step
+					// serves it, even where the stream's record says the client holds that
+					// version. The record is of what was sent, and the client rejected it.
+					names := slices.Sorted(maps.Keys(ov.trial.want))
+					if resp := s.deltaAnswerLocked(w, names, nil, true); resp != nil {
+						w.ch <- resp
+						return func() {}, nil
+					}
+				}
+			}
+		}
+	}
 	if resp := s.deltaAnswerLocked(w, nil, nil, false); resp != nil {
 		w.ch <- resp
 		return func() {}, nil
@@ -52,17 +85,25 @@ func (s *Store) deltaAnswerLocked(w *deltaWatch, changed, removed []string, forc
 	}
 	var send []string
 	var gone []string
+	ov := s.overlayLocked(w.node()) // nil for every client that never NACKed
 	consider := func(name string, force bool) {
 		if !wants(name) {
 			return
 		}
 		have, held := returned[name]
-		e, exists := s.entries[name]
+		var r *Resource
+		if e, ok := s.entries[name]; ok {
+			r = ov.serve(name, e)
+		}
 		switch {
-		case exists && (force || !held || have != e.res.hash):
-			send = append(send, name)
-		case !exists && held && have != "":
-			gone = append(gone, name)
+		case r != nil && (force || !held || have != r.hash):
+			if ov == nil || !slices.Contains(send, name) {
+				send = append(send, name)
+			}
+		case r == nil && held && have != "":
+			if ov == nil || !slices.Contains(gone, name) {
+				gone = append(gone, name)
+			}
 		}
 	}
 	if changed == nil && removed == nil {
@@ -88,6 +129,11 @@ func (s *Store) deltaAnswerLocked(w *deltaWatch, changed, removed []string, forc
 			consider(name, false)
 		}
 	}
+	if ov != nil {
+		for name := range ov.holds {
+			consider(name, false)
+		}
+	}
 	if len(send) == 0 && len(gone) == 0 {
 		return nil
 	}
@@ -99,7 +145,7 @@ func (s *Store) deltaAnswerLocked(w *deltaWatch, changed, removed []string, forc
 	}
 	resources := make([]*discoveryv3.Resource, len(send))
 	for i, name := range send {
-		r := s.entries[name].res
+		r := ov.serve(name, s.entries[name])
 		resources[i] = r.delta
 		next[name] = r.hash
 	}

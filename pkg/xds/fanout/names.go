@@ -152,3 +152,12 @@ func Stashed(req *discoveryv3.DiscoveryRequest) bool {
 // DropStashed forgets req's names if they were never restored: the server skipped the
 // request (a stale nonce) or the stream ended before it reached the cache.
 func DropStashed(req *discoveryv3.DiscoveryRequest) { stashed.Delete(req) }
+
+// StashedNames returns the names StashNames took from req and has not restored, for a view of
+// the request as the client sent it.
+func StashedNames(req *discoveryv3.DiscoveryRequest) []string {
+	if list, ok := stashed.Load(req); ok {
+		return list.([]string)
+	}
+	return nil
+}

@@ -13,8 +13,11 @@
 //     costs O(k) per distinct name set, not O(every watch × every name).
 //   - Watches that ask the same thing get one shared answer: subscriptions are interned, and
 //     an answer is computed once per (name set, client version) between two changes.
-//   - A NACK parks the watch until the next change, instead of answering again with what the
-//     client just rejected.
+//   - A NACK is traced to the resources at fault (named in Envoy's error_detail, or found by
+//     bisecting the change), which that client alone is then served at the version it
+//     accepted, until their translation changes (reject.go). A NACK in which nothing is found
+//     parks the watch until the next change, instead of answering again with what the client
+//     just rejected.
 //
 // Delta streams keep go-control-plane's per-stream map of returned versions, whose versions
 // are the resources' content hashes: a reconnecting delta client that already holds a

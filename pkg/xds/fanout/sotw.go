@@ -16,15 +16,20 @@ type sotwWatch struct {
 	ch   chan cachev3.Response
 	set  *nameSet // nil for wildcard types
 	from version  // what the client holds
-	// nack: the client rejected the last answer. It is answered on the next change (or after
-	// nackRetry), not now: answering at once would send what it just rejected, and it would
-	// reject it again, in a loop.
+	// nack: the client rejected the last answer. Unless the fault is found (then the client
+	// is served apart), it is answered on the next change (or after nackRetry), not now:
+	// answering at once would send what it just rejected, and it would reject it again, in a
+	// loop.
 	nack bool
 }
 
+// node is the client's node ID, which keys its overlay (see reject.go).
+func (w *sotwWatch) node() string { return w.req.GetNode().GetId() }
+
 // CreateWatch implements cachev3.ConfigWatcher for state-of-the-world streams: it answers at
 // once when the client lacks something it asks for, and otherwise parks the request until a
-// change concerns it.
+// change concerns it. A NACK is traced to the resources at fault (reject.go), which the client
+// is then served at the version it accepted, with the rest of the answer.
 func (s *Store) CreateWatch(req *cachev3.Request, _ cachev3.Subscription, ch chan cachev3.Response) (func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -36,6 +41,37 @@ func (s *Store) CreateWatch(req *cachev3.Request, _ cachev3.Subscription, ch cha
 	}
 	if !s.wildcard {
 		w.set = s.sets.intern(req.GetResourceNames())
+	}
+	held := false // the client is served apart, after a NACK or in a bisection
+	if len(s.overlays) > 0 || w.nack {
+		held = s.verdictLocked(w.node(), req.GetResponseNonce() != "", w.nack, req.GetErrorDetail().GetMessage())
+		if !held && w.nack {
+			info, _ := takeNack(req)
+			rejectedSeq := s.seq
+			if v := s.parseVersion(info.RejectedVersion); v.ours {
+				rejectedSeq = v.seq
+			}
+			held = s.nackLocked(w.node(), req.GetErrorDetail().GetMessage(), w.from, rejectedSeq, w.set, nil)
+		}
+		if ov := s.overlayLocked(w.node()); ov != nil {
+			if !held && !w.nack {
+				s.pruneLocked(ov, w.from, nil)
+			}
+			if ov = s.overlayLocked(w.node()); ov != nil && (held || !w.nack) {
+				// Answered with what it lacks as it is served, bisection steps included.
+				if held || !s.wildcard || !w.from.ours || w.from.seq != s.seq {
+					if res := s.overlayAnswerLocked(ov, w.set, w.from, nil); s.wildcard || len(res) > 0 {
+						if ov.trial != nil {
+							ov.trial.sent = true
+						}
+						s.respondLocked(w, res)
+						return func() {}, nil
+					}
+				}
+				s.sotw[w] = struct{}{}
+				return func() { s.cancelSotw(w) }, nil
+			}
+		}
 	}
 	if !w.nack {
 		var res []*anypb.Any
@@ -60,9 +96,11 @@ func (s *Store) CreateWatch(req *cachev3.Request, _ cachev3.Subscription, ch cha
 	}
 	s.sotw[w] = struct{}{}
 	if w.nack {
-		// A rejection may be transient (a port briefly in use), and Envoy tries again only what
-		// it is sent again: without a change, the rejected answer is sent once more after
-		// nackRetry. That is one retry per interval, not the loop an immediate answer would be.
+		// Nothing was found at fault (the rejected answer changed nothing the client had
+		// accepted): the rejection may be transient (a port briefly in use), and Envoy tries
+		// again only what it is sent again, so without a change the rejected answer is sent
+		// once more after nackRetry. That is one retry per interval, not the loop an immediate
+		// answer would be.
 		time.AfterFunc(nackRetry, func() { s.retryRejected(w) })
 	}
 	return func() { s.cancelSotw(w) }, nil
@@ -80,9 +118,12 @@ func (s *Store) retryRejected(w *sotwWatch) {
 		return
 	}
 	var res []*anypb.Any
-	if s.wildcard {
+	switch ov := s.overlayLocked(w.node()); {
+	case ov != nil:
+		res = s.overlayAnswerLocked(ov, w.set, w.from, nil)
+	case s.wildcard:
 		res = s.allLocked()
-	} else {
+	default:
 		res = s.answerLocked(w.set, w.from)
 	}
 	if len(res) > 0 {
@@ -111,7 +152,7 @@ func (s *Store) answerLocked(set *nameSet, from version) []*anypb.Any {
 	var lacking []string
 	for name := range set.names {
 		e, ok := s.entries[name]
-		if !ok {
+		if !ok || e.res == nil {
 			continue
 		}
 		if !from.ours || before == nil || e.seq > from.seq || !before.has(name) {

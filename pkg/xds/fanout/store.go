@@ -36,11 +36,44 @@ type Store struct {
 	// answers are state-of-the-world answers computed since the last change, shared by every
 	// watch that asks the same thing from the same version.
 	answers map[answerKey][]*anypb.Any
+
+	// overlays are what clients that NACKed are served differently, by node ID (see
+	// reject.go); observe is told of rejections.
+	overlays map[string]*overlay
+	observe  func(Rejection)
 }
 
+// entry is a resource as the store serves it, and since when. It remembers the version it
+// served before, so that a client's NACK finds the version that client accepted.
 type entry struct {
 	res *Resource
 	seq uint64
+	// prev was served from prevSeq to seq; hadPrev is false for a resource new at seq, and
+	// prevFresh true for one new at prevSeq.
+	prev      *Resource
+	prevSeq   uint64
+	hadPrev   bool
+	prevFresh bool
+}
+
+// next is the entry that serves res from seq on, after e.
+func (e *entry) next(res *Resource, seq uint64) *entry {
+	return &entry{res: res, seq: seq, prev: e.res, prevSeq: e.seq, hadPrev: true, prevFresh: !e.hadPrev}
+}
+
+// asOf is what the entry served at seq; known is false when that is older than it remembers.
+func (e *entry) asOf(seq uint64) (res *Resource, known bool) {
+	switch {
+	case seq >= e.seq:
+		return e.res, true
+	case !e.hadPrev:
+		return nil, true
+	case seq >= e.prevSeq:
+		return e.prev, true
+	case e.prevFresh:
+		return nil, true
+	}
+	return nil, false
 }
 
 // answerKey is what a state-of-the-world answer depends on besides the store's state: what
@@ -69,7 +102,8 @@ func NewStore(typeURL, prefix string) *Store {
 
 // Update makes the store hold exactly want. Resources whose hash is unchanged keep their place,
 // so no stream is sent them again. It returns the names of the resources that existed and
-// changed.
+// changed. A resource a client rejected and is served at its accepted version stays so while
+// its translation is the one rejected, and is tried again once that changes.
 func (s *Store) Update(want map[string]*Resource) (modified []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -94,10 +128,17 @@ func (s *Store) Update(want map[string]*Resource) (modified []string) {
 	}
 	s.seq++
 	for _, name := range changed {
-		s.entries[name] = &entry{res: want[name], seq: s.seq}
+		if old, ok := s.entries[name]; ok {
+			s.entries[name] = old.next(want[name], s.seq)
+		} else {
+			s.entries[name] = &entry{res: want[name], seq: s.seq}
+		}
 	}
 	for _, name := range removed {
 		delete(s.entries, name)
+	}
+	if len(s.overlays) > 0 {
+		s.retranslatedLocked(slices.Concat(changed, removed))
 	}
 	s.changedLocked(changed, removed, false)
 	return modified
@@ -109,7 +150,7 @@ func (s *Store) Resend(list []string) {
 	defer s.mu.Unlock()
 	var again []string
 	for _, name := range list {
-		if _, ok := s.entries[name]; ok {
+		if e, ok := s.entries[name]; ok && e.res != nil {
 			again = append(again, name)
 		}
 	}
@@ -118,7 +159,7 @@ func (s *Store) Resend(list []string) {
 	}
 	s.seq++
 	for _, name := range again {
-		s.entries[name] = &entry{res: s.entries[name].res, seq: s.seq}
+		s.entries[name] = s.entries[name].next(s.entries[name].res, s.seq)
 	}
 	s.changedLocked(again, nil, true)
 }
@@ -128,7 +169,9 @@ func (s *Store) Resources() (map[string]proto.Message, error) {
 	s.mu.Lock()
 	held := make([]*Resource, 0, len(s.entries))
 	for _, e := range s.entries {
-		held = append(held, e.res)
+		if e.res != nil {
+			held = append(held, e.res)
+		}
 	}
 	s.mu.Unlock()
 	out := make(map[string]proto.Message, len(held))
@@ -151,6 +194,18 @@ func (s *Store) changedLocked(changed, removed []string, forced bool) {
 	bySet := map[*nameSet][]*anypb.Any{}
 	for w := range s.sotw {
 		var res []*anypb.Any
+		if ov := s.overlayLocked(w.node()); ov != nil {
+			// Served apart: what it lacks, with what it is held at.
+			var since []string
+			if !w.nack {
+				since = changed
+			}
+			if res = s.overlayAnswerLocked(ov, w.set, w.from, since); len(res) == 0 && !s.wildcard {
+				continue
+			}
+			s.respondLocked(w, res)
+			continue
+		}
 		if s.wildcard {
 			res = s.allLocked()
 		} else {
@@ -160,8 +215,8 @@ func (s *Store) changedLocked(changed, removed []string, forced bool) {
 				res = s.answerLocked(w.set, w.from)
 			} else if res, ok = bySet[w.set]; !ok {
 				for _, name := range changed {
-					if w.set.has(name) {
-						res = append(res, s.entries[name].res.any)
+					if e := s.entries[name]; e != nil && e.res != nil && w.set.has(name) {
+						res = append(res, e.res.any)
 					}
 				}
 				bySet[w.set] = res
@@ -184,8 +239,10 @@ func (s *Store) changedLocked(changed, removed []string, forced bool) {
 func (s *Store) allLocked() []*anypb.Any {
 	if s.all == nil {
 		keys := make([]string, 0, len(s.entries))
-		for name := range s.entries {
-			keys = append(keys, name)
+		for name, e := range s.entries {
+			if e.res != nil {
+				keys = append(keys, name)
+			}
 		}
 		slices.Sort(keys)
 		s.all = make([]*anypb.Any, len(keys))

@@ -26,7 +26,7 @@ import (
 )
 
 // assignment is a ClusterLoadAssignment whose content is set by weight.
-func assignment(t *testing.T, name string, weight uint32) *Resource {
+func assignment(t testing.TB, name string, weight uint32) *Resource {
 	t.Helper()
 	r, err := Encode(resourcev3.EndpointType, name, &endpointv3.ClusterLoadAssignment{
 		ClusterName: name,
@@ -38,7 +38,7 @@ func assignment(t *testing.T, name string, weight uint32) *Resource {
 	return r
 }
 
-func cluster(t *testing.T, name string, seconds int64) *Resource {
+func cluster(t testing.TB, name string, seconds int64) *Resource {
 	t.Helper()
 	r, err := Encode(resourcev3.ClusterType, name, &clusterv3.Cluster{Name: name, ConnectTimeout: &durationpb.Duration{Seconds: seconds}})
 	if err != nil {
@@ -167,9 +167,13 @@ func TestNamedAnswersOnlyWhatTheClientLacks(t *testing.T) {
 	}
 }
 
-func TestNACKWaitsForTheNextChange(t *testing.T) {
+// TestNACKIsAnsweredWithTheAcceptedVersion: the one resource a rejected answer changed is held
+// at the version the client accepted, and the client is answered with it at once; the next
+// change goes out as usual.
+func TestNACKIsAnsweredWithTheAcceptedVersion(t *testing.T) {
 	s := NewStore(resourcev3.EndpointType, "p-")
-	s.Update(set(assignment(t, "a", 1), assignment(t, "b", 1)))
+	a1 := assignment(t, "a", 1)
+	s.Update(set(a1, assignment(t, "b", 1)))
 	first, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b"}})
 	accepted, _ := first.GetVersion()
 	s.Update(set(assignment(t, "a", 2), assignment(t, "b", 1)))
@@ -178,14 +182,20 @@ func TestNACKWaitsForTheNextChange(t *testing.T) {
 		TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b"}, VersionInfo: accepted,
 		ErrorDetail: &statuspb.Status{Message: "rejected a"},
 	}
-	r, ch, _ := sotw(t, s, nack)
-	if r != nil {
-		t.Fatalf("a NACK was answered at once (with what was just rejected): %v", namesOf(t, r))
+	r, _, _ := sotw(t, s, nack)
+	if r == nil {
+		t.Fatal("the NACK was not answered with the accepted version")
 	}
+	resp, _ := r.GetDiscoveryResponse()
+	if len(resp.Resources) != 1 || !slices.Equal(resp.Resources[0].Value, a1.any.Value) {
+		t.Fatalf("answer to the NACK: %v; want a at the version accepted", namesOf(t, r))
+	}
+	held, _ := r.GetVersion()
+	_, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b"}, VersionInfo: held, ResponseNonce: "2"})
 	s.Update(set(assignment(t, "a", 2), assignment(t, "b", 2)))
 	r = pending(ch)
-	if r == nil || !slices.Equal(namesOf(t, r), []string{"a", "b"}) {
-		t.Fatalf("after the next change: want everything since the accepted version [a b], got %v", r)
+	if r == nil || !slices.Equal(namesOf(t, r), []string{"b"}) {
+		t.Fatalf("after the next change: want [b] (a is held while its translation is the rejected one), got %v", r)
 	}
 }
 
@@ -375,8 +385,9 @@ func TestCodecDecodesRequestsWithInternedNames(t *testing.T) {
 	}
 }
 
-// Without a change, a rejected answer is sent once more after nackRetry: the rejection may
-// have been transient.
+// Without a change, a rejected answer in which no resource can be found at fault (the client
+// rejects a version whose resources it accepted before) is sent once more after nackRetry:
+// the rejection may have been transient.
 func TestNACKIsRetriedWithoutAChange(t *testing.T) {
 	defer func(d time.Duration) { nackRetry = d }(nackRetry)
 	nackRetry = 10 * time.Millisecond
@@ -384,7 +395,6 @@ func TestNACKIsRetriedWithoutAChange(t *testing.T) {
 	s.Update(set(cluster(t, "a", 1)))
 	first, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType})
 	v, _ := first.GetVersion()
-	s.Update(set(cluster(t, "a", 2)))
 	_, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{
 		TypeUrl: resourcev3.ClusterType, VersionInfo: v, ErrorDetail: &statuspb.Status{Message: "port in use"},
 	})
