@@ -168,6 +168,7 @@ per command. It talks to the pilot at --pilot (localhost:15014), or, with --kube
   skiffctl analyze -f examples/
   skiffctl describe pod productpage-1.bookinfo
   skiffctl wait --for VirtualService/bookinfo/reviews
+  skiffctl xds-log productpage-1.bookinfo
   skiffctl --kubeconfig ~/.kube/config proxy-status`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -189,8 +190,7 @@ per command. It talks to the pilot at --pilot (localhost:15014), or, with --kube
 		newAnalyzeCommand(g),
 		newDescribeCommand(g),
 		newWaitCommand(g),
-		// xds-log (a live log of one proxy's xDS stream, GET /debug/xds_log?proxy=ID, package
-		// pkg/xdslog) is registered here once pilot serves it.
+		newXDSLogCommand(g),
 	)
 	return cmd
 }

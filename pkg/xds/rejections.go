@@ -149,3 +149,27 @@ func (c *classCache) forgetProxy(node, class string) {
 		s.Forget(node)
 	}
 }
+
+// heldRejections lists every resource held back for some proxy, over every configuration and
+// the mesh's endpoints, as /debug/wait reports them: a held resource is a change that did not
+// reach that proxy, even though it ACKed the answer that held it.
+func (c *classCache) heldRejections() []SyncRejection {
+	c.mu.Lock()
+	stores := make([]*fanout.Store, 0, len(c.configs)+1)
+	for _, sc := range c.configs {
+		stores = append(stores, sc.store)
+	}
+	stores = append(stores, c.endpoints)
+	c.mu.Unlock()
+	var out []SyncRejection
+	for _, store := range stores {
+		if store == nil {
+			continue
+		}
+		for _, r := range store.Rejections("") {
+			out = append(out, SyncRejection{Proxy: r.Proxy, Type: shortType(store.TypeURL()),
+				Version: r.HeldVersion, Error: "resource " + r.Name + " held at its accepted version: " + r.Error})
+		}
+	}
+	return out
+}

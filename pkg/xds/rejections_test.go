@@ -2,6 +2,7 @@ package xds
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,8 +144,10 @@ func TestNackedClusterIsHeldAtItsAcceptedVersion(t *testing.T) {
 	if n := gauge(t, reg, "skiff_xds_rejected_resources", "cds"); n != 1 {
 		t.Errorf("skiff_xds_rejected_resources{type=cds} = %v, want 1", n)
 	}
-	if report := s.SyncState(); len(report.Rejected) != 0 {
-		t.Errorf("/debug/wait still sees a rejection after the held version was ACKed: %+v", report.Rejected)
+	// The held version is ACKed, yet the change did not reach the proxy: a wait says so.
+	if report := s.SyncState(); len(report.Rejected) != 1 || report.Rejected[0].Type != "cds" ||
+		!strings.Contains(report.Rejected[0].Error, reviewsCluster) || report.Rejected[0].Version != first.VersionInfo {
+		t.Errorf("/debug/wait after the held version was ACKed: rejected = %+v, want %s held at %s", report.Rejected, reviewsCluster, first.VersionInfo)
 	}
 
 	// A new translation of reviews is tried again, and the rejection goes.
@@ -164,5 +167,8 @@ func TestNackedClusterIsHeldAtItsAcceptedVersion(t *testing.T) {
 	}
 	if n := gauge(t, reg, "skiff_xds_rejected_resources", "cds"); n != 0 {
 		t.Errorf("skiff_xds_rejected_resources{type=cds} = %v after the change, want 0", n)
+	}
+	if report := s.SyncState(); len(report.Rejected) != 0 {
+		t.Errorf("/debug/wait still sees a rejection after the change: %+v", report.Rejected)
 	}
 }

@@ -16,8 +16,9 @@ import (
 
 // SyncReport says whether every connected proxy holds the configuration of the latest
 // snapshot pilot loaded, as /debug/wait answers: each response pilot has sent has been
-// answered (ACKed, or NACKed, which Rejected lists), nothing waits to be sent, and no push is
-// under way.
+// answered (ACKed, or NACKed, which Rejected lists, as it lists the resources pilot holds back
+// at a proxy's accepted version after a NACK: a change that did not reach it), nothing waits
+// to be sent, and no push is under way.
 type SyncReport struct {
 	Synced bool `json:"synced"`
 	// Proxies is the number of connected proxies.
@@ -81,6 +82,17 @@ func (s *Server) syncState(cond WaitCondition) SyncReport {
 	proxies, pending, rejected := s.tracker.syncState(bound, time.Now())
 	report.Proxies = proxies
 	report.Pending = append(report.Pending, pending...)
+	// A proxy whose latest answer of a type is a NACK is reported by that NACK; the resources
+	// held for it after it ACKed are reported by name.
+	nacked := map[[2]string]bool{}
+	for _, r := range rejected {
+		nacked[[2]string{r.Proxy, r.Type}] = true
+	}
+	for _, r := range s.cache.heldRejections() {
+		if !nacked[[2]string{r.Proxy, r.Type}] {
+			rejected = append(rejected, r)
+		}
+	}
 	report.Rejected = rejected
 	report.Synced = len(report.Pending) == 0
 	return report
