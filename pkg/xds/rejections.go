@@ -74,17 +74,23 @@ func (c *classCache) observeRejections(store *fanout.Store, key string) {
 	})
 }
 
-// rejections lists, by short type, the resources held for the proxy nodeID of class: in the
-// configurations its class is bound to and in the mesh's endpoints.
-func (c *classCache) rejections(class, nodeID string) map[string][]RejectedResource {
+// classStores are the stores of the configurations class is bound to.
+func (c *classCache) classStores(class string) []*fanout.Store {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	var stores []*fanout.Store
 	if pc, ok := c.classes[class]; ok {
 		for _, sc := range pc.bound {
 			stores = append(stores, sc.store)
 		}
 	}
-	c.mu.Unlock()
+	return stores
+}
+
+// rejections lists, by short type, the resources held for the proxy nodeID of class: in the
+// configurations its class is bound to and in the mesh's endpoints.
+func (c *classCache) rejections(class, nodeID string) map[string][]RejectedResource {
+	stores := c.classStores(class)
 	out := map[string][]RejectedResource{}
 	add := func(store *fanout.Store) {
 		for _, r := range store.Rejections(nodeID) {
@@ -137,14 +143,7 @@ func (rc *rejectedCollector) Collect(ch chan<- prometheus.Metric) {
 // forgetProxy drops what the stores of class and the endpoints hold for node, whose last
 // stream closed.
 func (c *classCache) forgetProxy(node, class string) {
-	c.mu.Lock()
-	var stores []*fanout.Store
-	if pc, ok := c.classes[class]; ok {
-		for _, sc := range pc.bound {
-			stores = append(stores, sc.store)
-		}
-	}
-	c.mu.Unlock()
+	stores := c.classStores(class)
 	for _, s := range append(stores, c.endpoints) {
 		s.Forget(node)
 	}
