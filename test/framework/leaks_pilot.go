@@ -29,6 +29,7 @@ func (p *Pilot) MonitoringSources(tb testing.TB, proxies []string) map[string][]
 		"/graph", "/graph/data",
 		// What pilot would serve a proxy it has never seen.
 		"/debug/config_dump?proxy=sidecar~127.0.0.1~nobody-1.default~default.svc.cluster.local",
+		"/debug/describe?proxy=sidecar~127.0.0.1~nobody-1.default~default.svc.cluster.local",
 		"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/symbol", "/debug/pprof/goroutine?debug=2",
 		"/debug/pprof/heap?debug=1", "/debug/pprof/heap", "/debug/pprof/allocs", "/debug/pprof/threadcreate?debug=1",
 		"/debug/pprof/block?debug=1", "/debug/pprof/mutex?debug=1", "/debug/pprof/profile?seconds=1",
