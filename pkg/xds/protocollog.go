@@ -88,12 +88,38 @@ func (l *protocolLog) close() {
 	}
 }
 
+// shortName is a node ID's POD.NAMESPACE, the other name readers and the glob may use.
+func shortName(node string) string {
+	if p, err := model.ParseNodeID(node); err == nil {
+		return p.ID
+	}
+	return node
+}
+
+// wants reports whether a message of node would be logged: the debug log's glob matches it,
+// or a reader follows it. Asked before an event is built, so that a reader following one
+// proxy does not make every other proxy's messages be taken apart for nothing.
+func (l *protocolLog) wants(node string) bool {
+	short := shortName(node)
+	if l.glob != "" && (globMatch(l.glob, node) || globMatch(l.glob, short)) {
+		return true
+	}
+	if l.following.Load() == 0 {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for f := range l.followers {
+		if f.proxy == node || f.proxy == short {
+			return true
+		}
+	}
+	return false
+}
+
 // publish hands ev to the readers that follow its proxy and to the debug log.
 func (l *protocolLog) publish(ev xdslog.Event) {
-	short := ev.Proxy
-	if p, err := model.ParseNodeID(ev.Proxy); err == nil {
-		short = p.ID
-	}
+	short := shortName(ev.Proxy)
 	if l.glob != "" && (globMatch(l.glob, ev.Proxy) || globMatch(l.glob, short)) {
 		l.debug(ev)
 	}
@@ -216,7 +242,7 @@ func nodeSize(node *corev3.Node) int {
 
 // logRequest logs a state-of-the-world request of stream id.
 func (t *tracker) logRequest(id int64, r *discoveryv3.DiscoveryRequest) {
-	node, protocol, ok := t.streamIdentity(id)
+	node, protocol, ok := t.loggedStream(id)
 	if !ok {
 		return
 	}
@@ -233,7 +259,7 @@ func (t *tracker) logRequest(id int64, r *discoveryv3.DiscoveryRequest) {
 
 // logResponse logs a state-of-the-world response about to be sent on stream id.
 func (t *tracker) logResponse(id int64, resp *discoveryv3.DiscoveryResponse) {
-	node, protocol, ok := t.streamIdentity(id)
+	node, protocol, ok := t.loggedStream(id)
 	if !ok {
 		return
 	}
@@ -248,7 +274,7 @@ func (t *tracker) logResponse(id int64, resp *discoveryv3.DiscoveryResponse) {
 
 // logDeltaRequest logs a delta request of stream id (the tracker's key).
 func (t *tracker) logDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) {
-	node, protocol, ok := t.streamIdentity(id)
+	node, protocol, ok := t.loggedStream(id)
 	if !ok {
 		return
 	}
@@ -260,7 +286,7 @@ func (t *tracker) logDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest
 
 // logDeltaResponse logs a delta response about to be sent on stream id (the tracker's key).
 func (t *tracker) logDeltaResponse(id int64, resp *discoveryv3.DeltaDiscoveryResponse) {
-	node, protocol, ok := t.streamIdentity(id)
+	node, protocol, ok := t.loggedStream(id)
 	if !ok {
 		return
 	}
@@ -273,15 +299,19 @@ func (t *tracker) logDeltaResponse(id int64, resp *discoveryv3.DeltaDiscoveryRes
 		Resources: names, Count: len(names), Removed: resp.GetRemovedResources(), Bytes: proto.Size(resp)})
 }
 
-// streamIdentity is the node ID and protocol of a stream whose node is known.
-func (t *tracker) streamIdentity(id int64) (node, protocol string, ok bool) {
+// loggedStream is the node ID and protocol of stream id when its messages are logged: its
+// node is known and the protocol log wants it.
+func (t *tracker) loggedStream(id int64) (node, protocol string, ok bool) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	st, ok := t.streams[id]
-	if !ok || st.NodeID == "" {
+	if ok {
+		node, protocol = st.NodeID, st.Protocol
+	}
+	t.mu.Unlock()
+	if !ok || node == "" || !t.xlog.wants(node) {
 		return "", "", false
 	}
-	return st.NodeID, st.Protocol, true
+	return node, protocol, true
 }
 
 // XDSLogHandler serves /debug/xds_log?proxy=ID: the live protocol log of the proxy's ADS
