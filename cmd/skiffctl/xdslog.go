@@ -63,7 +63,7 @@ It runs until interrupted, --count events were printed, or --timeout passed.`,
 				printed int
 				werr    error
 			)
-			print := func(ev xdslog.Event) {
+			show := func(ev xdslog.Event) {
 				mu.Lock()
 				defer mu.Unlock()
 				if werr != nil || (count > 0 && printed >= count) {
@@ -82,7 +82,7 @@ It runs until interrupted, --count events were printed, or --timeout passed.`,
 				errs = make([]error, len(pilots))
 			)
 			for i, p := range pilots {
-				wg.Go(func() { errs[i] = xdslog.Follow(ctx, "http://"+p.Address, args[0], print) })
+				wg.Go(func() { errs[i] = xdslog.Follow(ctx, "http://"+p.Address, args[0], show) })
 			}
 			wg.Wait()
 			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, errEnough) &&
