@@ -91,7 +91,14 @@ trap '[[ -z "$scratch" ]] || rm -rf "$scratch"' EXIT
 # scrapes with. The web UI's assets are built by npm and are not in the module,
 # so the UI is left out (no builtinassets tag); the HTTP API is all tests use.
 cd "$here/prometheus"
+# go list -m names the module's folder only once the module is in the module cache: on a
+# machine that never built it (a new CI runner), download it first.
+go mod download github.com/prometheus/prometheus
 prom_dir="$(go list -m -f '{{.Dir}}' github.com/prometheus/prometheus)"
+if [[ ! -f "$prom_dir/VERSION" ]]; then
+	echo "no VERSION file in the prometheus module (folder: \"$prom_dir\")" >&2
+	exit 1
+fi
 prom_shown="$(tr -d '[:space:]' <"$prom_dir/VERSION")"
 prom_date="$(go list -m -f '{{with .Time}}{{.UTC.Format "20060102-15:04:05"}}{{end}}' github.com/prometheus/prometheus)"
 pv=github.com/prometheus/common/version
