@@ -319,9 +319,9 @@ func matchesGateway(refs []string, ns, gateway string) bool {
 func gatewayListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Listener {
 	merged := mergeGateways(snap, proxy)
 	out := make([]*listenerv3.Listener, 0, len(merged.listeners))
-	sockets := tlsSocketCache{}
+	sockets, hcms := tlsSocketCache{}, newGatewayHCMs(telemetryFor(snap, proxy))
 	for _, gl := range merged.listeners {
-		if l := buildGatewayListener(snap, proxy, gl, sockets); l != nil {
+		if l := buildGatewayListener(snap, proxy, gl, sockets, hcms); l != nil {
 			out = append(out, l)
 		}
 	}
@@ -330,7 +330,7 @@ func gatewayListeners(snap *model.Snapshot, proxy *model.Proxy) []*listenerv3.Li
 
 // buildGatewayListener builds one listener, or nil when no server on it has anything to serve
 // (a TCP server no VirtualService routes): Envoy rejects a listener without filter chains.
-func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayListener, sockets tlsSocketCache) *listenerv3.Listener {
+func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayListener, sockets tlsSocketCache, hcms *gatewayHCMs) *listenerv3.Listener {
 	name := ListenerName(gl.bind, gl.port)
 	var chains []*listenerv3.FilterChain
 	httpDone := false
@@ -342,7 +342,7 @@ func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayL
 			}
 			httpDone = true
 			chains = append(chains, &listenerv3.FilterChain{
-				Filters: []*listenerv3.Filter{gatewayHTTPConnectionManager("outbound_"+name, gs.routeName, telemetryFor(snap, proxy))},
+				Filters: []*listenerv3.Filter{hcms.filter("outbound_"+name, gs.routeName)},
 			})
 		case serverHTTPS:
 			statPrefix := "outbound_" + name
@@ -352,7 +352,7 @@ func buildGatewayListener(snap *model.Snapshot, proxy *model.Proxy, gl *gatewayL
 			chains = append(chains, &listenerv3.FilterChain{
 				FilterChainMatch: sniMatch(gs.sniHosts()),
 				TransportSocket:  sockets.socket(gs.server.Tls),
-				Filters:          []*listenerv3.Filter{gatewayHTTPConnectionManager(statPrefix, gs.routeName, telemetryFor(snap, proxy))},
+				Filters:          []*listenerv3.Filter{hcms.filter(statPrefix, gs.routeName)},
 			})
 		case serverTCP, serverTLSTerminate:
 			filters := gatewayTCPFilters(snap, proxy, gs)

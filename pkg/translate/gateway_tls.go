@@ -6,7 +6,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
@@ -167,24 +166,6 @@ func fileCertificate(cert, key string) *tlsv3.TlsCertificate {
 
 func fileSource(path string) *corev3.DataSource {
 	return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path}}
-}
-
-// gatewayHTTPConnectionManager is the sidecars' connection manager with istiod's gateway
-// settings: the client is the remote address (gateways face clients directly, so
-// X-Forwarded-For is appended rather than trusted), and client certificate details are
-// sanitised and set for upstreams.
-func gatewayHTTPConnectionManager(statPrefix, routeName string, tel *listenerTelemetry) *listenerv3.Filter {
-	hcm := newHTTPConnectionManager(statPrefix, tel)
-	hcm.UseRemoteAddress = trueValue()
-	hcm.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET
-	hcm.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{
-		Subject: trueValue(), Cert: true, Dns: true, Uri: true,
-	}
-	hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-		ConfigSource:    ADSConfigSource(),
-		RouteConfigName: routeName,
-	}}
-	return hcmFilter(hcm)
 }
 
 // gatewayTCPFilters forwards a TCP server (or a TLS server after termination) by the first tcp
