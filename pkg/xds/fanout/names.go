@@ -78,26 +78,50 @@ type setTable struct {
 	names  int // in all sets
 	byHash map[uint64][]*nameSet
 	byID   map[uint64]*nameSet
+	// byList finds the set of a list seen before without hashing or comparing its names:
+	// listCache hands every request with the same names the same decoded slice, so an ACK
+	// (every Envoy's EDS ACK names all of a mesh's clusters, thousands) is one lookup rather
+	// than a hash and a map lookup per name. Lists are never modified once decoded.
+	byList map[listIdentity]*nameSet
+}
+
+// listIdentity is a decoded list's backing array and length: equal identities, equal lists.
+type listIdentity struct {
+	first *string
+	n     int
 }
 
 func newSetTable() setTable {
-	return setTable{seed: maphash.MakeSeed(), byHash: map[uint64][]*nameSet{}, byID: map[uint64]*nameSet{}}
+	return setTable{seed: maphash.MakeSeed(), byHash: map[uint64][]*nameSet{}, byID: map[uint64]*nameSet{}, byList: map[listIdentity]*nameSet{}}
 }
 
 // intern returns the set of list. The hash is a sum of the names' hashes, so the order of the
 // names does not matter.
 func (t *setTable) intern(list []string) *nameSet {
+	var id listIdentity
+	if len(list) > 0 {
+		id = listIdentity{&list[0], len(list)}
+		if s, ok := t.byList[id]; ok {
+			return s
+		}
+		if len(t.byList) >= maxNameSets {
+			clear(t.byList) // only a shortcut: every set stays
+		}
+	}
 	var h uint64
 	for _, n := range list {
 		h += maphash.String(t.seed, n)
 	}
 	for _, s := range t.byHash[h] {
 		if sameNames(s, list) {
+			if id.first != nil {
+				t.byList[id] = s
+			}
 			return s
 		}
 	}
 	if len(t.byID) >= maxNameSets || t.names+len(list) > maxSetNames {
-		*t = setTable{seed: t.seed, lastID: t.lastID, byHash: map[uint64][]*nameSet{}, byID: map[uint64]*nameSet{}}
+		*t = setTable{seed: t.seed, lastID: t.lastID, byHash: map[uint64][]*nameSet{}, byID: map[uint64]*nameSet{}, byList: map[listIdentity]*nameSet{}}
 	}
 	t.names += len(list)
 	t.lastID++
@@ -107,6 +131,9 @@ func (t *setTable) intern(list []string) *nameSet {
 	}
 	t.byHash[h] = append(t.byHash[h], s)
 	t.byID[s.id] = s
+	if id.first != nil {
+		t.byList[id] = s
+	}
 	return s
 }
 

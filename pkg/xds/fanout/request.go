@@ -71,11 +71,17 @@ var ErrTooManyNames = errors.New("too many resource names")
 // every other field is decoded by proto.Unmarshal from a copy of its bytes, and set receives
 // the names.
 func unmarshalInterning(data mem.BufferSlice, m proto.Message, nameField protowire.Number, set func([]string)) error {
+	// Only read here: nothing decoded points into the bytes (names are interned or copied,
+	// the other fields copied), so a request that arrived in several pieces (an EDS ACK
+	// naming thousands of clusters is a few hundred kB) is joined in a pooled buffer rather
+	// than in a new allocation per request.
 	var b []byte
 	if len(data) == 1 {
-		b = data[0].ReadOnlyData() // only read here: nothing decoded points into it
+		b = data[0].ReadOnlyData()
 	} else {
-		b = data.Materialize()
+		joined := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		defer joined.Free()
+		b = joined.ReadOnlyData()
 	}
 	var rest []byte
 	var list []string
