@@ -83,6 +83,8 @@ type setTable struct {
 	// (every Envoy's EDS ACK names all of a mesh's clusters, thousands) is one lookup rather
 	// than a hash and a map lookup per name. Lists are never modified once decoded.
 	byList map[listIdentity]*nameSet
+	// listNames counts the names of the lists byList keeps alive, bounded like the sets'.
+	listNames int
 }
 
 // listIdentity is a decoded list's backing array and length: equal identities, equal lists.
@@ -104,8 +106,9 @@ func (t *setTable) intern(list []string) *nameSet {
 		if s, ok := t.byList[id]; ok {
 			return s
 		}
-		if len(t.byList) >= maxNameSets {
+		if len(t.byList) >= maxNameSets || t.listNames+len(list) > maxSetNames {
 			clear(t.byList) // only a shortcut: every set stays
+			t.listNames = 0
 		}
 	}
 	var h uint64
@@ -114,9 +117,7 @@ func (t *setTable) intern(list []string) *nameSet {
 	}
 	for _, s := range t.byHash[h] {
 		if sameNames(s, list) {
-			if id.first != nil {
-				t.byList[id] = s
-			}
+			t.remember(id, s)
 			return s
 		}
 	}
@@ -131,10 +132,16 @@ func (t *setTable) intern(list []string) *nameSet {
 	}
 	t.byHash[h] = append(t.byHash[h], s)
 	t.byID[s.id] = s
+	t.remember(id, s)
+	return s
+}
+
+// remember makes list id a shortcut to s.
+func (t *setTable) remember(id listIdentity, s *nameSet) {
 	if id.first != nil {
 		t.byList[id] = s
+		t.listNames += id.n
 	}
-	return s
 }
 
 func sameNames(s *nameSet, list []string) bool {

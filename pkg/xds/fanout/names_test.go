@@ -1,6 +1,9 @@
 package fanout
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 // TestSetTableShortcut: a list seen before (the very slice listCache hands out again) finds its
 // set by identity; another slice with the same names, in any order, finds the same set by its
@@ -24,5 +27,14 @@ func TestSetTableShortcut(t *testing.T) {
 	}
 	if empty := table.intern(nil); empty == first || len(empty.names) != 0 {
 		t.Fatal("the empty list was taken for another")
+	}
+	// Copies of one list, as a client could send without end, keep a bounded number alive.
+	for range 2 * maxNameSets {
+		if table.intern(slices.Clone(list)) != first {
+			t.Fatal("a copy of the list gave another set")
+		}
+	}
+	if len(table.byList) > maxNameSets || table.listNames > maxSetNames {
+		t.Fatalf("%d list identities (%d names) remembered, want at most %d", len(table.byList), table.listNames, maxNameSets)
 	}
 }
