@@ -4,11 +4,13 @@
 // compiled in with the vtprotobuf build tag (the Makefile sets it, as istiod is built); they
 // are several times faster than protobuf-go's table-driven encoder, but write map entries in
 // Go's random order. Marshal uses them where that cannot happen and where it pays: for route
-// configurations whose maps have one entry each, and HTTP connection managers that set none. A build without
-// the tag encodes everything through protobuf-go, with the same behaviour, only slower.
+// configurations whose maps have one entry each, HTTP connection managers that set none, and
+// clusters with their map-holding fields encoded apart (cluster.go). A build without the tag
+// encodes everything through protobuf-go, with the same behaviour, only slower.
 package wire
 
 import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -30,6 +32,11 @@ type vtMarshaler interface {
 // a oneof field, so the pilots of one mesh should be built alike for delta versions to agree
 // between them.
 func Marshal(msg proto.Message) ([]byte, error) {
+	if c, ok := msg.(*clusterv3.Cluster); ok {
+		if vt, ok := msg.(vtMarshaler); ok {
+			return marshalCluster(c, vt) // cluster.go
+		}
+	}
 	if vt, ok := msg.(vtMarshaler); ok && stableUnderVT(msg) {
 		if b, err := vt.MarshalVTStrict(); err == nil {
 			return b, nil
@@ -43,7 +50,8 @@ func Marshal(msg proto.Message) ([]byte, error) {
 // managers (hcmWithoutMaps) are checked, field by field: they are most of a sidecar's bytes
 // and of what a change re-encodes, and a gateway's filter chains. A
 // generic check (walking a message's set fields by reflection) cost more than the faster
-// encoder saved on listeners and clusters, which carry multi-entry metadata anyway.
+// encoder saved on listeners, which carry multi-entry metadata anyway; clusters are split
+// instead (marshalCluster).
 func stableUnderVT(msg proto.Message) bool {
 	switch m := msg.(type) {
 	case *routev3.RouteConfiguration:
