@@ -2,6 +2,7 @@ package wire
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 
@@ -114,8 +115,8 @@ func marshalCluster(c *clusterv3.Cluster, vt vtMarshaler) ([]byte, error) {
 	if c.Metadata != nil {
 		out = appendMessage(out, clusterMetadata, appendMetadata(nil, c.Metadata))
 	}
-	for _, k := range sortedKeys(c.TypedExtensionProtocolOptions) {
-		out = appendMessage(out, clusterProtocolOptions, appendAnyEntry(nil, k, c.TypedExtensionProtocolOptions[k]))
+	for _, k := range slices.Sorted(maps.Keys(c.TypedExtensionProtocolOptions)) {
+		out = appendEntry(out, clusterProtocolOptions, k, anyValue(c.TypedExtensionProtocolOptions[k]))
 	}
 	for _, m := range c.TransportSocketMatches {
 		var e []byte
@@ -152,40 +153,39 @@ func appendMessage(b []byte, field protowire.Number, encoded []byte) []byte {
 	return protowire.AppendBytes(b, encoded)
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// appendEntry appends, as field, a map entry: key, then value's encoding unless value is nil
+// (a nil message, which a map entry leaves out).
+func appendEntry(b []byte, field protowire.Number, key string, value []byte) []byte {
+	var e []byte
+	e = protowire.AppendTag(e, entryKey, protowire.BytesType)
+	e = protowire.AppendString(e, key)
+	if value != nil {
+		e = appendMessage(e, entryValue, value)
 	}
-	slices.Sort(keys)
-	return keys
+	return appendMessage(b, field, e)
 }
 
 // appendMetadata encodes m's two maps, entries by key.
 func appendMetadata(b []byte, m *corev3.Metadata) []byte {
-	for _, k := range sortedKeys(m.FilterMetadata) {
-		var e []byte
-		e = protowire.AppendTag(e, entryKey, protowire.BytesType)
-		e = protowire.AppendString(e, k)
+	for _, k := range slices.Sorted(maps.Keys(m.FilterMetadata)) {
+		var value []byte
 		if s := m.FilterMetadata[k]; s != nil {
-			e = appendMessage(e, entryValue, appendStruct(nil, s))
+			value = appendStruct([]byte{}, s)
 		}
-		b = appendMessage(b, metadataFilter, e)
+		b = appendEntry(b, metadataFilter, k, value)
 	}
-	for _, k := range sortedKeys(m.TypedFilterMetadata) {
-		b = appendMessage(b, metadataTyped, appendAnyEntry(nil, k, m.TypedFilterMetadata[k]))
+	for _, k := range slices.Sorted(maps.Keys(m.TypedFilterMetadata)) {
+		b = appendEntry(b, metadataTyped, k, anyValue(m.TypedFilterMetadata[k]))
 	}
 	return b
 }
 
-// appendAnyEntry encodes a map<string, Any> entry.
-func appendAnyEntry(b []byte, key string, a *anypb.Any) []byte {
-	b = protowire.AppendTag(b, entryKey, protowire.BytesType)
-	b = protowire.AppendString(b, key)
+// anyValue encodes an Any (nil for nil).
+func anyValue(a *anypb.Any) []byte {
 	if a == nil {
-		return b
+		return nil
 	}
-	var v []byte
+	v := []byte{}
 	if a.TypeUrl != "" {
 		v = protowire.AppendTag(v, 1, protowire.BytesType)
 		v = protowire.AppendString(v, a.TypeUrl)
@@ -194,19 +194,17 @@ func appendAnyEntry(b []byte, key string, a *anypb.Any) []byte {
 		v = protowire.AppendTag(v, 2, protowire.BytesType)
 		v = protowire.AppendBytes(v, a.Value)
 	}
-	return appendMessage(b, entryValue, v)
+	return v
 }
 
 // appendStruct encodes s's fields, entries by key.
 func appendStruct(b []byte, s *structpb.Struct) []byte {
-	for _, k := range sortedKeys(s.Fields) {
-		var e []byte
-		e = protowire.AppendTag(e, entryKey, protowire.BytesType)
-		e = protowire.AppendString(e, k)
+	for _, k := range slices.Sorted(maps.Keys(s.Fields)) {
+		var value []byte
 		if v := s.Fields[k]; v != nil {
-			e = appendMessage(e, entryValue, appendValue(nil, v))
+			value = appendValue([]byte{}, v)
 		}
-		b = appendMessage(b, structFields, e)
+		b = appendEntry(b, structFields, k, value)
 	}
 	return b
 }
