@@ -43,6 +43,24 @@ func TestClusterMapFieldsComplete(t *testing.T) {
 			t.Errorf("TransportSocket.%s reaches a map: marshalCluster must not encode sockets with marshalMapless", ts.Fields().Get(i).Name())
 		}
 	}
+	// The messages marshalCluster writes field by field have the fields it writes, no others.
+	for msg, want := range map[proto.Message][]string{
+		&clusterv3.Cluster_TransportSocketMatch{}: {"name", "match", "transport_socket"},
+		&corev3.Metadata{}:                        {"filter_metadata", "typed_filter_metadata"},
+		&structpb.Struct{}:                        {"fields"},
+		&structpb.ListValue{}:                     {"values"},
+		&structpb.Value{}:                         {"null_value", "number_value", "string_value", "bool_value", "struct_value", "list_value"},
+		&anypb.Any{}:                              {"type_url", "value"},
+	} {
+		fields := msg.ProtoReflect().Descriptor().Fields()
+		var got []string
+		for i := range fields.Len() {
+			got = append(got, string(fields.Get(i).Name()))
+		}
+		if slices.Sort(got); !slices.Equal(got, slices.Sorted(slices.Values(want))) {
+			t.Errorf("%s has fields %v; marshalCluster writes %v", msg.ProtoReflect().Descriptor().FullName(), got, want)
+		}
+	}
 	// An EDS configuration over ADS is left to the generated encoder (edsOverADS): no field of
 	// it but the config source's other specifiers reaches a map.
 	eds := (&clusterv3.Cluster_EdsClusterConfig{}).ProtoReflect().Descriptor()
