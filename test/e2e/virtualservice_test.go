@@ -158,12 +158,13 @@ spec:
 	}
 }
 
-// TestVirtualServiceRetries: an upstream that fails the first two attempts with 503 gives the
-// client 200 under `retries: {attempts: 3, retryOn: 5xx}`, and Envoy counts the retries; with
-// one attempt the client sees the 503.
-func TestVirtualServiceRetries(t *testing.T) {
-	flaky := framework.StartUpstream(t, "127.0.2.3", "flaky", attemptHandler(func(attempt int, w http.ResponseWriter, _ *http.Request) {
-		if attempt <= 2 {
+// startFlakyMesh serves service `flaky` on a free port from an upstream on addr that answers
+// 503 to its first `failures` attempts of each request (x-envoy-attempt-count) and "flaky"
+// after, with the tests' sidecar in front of it.
+func startFlakyMesh(t *testing.T, addr string, failures int) (*framework.Pilot, *framework.Envoy, int) {
+	t.Helper()
+	flaky := framework.StartUpstream(t, addr, "flaky", attemptHandler(func(attempt int, w http.ResponseWriter, _ *http.Request) {
+		if attempt <= failures {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
@@ -172,7 +173,14 @@ func TestVirtualServiceRetries(t *testing.T) {
 	port := framework.FreePort(t, "127.0.0.1")
 	p := framework.StartPilot(t, framework.PilotOptions{})
 	p.WriteConfig(t, "flaky.yaml", serviceEntry("flaky", port, endpoint{upstream: flaky}))
-	envoy := startVSEnvoy(t, p)
+	return p, startVSEnvoy(t, p), port
+}
+
+// TestVirtualServiceRetries: an upstream that fails the first two attempts with 503 gives the
+// client 200 under `retries: {attempts: 3, retryOn: 5xx}`, and Envoy counts the retries; with
+// one attempt the client sees the 503.
+func TestVirtualServiceRetries(t *testing.T) {
+	p, envoy, port := startFlakyMesh(t, "127.0.2.3", 2)
 	applyRoutes(t, p, envoy, port, "retries.yaml", `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
@@ -221,17 +229,7 @@ spec:
 // share one action, which hoisting the default policy to the virtual host once left without
 // retries on all but the first.
 func TestVirtualServiceDefaultRetriesEveryMatch(t *testing.T) {
-	flaky := framework.StartUpstream(t, "127.0.2.15", "flaky", attemptHandler(func(attempt int, w http.ResponseWriter, _ *http.Request) {
-		if attempt <= 1 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprint(w, "flaky")
-	}))
-	port := framework.FreePort(t, "127.0.0.1")
-	p := framework.StartPilot(t, framework.PilotOptions{})
-	p.WriteConfig(t, "flaky.yaml", serviceEntry("flaky", port, endpoint{upstream: flaky}))
-	envoy := startVSEnvoy(t, p)
+	p, envoy, port := startFlakyMesh(t, "127.0.2.15", 1)
 	applyRoutes(t, p, envoy, port, "matches.yaml", `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
