@@ -129,6 +129,13 @@ func createPod(t *testing.T, ns, name, ip, sa string, labels map[string]string) 
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
 		Spec:       corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}},
 	}
+	return runPod(t, pod, ip)
+}
+
+// runPod creates pod and gives it the status a kubelet would: running, with ip.
+func runPod(t *testing.T, pod *corev1.Pod, ip string) *corev1.Pod {
+	t.Helper()
+	ns, name := pod.Namespace, pod.Name
 	created, err := cluster.Kube.CoreV1().Pods(ns).Create(ctx(t), pod, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("creating Pod %s/%s: %v", ns, name, err)

@@ -74,16 +74,7 @@ func createPodOnNode(t *testing.T, ns, name, ip, node string, labels map[string]
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
 		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}},
 	}
-	created, err := cluster.Kube.CoreV1().Pods(ns).Create(ctx(t), pod, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("creating Pod %s/%s: %v", ns, name, err)
-	}
-	created.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
-	updated, err := cluster.Kube.CoreV1().Pods(ns).UpdateStatus(ctx(t), created, metav1.UpdateOptions{})
-	if err != nil {
-		t.Fatalf("setting the status of Pod %s/%s: %v", ns, name, err)
-	}
-	return updated
+	return runPod(t, pod, ip)
 }
 
 // TestSkiffctlThroughPortForward: in Kubernetes mode skiffctl reaches pilot the way istioctl
