@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/skiffmesh/skiff/pkg/config"
 	"github.com/skiffmesh/skiff/pkg/model"
+	"github.com/skiffmesh/skiff/test/framework"
 )
 
 // podMesh is the reviews service, with one endpoint at endpoint, and a Sidecar that lets
@@ -245,4 +247,67 @@ func TestPolicyOnlyWorkloadsShareTraffic(t *testing.T) {
 	if got := counterValue(t, s.metrics.translations) - before; got != 1 {
 		t.Errorf("an HTTP route change made %v translations, want 1 (the shared route configuration)", got)
 	}
+}
+
+// TestProxyBackWithCurrentClustersIsAnsweredAndInSync: an AuthorizationPolicy that comes to
+// select a workload by a label no selector named before moves its class to another configuration whose clusters are the very ones
+// it had (only listeners and RBAC rules differ), so the proxy comes back on a new stream
+// holding the current cluster version. That stream is answered all the same, and its status
+// shows clusters sent and ACKed, not "nothing sent" (the CI flake of TestGatewayHTTPS, where
+// a gateway connected while its Gateway was being loaded).
+func TestProxyBackWithCurrentClustersIsAnsweredAndInSync(t *testing.T) {
+	s, conn := serve(t, Options{IgnoreNodeLabels: true})
+	policy := func(selector map[string]string) *model.Snapshot {
+		set := withPolicy(podMesh(2, "10.0.0.1", v1Labels))
+		set.AuthorizationPolicies[0].Spec.Selector.MatchLabels = selector
+		return model.Build(set)
+	}
+	s.Push(policy(map[string]string{"version": "v2"}), time.Now())
+	stream := openADS(t, conn)
+	if err := stream.Send(cdsRequest(podNode(1))); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := resp.VersionInfo
+
+	// Selecting by a label no selector named before changes the proxy's key.
+	s.Push(policy(map[string]string{"app": "reviews"}), time.Now())
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("after the policy selected the proxy the stream got %v, want it ended with Unavailable", err)
+	}
+	// Bounded: a stream that is never answered fails the test instead of hanging it.
+	ctx, cancel := context.WithTimeout(t.Context(), framework.Patience)
+	defer cancel()
+	again, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := cdsRequest(podNode(1))
+	back.VersionInfo = held
+	if err := again.Send(back); err != nil {
+		t.Fatal(err)
+	}
+	answer, err := again.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if answer.VersionInfo != held {
+		t.Errorf("the new configuration's clusters have version %s, want the %s the proxy holds (clusters unchanged)", answer.VersionInfo, held)
+	}
+	ack := cdsRequest(podNode(1))
+	ack.VersionInfo, ack.ResponseNonce = answer.VersionInfo, answer.Nonce
+	if err := again.Send(ack); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new stream's clusters sent and ACKed", func() bool {
+		st := s.Statuses()
+		if len(st) != 1 {
+			return false
+		}
+		cds := st[0].Types["cds"]
+		return cds != nil && cds.Sent == held && cds.Acked == held
+	})
 }

@@ -71,7 +71,7 @@ func waitForEachKindOfChange(t *testing.T, delta bool) {
 	p := framework.StartPilot(t, framework.PilotOptions{})
 	p.WriteConfig(t, "reviews.yaml", serviceEntry("reviews", port, endpoint{v1, "v1"}, endpoint{v2, "v2"})+"---\n"+subsets("reviews"))
 	node := sidecarNode("wait-1")
-	framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: node, Delta: delta, BootstrapArgs: []string{"--labels", "role=edge"}})
+	framework.StartEnvoy(t, p, framework.EnvoyOptions{NodeID: node, Delta: delta, BootstrapArgs: []string{"--labels", "role=edge,tier=front"}})
 	if answer := waitForPush(t, p); answer.Proxies != 1 {
 		t.Fatalf("/debug/wait counts %d proxies, want 1", answer.Proxies)
 	}
@@ -121,6 +121,32 @@ spec:
 	}
 	if !strings.Contains(p.Log(), "its proxies reconnect") {
 		t.Errorf("the Sidecar did not move the proxy to another class, so the reconnect was not waited for")
+	}
+
+	// An AuthorizationPolicy that selects by a label no selector named before moves the proxy
+	// again, to a configuration whose clusters and routes are the very ones it holds (policies
+	// shape only listeners and RBAC rules): Envoy comes back holding their current versions.
+	// Its new stream is answered all the same, so every type shows sent and ACKed.
+	p.WriteConfig(t, "policy.yaml", `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: front
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      tier: front
+  action: ALLOW
+  rules:
+  - {}
+`)
+	waitForPush(t, p)
+	if n := strings.Count(p.Log(), "its proxies reconnect"); n != 2 {
+		t.Errorf("%d class moves in pilot's log, want 2 (the Sidecar's and the policy's)", n)
+	}
+	framework.Eventually(t, func() error { return allAcked(p.Syncz(t), node, delta) })
+	if got, err := get(ratingsPort, "ratings"); err != nil || got != "ratings" {
+		t.Fatalf("after the policy's move: %q, %v", got, err)
 	}
 }
 

@@ -61,6 +61,19 @@ func (s *Store) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscrip
 		w.ch <- resp
 		return func() {}, nil
 	}
+	if req.GetResponseNonce() == "" && (w.sub.IsWildcard() || len(w.sub.ReturnedResources()) > 0) {
+		// A stream's first request that lacks nothing (a proxy back with every resource at
+		// the version it holds, after pilot ended its stream or restarted) is answered with
+		// an empty response that names the store's version: the protocol's way to say "you
+		// are current" (and, for a wildcard type, "there is nothing", which Envoy waits for
+		// before it is ready). The stream's record (syncz, proxy-status, wait) starts from it.
+		next := maps.Clone(w.sub.ReturnedResources())
+		if next == nil {
+			next = map[string]string{}
+		}
+		w.ch <- &deltaResponse{req: w.req, version: strconv.FormatUint(s.seq, 10), next: next}
+		return func() {}, nil
+	}
 	s.delta[w] = struct{}{}
 	return func() { s.cancelDelta(w) }, nil
 }

@@ -80,12 +80,22 @@ func (s *Store) CreateWatch(req *cachev3.Request, _ cachev3.Subscription, ch cha
 		// or a proxy whose class moved to a configuration without listeners) holds what it had
 		// before, which only an answer removes, and Envoy waits for a first answer before it
 		// is ready.
+		// A stream's first request (no response nonce) is answered even when the client holds
+		// the store's version already, as istiod answers every new connection: a proxy that
+		// pilot disconnected can come back holding it, and without an answer its new stream
+		// would show nothing sent (syncz, proxy-status, wait) while it is in sync. Envoy
+		// ignores an update identical to what it holds.
+		first := req.GetResponseNonce() == ""
+		from := w.from
+		if first {
+			from = version{}
+		}
 		lacking := false
 		switch {
 		case !s.wildcard:
-			res = s.answerLocked(w.set, w.from)
+			res = s.answerLocked(w.set, from)
 			lacking = len(res) > 0
-		case !w.from.ours || w.from.seq != s.seq:
+		case first || !w.from.ours || w.from.seq != s.seq:
 			res = s.allLocked()
 			lacking = true
 		}

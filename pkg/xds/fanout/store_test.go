@@ -108,7 +108,7 @@ func TestWildcardAnswersEverythingOnlyWhenSomethingChanged(t *testing.T) {
 		t.Fatalf("first request: want a and b at once, got %v", first)
 	}
 	v, _ := first.GetVersion()
-	ack, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: v})
+	ack, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: v, ResponseNonce: "1"})
 	if ack != nil {
 		t.Fatalf("ACK of the current version answered: %v", namesOf(t, ack))
 	}
@@ -140,7 +140,7 @@ func TestNamedAnswersOnlyWhatTheClientLacks(t *testing.T) {
 		t.Fatalf("same names in another order: got %v", again)
 	}
 
-	ack, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b", "missing"}, VersionInfo: v})
+	ack, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b", "missing"}, VersionInfo: v, ResponseNonce: "1"})
 	if ack != nil {
 		t.Fatalf("ACK answered: %v", namesOf(t, ack))
 	}
@@ -156,7 +156,7 @@ func TestNamedAnswersOnlyWhatTheClientLacks(t *testing.T) {
 	v, _ = r.GetVersion()
 
 	// A new name with the current version: only the new one is sent.
-	more, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b", "c", "missing"}, VersionInfo: v})
+	more, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b", "c", "missing"}, VersionInfo: v, ResponseNonce: "2"})
 	if more == nil || !slices.Equal(namesOf(t, more), []string{"c"}) {
 		t.Fatalf("subscribing to c as well: want [c], got %v", more)
 	}
@@ -204,11 +204,11 @@ func TestResendSendsUnchangedResourcesAgain(t *testing.T) {
 	s.Update(set(assignment(t, "a", 1), assignment(t, "b", 1)))
 	first, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b"}})
 	v, _ := first.GetVersion()
-	_, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b"}, VersionInfo: v})
+	_, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"a", "b"}, VersionInfo: v, ResponseNonce: "1"})
 
 	dch := make(chan cachev3.DeltaResponse, 1)
 	sub := streamv3.NewDeltaSubscription([]string{"a", "b"}, nil, map[string]string{"a": s.entries["a"].res.Hash(), "b": s.entries["b"].res.Hash()}, false)
-	if _, err := s.CreateDeltaWatch(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType}, &sub, dch); err != nil {
+	if _, err := s.CreateDeltaWatch(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResponseNonce: "1"}, &sub, dch); err != nil {
 		t.Fatal(err)
 	}
 	if len(dch) != 0 {
@@ -248,7 +248,7 @@ func TestDeltaSendsChangesAndRemovals(t *testing.T) {
 	}
 	sub.SetReturnedResources(r.GetNextVersionMap())
 
-	if _, err := s.CreateDeltaWatch(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType}, &sub, dch); err != nil {
+	if _, err := s.CreateDeltaWatch(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResponseNonce: "1"}, &sub, dch); err != nil {
 		t.Fatal(err)
 	}
 	if len(dch) != 0 {
@@ -279,7 +279,7 @@ func TestManyStreamsShareOneAnswer(t *testing.T) {
 	v, _ := first.GetVersion()
 	var chans []chan cachev3.Response
 	for range 50 {
-		_, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: slices.Clone(names), VersionInfo: v})
+		_, ch, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: slices.Clone(names), VersionInfo: v, ResponseNonce: "1"})
 		chans = append(chans, ch)
 	}
 	if got := len(s.sets.byID); got != 1 {
@@ -424,8 +424,47 @@ func TestWildcardAnswersAnEmptyStore(t *testing.T) {
 			t.Fatalf("empty store answered %v", names)
 		}
 		v, _ := r.GetVersion()
-		if again, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ListenerType, VersionInfo: v}); again != nil {
+		if again, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ListenerType, VersionInfo: v, ResponseNonce: "1"}); again != nil {
 			t.Fatalf("the ACK of the empty answer (%s) was answered again", v)
 		}
+	}
+}
+
+// TestNewStreamIsAnsweredWhenItHoldsTheCurrentVersion: a proxy back on a new stream (pilot
+// ended its old one) can hold exactly what the store has. Its first request is answered all
+// the same, so that the new stream's record starts from an answer: state of the world with
+// everything it asks for, delta with an empty response naming the store's version. Its ACK
+// (a request with a nonce) is not answered again.
+func TestNewStreamIsAnsweredWhenItHoldsTheCurrentVersion(t *testing.T) {
+	s := NewStore(resourcev3.ClusterType, "p-")
+	a := cluster(t, "a", 1)
+	s.Update(set(a))
+	first, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType})
+	v, _ := first.GetVersion()
+
+	back, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: v})
+	if back == nil || !slices.Equal(namesOf(t, back), []string{"a"}) {
+		t.Fatalf("state of the world, new stream holding %s: want [a] again, got %v", v, back)
+	}
+	if again, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: v, ResponseNonce: "1"}); again != nil {
+		t.Fatalf("the ACK of that answer was answered: %v", namesOf(t, again))
+	}
+
+	sub := streamv3.NewDeltaSubscription(nil, nil, map[string]string{"a": a.Hash()}, true)
+	dch := make(chan cachev3.DeltaResponse, 1)
+	if _, err := s.CreateDeltaWatch(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType}, &sub, dch); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-dch:
+		out, _ := r.GetDeltaDiscoveryResponse()
+		if len(out.Resources) != 0 || len(out.RemovedResources) != 0 || out.SystemVersionInfo == "" {
+			t.Fatalf("delta, new stream holding a: want an empty response with a version, got %v", out)
+		}
+		if next := r.GetNextVersionMap(); next["a"] != a.Hash() {
+			t.Fatalf("the empty response forgot that the client holds a: %v", next)
+		}
+	default:
+		t.Fatal("delta, new stream holding a: not answered")
 	}
 }
