@@ -80,6 +80,7 @@ func (s *Store) CreateWatch(req *cachev3.Request, _ cachev3.Subscription, ch cha
 		// or a proxy whose class moved to a configuration without listeners) holds what it had
 		// before, which only an answer removes, and Envoy waits for a first answer before it
 		// is ready.
+		//
 		// A stream's first request (no response nonce) is answered even when the client holds
 		// the store's version already, as istiod answers every new connection: a proxy that
 		// pilot disconnected can come back holding it, and without an answer its new stream
