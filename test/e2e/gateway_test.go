@@ -391,33 +391,23 @@ func startTLSUpstream(t *testing.T, ip string, pki *testPKI, name string) *tlsUp
 
 // typeAcked checks /debug/syncz: the proxy ACKed the version of typ it was last sent.
 func typeAcked(syncz []byte, node, typ string) error {
-	var proxies []struct {
-		Proxy string `json:"proxy"`
-		Types map[string]struct {
-			Sent     string          `json:"sent"`
-			Acked    string          `json:"acked"`
-			LastNack json.RawMessage `json:"last_nack"`
-		} `json:"types"`
+	p, err := synczEntry(syncz, node)
+	if err != nil {
+		return err
 	}
-	if err := json.Unmarshal(syncz, &proxies); err != nil {
-		return fmt.Errorf("syncz: %w", err)
+	if p == nil {
+		return fmt.Errorf("proxy %s not in syncz", node)
 	}
-	for _, p := range proxies {
-		if p.Proxy != node {
-			continue
-		}
-		st, ok := p.Types[typ]
-		switch {
-		case !ok || st.Sent == "":
-			return fmt.Errorf("%s: nothing sent yet", typ)
-		case st.Acked != st.Sent:
-			return fmt.Errorf("%s: sent %s, acked %q", typ, st.Sent, st.Acked)
-		case len(st.LastNack) > 0:
-			return fmt.Errorf("%s: NACKed: %s", typ, st.LastNack)
-		}
-		return nil
+	st, ok := p.Types[typ]
+	switch {
+	case !ok || st.Sent == "":
+		return fmt.Errorf("%s: nothing sent yet", typ)
+	case st.Acked != st.Sent:
+		return fmt.Errorf("%s: sent %s, acked %q", typ, st.Sent, st.Acked)
+	case len(st.LastNack) > 0:
+		return fmt.Errorf("%s: NACKed: %s", typ, st.LastNack)
 	}
-	return fmt.Errorf("proxy %s not in syncz", node)
+	return nil
 }
 
 // testPKI is a CA, a server certificate for one host and a client certificate it signs, made

@@ -3,7 +3,6 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -211,31 +210,18 @@ func getMonitoring(p *framework.Pilot, path string) (int, []byte, error) {
 	return resp.Status, []byte(resp.Body), nil
 }
 
-// synczProxy is one proxy in /debug/syncz.
-type synczProxy struct {
-	Proxy    string `json:"proxy"`
-	Identity string `json:"identity"`
-	Types    map[string]struct {
-		Sent     string          `json:"sent"`
-		Acked    string          `json:"acked"`
-		LastNack json.RawMessage `json:"last_nack"`
-	} `json:"types"`
-}
-
 // proxiesResynced checks /debug/syncz: each node is connected, was granted its workload
 // identity, and has ACKed what was last sent of every type it asked for (cds, lds and sds at
 // least; eds and rds where it has such clusters and routes), with no NACK.
 func proxiesResynced(syncz []byte, nodes []string) error {
-	var proxies []synczProxy
-	if err := json.Unmarshal(syncz, &proxies); err != nil {
-		return fmt.Errorf("syncz: %w: %s", err, syncz)
-	}
 	for _, node := range nodes {
-		i := slices.IndexFunc(proxies, func(p synczProxy) bool { return p.Proxy == node })
-		if i < 0 {
+		p, err := synczEntry(syncz, node)
+		if err != nil {
+			return err
+		}
+		if p == nil {
 			return fmt.Errorf("proxy %s not connected yet", node)
 		}
-		p := proxies[i]
 		if !strings.HasPrefix(p.Identity, "spiffe://") {
 			return fmt.Errorf("proxy %s: identity %q, want a SPIFFE ID granted", node, p.Identity)
 		}

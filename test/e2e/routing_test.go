@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/skiffmesh/skiff/test/framework"
 )
@@ -61,44 +62,63 @@ func TestRoutesByHost(t *testing.T) {
 
 func atLeast(n uint64) func(uint64) bool { return func(v uint64) bool { return v >= n } }
 
+// synczProxy is one proxy's stream in /debug/syncz.
+type synczProxy struct {
+	Proxy     string    `json:"proxy"`
+	Protocol  string    `json:"protocol"`
+	Identity  string    `json:"identity"`
+	Connected time.Time `json:"connected"`
+	Types     map[string]struct {
+		Sent     string          `json:"sent"`
+		Acked    string          `json:"acked"`
+		LastNack json.RawMessage `json:"last_nack"`
+	} `json:"types"`
+}
+
+// synczEntry is node's newest stream in /debug/syncz, nil when it has none. While a proxy
+// reconnects its old stream can still be listed beside the new one, whose state is the one
+// that counts.
+func synczEntry(syncz []byte, node string) (*synczProxy, error) {
+	var proxies []synczProxy
+	if err := json.Unmarshal(syncz, &proxies); err != nil {
+		return nil, fmt.Errorf("syncz: %w: %s", err, syncz)
+	}
+	var newest *synczProxy
+	for i := range proxies {
+		if p := &proxies[i]; p.Proxy == node && (newest == nil || p.Connected.After(newest.Connected)) {
+			newest = p
+		}
+	}
+	return newest, nil
+}
+
 // allAcked checks /debug/syncz: the proxy is connected with the expected protocol and, for
 // cds, eds, lds and rds, the version ACKed is the version sent and nothing was NACKed.
 func allAcked(syncz []byte, node string, delta bool) error {
-	var proxies []struct {
-		Proxy    string `json:"proxy"`
-		Protocol string `json:"protocol"`
-		Types    map[string]struct {
-			Sent     string          `json:"sent"`
-			Acked    string          `json:"acked"`
-			LastNack json.RawMessage `json:"last_nack"`
-		} `json:"types"`
+	p, err := synczEntry(syncz, node)
+	if err != nil {
+		return err
 	}
-	if err := json.Unmarshal(syncz, &proxies); err != nil {
-		return fmt.Errorf("syncz: %w: %s", err, syncz)
+	if p == nil {
+		return fmt.Errorf("proxy %s not in syncz: %s", node, syncz)
 	}
 	want := "sotw"
 	if delta {
 		want = "delta"
 	}
-	for _, p := range proxies {
-		if p.Proxy != node {
-			continue
-		}
-		if p.Protocol != want {
-			return fmt.Errorf("protocol %s, want %s", p.Protocol, want)
-		}
-		for _, typ := range []string{"cds", "eds", "lds", "rds"} {
-			st, ok := p.Types[typ]
-			switch {
-			case !ok || st.Sent == "":
-				return fmt.Errorf("%s: nothing sent yet", typ)
-			case st.Acked != st.Sent:
-				return fmt.Errorf("%s: sent %s, acked %q", typ, st.Sent, st.Acked)
-			case len(st.LastNack) > 0:
-				return fmt.Errorf("%s: NACKed: %s", typ, st.LastNack)
-			}
-		}
-		return nil
+	if p.Protocol != want {
+		return fmt.Errorf("protocol %s, want %s", p.Protocol, want)
 	}
-	return fmt.Errorf("proxy %s not in syncz: %s", node, syncz)
+	for _, typ := range []string{"cds", "eds", "lds", "rds"} {
+		st, ok := p.Types[typ]
+		switch {
+		case !ok || st.Sent == "":
+			return fmt.Errorf("%s: nothing sent yet", typ)
+		case st.Acked != st.Sent:
+			return fmt.Errorf("%s: sent %s, acked %q", typ, st.Sent, st.Acked)
+		case len(st.LastNack) > 0:
+			return fmt.Errorf("%s: NACKed: %s", typ, st.LastNack)
+		}
+	}
+	return nil
 }
