@@ -398,16 +398,7 @@ func typeAcked(syncz []byte, node, typ string) error {
 	if p == nil {
 		return fmt.Errorf("proxy %s not in syncz", node)
 	}
-	st, ok := p.Types[typ]
-	switch {
-	case !ok || st.Sent == "":
-		return fmt.Errorf("%s: nothing sent yet", typ)
-	case st.Acked != st.Sent:
-		return fmt.Errorf("%s: sent %s, acked %q", typ, st.Sent, st.Acked)
-	case len(st.LastNack) > 0:
-		return fmt.Errorf("%s: NACKed: %s", typ, st.LastNack)
-	}
-	return nil
+	return p.acked(typ)
 }
 
 // testPKI is a CA, a server certificate for one host and a client certificate it signs, made

@@ -110,15 +110,23 @@ func allAcked(syncz []byte, node string, delta bool) error {
 		return fmt.Errorf("protocol %s, want %s", p.Protocol, want)
 	}
 	for _, typ := range []string{"cds", "eds", "lds", "rds"} {
-		st, ok := p.Types[typ]
-		switch {
-		case !ok || st.Sent == "":
-			return fmt.Errorf("%s: nothing sent yet", typ)
-		case st.Acked != st.Sent:
-			return fmt.Errorf("%s: sent %s, acked %q", typ, st.Sent, st.Acked)
-		case len(st.LastNack) > 0:
-			return fmt.Errorf("%s: NACKed: %s", typ, st.LastNack)
+		if err := p.acked(typ); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// acked checks that the stream was sent typ and ACKed the version it was last sent.
+func (p *synczProxy) acked(typ string) error {
+	st, ok := p.Types[typ]
+	switch {
+	case !ok || st.Sent == "":
+		return fmt.Errorf("%s: nothing sent yet", typ)
+	case st.Acked != st.Sent:
+		return fmt.Errorf("%s: sent %s, acked %q", typ, st.Sent, st.Acked)
+	case len(st.LastNack) > 0:
+		return fmt.Errorf("%s: NACKed: %s", typ, st.LastNack)
 	}
 	return nil
 }
