@@ -16,8 +16,8 @@ import (
 )
 
 // monitoringMux serves the monitoring and debug endpoints on one HTTP port, like istiod's 15014.
-// settle waits for the folder's pending changes to be loaded (nil in Kubernetes mode); metrics
-// draws the mesh graph.
+// settle waits for the changes pilot has been told of (folder writes, API server events) to be
+// loaded; metrics draws the mesh graph.
 func monitoringMux(reg *prometheus.Registry, server *xds.Server, status *configStatus, ready *atomic.Bool, settle func(context.Context) error, metrics *telemetry.Service) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

@@ -124,9 +124,14 @@ func serve(ctx context.Context, opts serveOptions) error {
 		ready  atomic.Bool
 		loaded = make(chan struct{})
 		folder *folderSource
-		settle func(context.Context) error // nil in Kubernetes mode: see waitHandler
+		source *kube.Source
+		// settle waits for the changes pilot has been told of to be loaded: see waitHandler.
+		settle func(context.Context) error
 	)
-	if !opts.kubernetes {
+	if opts.kubernetes {
+		source = newKubeSource(clients, kube.MeshOptions{Namespace: opts.namespace, Base: config.DefaultMeshConfig(opts.istioMetrics), Default: mesh}, status, loaded, log)
+		settle = source.Settle
+	} else {
 		folder = newFolderSource(opts.configDir, mesh, status, loaded, log)
 		settle = folder.settle
 		if opts.meshConfig != "" {
@@ -160,7 +165,7 @@ func serve(ctx context.Context, opts serveOptions) error {
 	})
 
 	if opts.kubernetes {
-		runKubernetes(ctx, &wg, errs, clients, authority, kube.MeshOptions{Namespace: opts.namespace, Base: config.DefaultMeshConfig(opts.istioMetrics), Default: mesh}, status, loaded, log)
+		runKubernetes(ctx, &wg, errs, clients, source, authority, log)
 	} else {
 		runFolder(ctx, &wg, errs, folder)
 	}
@@ -230,14 +235,18 @@ func runFolder(ctx context.Context, wg *sync.WaitGroup, errs chan<- error, sourc
 	}
 }
 
-// runKubernetes follows the API server, and publishes the root certificate to every namespace.
-func runKubernetes(ctx context.Context, wg *sync.WaitGroup, errs chan<- error, clients *kube.Clients, authority *ca.CA,
-	mesh kube.MeshOptions, status *configStatus, loaded chan struct{}, log *slog.Logger) {
+// newKubeSource is the source of the API server's configuration; loaded is closed after the
+// first report.
+func newKubeSource(clients *kube.Clients, mesh kube.MeshOptions, status *configStatus, loaded chan struct{}, log *slog.Logger) *kube.Source {
 	var first sync.Once
-	source := kube.NewSource(clients, kube.Options{Logger: log, Mesh: mesh, OnChange: func(set *config.Set, cerrs []*config.Error, changedAt time.Time) {
+	return kube.NewSource(clients, kube.Options{Logger: log, Mesh: mesh, OnChange: func(set *config.Set, cerrs []*config.Error, changedAt time.Time) {
 		status.publish(set, cerrs, changedAt)
 		first.Do(func() { close(loaded) })
 	}})
+}
+
+// runKubernetes follows the API server, and publishes the root certificate to every namespace.
+func runKubernetes(ctx context.Context, wg *sync.WaitGroup, errs chan<- error, clients *kube.Clients, source *kube.Source, authority *ca.CA, log *slog.Logger) {
 	publisher := kube.NewRootPublisher(clients.Kube, source.Namespaces(), authority.RootPEM(), log)
 	wg.Go(func() {
 		if err := source.Run(ctx); err != nil {

@@ -30,7 +30,8 @@ type waitView struct {
 // pilot has (including changes written to its folder before the request) is pushed and every
 // connected proxy has answered it, ACK or NACK (listed under rejected); and 504 with what is
 // still pending when the timeout passes. Docs and scripts call it after writing a file instead
-// of sleeping. In Kubernetes mode it waits for what pilot has received from the API server.
+// of sleeping. In Kubernetes mode it waits for what pilot has received from the API server,
+// including events still in the debounce.
 // With for, it also waits for pilot's configuration to hold that object (at resourceVersion or
 // later, when given; gone, with deleted): the change `skiffctl wait --for` names, which in
 // Kubernetes mode pilot may not have received yet when the request arrives.

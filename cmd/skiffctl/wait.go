@@ -26,7 +26,9 @@ func newWaitCommand(g *globals) *cobra.Command {
 		Short: "Return once every proxy has ACKed the configuration that includes a change",
 		Long: `wait returns once pilot's configuration includes a change and every connected proxy has
 answered the push that carries it (istioctl x wait), so docs and scripts never race pilot's
-push. In folder mode pilot first loads every change written to its folder before the call.
+push. In folder mode pilot first loads every change written to its folder before the call; in
+Kubernetes mode every change it has received from the API server (an event on its way from the
+API server can still be missed: --for names the change to wait for).
 
 With --for KIND/NAMESPACE/NAME it waits for that object to be in pilot's configuration: at
 --version (its Kubernetes resourceVersion) or later when given; in Kubernetes mode without

@@ -56,6 +56,9 @@ type Source struct {
 	mu        sync.Mutex
 	changedAt time.Time // first event of the pending burst; zero when none is pending
 	lastGood  map[string]config.Object
+	// received counts the events (changes) pilot has been told of, reported how many of them
+	// the last report had seen: Settle waits until they are equal.
+	received, reported uint64
 	// lastMesh is the last mesh configuration that parsed, with the ConfigMap's UID and
 	// resourceVersion: an unchanged ConfigMap is not parsed again, and keeps its pointer.
 	lastMesh        *meshconfig.MeshConfig
@@ -168,6 +171,7 @@ func (s *Source) changed() {
 	if s.changedAt.IsZero() {
 		s.changedAt = time.Now()
 	}
+	s.received++
 	s.mu.Unlock()
 	select {
 	case s.events <- struct{}{}:
@@ -177,7 +181,7 @@ func (s *Source) changed() {
 
 func (s *Source) report() {
 	s.mu.Lock()
-	changedAt := s.changedAt
+	changedAt, seen := s.changedAt, s.received
 	s.changedAt = time.Time{}
 	s.mu.Unlock()
 	if changedAt.IsZero() {
@@ -186,6 +190,37 @@ func (s *Source) report() {
 	set, errs := s.Current()
 	s.secrets.watch(referencedSecrets(set))
 	s.opts.OnChange(set, errs, changedAt)
+	s.mu.Lock()
+	s.reported = seen // events since the report began wait for the next one
+	s.mu.Unlock()
+}
+
+// settlePoll is how often Settle looks whether the pending changes are reported.
+const settlePoll = 10 * time.Millisecond
+
+// Settle returns once every change pilot has been told of before the call is reported
+// (handed to OnChange), or with ctx's error. The debounce holds a burst back for a while: a
+// `kubectl apply` followed by a wait (`skiffctl wait`) must not find pilot in sync with the
+// configuration from before the apply while the apply's event sits in the debounce.
+func (s *Source) Settle(ctx context.Context) error {
+	s.mu.Lock()
+	target := s.received
+	s.mu.Unlock()
+	tick := time.NewTicker(settlePoll)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		done := s.reported >= target
+		s.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("a change received from the API server is not loaded yet: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // Current builds the configuration from the informers' caches. Istio objects are validated as
