@@ -59,6 +59,10 @@ func TestKubernetesDefaultPermissiveMTLS(t *testing.T) {
 	createPod(t, ns, "details-1", "10.253.5.21", "details", map[string]string{"app": "details"})
 	createSlice(t, ns, "details", "details-1", "http", fmt.Sprintf("10.253.5.21:%d", serverPort))
 	client := createPod(t, ns, "client-1", "10.253.5.1", "client", map[string]string{"app": "client"})
+	// As the injector's Pods do, the sidecars connect once pilot knows their Pods: one that came
+	// first would be served, and warned about, as a proxy without an identity until then.
+	pilotHolds(t, pilot, "Pod", ns, server.Name)
+	pilotHolds(t, pilot, "Pod", ns, client.Name)
 
 	// A pod network each: two sidecars cannot share one network namespace's ports.
 	serverNet, clientNet := newPodNetwork(t, pilot), newPodNetwork(t, pilot)

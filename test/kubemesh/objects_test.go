@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -262,6 +263,16 @@ func pilotOptions(t *testing.T, caSecret string) framework.PilotOptions {
 func startPilot(t *testing.T) *framework.Pilot {
 	t.Helper()
 	return framework.StartPilot(t, pilotOptions(t, "skiff-ca"))
+}
+
+// pilotHolds waits until pilot's configuration holds the object kind ns/name and every
+// connected proxy has answered its push (/debug/wait?for=, what `skiffctl wait --for` calls).
+func pilotHolds(t *testing.T, pilot *framework.Pilot, kind, ns, name string) {
+	t.Helper()
+	path := fmt.Sprintf("/debug/wait?timeout=2m&for=%s/%s/%s", kind, ns, name)
+	if status, body := pilot.Get(t, path); status != http.StatusOK {
+		t.Fatalf("%s: %d: %s", path, status, body)
+	}
 }
 
 // nodeID is the node ID of a sidecar in a Pod, as the injector builds it.
