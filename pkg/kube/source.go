@@ -57,7 +57,8 @@ type Source struct {
 	changedAt time.Time // first event of the pending burst; zero when none is pending
 	lastGood  map[string]config.Object
 	// received counts the events (changes) pilot has been told of, reported how many of them
-	// the last report had seen: Settle waits until they are equal.
+	// the last report had seen: Settle waits until reported reaches what received was when it
+	// was called.
 	received, reported uint64
 	// lastMesh is the last mesh configuration that parsed, with the ConfigMap's UID and
 	// resourceVersion: an unchanged ConfigMap is not parsed again, and keeps its pointer.
