@@ -131,6 +131,10 @@ func serve(ctx context.Context, opts serveOptions) error {
 	if opts.kubernetes {
 		source = newKubeSource(clients, kube.MeshOptions{Namespace: opts.namespace, Base: config.DefaultMeshConfig(opts.istioMetrics), Default: mesh}, status, loaded, log)
 		settle = source.Settle
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "skiff_kube_events_total",
+			Help: "Changes to watched objects received from the API server (as istiod's pilot_k8s_cfg_events); each burst is loaded after 100 ms of quiet.",
+		}, func() float64 { return float64(source.Received()) }))
 	} else {
 		folder = newFolderSource(opts.configDir, mesh, status, loaded, log)
 		settle = folder.settle

@@ -196,6 +196,14 @@ func (s *Source) report() {
 	s.mu.Unlock()
 }
 
+// Received is how many changes pilot has been told of by the API server's watches (the
+// skiff_kube_events_total counter).
+func (s *Source) Received() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.received
+}
+
 // settlePoll is how often Settle looks whether the pending changes are reported.
 const settlePoll = 10 * time.Millisecond
 
