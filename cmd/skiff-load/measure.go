@@ -248,7 +248,7 @@ func (cfg *Config) measureChanges(ctx context.Context, fleet *Fleet, kind probeK
 		}
 		s := statsOf(lat, want)
 		s.Distinct = p.distinct()
-		slog.Info("change measured", "kind", kindName(kind), "service", serviceName(svc), "reached", reached, "of", want, "p50", s.P50, "p99", s.P99, "max", s.Max, "distinct_contents", s.Distinct)
+		slog.Info("change measured", "kind", kindName(kind), "service", serviceName(svc), "reached", reached, "of", want, "min", s.Min, "p50", s.P50, "p99", s.P99, "max", s.Max, "distinct_contents", s.Distinct)
 		out.PerChange = append(out.PerChange, s)
 		out.Expected += want
 		all = append(all, lat...)
@@ -318,7 +318,7 @@ func statsOf(lat []time.Duration, expected int) Stats {
 		return s
 	}
 	slices.Sort(lat)
-	s.P50, s.P99, s.Max = msOf(percentile(lat, 50)), msOf(percentile(lat, 99)), msOf(lat[len(lat)-1])
+	s.Min, s.P50, s.P99, s.Max = msOf(lat[0]), msOf(percentile(lat, 50)), msOf(percentile(lat, 99)), msOf(lat[len(lat)-1])
 	return s
 }
 

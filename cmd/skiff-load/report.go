@@ -52,9 +52,11 @@ type Result struct {
 type Stats struct {
 	Count    int `json:"count"`
 	Expected int `json:"expected"`
-	P50      ms  `json:"p50_ms"`
-	P99      ms  `json:"p99_ms"`
-	Max      ms  `json:"max_ms"`
+	// Min is the first proxy's latency: for a change, when pilot's push began to arrive.
+	Min ms `json:"min_ms"`
+	P50 ms `json:"p50_ms"`
+	P99 ms `json:"p99_ms"`
+	Max ms `json:"max_ms"`
 	// Distinct is, for one change, how many different resource contents of the changed type
 	// the proxies received (route configurations or endpoint assignments, each counted once).
 	Distinct int `json:"distinct_contents,omitempty"`
@@ -139,8 +141,8 @@ func (r *Result) WriteDetails(w io.Writer) {
 	fmt.Fprintf(w, "%s: %d proxies × %d services, %d workloads, delta %.0f%%, NACK %.0f%%, %s\n",
 		name, r.Proxies, r.Services, r.Workloads, 100*r.DeltaFraction, 100*r.NackFraction, humanDuration(r.Elapsed))
 	line := func(label string, s Stats) {
-		fmt.Fprintf(w, "  %-22s %s/%s  p50 %s  p99 %s  max %s\n", label,
-			thousands(s.Count), thousands(s.Expected), humanDuration(s.P50), humanDuration(s.P99), humanDuration(s.Max))
+		fmt.Fprintf(w, "  %-22s %s/%s  min %s  p50 %s  p99 %s  max %s\n", label,
+			thousands(s.Count), thousands(s.Expected), humanDuration(s.Min), humanDuration(s.P50), humanDuration(s.P99), humanDuration(s.Max))
 	}
 	fmt.Fprintf(w, "  %-22s %s classes, %s configurations\n", "pilot", countOrDash(r.Classes), countOrDash(r.Configs))
 	line("sync", r.Sync)
