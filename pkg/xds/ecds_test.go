@@ -9,7 +9,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	networking "istio.io/api/networking/v1"
 	security "istio.io/api/security/v1beta1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -105,5 +107,36 @@ func TestPushKindsCombine(t *testing.T) {
 		if got := c.a.and(c.b); got != c.want {
 			t.Errorf("%v and %v = %v, want %v", c.a, c.b, got, c.want)
 		}
+	}
+}
+
+// A routes or a policies push leaves endpoints as they were and so does not rebuild them, but
+// an endpoints change still pending when a route change arrives must reach the proxies with
+// it: the pending push remembers that endpoints may have moved.
+func TestPendingPushRemembersMovedEndpoints(t *testing.T) {
+	s := New(Options{})
+	s.snap = podMesh(1, "10.0.0.1", v1Labels) // as pushed already
+	withRoute := func(snap *model.Snapshot) *model.Snapshot {
+		set := *snap.Config
+		set.VirtualServices = []*networkingv1.VirtualService{{
+			ObjectMeta: metav1.ObjectMeta{Name: "reviews", Namespace: "default"},
+			Spec: networking.VirtualService{
+				Hosts: []string{"reviews.default.svc.cluster.local"},
+				Http:  []*networking.HTTPRoute{{Route: []*networking.HTTPRouteDestination{{Destination: &networking.Destination{Host: "reviews.default.svc.cluster.local"}}}}},
+			},
+		}}
+		return model.Build(&set)
+	}
+	s.Push(withRoute(s.snap), time.Now())
+	if s.pending != pushRoutes || s.pendingEndpoints {
+		t.Fatalf("after a route change: pending %v, endpoints %v; want a routes push that leaves endpoints", s.pending, s.pendingEndpoints)
+	}
+	s.Push(withRoute(podMesh(1, "10.0.0.2", v1Labels)), time.Now())
+	if s.pending != pushRoutes || !s.pendingEndpoints {
+		t.Fatalf("after a route and an endpoint change: pending %v, endpoints %v; want a routes push that rebuilds endpoints", s.pending, s.pendingEndpoints)
+	}
+	s.Push(withDenyDelete(withRoute(podMesh(1, "10.0.0.2", v1Labels))), time.Now())
+	if !s.pendingEndpoints {
+		t.Fatal("a policy change after an endpoint change forgot the endpoints")
 	}
 }

@@ -84,10 +84,13 @@ type Server struct {
 	mu        sync.Mutex
 	snap      *model.Snapshot
 	changedAt time.Time
-	// pending is the push the latest snapshots call for, the largest since the last push.
-	pending    pushKind
-	newClasses map[string]*model.Proxy
-	wake       chan struct{}
+	// pending is the push the latest snapshots call for, the largest since the last push;
+	// pendingEndpoints whether any of them may have moved endpoints or workloads (pending
+	// alone cannot say: a routes push also covers endpoint changes before it).
+	pending          pushKind
+	pendingEndpoints bool
+	newClasses       map[string]*model.Proxy
+	wake             chan struct{}
 	// pushed is the snapshot of the last push that finished, and pushing whether one runs:
 	// what /debug/wait reads (see SyncState).
 	pushed  *model.Snapshot
@@ -225,6 +228,9 @@ func (s *Server) Push(snap *model.Snapshot, changedAt time.Time) {
 		kind = pushPolicies
 	}
 	s.snap, s.changedAt, s.pending = snap, changedAt, s.pending.and(kind)
+	// Routes and policies changes leave every other object as it was (model.HTTPRoutesOnly,
+	// AuthorizationPoliciesOnly), so the endpoints too.
+	s.pendingEndpoints = s.pendingEndpoints || (kind != pushRoutes && kind != pushPolicies)
 	s.mu.Unlock()
 	s.signal()
 }
@@ -263,16 +269,16 @@ func (s *Server) Run(ctx context.Context) {
 		case <-s.wake:
 		}
 		s.mu.Lock()
-		snap, kind, fresh := s.snap, s.pending, s.newClasses
+		snap, kind, endpoints, fresh := s.snap, s.pending, s.pendingEndpoints, s.newClasses
 		if snap == nil {
 			// No configuration yet: new classes stay parked until the first snapshot.
 			s.mu.Unlock()
 			continue
 		}
-		s.pending, s.newClasses = pushNone, map[string]*model.Proxy{}
+		s.pending, s.pendingEndpoints, s.newClasses = pushNone, false, map[string]*model.Proxy{}
 		s.pushing = true
 		s.mu.Unlock()
-		s.push(snap, kind, fresh)
+		s.push(snap, kind, endpoints, fresh)
 		s.mu.Lock()
 		s.pushed, s.pushing = snap, false
 		s.mu.Unlock()
@@ -302,12 +308,15 @@ const (
 
 // push brings the caches up to snap. A full push re-translates every configuration in use; an
 // endpoints push rebuilds only the ClusterLoadAssignments; in every case the fresh classes are
-// bound, translating just the keys that have no configuration from snap yet.
-func (s *Server) push(snap *model.Snapshot, kind pushKind, fresh map[string]*model.Proxy) {
+// bound, translating just the keys that have no configuration from snap yet. The
+// ClusterLoadAssignments are rebuilt only when endpoints may have moved: for a VirtualService
+// change on 1,000 services that was 40 ms of work before any translation began, to find
+// nothing changed.
+func (s *Server) push(snap *model.Snapshot, kind pushKind, endpoints bool, fresh map[string]*model.Proxy) {
 	started := time.Now()
 	full := kind >= pushRoutes // every configuration in use is brought up to snap
 	classes := fresh
-	if kind >= pushEndpoints {
+	if endpoints {
 		if eds, err := fanout.EncodeAll(resourcev3.EndpointType, endpointResources(snap)); err != nil {
 			s.log.Error("encoding endpoints; keeping the last ones", "error", err)
 		} else {
