@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
 	"github.com/skiffmesh/skiff/pkg/model"
 )
@@ -19,8 +20,52 @@ var noClusterValidation = falseValue()
 // A sniffed service port is in its port's configuration when it shares its listener, and has
 // one of its own, `HOST:PORT`, when its listener is its own (see sniffing.go).
 func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.RouteConfiguration {
+	plans, own := PlanOutboundRoutes(snap, proxy)
+	out := make([]*routev3.RouteConfiguration, 0, len(plans)+len(own))
+	for _, p := range plans {
+		rc := p.Config
+		rc.VirtualHosts = make([]*routev3.VirtualHost, 0, len(p.Hosts)+1)
+		for _, h := range p.Hosts {
+			rc.VirtualHosts = append(rc.VirtualHosts, h.Build(snap, proxy))
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, p.CatchAll)
+		if size := maxDirectResponseBody(rc.VirtualHosts); size > 0 {
+			rc.MaxDirectResponseBodySizeBytes = uint32Value(size)
+		}
+		out = append(out, rc)
+	}
+	return append(out, own...)
+}
+
+// RouteConfigPlan is a sidecar's outbound route configuration for one port before its
+// services' virtual hosts are built: what they will be is known, and cheap to know, before
+// their routes are translated. Pilot uses it to translate, on a change of VirtualServices
+// alone, only the virtual hosts whose VirtualService changed (a virtual host depends on the
+// snapshot only through its service, its domains and the VirtualService that routes it).
+type RouteConfigPlan struct {
+	// Config is the configuration without its virtual hosts and without
+	// max_direct_response_body_size_bytes, which follows from them (DirectResponseBodyLimit).
+	Config *routev3.RouteConfiguration
+	// Hosts are the services' virtual hosts, in order; CatchAll comes after them.
+	Hosts    []VirtualHostPlan
+	CatchAll *routev3.VirtualHost
+}
+
+// VirtualHostPlan is one service port's virtual host in a RouteConfigPlan.
+type VirtualHostPlan struct {
+	Name    string
+	Service *model.Service
+	Port    model.Port
+	Domains []string
+	// VirtualService routes it; nil when none applies to the service.
+	VirtualService *networkingv1.VirtualService
+}
+
+// PlanOutboundRoutes plans a sidecar's outbound route configurations, one per HTTP port number,
+// in order; own are the route configurations of sniffed service ports on listeners of their
+// own, built in full.
+func PlanOutboundRoutes(snap *model.Snapshot, proxy *model.Proxy) (plans []RouteConfigPlan, own []*routev3.RouteConfiguration) {
 	byPort := map[uint32][]*model.Service{}
-	var own []*routev3.RouteConfiguration
 	for _, svc := range snap.ServicesFor(proxy) {
 		for _, port := range svc.Ports {
 			switch {
@@ -41,35 +86,52 @@ func outboundRouteConfigs(snap *model.Snapshot, proxy *model.Proxy) []*routev3.R
 	}
 	slices.Sort(numbers)
 
-	out := make([]*routev3.RouteConfiguration, 0, len(numbers))
+	plans = make([]RouteConfigPlan, 0, len(numbers))
 	for _, n := range numbers {
-		rc := &routev3.RouteConfiguration{
-			Name: RouteConfigName(n),
-			// A route may name a cluster this proxy does not know (a typo in a destination);
-			// Envoy should answer 503 for that route, not reject the whole configuration.
-			ValidateClusters: noClusterValidation,
-			// As istiod's sidecars: a Host header's port is ignored when choosing the virtual
-			// host (the listener already chose the port), so a service's domains need no
-			// ":PORT" forms, which halves them.
-			IgnorePortInHostMatching: true,
+		p := RouteConfigPlan{
+			Config: &routev3.RouteConfiguration{
+				Name: RouteConfigName(n),
+				// A route may name a cluster this proxy does not know (a typo in a destination);
+				// Envoy should answer 503 for that route, not reject the whole configuration.
+				ValidateClusters: noClusterValidation,
+				// As istiod's sidecars: a Host header's port is ignored when choosing the virtual
+				// host (the listener already chose the port), so a service's domains need no
+				// ":PORT" forms, which halves them.
+				IgnorePortInHostMatching: true,
+			},
+			Hosts:    make([]VirtualHostPlan, 0, len(byPort[n])),
+			CatchAll: catchAllVirtualHost(snap.RegistryOnly(proxy)),
 		}
 		// Each service has about five domains; sized once, the set does not grow while filling.
 		claimed := make(map[string]struct{}, 5*len(byPort[n]))
-		rc.VirtualHosts = make([]*routev3.VirtualHost, 0, len(byPort[n])+1)
+		domains := make([]string, 0, 5*len(byPort[n]))
 		for _, svc := range byPort[n] {
 			port, _ := svc.Port(n)
-			if vh := serviceVirtualHost(snap, proxy, svc, port, claimed); len(vh.Domains) > 0 {
-				rc.VirtualHosts = append(rc.VirtualHosts, vh)
+			start := len(domains)
+			domains = serviceDomains(svc, proxy, domains)
+			domains = domains[:start+len(unclaimed(domains[start:], claimed))]
+			if len(domains) == start {
+				continue // every name it has is another service's
 			}
+			p.Hosts = append(p.Hosts, VirtualHostPlan{
+				Name:           VirtualHostName(svc.Hostname, port.Number),
+				Service:        svc,
+				Port:           port,
+				Domains:        slices.Clip(domains[start:]),
+				VirtualService: snap.VirtualServiceFor(svc.Hostname, proxy.Namespace, model.MeshGateway),
+			})
 		}
-		rc.VirtualHosts = append(rc.VirtualHosts, catchAllVirtualHost(snap.RegistryOnly(proxy)))
-		if size := maxDirectResponseBody(rc.VirtualHosts); size > 0 {
-			rc.MaxDirectResponseBodySizeBytes = uint32Value(size)
-		}
-		out = append(out, rc)
+		plans = append(plans, p)
 	}
 	slices.SortFunc(own, func(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.Name, b.Name) })
-	return append(out, own...)
+	return plans, own
+}
+
+// DirectResponseBodyLimit is what a route configuration holding vh needs in
+// max_direct_response_body_size_bytes for vh's direct responses (0: nothing); a configuration
+// needs the largest of its virtual hosts' limits.
+func DirectResponseBodyLimit(vh *routev3.VirtualHost) uint32 {
+	return maxDirectResponseBody([]*routev3.VirtualHost{vh})
 }
 
 // sniffedRouteConfig is the route configuration of a sniffed service port on a listener of its
@@ -90,24 +152,24 @@ func sniffedRouteConfig(snap *model.Snapshot, proxy *model.Proxy, svc *model.Ser
 	return rc
 }
 
-// serviceVirtualHostParts is a sidecar virtual host with room for its usual domains and
-// routes, allocated at once: a sidecar has one per service.
+// serviceVirtualHostParts is a sidecar virtual host with room for its usual routes, allocated
+// at once: a sidecar has one per service.
 type serviceVirtualHostParts struct {
-	vh      routev3.VirtualHost
-	domains [5]string
-	routes  [2]*routev3.Route
+	vh     routev3.VirtualHost
+	routes [2]*routev3.Route
 }
 
-// serviceVirtualHost routes one service port: by its VirtualService if one applies, else
+// Build translates the virtual host: routed by its VirtualService if one applies, else
 // straight to the service's cluster.
-func serviceVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Service, port model.Port, claimed map[string]struct{}) *routev3.VirtualHost {
+func (h VirtualHostPlan) Build(snap *model.Snapshot, proxy *model.Proxy) *routev3.VirtualHost {
+	svc, port := h.Service, h.Port
 	parts := &serviceVirtualHostParts{}
 	vh := &parts.vh
-	vh.Name = VirtualHostName(svc.Hostname, port.Number)
-	vh.Domains = unclaimed(serviceDomains(svc, proxy, parts.domains[:0]), claimed)
+	vh.Name = h.Name
+	vh.Domains = h.Domains
 	vh.IncludeRequestAttemptCount = true
-	if vs := snap.VirtualServiceFor(svc.Hostname, proxy.Namespace, model.MeshGateway); vs != nil {
-		vh.Routes = httpRoutesFor(snap, proxy, vs, port, meshOnly, false, parts.routes[:0])
+	if h.VirtualService != nil {
+		vh.Routes = httpRoutesFor(snap, proxy, h.VirtualService, port, meshOnly, false, parts.routes[:0])
 	}
 	if len(vh.Routes) == 0 {
 		// No VirtualService, or none of its rules applies to this port and proxy: istiod then
@@ -119,6 +181,17 @@ func serviceVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Ser
 	}
 	hoistDefaultRetry(vh)
 	return vh
+}
+
+// serviceVirtualHost routes one service port, with the domains claimed does not hold yet.
+func serviceVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Service, port model.Port, claimed map[string]struct{}) *routev3.VirtualHost {
+	return VirtualHostPlan{
+		Name:           VirtualHostName(svc.Hostname, port.Number),
+		Service:        svc,
+		Port:           port,
+		Domains:        unclaimed(serviceDomains(svc, proxy, nil), claimed),
+		VirtualService: snap.VirtualServiceFor(svc.Hostname, proxy.Namespace, model.MeshGateway),
+	}.Build(snap, proxy)
 }
 
 // defaultRoute sends everything to one cluster with Istio's defaults: no timeout, and the

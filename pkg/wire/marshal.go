@@ -56,6 +56,8 @@ func stableUnderVT(msg proto.Message) bool {
 	switch m := msg.(type) {
 	case *routev3.RouteConfiguration:
 		return singleEntryMaps(m)
+	case *routev3.VirtualHost:
+		return singleEntryVirtualHost(m)
 	case *hcmv3.HttpConnectionManager:
 		return hcmWithoutMaps(m)
 	}
@@ -106,21 +108,29 @@ func singleEntryMaps(rc *routev3.RouteConfiguration) bool {
 		return false
 	}
 	for _, vh := range rc.VirtualHosts {
-		if len(vh.TypedPerFilterConfig) > 1 || !singleEntryMetadata(vh.Metadata) {
+		if !singleEntryVirtualHost(vh) {
 			return false
 		}
-		for _, r := range vh.Routes {
-			if len(r.TypedPerFilterConfig) > 1 || !singleEntryMetadata(r.Metadata) {
+	}
+	return true
+}
+
+// singleEntryVirtualHost is singleEntryMaps for one virtual host.
+func singleEntryVirtualHost(vh *routev3.VirtualHost) bool {
+	if len(vh.TypedPerFilterConfig) > 1 || !singleEntryMetadata(vh.Metadata) {
+		return false
+	}
+	for _, r := range vh.Routes {
+		if len(r.TypedPerFilterConfig) > 1 || !singleEntryMetadata(r.Metadata) {
+			return false
+		}
+		for _, c := range r.GetRoute().GetWeightedClusters().GetClusters() {
+			if len(c.TypedPerFilterConfig) > 1 || !singleEntryMetadata(c.MetadataMatch) {
 				return false
 			}
-			for _, c := range r.GetRoute().GetWeightedClusters().GetClusters() {
-				if len(c.TypedPerFilterConfig) > 1 || !singleEntryMetadata(c.MetadataMatch) {
-					return false
-				}
-			}
-			if !singleEntryMetadata(r.GetRoute().GetMetadataMatch()) {
-				return false
-			}
+		}
+		if !singleEntryMetadata(r.GetRoute().GetMetadataMatch()) {
+			return false
 		}
 	}
 	return true

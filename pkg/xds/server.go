@@ -95,6 +95,10 @@ type Server struct {
 	// what /debug/wait reads (see SyncState).
 	pushed  *model.Snapshot
 	pushing bool
+
+	// routeMemos are the sidecar route configurations' virtual hosts as last translated, by
+	// configuration (routes.go); only the push loop uses them.
+	routeMemos map[configID]*routeMemo
 }
 
 // New builds a server; call Run to start pushing and Serve to accept connections.
@@ -107,7 +111,7 @@ func New(opts Options) *Server {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{log: log, newClasses: map[string]*model.Proxy{}, wake: make(chan struct{}, 1)}
+	s := &Server{log: log, newClasses: map[string]*model.Proxy{}, wake: make(chan struct{}, 1), routeMemos: map[configID]*routeMemo{}}
 	// Versions carry the process start time, so an Envoy that reconnects after a pilot
 	// restart never has its old version mistaken for a current one.
 	prefix := strconv.FormatInt(time.Now().UnixMilli(), 36) + "-"
@@ -357,8 +361,20 @@ func (s *Server) push(snap *model.Snapshot, kind pushKind, endpoints bool, fresh
 			todo[id] = proxy
 		}
 	}
-	translated := translateAll(snap, todo)
+	translated := translateAll(snap, todo, s.routeMemos)
 	s.metrics.translations.Add(float64(len(translated)))
+	for id, enc := range translated {
+		if enc.routes != nil {
+			s.routeMemos[id] = enc.routes
+		}
+	}
+	if full { // every configuration in use was seen: the others' memos go
+		for id := range s.routeMemos {
+			if !seen[id] {
+				delete(s.routeMemos, id)
+			}
+		}
+	}
 	rewarm := map[string]bool{}
 	// Stores are filled in the order of classTypes (a gateway's secrets before its listeners).
 	for _, t := range classTypes {

@@ -17,13 +17,24 @@ import (
 type encodedConfig struct {
 	resources map[string]*fanout.Resource // by name
 	err       error
+	routes    *routeMemo // a sidecar's route configurations: what the next translation may reuse
 }
 
 // translateAll translates and encodes each configuration, for one proxy that has its key, on
 // all cores: translation is pure and the snapshot immutable, so configurations are
 // independent. The pool is bounded by GOMAXPROCS, so a push of many keys does not pile up
-// goroutines that each hold a translation's garbage.
-func translateAll(snap *model.Snapshot, byID map[configID]*model.Proxy) map[configID]encodedConfig {
+// goroutines that each hold a translation's garbage. A sidecar's route configurations reuse
+// the virtual hosts of memos whose snapshot differs from snap in VirtualServices alone (see
+// routes.go); memos is only read.
+func translateAll(snap *model.Snapshot, byID map[configID]*model.Proxy, memos map[configID]*routeMemo) map[configID]encodedConfig {
+	reusable := map[*model.Snapshot]bool{}
+	for id := range byID {
+		if m := memos[id]; m != nil {
+			if _, done := reusable[m.snap]; !done {
+				reusable[m.snap] = model.HTTPRoutesOnly(m.snap, snap)
+			}
+		}
+	}
 	out := make(map[configID]encodedConfig, len(byID))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -33,7 +44,13 @@ func translateAll(snap *model.Snapshot, byID map[configID]*model.Proxy) map[conf
 		wg.Go(func() {
 			defer func() { <-slots }()
 			var enc encodedConfig
-			enc.resources, enc.err = fanout.EncodeAll(id.typeURL, typeResources(snap, snap.ResolveProxy(proxy), id.typeURL))
+			proxy := snap.ResolveProxy(proxy)
+			if id.typeURL == resourcev3.RouteType && proxy.Type != model.Router {
+				memo := memos[id]
+				enc.resources, enc.routes, enc.err = sidecarRoutes(snap, proxy, memo, memo != nil && reusable[memo.snap])
+			} else {
+				enc.resources, enc.err = fanout.EncodeAll(id.typeURL, typeResources(snap, proxy, id.typeURL))
+			}
 			mu.Lock()
 			out[id] = enc
 			mu.Unlock()

@@ -54,6 +54,11 @@ func Encode(typeURL, name string, msg proto.Message) (*Resource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding %s %q: %w", typeURL, name, err)
 	}
+	return Encoded(typeURL, name, b), nil
+}
+
+// Encoded is Encode for a resource already marshalled (by wire), whose bytes it takes.
+func Encoded(typeURL, name string, b []byte) *Resource {
 	sum := sha256.Sum256(b)
 	r := &Resource{
 		name: names.canonical(name),
@@ -63,7 +68,7 @@ func Encode(typeURL, name string, msg proto.Message) (*Resource, error) {
 		hash: hex.EncodeToString(sum[:8]),
 	}
 	r.delta = &discoveryv3.Resource{Name: r.name, Version: r.hash, Resource: r.any}
-	return r, nil
+	return r
 }
 
 // Name is the resource's name.
