@@ -113,13 +113,7 @@ func PlanOutboundRoutes(snap *model.Snapshot, proxy *model.Proxy) (plans []Route
 			if len(domains) == start {
 				continue // every name it has is another service's
 			}
-			p.Hosts = append(p.Hosts, VirtualHostPlan{
-				Name:           VirtualHostName(svc.Hostname, port.Number),
-				Service:        svc,
-				Port:           port,
-				Domains:        slices.Clip(domains[start:]),
-				VirtualService: snap.VirtualServiceFor(svc.Hostname, proxy.Namespace, model.MeshGateway),
-			})
+			p.Hosts = append(p.Hosts, planVirtualHost(snap, proxy, svc, port, slices.Clip(domains[start:])))
 		}
 		plans = append(plans, p)
 	}
@@ -138,8 +132,7 @@ func DirectResponseBodyLimit(vh *routev3.VirtualHost) uint32 {
 // own, istiod's: the service's virtual host alone, for any Host (the listener already chose the
 // service), and no catch-all.
 func sniffedRouteConfig(snap *model.Snapshot, proxy *model.Proxy, svc *model.Service, port model.Port) *routev3.RouteConfiguration {
-	vh := serviceVirtualHost(snap, proxy, svc, port, map[string]struct{}{})
-	vh.Domains = []string{"*"}
+	vh := planVirtualHost(snap, proxy, svc, port, []string{"*"}).Build(snap, proxy)
 	rc := &routev3.RouteConfiguration{
 		Name:                     SniffedRouteConfigName(svc.Hostname, port.Number),
 		ValidateClusters:         noClusterValidation,
@@ -183,15 +176,15 @@ func (h VirtualHostPlan) Build(snap *model.Snapshot, proxy *model.Proxy) *routev
 	return vh
 }
 
-// serviceVirtualHost routes one service port, with the domains claimed does not hold yet.
-func serviceVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Service, port model.Port, claimed map[string]struct{}) *routev3.VirtualHost {
+// planVirtualHost plans one service port's virtual host for domains.
+func planVirtualHost(snap *model.Snapshot, proxy *model.Proxy, svc *model.Service, port model.Port, domains []string) VirtualHostPlan {
 	return VirtualHostPlan{
 		Name:           VirtualHostName(svc.Hostname, port.Number),
 		Service:        svc,
 		Port:           port,
-		Domains:        unclaimed(serviceDomains(svc, proxy, nil), claimed),
+		Domains:        domains,
 		VirtualService: snap.VirtualServiceFor(svc.Hostname, proxy.Namespace, model.MeshGateway),
-	}.Build(snap, proxy)
+	}
 }
 
 // defaultRoute sends everything to one cluster with Istio's defaults: no timeout, and the
