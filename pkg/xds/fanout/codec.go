@@ -32,7 +32,13 @@ func (Codec) Name() string { return protocodec.Name }
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case *discoveryv3.DiscoveryResponse:
-		if onlyFields(m, 1, 2, 4, 5) && anysPlain(m.Resources) {
+		if !onlyFields(m, 1, 2, 4, 5) {
+			break
+		}
+		if fields, ok := spliced.Load(answerOf(m.Resources)); ok {
+			return sharedAnswerWire(m, fields.([]mem.Buffer)), nil // a store's: plain by construction
+		}
+		if anysPlain(m.Resources) {
 			return sotwWire(m), nil
 		}
 	case *discoveryv3.DeltaDiscoveryResponse:
@@ -125,10 +131,15 @@ func (w *splicer) buffers() mem.BufferSlice {
 }
 
 func (w *splicer) string(num protowire.Number, s string) {
-	if s != "" {
-		w.scratch = protowire.AppendTag(w.scratch, num, protowire.BytesType)
-		w.scratch = protowire.AppendString(w.scratch, s)
+	w.scratch = appendString(w.scratch, num, s)
+}
+
+func appendString(b []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return b
 	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendString(b, s)
 }
 
 // anyField writes field num holding a, with a's value shared.
@@ -139,12 +150,18 @@ func (w *splicer) anyField(num protowire.Number, a *anypb.Any) {
 }
 
 func (w *splicer) anyBody(a *anypb.Any) {
-	w.string(1, a.TypeUrl)
+	w.scratch = appendAnyHead(w.scratch, a)
+	w.share(a.Value)
+}
+
+// appendAnyHead appends what an encoded Any holds before its value's bytes.
+func appendAnyHead(b []byte, a *anypb.Any) []byte {
+	b = appendString(b, 1, a.TypeUrl)
 	if len(a.Value) > 0 {
-		w.scratch = protowire.AppendTag(w.scratch, 2, protowire.BytesType)
-		w.scratch = protowire.AppendVarint(w.scratch, uint64(len(a.Value)))
-		w.share(a.Value)
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(len(a.Value)))
 	}
+	return b
 }
 
 func stringSize(num protowire.Number, s string) int {
@@ -163,7 +180,10 @@ func anySize(a *anypb.Any) int {
 }
 
 func sotwWire(m *discoveryv3.DiscoveryResponse) mem.BufferSlice {
-	w := &splicer{scratch: make([]byte, 0, 64+len(m.Resources)*(16+len(m.TypeUrl)))}
+	w := &splicer{
+		scratch:  make([]byte, 0, 64+len(m.Resources)*(16+len(m.TypeUrl))),
+		segments: make([]segment, 0, 2*len(m.Resources)+2),
+	}
 	w.string(1, m.VersionInfo)
 	for _, a := range m.Resources {
 		w.anyField(2, a)
@@ -174,7 +194,10 @@ func sotwWire(m *discoveryv3.DiscoveryResponse) mem.BufferSlice {
 }
 
 func deltaWire(m *discoveryv3.DeltaDiscoveryResponse) mem.BufferSlice {
-	w := &splicer{scratch: make([]byte, 0, 64+len(m.Resources)*(64+len(m.TypeUrl)))}
+	w := &splicer{
+		scratch:  make([]byte, 0, 64+len(m.Resources)*(64+len(m.TypeUrl))),
+		segments: make([]segment, 0, 2*len(m.Resources)+2),
+	}
 	w.string(1, m.SystemVersionInfo)
 	for _, r := range m.Resources {
 		size := stringSize(1, r.Version) + stringSize(3, r.Name)

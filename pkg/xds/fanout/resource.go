@@ -30,6 +30,8 @@ import (
 	"fmt"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -45,6 +47,10 @@ type Resource struct {
 	any   *anypb.Any
 	hash  string
 	delta *discoveryv3.Resource // the same as a delta response carries it
+	// field is the resource as a field of a state-of-the-world response, boxed once for
+	// every response that shares it (see spliced): its head (field tag, length, type URL,
+	// value tag and length) and its value, any.Value itself.
+	field [2]mem.Buffer
 }
 
 // Encode marshals msg once for every stream that will be sent it. Call it where the resource is
@@ -68,6 +74,10 @@ func Encoded(typeURL, name string, b []byte) *Resource {
 		hash: hex.EncodeToString(sum[:8]),
 	}
 	r.delta = &discoveryv3.Resource{Name: r.name, Version: r.hash, Resource: r.any}
+	head := protowire.AppendTag(nil, 2, protowire.BytesType)
+	head = protowire.AppendVarint(head, uint64(anySize(r.any)))
+	head = appendAnyHead(head, r.any)
+	r.field = [2]mem.Buffer{mem.SliceBuffer(head), mem.SliceBuffer(b)}
 	return r
 }
 

@@ -171,10 +171,11 @@ func (s *Store) answerLocked(set *nameSet, from version) []*anypb.Any {
 		}
 	}
 	slices.Sort(lacking)
-	res := make([]*anypb.Any, len(lacking))
+	rs := make([]*Resource, len(lacking))
 	for i, name := range lacking {
-		res[i] = s.entries[name].res.any
+		rs[i] = s.entries[name].res
 	}
+	res := s.shared.share(rs)
 	s.answers[key] = res
 	return res
 }

@@ -36,6 +36,8 @@ type Store struct {
 	// answers are state-of-the-world answers computed since the last change, shared by every
 	// watch that asks the same thing from the same version.
 	answers map[answerKey][]*anypb.Any
+	// shared registers the answers above with the codec (answer.go).
+	shared *sharedAnswers
 
 	// overlays are what clients that NACKed are served differently, by node ID (see
 	// reject.go); observe is told of rejections.
@@ -88,7 +90,7 @@ var _ cachev3.ConfigWatcher = (*Store)(nil)
 // NewStore returns an empty store of typeURL whose versions start with prefix, which must be
 // unique in the process and should differ between processes.
 func NewStore(typeURL, prefix string) *Store {
-	return &Store{
+	s := &Store{
 		typeURL:  typeURL,
 		wildcard: typeURL == resourcev3.ListenerType || typeURL == resourcev3.ClusterType,
 		prefix:   prefix,
@@ -98,6 +100,8 @@ func NewStore(typeURL, prefix string) *Store {
 		delta:    map[*deltaWatch]struct{}{},
 		answers:  map[answerKey][]*anypb.Any{},
 	}
+	s.shared = newSharedAnswers(s)
+	return s
 }
 
 // Update makes the store hold exactly want. Resources whose hash is unchanged keep their place,
@@ -190,6 +194,7 @@ func (s *Store) Resources() (map[string]proto.Message, error) {
 func (s *Store) changedLocked(changed, removed []string, forced bool) {
 	s.all = nil
 	clear(s.answers)
+	s.shared.forget()
 	slices.Sort(changed)
 	bySet := map[*nameSet][]*anypb.Any{}
 	for w := range s.sotw {
@@ -214,11 +219,13 @@ func (s *Store) changedLocked(changed, removed []string, forced bool) {
 				// It holds what it had before the rejected answer: send all it lacks, once.
 				res = s.answerLocked(w.set, w.from)
 			} else if res, ok = bySet[w.set]; !ok {
+				var rs []*Resource
 				for _, name := range changed {
 					if e := s.entries[name]; e != nil && e.res != nil && w.set.has(name) {
-						res = append(res, e.res.any)
+						rs = append(rs, e.res)
 					}
 				}
+				res = s.shared.share(rs)
 				bySet[w.set] = res
 			}
 			if len(res) == 0 {
@@ -245,10 +252,11 @@ func (s *Store) allLocked() []*anypb.Any {
 			}
 		}
 		slices.Sort(keys)
-		s.all = make([]*anypb.Any, len(keys))
+		rs := make([]*Resource, len(keys))
 		for i, name := range keys {
-			s.all[i] = s.entries[name].res.any
+			rs[i] = s.entries[name].res
 		}
+		s.all = s.shared.share(rs)
 	}
 	return s.all
 }

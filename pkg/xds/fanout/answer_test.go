@@ -1,0 +1,67 @@
+package fanout
+
+import (
+	"fmt"
+	"testing"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// A shared answer is written from its resources' pre-boxed fields while the store has not
+// changed, and resource by resource after: the same bytes as proto.Marshal both ways.
+func TestSharedAnswerWrittenFromResourceFields(t *testing.T) {
+	answer := func(s *Store) *discoveryv3.DiscoveryResponse {
+		t.Helper()
+		resp, _, _ := sotw(t, s, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType})
+		if resp == nil {
+			t.Fatal("a first wildcard request was not answered")
+		}
+		msg, err := resp.GetDiscoveryResponse()
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg.Nonce = "7"
+		return msg
+	}
+	write := func(msg *discoveryv3.DiscoveryResponse) (buffers int) {
+		t.Helper()
+		want, err := proto.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := Codec{}.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := out.Materialize(); string(got) != string(want) {
+			t.Fatalf("codec wrote %d bytes that differ from proto.Marshal's %d", len(got), len(want))
+		}
+		return len(out)
+	}
+	small, large := NewStore(resourcev3.ClusterType, "s-"), NewStore(resourcev3.ClusterType, "l-")
+	small.Update(set(cluster(t, "a", 1), cluster(t, "b", 2), cluster(t, "c", 3)))
+	many := map[string]*Resource{}
+	for i := range 30 {
+		r := cluster(t, fmt.Sprint("c", i), int64(i))
+		many[r.Name()] = r
+	}
+	large.Update(many)
+	smallMsg, largeMsg := answer(small), answer(large)
+	// version, then head and value of each of three resources, then type and nonce
+	if n := write(smallMsg); n != 8 {
+		t.Errorf("the shared answer was written in %d buffers, want 8 (its resources' fields)", n)
+	}
+	write(largeMsg)
+	allocs := func(m *discoveryv3.DiscoveryResponse) float64 {
+		return testing.AllocsPerRun(20, func() { _, _ = Codec{}.Marshal(m) })
+	}
+	if a3, a30 := allocs(smallMsg), allocs(largeMsg); a30 != a3 {
+		t.Errorf("writing a shared answer of 3 resources allocated %v times, of 30 %v: it should not depend on its resources", a3, a30)
+	}
+	small.Update(set(cluster(t, "a", 4)))
+	if n := write(smallMsg); n == 8 {
+		t.Error("an answer of before the store's change is still registered")
+	}
+}
