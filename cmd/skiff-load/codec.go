@@ -111,6 +111,18 @@ func (in *listInterner) encoded(names []string) []byte {
 func (aliasCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *discoveryv3.DiscoveryResponse:
+		if len(data) > 1 {
+			pieces := make(chunks, len(data))
+			for i, b := range data {
+				pieces[i] = b.ReadOnlyData()
+			}
+			if decodeRoutesInPieces(pieces, m) == nil {
+				data.Ref()
+				held.Store(m, &heldResponse{data: data, spread: true})
+				return nil
+			}
+			proto.Reset(m)
+		}
 		b := own(data, m)
 		if err := decodeSotw(b, m); err != nil {
 			proto.Reset(m)
@@ -130,32 +142,52 @@ func (aliasCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return standardCodec.Unmarshal(data, v)
 }
 
-// held maps a decoded response to the gRPC buffer its resources point into, until release.
-var held sync.Map // proto.Message → mem.Buffer
+// held maps a decoded response to the gRPC buffers its resources point into, until release.
+var held sync.Map // proto.Message → *heldResponse
+
+type heldResponse struct {
+	data mem.BufferSlice // as gRPC read it, for its size
+	// own is the one buffer the resources point into, when data was joined.
+	own mem.Buffer
+	// spread: resources point into data's pieces (chunks.go).
+	spread bool
+}
 
 // own returns the message's bytes for the decoded message m to point into, held until
 // release. A message gRPC read into one buffer is kept by taking a reference; one that came in
 // several (a buffer per HTTP/2 frame) is copied into one buffer from the fleet's pool.
 func own(data mem.BufferSlice, m proto.Message) []byte {
 	if len(data) == 1 {
-		data[0].Ref()
-		held.Store(m, data[0])
+		data.Ref()
+		held.Store(m, &heldResponse{data: data})
 		return data[0].ReadOnlyData()
 	}
 	b := fleetBuffers.Get(data.Len())
 	data.CopyTo(*b)
-	held.Store(m, mem.NewBuffer(b, fleetBuffers))
+	held.Store(m, &heldResponse{data: mem.BufferSlice{mem.SliceBuffer(*b)}, own: mem.NewBuffer(b, fleetBuffers)})
 	return *b
 }
 
-// release gives the buffer a response was decoded from back to gRPC's pool once the proxy is
+// release gives the buffers a response was decoded from back to gRPC's pool once the proxy is
 // done with the response (nothing it keeps points into it: what it derives is copied out).
 // Reused, the buffers for a megabyte of routes per proxy per change are not allocated and
 // cleared again each time. A response that is never released is simply collected.
 func release(m proto.Message) {
-	if b, ok := held.LoadAndDelete(m); ok {
-		b.(mem.Buffer).Free()
+	v, ok := held.LoadAndDelete(m)
+	if !ok {
+		return
 	}
+	h := v.(*heldResponse)
+	if h.spread {
+		for _, a := range m.(*discoveryv3.DiscoveryResponse).GetResources() {
+			spreads.Delete(a)
+		}
+	}
+	if h.own != nil {
+		h.own.Free()
+		return
+	}
+	h.data.Free()
 }
 
 // recvPool is the buffer pool of the fleet's connections: gRPC's default one clears every

@@ -1,6 +1,7 @@
 package main
 
 import (
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -54,5 +55,58 @@ func TestAliasCodecWritesInternedRequests(t *testing.T) {
 	got := &discoveryv3.DiscoveryRequest{}
 	if err := proto.Unmarshal(out.Materialize(), got); err != nil || !proto.Equal(got, req) {
 		t.Fatalf("decoded %v (%v), want %v", got, err, req)
+	}
+}
+
+// A route configuration gRPC read in several buffers is decoded without joining them: its
+// value stays in the pieces until the response is released. Other responses are joined.
+func TestAliasCodecDecodesRoutesInPieces(t *testing.T) {
+	rc, err := anypb.New(&routev3.RouteConfiguration{Name: "8080", VirtualHosts: []*routev3.VirtualHost{{Name: "a", Domains: []string{"a.example"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := anypb.New(&clusterv3.Cluster{Name: "outbound|8080||a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*discoveryv3.DiscoveryResponse{
+		{VersionInfo: "v1", TypeUrl: resourcev3.RouteType, Nonce: "3", Resources: []*anypb.Any{rc, rc}},
+		{VersionInfo: "v1", TypeUrl: resourcev3.ClusterType, Nonce: "4", Resources: []*anypb.Any{c}},
+	} {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, size := range []int{5, 1} {
+			var data mem.BufferSlice
+			for _, p := range inPieces(b, size) {
+				data = append(data, mem.SliceBuffer(p))
+			}
+			got := &discoveryv3.DiscoveryResponse{}
+			if err := (aliasCodec{}).Unmarshal(data, got); err != nil {
+				t.Fatal(err)
+			}
+			if responseSize(got) != int64(len(b)) {
+				t.Errorf("%s in pieces of %d: size %d, want %d", m.TypeUrl, size, responseSize(got), len(b))
+			}
+			first := got.Resources[0]
+			if spread := first.Value == nil; spread != (m.TypeUrl == resourcev3.RouteType) {
+				t.Errorf("%s in pieces of %d: value left in the pieces %v", m.TypeUrl, size, spread)
+			}
+			values := make([][]byte, len(got.Resources))
+			for i, a := range got.Resources { // as the probe reads them
+				values[i] = valueOf(a).bytes()
+			}
+			release(got)
+			if _, still := spreads.Load(first); still {
+				t.Errorf("%s: released, and its value is still registered", m.TypeUrl)
+			}
+			for i, a := range got.Resources {
+				a.Value = values[i]
+			}
+			if !proto.Equal(got, m) {
+				t.Errorf("%s in pieces of %d: decoded %v, want %v", m.TypeUrl, size, got, m)
+			}
+		}
 	}
 }

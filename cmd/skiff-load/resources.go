@@ -14,7 +14,6 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -140,7 +139,7 @@ type probe struct {
 // probe decides once per distinct part rather than once per proxy, and never hashes or decodes
 // the rest of a megabyte of routes.
 type matcher struct {
-	part  func(resource []byte) []byte
+	part  func(resource chunks) []byte
 	holds func(part []byte) bool
 }
 
@@ -162,7 +161,7 @@ func (p *probe) observe(idx int, recv time.Time, resources []*anypb.Any) {
 		return
 	}
 	for _, r := range resources {
-		if !p.matches(r.GetValue()) {
+		if !p.matches(valueOf(r)) {
 			continue
 		}
 		d := max(recv.Sub(p.start), 1) // 0 means "not yet"
@@ -173,7 +172,7 @@ func (p *probe) observe(idx int, recv time.Time, resources []*anypb.Any) {
 	}
 }
 
-func (p *probe) matches(resource []byte) bool {
+func (p *probe) matches(resource chunks) bool {
 	part := p.match.part(resource)
 	if part == nil {
 		return false
@@ -217,7 +216,7 @@ func weightsMatcher(i int, v1, v2 uint32) matcher {
 	name := virtualHostName(i)
 	c1, c2 := subsetCluster(i, "v1"), subsetCluster(i, "v2")
 	return matcher{
-		part: func(rc []byte) []byte { return virtualHostBytes(rc, name) },
+		part: func(rc chunks) []byte { return virtualHostBytes(rc, name) },
 		holds: func(part []byte) bool {
 			vh := &routev3.VirtualHost{}
 			if err := proto.Unmarshal(part, vh); err != nil {
@@ -237,66 +236,14 @@ func weightsMatcher(i int, v1, v2 uint32) matcher {
 	}
 }
 
-// virtualHostBytes finds the virtual host named name in an encoded RouteConfiguration by
-// following the fields' length prefixes, decoding nothing else: one service's virtual host
-// is a kilobyte in a megabyte of routes. nil when there is none or the bytes are not a
-// RouteConfiguration.
-func virtualHostBytes(rc []byte, name string) []byte {
-	const virtualHosts, virtualHostName = 2, 1 // RouteConfiguration.virtual_hosts, VirtualHost.name
-	for len(rc) > 0 {
-		num, typ, n := protowire.ConsumeTag(rc)
-		if n < 0 {
-			return nil
-		}
-		rc = rc[n:]
-		if num == virtualHosts && typ == protowire.BytesType {
-			vh, m := protowire.ConsumeBytes(rc)
-			if m < 0 {
-				return nil
-			}
-			if v, ok := fieldBytes(vh, virtualHostName); ok && string(v) == name {
-				return vh
-			}
-			rc = rc[m:]
-			continue
-		}
-		m := protowire.ConsumeFieldValue(num, typ, rc)
-		if m < 0 {
-			return nil
-		}
-		rc = rc[m:]
-	}
-	return nil
-}
-
-// fieldBytes is the value of the first length-delimited field numbered num in msg.
-func fieldBytes(msg []byte, num protowire.Number) ([]byte, bool) {
-	for len(msg) > 0 {
-		got, typ, n := protowire.ConsumeTag(msg)
-		if n < 0 {
-			return nil, false
-		}
-		msg = msg[n:]
-		if got == num && typ == protowire.BytesType {
-			v, m := protowire.ConsumeBytes(msg)
-			return v, m >= 0
-		}
-		m := protowire.ConsumeFieldValue(got, typ, msg)
-		if m < 0 {
-			return nil, false
-		}
-		msg = msg[m:]
-	}
-	return nil, false
-}
-
 // addressMatcher matches the ClusterLoadAssignment of service i's cluster when it lists addr.
 func addressMatcher(i int, addr netip.Addr) matcher {
 	cluster := subsetCluster(i, "")
 	clusterBytes, addrString := []byte(cluster), addr.String()
 	return matcher{
 		// Endpoint assignments are small: the whole of the service's one is the part.
-		part: func(cla []byte) []byte {
+		part: func(value chunks) []byte {
+			cla := value.bytes()
 			if !bytes.Contains(cla, clusterBytes) {
 				return nil
 			}
@@ -319,6 +266,10 @@ func addressMatcher(i int, addr netip.Addr) matcher {
 	}
 }
 
-// responseSize is the bytes of a response's payload as it crossed the wire (near enough: the
-// resources dominate).
-func responseSize(m proto.Message) int64 { return int64(proto.Size(m)) }
+// responseSize is the bytes of a response's payload as it crossed the wire.
+func responseSize(m proto.Message) int64 {
+	if h, ok := held.Load(m); ok {
+		return int64(h.(*heldResponse).data.Len())
+	}
+	return int64(proto.Size(m))
+}
