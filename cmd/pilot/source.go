@@ -66,6 +66,9 @@ func (s *configStatus) publish(set *config.Set, errs []*config.Error, changedAt 
 	s.reloads.WithLabelValues(result).Inc()
 	s.errorsGauge.Set(float64(len(errs)))
 	snap := model.Build(set)
+	// Pushed first: the warnings (a walk of every reference in the mesh) are for people, and
+	// the proxies need not wait for them.
+	s.server.Push(snap, changedAt)
 	warnings := snap.Warnings()
 	for _, w := range warnings {
 		s.log.Warn("configuration loaded but will not work as written", "code", w.Code,
@@ -77,7 +80,6 @@ func (s *configStatus) publish(set *config.Set, errs []*config.Error, changedAt 
 	s.mu.Unlock()
 	s.log.Info("configuration loaded", "services", len(snap.Services), "virtualServices", len(snap.VirtualServices),
 		"destinationRules", len(snap.DestinationRules), "errors", len(errs), "warnings", len(warnings))
-	s.server.Push(snap, changedAt)
 }
 
 // folderSource turns the config folder into snapshots: every reload re-reads the folder (the
