@@ -10,11 +10,11 @@ import (
 )
 
 // A route configuration of a large mesh reaches a proxy in gRPC's buffers, one per 16 kB HTTP/2
-// frame. Joining them into one slice to decode it was a fifth of the fleet's CPU during a
-// VirtualService change, on the cores pilot needs to send it, for bytes the fleet only looks
-// into for one virtual host. So route configurations are decoded in their pieces: the few
-// fields a proxy needs (version, nonce, type) are copied out, and the resource's value stays in
-// gRPC's buffers (spreads) until the response is released.
+// frame. Joining them into one slice to decode it copied every byte once more (a fifth of the
+// fleet's CPU profile during a VirtualService change), on the cores pilot needs to send it, for
+// bytes the fleet only looks into for one virtual host. So route configurations are decoded in
+// their pieces: the few fields a proxy needs (version, nonce, type) are copied out, and the
+// resource's value stays in gRPC's buffers (spreads) until the response is released.
 
 // chunks is a byte string in pieces.
 type chunks [][]byte
@@ -267,7 +267,7 @@ func decodeAnyInPieces(r *chunkReader, length int) (*anypb.Any, chunks, error) {
 		}
 		switch num {
 		case 1:
-			if !s.equal(resourcev3.RouteType) || l != len(resourcev3.RouteType) {
+			if l != len(resourcev3.RouteType) || !s.equal(resourcev3.RouteType) {
 				return nil, nil, errUnhandled
 			}
 			a.TypeUrl = resourcev3.RouteType
