@@ -47,6 +47,8 @@ type sharedConfig struct {
 	// the same key is bound without translating again while snap is current.
 	snap    *model.Snapshot
 	members int // proxy classes bound to it
+	// idle: no class was bound to it at the last Prune (see Prune).
+	idle bool
 }
 
 // Config reports whether the configuration id was filled from snap, so that a class with its
@@ -159,14 +161,23 @@ func (c *classCache) AdvanceConfig(id configID, snap *model.Snapshot) bool {
 	return ok
 }
 
-// Prune drops configurations that no class is bound to: left by their last class, or
-// translated for a class whose proxy left before it was bound.
+// Prune drops configurations that no class has been bound to since the previous Prune: left
+// by their last class, or translated for a class whose proxy left before it was bound. One
+// push's grace, because a class that moves has its proxies reconnect, and the class is forgotten
+// when their streams end, which may be before this push's Prune: a configuration the class
+// still shares after the move (its clusters, when only a policy moved it) must be there when
+// they come back, or they would be sent all of it again under a new store's version.
 func (c *classCache) Prune() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id, sc := range c.configs {
-		if sc.members <= 0 {
+		switch {
+		case sc.members > 0:
+			sc.idle = false
+		case sc.idle:
 			delete(c.configs, id)
+		default:
+			sc.idle = true
 		}
 	}
 }
@@ -187,12 +198,16 @@ func (c *classCache) KeyOf(class string) string {
 func (c *classCache) ConfigCount() (configs, stores int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for id := range c.configs {
+	for id, sc := range c.configs {
+		if sc.members <= 0 {
+			continue // kept for a push in case its class comes back (see Prune)
+		}
+		stores++
 		if id.typeURL == fullKeyType {
 			configs++
 		}
 	}
-	return configs, len(c.configs)
+	return configs, stores
 }
 
 // Forget drops a class whose last proxy disconnected.

@@ -311,3 +311,45 @@ func TestProxyBackWithCurrentClustersIsAnsweredAndInSync(t *testing.T) {
 		return cds != nil && cds.Sent == held && cds.Acked == held
 	})
 }
+
+// A configuration whose last class is forgotten (its proxies' streams ended, as after a class
+// move) survives the push's Prune, so that the proxies coming back are bound to it and hold
+// its versions; it goes at the next Prune if no class came back. This was the CI flake of
+// TestProxyBackWithCurrentClustersIsAnsweredAndInSync: under load the moved proxy's stream
+// ended before the push pruned.
+func TestForgottenConfigurationKeptForOnePush(t *testing.T) {
+	c := newClassCache("t-", func(string, *model.Proxy) {})
+	snap := podMesh(1, "10.0.0.1", v1Labels)
+	keys := map[string]string{}
+	for _, typ := range classTypes {
+		keys[typ] = "k"
+		c.UpdateConfig(configID{typ, "k"}, snap, nil)
+	}
+	bind := func() {
+		t.Helper()
+		c.classes["a"] = &proxyClass{parked: map[*parkedWatch]struct{}{}}
+		if _, err := c.Bind("a", keys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bind()
+	c.Forget("a")
+	c.Prune()
+	if len(c.configs) != len(classTypes) {
+		t.Fatalf("%d configurations after the first Prune, want the %d the class left", len(c.configs), len(classTypes))
+	}
+	if configs, stores := c.ConfigCount(); configs != 0 || stores != 0 {
+		t.Errorf("a configuration no class is bound to is counted as served: %d configurations, %d stores", configs, stores)
+	}
+	bind() // the class comes back: bound to the same stores
+	c.Prune()
+	c.Forget("a")
+	c.Prune()
+	if len(c.configs) != len(classTypes) {
+		t.Fatalf("%d configurations: one bound at a Prune was not given its grace", len(c.configs))
+	}
+	c.Prune()
+	if len(c.configs) != 0 {
+		t.Errorf("%d configurations left after two Prunes without a class", len(c.configs))
+	}
+}
