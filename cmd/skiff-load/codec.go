@@ -118,7 +118,7 @@ func (aliasCodec) Unmarshal(data mem.BufferSlice, v any) error {
 			}
 			if decodeRoutesInPieces(pieces, m) == nil {
 				data.Ref()
-				held.Store(m, &heldResponse{data: data, spread: true})
+				held.Store(m, &heldResponse{size: data.Len(), buffers: data, spread: true})
 				return nil
 			}
 			proto.Reset(m)
@@ -146,10 +146,9 @@ func (aliasCodec) Unmarshal(data mem.BufferSlice, v any) error {
 var held sync.Map // proto.Message → *heldResponse
 
 type heldResponse struct {
-	data mem.BufferSlice // as gRPC read it, for its size
-	// own is the one buffer the resources point into, when data was joined.
-	own mem.Buffer
-	// spread: resources point into data's pieces (chunks.go).
+	size    int             // as gRPC read it
+	buffers mem.BufferSlice // what the resources point into
+	// spread: into gRPC's pieces, as they came (chunks.go).
 	spread bool
 }
 
@@ -159,12 +158,12 @@ type heldResponse struct {
 func own(data mem.BufferSlice, m proto.Message) []byte {
 	if len(data) == 1 {
 		data.Ref()
-		held.Store(m, &heldResponse{data: data})
+		held.Store(m, &heldResponse{size: data.Len(), buffers: data})
 		return data[0].ReadOnlyData()
 	}
 	b := fleetBuffers.Get(data.Len())
 	data.CopyTo(*b)
-	held.Store(m, &heldResponse{data: mem.BufferSlice{mem.SliceBuffer(*b)}, own: mem.NewBuffer(b, fleetBuffers)})
+	held.Store(m, &heldResponse{size: data.Len(), buffers: mem.BufferSlice{mem.NewBuffer(b, fleetBuffers)}})
 	return *b
 }
 
@@ -183,11 +182,7 @@ func release(m proto.Message) {
 			spreads.Delete(a)
 		}
 	}
-	if h.own != nil {
-		h.own.Free()
-		return
-	}
-	h.data.Free()
+	h.buffers.Free()
 }
 
 // recvPool is the buffer pool of the fleet's connections: gRPC's default one clears every

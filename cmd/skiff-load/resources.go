@@ -269,7 +269,7 @@ func addressMatcher(i int, addr netip.Addr) matcher {
 // responseSize is the bytes of a response's payload as it crossed the wire.
 func responseSize(m proto.Message) int64 {
 	if h, ok := held.Load(m); ok {
-		return int64(h.(*heldResponse).data.Len())
+		return int64(h.(*heldResponse).size)
 	}
 	return int64(proto.Size(m))
 }

@@ -305,6 +305,25 @@ func TestManyStreamsShareOneAnswer(t *testing.T) {
 	}
 }
 
+// codecWrite writes m with the Codec and reports an error unless the bytes are
+// proto.Marshal's; ok says whether they were.
+func codecWrite(t *testing.T, m proto.Message) (out mem.BufferSlice, ok bool) {
+	t.Helper()
+	want, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = Codec{}.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := out.Materialize(); string(got) != string(want) {
+		t.Errorf("%T: codec wrote %d bytes that differ from proto.Marshal's %d", m, len(got), len(want))
+		return out, false
+	}
+	return out, true
+}
+
 func TestCodecWritesWhatProtoMarshalWrites(t *testing.T) {
 	a, b := cluster(t, "a", 1), cluster(t, "b", 2)
 	sotwMsg := &discoveryv3.DiscoveryResponse{VersionInfo: "p-3", TypeUrl: resourcev3.ClusterType, Nonce: "12", Resources: []*anypb.Any{a.any, b.any}}
@@ -314,17 +333,7 @@ func TestCodecWritesWhatProtoMarshalWrites(t *testing.T) {
 	}
 	other := &discoveryv3.DiscoveryResponse{VersionInfo: "1", Canary: true, Resources: []*anypb.Any{a.any}}
 	for _, m := range []proto.Message{sotwMsg, deltaMsg, other} {
-		want, err := proto.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := Codec{}.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := out.Materialize(); string(got) != string(want) {
-			t.Errorf("%T: codec wrote %d bytes that differ from proto.Marshal's %d", m, len(got), len(want))
-		}
+		codecWrite(t, m)
 	}
 	if out, _ := (Codec{}).Marshal(sotwMsg); len(out) < 3 {
 		t.Errorf("the SotW response was not written around its resources' buffers: %d buffers", len(out))
