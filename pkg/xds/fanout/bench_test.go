@@ -101,3 +101,45 @@ func BenchmarkPushNamed(b *testing.B) {
 		ack()
 	}
 }
+
+// BenchmarkPushDelta is BenchmarkPushWildcard for delta streams: one change of one cluster
+// reaching 2,000 delta streams that each hold all 1,000, each ACKing with a new request (as
+// delta clients do) and waiting again. Its cost must not grow with the names each holds.
+func BenchmarkPushDelta(b *testing.B) {
+	s := NewStore(resourcev3.ClusterType, "p-")
+	clusters := map[string]*Resource{}
+	for i := range benchResources {
+		clusters[fmt.Sprint("c", i)] = cluster(b, fmt.Sprint("c", i), 1)
+	}
+	s.Update(clusters)
+	type stream struct {
+		sub streamv3.Subscription
+		ch  chan cachev3.DeltaResponse
+	}
+	streams := make([]*stream, benchStreams)
+	for i := range streams {
+		st := &stream{sub: streamv3.NewDeltaSubscription(nil, nil, nil, true), ch: make(chan cachev3.DeltaResponse, 1)}
+		streams[i] = st
+		if _, err := s.CreateDeltaWatch(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType}, &st.sub, st.ch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ack := func() {
+		for _, st := range streams {
+			r := <-st.ch
+			st.sub.SetReturnedResources(r.GetNextVersionMap())
+			req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResponseNonce: "1"}
+			if _, err := s.CreateDeltaWatch(req, &st.sub, st.ch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	ack()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		clusters["c0"] = cluster(b, "c0", int64(i+2))
+		s.Update(clusters)
+		ack()
+	}
+}

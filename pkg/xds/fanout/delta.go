@@ -3,8 +3,10 @@ package fanout
 import (
 	"context"
 	"maps"
+	"reflect"
 	"slices"
 	"strconv"
+	"unsafe"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -27,6 +29,10 @@ func (s *Store) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscrip
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w := &deltaWatch{req: trimDeltaRequest(req), sub: sub, ch: ch}
+	if s.ackedCurrentLocked(req, sub) {
+		s.delta[w] = struct{}{}
+		return func() { s.cancelDelta(w) }, nil
+	}
 	if len(s.overlays) > 0 || req.GetErrorDetail() != nil {
 		nack, msg := req.GetErrorDetail() != nil, req.GetErrorDetail().GetMessage()
 		held := s.verdictLocked(w.node(), req.GetResponseNonce() != "", nack, msg)
@@ -67,9 +73,9 @@ func (s *Store) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscrip
 		// an empty response that names the store's version: the protocol's way to say "you
 		// are current" (and, for a wildcard type, "there is nothing", which Envoy waits for
 		// before it is ready). The stream's record (syncz, proxy-status, wait) starts from it.
-		next := maps.Clone(w.sub.ReturnedResources())
-		if next == nil {
-			next = map[string]string{}
+		next := recordOf(w.sub)
+		if s.overlayLocked(w.node()) == nil {
+			s.acked[recordID(next)] = s.seq
 		}
 		w.ch <- &deltaResponse{req: w.req, version: strconv.FormatUint(s.seq, 10), next: next}
 		return func() {}, nil
@@ -152,10 +158,7 @@ func (s *Store) deltaAnswerLocked(w *deltaWatch, changed, removed []string, forc
 	}
 	slices.Sort(send)
 	slices.Sort(gone)
-	next := maps.Clone(returned)
-	if next == nil {
-		next = map[string]string{}
-	}
+	next := recordOf(w.sub)
 	resources := make([]*discoveryv3.Resource, len(send))
 	for i, name := range send {
 		r := ov.serve(name, s.entries[name])
@@ -165,6 +168,9 @@ func (s *Store) deltaAnswerLocked(w *deltaWatch, changed, removed []string, forc
 	for _, name := range gone {
 		delete(next, name)
 	}
+	if ov == nil {
+		s.acked[recordID(next)] = s.seq
+	}
 	return &deltaResponse{
 		req:       w.req,
 		version:   strconv.FormatUint(s.seq, 10),
@@ -172,6 +178,46 @@ func (s *Store) deltaAnswerLocked(w *deltaWatch, changed, removed []string, forc
 		removed:   gone,
 		next:      next,
 	}
+}
+
+// recordOf is the stream's record of the versions its client holds, which an answer updates
+// in place and returns as the record after it. go-control-plane keeps the map a response
+// returns as the stream's record once it has sent that response, and until then nothing else
+// reads or writes it: the watch is answered once and forgotten under the store's lock, and the
+// stream handles no request of the type before it has sent the response. A copy per answer
+// made a change of one resource cost every delta stream a copy of its whole record, thousands
+// of names (O(streams × names) per change, where a change must cost O(changed × streams)).
+func recordOf(sub cachev3.Subscription) map[string]string {
+	if r := sub.ReturnedResources(); r != nil {
+		return r
+	}
+	return map[string]string{}
+}
+
+// ackedCurrentLocked reports whether req only acknowledges an answer this store gave at its
+// current version, asking for nothing else: then its client lacks nothing, and the comparison
+// of every name it holds with the store (thousands, for every stream that a change reached) is
+// skipped. A delta client acknowledges with a new request, which go-control-plane makes a new
+// watch over the same record. Whatever could make a client lack something since its answer
+// moves the store's seq (a change, a resend, a rejected resource held or retried) or involves
+// an overlay, and the answer was recorded only for a client without one.
+func (s *Store) ackedCurrentLocked(req *cachev3.DeltaRequest, sub cachev3.Subscription) bool {
+	id := recordID(sub.ReturnedResources())
+	seq, ok := s.acked[id]
+	if !ok {
+		return false
+	}
+	delete(s.acked, id) // answered once: the next answer records it again
+	return seq == s.seq && len(s.overlays) == 0 && req.GetErrorDetail() == nil &&
+		req.GetResponseNonce() != "" && len(req.GetResourceNamesSubscribe()) == 0 &&
+		len(req.GetResourceNamesUnsubscribe()) == 0
+}
+
+// recordID is the address of a stream's record (see recordOf), which stays the same map for
+// the stream's life. As a key of Store.acked it keeps the map alive, so no other map can take
+// the address while it is recorded.
+func recordID(record map[string]string) unsafe.Pointer {
+	return reflect.ValueOf(record).UnsafePointer()
 }
 
 func trimDeltaRequest(req *discoveryv3.DeltaDiscoveryRequest) *discoveryv3.DeltaDiscoveryRequest {

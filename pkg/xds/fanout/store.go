@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -33,6 +34,9 @@ type Store struct {
 	sets  setTable
 	sotw  map[*sotwWatch]struct{}
 	delta map[*deltaWatch]struct{}
+	// acked are the records of delta streams answered since the last change, by address,
+	// with the seq they were answered at (see ackedCurrentLocked).
+	acked map[unsafe.Pointer]uint64
 	// answers are state-of-the-world answers computed since the last change, shared by every
 	// watch that asks the same thing from the same version.
 	answers map[answerKey][]*anypb.Any
@@ -98,6 +102,7 @@ func NewStore(typeURL, prefix string) *Store {
 		sets:     newSetTable(),
 		sotw:     map[*sotwWatch]struct{}{},
 		delta:    map[*deltaWatch]struct{}{},
+		acked:    map[unsafe.Pointer]uint64{},
 		answers:  map[answerKey][]*anypb.Any{},
 	}
 	s.shared = newSharedAnswers(s)
@@ -194,6 +199,7 @@ func (s *Store) Resources() (map[string]proto.Message, error) {
 func (s *Store) changedLocked(changed, removed []string, forced bool) {
 	s.all = nil
 	clear(s.answers)
+	clear(s.acked)
 	s.shared.forget()
 	slices.Sort(changed)
 	bySet := map[*nameSet][]*anypb.Any{}
