@@ -57,3 +57,37 @@ func TestSharedAnswerWrittenFromResourceFields(t *testing.T) {
 		t.Error("an answer of before the store's change is still registered")
 	}
 }
+
+// A delta response is written from its resources' registered fields, with allocations that do
+// not depend on how many it carries, and resource by resource when one is not from Encoded:
+// the same bytes as proto.Marshal both ways.
+func TestDeltaResponseWrittenFromResourceFields(t *testing.T) {
+	response := func(n int) *discoveryv3.DeltaDiscoveryResponse {
+		m := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: "3", TypeUrl: resourcev3.ClusterType, Nonce: "9", RemovedResources: []string{"gone"}}
+		for i := range n {
+			m.Resources = append(m.Resources, cluster(t, fmt.Sprint("c", i), int64(i+1)).deltaMessage())
+		}
+		return m
+	}
+	small, large := response(3), response(30)
+	out, ok := codecWrite(t, small)
+	if !ok {
+		t.FailNow()
+	}
+	// version, then head, value and name of each of three resources, then type, nonce, removal
+	if len(out) != 11 {
+		t.Errorf("written in %d buffers, want 11 (its resources' fields)", len(out))
+	}
+	codecWrite(t, large)
+	allocs := func(m *discoveryv3.DeltaDiscoveryResponse) float64 {
+		return testing.AllocsPerRun(20, func() { _, _ = Codec{}.Marshal(m) })
+	}
+	if a3, a30 := allocs(small), allocs(large); a30 != a3 {
+		t.Errorf("writing 3 resources allocated %v times, 30 %v: it should not depend on the resources", a3, a30)
+	}
+	a := cluster(t, "a", 1)
+	small.Resources = append(small.Resources, &discoveryv3.Resource{Name: "a", Version: a.Hash(), Resource: a.any})
+	if out, ok := codecWrite(t, small); ok && len(out) == 14 {
+		t.Error("a resource not from Encoded was written as registered fields")
+	}
+}

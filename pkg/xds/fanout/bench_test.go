@@ -21,12 +21,7 @@ const (
 // BenchmarkPushWildcard is one change of one cluster reaching 2,000 state-of-the-world
 // streams, each of which ACKs and waits again: the hot path of a push.
 func BenchmarkPushWildcard(b *testing.B) {
-	s := NewStore(resourcev3.ClusterType, "p-")
-	clusters := map[string]*Resource{}
-	for i := range benchResources {
-		clusters[fmt.Sprint("c", i)] = cluster(b, fmt.Sprint("c", i), 1)
-	}
-	s.Update(clusters)
+	s, clusters := benchClusters(b)
 	chans := make([]chan cachev3.Response, benchStreams)
 	for i := range chans {
 		chans[i] = make(chan cachev3.Response, 1)
@@ -45,6 +40,23 @@ func BenchmarkPushWildcard(b *testing.B) {
 			}
 		}
 	}
+	changeOneCluster(b, s, clusters, ack)
+}
+
+// benchClusters is a store of benchResources clusters, and the clusters.
+func benchClusters(b *testing.B) (*Store, map[string]*Resource) {
+	s := NewStore(resourcev3.ClusterType, "p-")
+	clusters := map[string]*Resource{}
+	for i := range benchResources {
+		clusters[fmt.Sprint("c", i)] = cluster(b, fmt.Sprint("c", i), 1)
+	}
+	s.Update(clusters)
+	return s, clusters
+}
+
+// changeOneCluster has every stream ACK what it was sent, then measures changes of one
+// cluster, each followed by every stream's ACK.
+func changeOneCluster(b *testing.B, s *Store, clusters map[string]*Resource, ack func()) {
 	ack()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -106,12 +118,7 @@ func BenchmarkPushNamed(b *testing.B) {
 // reaching 2,000 delta streams that each hold all 1,000, each ACKing with a new request (as
 // delta clients do) and waiting again. Its cost must not grow with the names each holds.
 func BenchmarkPushDelta(b *testing.B) {
-	s := NewStore(resourcev3.ClusterType, "p-")
-	clusters := map[string]*Resource{}
-	for i := range benchResources {
-		clusters[fmt.Sprint("c", i)] = cluster(b, fmt.Sprint("c", i), 1)
-	}
-	s.Update(clusters)
+	s, clusters := benchClusters(b)
 	type stream struct {
 		sub streamv3.Subscription
 		ch  chan cachev3.DeltaResponse
@@ -134,12 +141,5 @@ func BenchmarkPushDelta(b *testing.B) {
 			}
 		}
 	}
-	ack()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		clusters["c0"] = cluster(b, "c0", int64(i+2))
-		s.Update(clusters)
-		ack()
-	}
+	changeOneCluster(b, s, clusters, ack)
 }

@@ -42,7 +42,13 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 			return sotwWire(m), nil
 		}
 	case *discoveryv3.DeltaDiscoveryResponse:
-		if onlyFields(m, 1, 2, 4, 5, 6) && deltaResourcesPlain(m.Resources) {
+		if !onlyFields(m, 1, 2, 4, 5, 6) {
+			break
+		}
+		if out, ok := deltaFieldsWire(m); ok {
+			return out, nil // registered resources are plain by construction
+		}
+		if deltaResourcesPlain(m.Resources) {
 			return deltaWire(m), nil
 		}
 	}

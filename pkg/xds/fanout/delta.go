@@ -162,7 +162,7 @@ func (s *Store) deltaAnswerLocked(w *deltaWatch, changed, removed []string, forc
 	resources := make([]*discoveryv3.Resource, len(send))
 	for i, name := range send {
 		r := ov.serve(name, s.entries[name])
-		resources[i] = r.delta
+		resources[i] = r.deltaMessage()
 		next[name] = r.hash
 	}
 	for _, name := range gone {

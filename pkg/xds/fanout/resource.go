@@ -31,6 +31,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"sync"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/mem"
@@ -49,7 +50,9 @@ type Resource struct {
 	name  string
 	any   *anypb.Any
 	hash  string
-	delta *discoveryv3.Resource // the same as a delta response carries it
+	delta *discoveryv3.Resource // the same as a delta response carries it (deltaMessage)
+	// deltaOnce registers delta's fields with the codec.
+	deltaOnce sync.Once
 	// field is the resource as a field of a state-of-the-world response, boxed once for
 	// every response that shares it (see spliced): its head (field tag, length, type URL,
 	// value tag and length) and its value, any.Value itself.
@@ -82,6 +85,13 @@ func Encoded(typeURL, name string, b []byte) *Resource {
 	head = appendAnyHead(head, r.any)
 	r.field = [2]mem.Buffer{mem.SliceBuffer(head), mem.SliceBuffer(b)}
 	return r
+}
+
+// deltaMessage is the resource as a delta response carries it, its fields registered for the
+// codec on first use (see deltaFields), so that only resources sent to delta streams pay.
+func (r *Resource) deltaMessage() *discoveryv3.Resource {
+	r.deltaOnce.Do(func() { registerDeltaFields(r) })
+	return r.delta
 }
 
 // Name is the resource's name.
