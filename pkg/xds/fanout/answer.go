@@ -90,13 +90,14 @@ func sharedAnswerWire(m *discoveryv3.DiscoveryResponse, fields []mem.Buffer) mem
 	return out
 }
 
-// deltaFields are, by the delta message of every encoded resource sent to a delta stream
-// (Resource.deltaMessage), its non-empty parts as a field of a delta response, boxed once: the head (field tag and length,
-// version, the Any's head), the value (Resource.field's), and the name. A delta answer is
-// computed per stream, so there is no shared slice to register as for state of the world; the
-// codec finds each resource's fields here instead of writing their heads for every response,
-// which at a delta sync (thousands of resources in every response the push budget admits) was
-// most of the splicing's garbage. An entry goes when its resource is collected.
+// deltaFields are, by the delta message of every resource sent to a delta stream
+// (Resource.deltaMessage), its non-empty parts as a field of a delta response, boxed once: the
+// head (field tag and length, version, the Any's head), the value (Resource.field's), and the
+// name. A delta answer is computed per stream, so there is no shared slice to register as for
+// state of the world; the codec finds each resource's fields here instead of writing their
+// heads for every response, which at a delta sync (thousands of resources in every response
+// the push budget admits) was most of the splicing's garbage. An entry goes when its resource
+// is collected.
 var deltaFields sync.Map // *discoveryv3.Resource → []mem.Buffer
 
 func registerDeltaFields(r *Resource) {
