@@ -74,9 +74,7 @@ func (s *Store) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscrip
 		// are current" (and, for a wildcard type, "there is nothing", which Envoy waits for
 		// before it is ready). The stream's record (syncz, proxy-status, wait) starts from it.
 		next := recordOf(w.sub)
-		if s.overlayLocked(w.node()) == nil {
-			s.acked[recordID(next)] = s.seq
-		}
+		s.answeredLocked(next, s.overlayLocked(w.node()))
 		w.ch <- &deltaResponse{req: w.req, version: strconv.FormatUint(s.seq, 10), next: next}
 		return func() {}, nil
 	}
@@ -168,9 +166,7 @@ func (s *Store) deltaAnswerLocked(w *deltaWatch, changed, removed []string, forc
 	for _, name := range gone {
 		delete(next, name)
 	}
-	if ov == nil {
-		s.acked[recordID(next)] = s.seq
-	}
+	s.answeredLocked(next, ov)
 	return &deltaResponse{
 		req:       w.req,
 		version:   strconv.FormatUint(s.seq, 10),
@@ -211,6 +207,15 @@ func (s *Store) ackedCurrentLocked(req *cachev3.DeltaRequest, sub cachev3.Subscr
 	return seq == s.seq && len(s.overlays) == 0 && req.GetErrorDetail() == nil &&
 		req.GetResponseNonce() != "" && len(req.GetResourceNamesSubscribe()) == 0 &&
 		len(req.GetResourceNamesUnsubscribe()) == 0
+}
+
+// answeredLocked notes that the stream whose record is next was answered at the store's
+// current seq, for ackedCurrentLocked; not for a client served through an overlay, whose
+// answers depend on more than the seq.
+func (s *Store) answeredLocked(next map[string]string, ov *overlay) {
+	if ov == nil {
+		s.acked[recordID(next)] = s.seq
+	}
 }
 
 // recordID is the address of a stream's record (see recordOf), which stays the same map for
